@@ -1,0 +1,168 @@
+import { randomUUID } from "node:crypto";
+import type { Writable } from "node:stream";
+import cors from "@fastify/cors";
+import formbody from "@fastify/formbody";
+import helmet from "@fastify/helmet";
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import underPressure from "@fastify/under-pressure";
+import Fastify, { type FastifyInstance, LogController } from "fastify";
+import type { Config } from "./config.ts";
+import { modules } from "./modules/index.ts";
+import { createDatabase, type Database } from "./platform/db/client.ts";
+import { errors } from "./platform/errors.ts";
+import { HealthRegistry } from "./platform/health.ts";
+import { installErrorHandler } from "./platform/http/error-handler.ts";
+import { installNotFound } from "./platform/http/not-found.ts";
+import { ProblemSchema } from "./platform/http/problem.ts";
+import { Lifecycle } from "./platform/lifecycle.ts";
+import { createLoggerOptions } from "./platform/logger.ts";
+import { createMetrics, type Metrics } from "./platform/metrics.ts";
+import { registerOpenApi } from "./platform/openapi.ts";
+import { createRedis, type RedisHandle } from "./platform/redis.ts";
+
+/** Everything with a lifecycle that modules may use; built once per app. */
+export interface Platform {
+  readonly config: Config;
+  readonly database: Database;
+  readonly redis: RedisHandle;
+  readonly metrics: Metrics;
+  readonly health: HealthRegistry;
+  readonly lifecycle: Lifecycle;
+  /** Lines a module wants printed once after the server starts listening (first-run hints). */
+  readonly notices: string[];
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    platform: Platform;
+  }
+}
+
+export type App = FastifyInstance;
+
+export interface BuildOptions {
+  /** Use this database instead of creating one from config (tests pass an isolated one). */
+  readonly database?: Database;
+  readonly redis?: RedisHandle;
+  /** Send logs here instead of stdout (tests capture them to check redaction). */
+  readonly logStream?: Writable;
+  /** Apply migrations before serving; defaults to config.db.migrateOnStart. */
+  readonly migrate?: boolean;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the whole service; never listens (server.ts does). */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
+  const app = Fastify({
+    logger: createLoggerOptions(config, options.logStream),
+    // Accept a caller's X-Request-Id when it is a sane token, otherwise mint one.
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    requestIdHeader: false,
+    logController: new LogController({ requestIdLogLabel: "request_id" }),
+    trustProxy: config.http.trustProxy,
+    bodyLimit: config.http.bodyLimitBytes,
+    connectionTimeout: config.http.requestTimeoutMs,
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+    onProtoPoisoning: "error",
+    onConstructorPoisoning: "error",
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: "array", useDefaults: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const metrics = createMetrics({ version: config.version, environment: config.env });
+  const health = new HealthRegistry();
+  const lifecycle = new Lifecycle();
+  const ownsDatabase = options.database === undefined;
+  const database =
+    options.database ??
+    (await createDatabase({
+      url: config.db.url,
+      dataDir: config.dataDir,
+      poolMax: config.db.poolMax,
+      statementTimeoutMs: config.db.statementTimeoutMs,
+    }));
+  const ownsRedis = options.redis === undefined;
+  const redis = options.redis ?? createRedis(config.redis);
+
+  if (options.migrate ?? config.db.migrateOnStart) await database.migrate();
+
+  const platform: Platform = { config, database, redis, metrics, health, lifecycle, notices: [] };
+  app.decorate("platform", platform);
+
+  health.register(
+    "database",
+    async () => {
+      await database.ping();
+      return { status: "ok", detail: database.kind };
+    },
+    { critical: true },
+  );
+  health.register("redis", async () => {
+    if (redis.client === null) return { status: "disabled", detail: "REDIS_URL not set; in-process fallbacks" };
+    await redis.ping();
+    return { status: "ok" };
+  });
+
+  // Infrastructure closes last, after every module has flushed.
+  if (ownsDatabase) lifecycle.onClose("database", () => database.close());
+  if (ownsRedis) lifecycle.onClose("redis", () => redis.close());
+  app.addHook("preClose", async () => {
+    lifecycle.markShuttingDown();
+  });
+  app.addHook("onClose", async (instance) => {
+    for (const f of await lifecycle.run()) instance.log.error({ err: f.error, hook: f.name }, "shutdown hook failed");
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    const labels = { method: request.method, route, status: String(reply.statusCode) };
+    metrics.httpRequests.inc(labels);
+    if (reply.statusCode >= 400) metrics.httpErrors.inc(labels);
+    metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+
+  installErrorHandler(app, config.http.publicBaseUrl);
+  app.addSchema(ProblemSchema);
+
+  await app.register(helmet, {
+    // JSON API: nothing may be framed or loaded from our responses. /docs sets its own CSP.
+    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginResourcePolicy: { policy: "same-site" },
+    hsts: config.env === "production",
+  });
+  await app.register(cors, {
+    origin: config.http.corsOrigins.includes("*") ? true : [...config.http.corsOrigins],
+    credentials: config.http.corsCredentials,
+    exposedHeaders: ["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After", "Server-Timing"],
+    maxAge: 600,
+  });
+  await app.register(formbody, { bodyLimit: config.http.bodyLimitBytes });
+
+  if (config.http.maxEventLoopDelayMs > 0) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: config.http.maxEventLoopDelayMs,
+      retryAfter: 1,
+      pressureHandler: () => {
+        throw errors.overloaded(1);
+      },
+    });
+  }
+
+  installNotFound(app, { baseUrl: config.http.publicBaseUrl, perMinute: config.http.notFoundPerMinute });
+  await registerOpenApi(app, config);
+
+  for (const mod of modules) await app.register(mod, { platform });
+
+  await app.ready();
+  return app;
+}

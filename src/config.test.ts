@@ -1,0 +1,109 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "./config.ts";
+
+const opts = { dotenv: false, persistGeneratedSecret: false } as const;
+
+function problemsOf(env: Record<string, string>): readonly string[] {
+  try {
+    loadConfig(env, opts);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe("loadConfig", () => {
+  it("runs on embedded defaults with an empty environment", () => {
+    const c = loadConfig({}, opts);
+    expect(c.env).toBe("development");
+    expect(c.http.port).toBe(8000);
+    expect(c.db.url).toBeUndefined();
+    expect(c.db.poolMax).toBe(30);
+    expect(c.redis.url).toBeUndefined();
+    expect(c.auth.secretKeyGenerated).toBe(true);
+    expect(Buffer.byteLength(c.auth.secretKey)).toBeGreaterThanOrEqual(32);
+    expect(c.http.publicBaseUrl).toBe("http://localhost:8000");
+  });
+
+  it("is frozen all the way down", () => {
+    const c = loadConfig({}, opts);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.http)).toBe(true);
+    expect(Object.isFrozen(c.http.corsOrigins)).toBe(true);
+  });
+
+  it("reads typed values", () => {
+    const c = loadConfig(
+      {
+        PORT: "9001",
+        DATABASE_URL: "postgres://u:p@db:5432/app",
+        REDIS_URL: "redis://cache:6379",
+        DB_POOL_MAX: "12",
+        CORS_ORIGINS: '["https://app.example.com"]',
+        CORS_CREDENTIALS: "true",
+        PUBLIC_BASE_URL: "https://api.example.com/",
+      },
+      opts,
+    );
+    expect(c.http.port).toBe(9001);
+    expect(c.db.url).toBe("postgres://u:p@db:5432/app");
+    expect(c.db.poolMax).toBe(12);
+    expect(c.http.corsOrigins).toEqual(["https://app.example.com"]);
+    expect(c.http.corsCredentials).toBe(true);
+    expect(c.http.publicBaseUrl).toBe("https://api.example.com");
+  });
+
+  it("names every bad variable at once", () => {
+    const problems = problemsOf({
+      PORT: "eighty",
+      DB_POOL_MAX: "0",
+      CORS_ORIGINS: "https://a.example.com",
+      LOG_LEVEL: "loud",
+      DATABASE_URL: "mysql://x",
+      SECRET_KEY: "short",
+      LOG_PRETTY: "maybe",
+    });
+    const names = problems.map((p) => p.split(":")[0]);
+    expect(names).toEqual(
+      expect.arrayContaining([
+        "PORT",
+        "DB_POOL_MAX",
+        "CORS_ORIGINS",
+        "LOG_LEVEL",
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "LOG_PRETTY",
+      ]),
+    );
+  });
+
+  it("refuses insecure defaults in production", () => {
+    const problems = problemsOf({ NODE_ENV: "production", CORS_ORIGINS: '["*"]', CORS_CREDENTIALS: "true" });
+    expect(problems.some((p) => p.startsWith("SECRET_KEY"))).toBe(true);
+    expect(problems.some((p) => p.startsWith("CORS_ORIGINS"))).toBe(true);
+    expect(problems.some((p) => p.startsWith("DATABASE_URL"))).toBe(true);
+  });
+
+  it("accepts a complete production configuration", () => {
+    const c = loadConfig(
+      {
+        NODE_ENV: "production",
+        SECRET_KEY: "x".repeat(48),
+        DATABASE_URL: "postgres://db/app",
+        CORS_ORIGINS: '["https://app.example.com"]',
+      },
+      opts,
+    );
+    expect(c.env).toBe("production");
+    expect(c.auth.secretKeyGenerated).toBe(false);
+  });
+
+  it("allows the embedded database in production only when asked", () => {
+    const c = loadConfig(
+      { NODE_ENV: "production", SECRET_KEY: "x".repeat(48), ALLOW_EMBEDDED_DB_IN_PRODUCTION: "true" },
+      opts,
+    );
+    expect(c.db.url).toBeUndefined();
+  });
+});

@@ -1,0 +1,292 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+/**
+ * Every setting of the service, read once from the environment (and an optional `.env`),
+ * validated, grouped by concern and frozen. Nothing else in the code reads `process.env`.
+ */
+export interface Config {
+  readonly env: "development" | "test" | "production";
+  readonly version: string;
+  readonly http: {
+    readonly host: string;
+    readonly port: number;
+    readonly publicBaseUrl: string;
+    readonly corsOrigins: readonly string[];
+    readonly corsCredentials: boolean;
+    readonly trustProxy: boolean;
+    readonly bodyLimitBytes: number;
+    readonly inferenceBodyLimitBytes: number;
+    readonly requestTimeoutMs: number;
+    readonly keepAliveTimeoutMs: number;
+    readonly shutdownTimeoutMs: number;
+    readonly maxEventLoopDelayMs: number;
+    readonly notFoundPerMinute: number;
+  };
+  readonly log: { readonly level: string; readonly pretty: boolean };
+  readonly db: {
+    /** Undefined means the embedded PGlite database under `dataDir`. */
+    readonly url: string | undefined;
+    readonly poolMax: number;
+    readonly migrateOnStart: boolean;
+    readonly allowEmbeddedInProduction: boolean;
+    readonly statementTimeoutMs: number;
+  };
+  readonly dataDir: string;
+  readonly redis: {
+    readonly url: string | undefined;
+    readonly keyPrefix: string;
+    readonly commandTimeoutMs: number;
+  };
+  readonly auth: {
+    readonly secretKey: string;
+    /** True when the key was generated for this data directory (embedded development default). */
+    readonly secretKeyGenerated: boolean;
+    readonly issuer: string;
+    readonly audience: string;
+    readonly accessTokenTtlSeconds: number;
+    readonly refreshTokenTtlDays: number;
+  };
+  readonly email: {
+    readonly smtpUrl: string | undefined;
+    readonly from: string;
+    readonly outboxDir: string;
+  };
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Collects every problem instead of stopping at the first one. */
+class Reader {
+  readonly problems: string[] = [];
+  private readonly env: Env;
+  constructor(env: Env) {
+    this.env = env;
+  }
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  }
+
+  str(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  optionalUrl(name: string, protocols: readonly string[]): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    try {
+      const u = new URL(v);
+      if (!protocols.includes(u.protocol)) {
+        this.problems.push(`${name}: protocol must be one of ${protocols.join(", ")}`);
+      }
+      return v;
+    } catch {
+      this.problems.push(`${name}: not a valid URL`);
+      return undefined;
+    }
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!/^-?\d+$/.test(v)) {
+      this.problems.push(`${name}: expected an integer, got "${v}"`);
+      return fallback;
+    }
+    const n = Number(v);
+    if (n < min || n > max) {
+      this.problems.push(`${name}: must be between ${min} and ${max}, got ${n}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const v = this.raw(name)?.toLowerCase();
+    if (v === undefined) return fallback;
+    if (["1", "true", "yes", "on"].includes(v)) return true;
+    if (["0", "false", "no", "off"].includes(v)) return false;
+    this.problems.push(`${name}: expected true or false, got "${v}"`);
+    return fallback;
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(v)) return v as T;
+    this.problems.push(`${name}: must be one of ${allowed.join(", ")}, got "${v}"`);
+    return fallback;
+  }
+
+  stringArray(name: string, fallback: readonly string[]): readonly string[] {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    try {
+      const parsed: unknown = JSON.parse(v);
+      if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed;
+    } catch {
+      // fall through to the problem below
+    }
+    this.problems.push(`${name}: expected a JSON array of strings, e.g. ["https://app.example.com"]`);
+    return fallback;
+  }
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      version?: string;
+    };
+    return pkg.version ?? "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}
+
+/**
+ * In embedded development mode a random signing key is generated once per data directory
+ * and kept in `<DATA_DIR>/secret-key`, so sessions survive restarts without any setup.
+ * Production must set SECRET_KEY explicitly (enforced below).
+ */
+function embeddedSecret(dataDir: string): string {
+  const file = path.join(dataDir, "secret-key");
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  mkdirSync(dataDir, { recursive: true });
+  const key = randomBytes(32).toString("base64url");
+  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return key;
+}
+
+export interface LoadConfigOptions {
+  /** Read `.env` from the working directory (default true outside tests). */
+  readonly dotenv?: boolean;
+  /** Allow writing a generated secret under DATA_DIR (default true). */
+  readonly persistGeneratedSecret?: boolean;
+}
+
+/** Parses the environment into a frozen Config or throws ConfigError naming every bad variable. */
+export function loadConfig(env: Env = process.env, options: LoadConfigOptions = {}): Config {
+  if (options.dotenv !== false && env === process.env && existsSync(".env")) {
+    process.loadEnvFile(".env");
+  }
+  const r = new Reader(env);
+  const nodeEnv = r.oneOf("NODE_ENV", ["development", "test", "production"] as const, "development");
+  const production = nodeEnv === "production";
+
+  const port = r.int("PORT", 8000, 0, 65535);
+  const host = r.str("HOST", "0.0.0.0");
+  const publicBaseUrl = (r.optionalUrl("PUBLIC_BASE_URL", ["http:", "https:"]) ?? `http://localhost:${port}`).replace(
+    /\/+$/,
+    "",
+  );
+  const corsOrigins = r.stringArray("CORS_ORIGINS", []);
+  const corsCredentials = r.bool("CORS_CREDENTIALS", false);
+  const dataDir = path.resolve(r.str("DATA_DIR", "./data"));
+  const dbUrl = r.optionalUrl("DATABASE_URL", ["postgres:", "postgresql:"]);
+  const allowEmbeddedInProduction = r.bool("ALLOW_EMBEDDED_DB_IN_PRODUCTION", false);
+
+  let secretKey = r.raw("SECRET_KEY");
+  let secretKeyGenerated = false;
+  if (secretKey !== undefined && Buffer.byteLength(secretKey) < 32) {
+    r.problems.push("SECRET_KEY: must be at least 32 bytes (e.g. `openssl rand -base64 48`)");
+  }
+  if (secretKey === undefined) {
+    if (production) {
+      r.problems.push("SECRET_KEY: required in production (at least 32 random bytes)");
+      secretKey = "";
+    } else if (options.persistGeneratedSecret === false) {
+      secretKey = randomBytes(32).toString("base64url");
+      secretKeyGenerated = true;
+    } else {
+      secretKey = embeddedSecret(dataDir);
+      secretKeyGenerated = true;
+    }
+  }
+
+  if (production) {
+    if (corsOrigins.includes("*") && corsCredentials) {
+      r.problems.push("CORS_ORIGINS: a wildcard origin cannot be combined with CORS_CREDENTIALS=true");
+    }
+    if (dbUrl === undefined && !allowEmbeddedInProduction) {
+      r.problems.push(
+        "DATABASE_URL: required in production (or set ALLOW_EMBEDDED_DB_IN_PRODUCTION=true to run on the embedded database)",
+      );
+    }
+  }
+
+  const logPrettyDefault = !production && process.stdout.isTTY === true;
+  const config: Config = {
+    env: nodeEnv,
+    version: packageVersion(),
+    http: {
+      host,
+      port,
+      publicBaseUrl,
+      corsOrigins,
+      corsCredentials,
+      trustProxy: r.bool("TRUST_PROXY", false),
+      bodyLimitBytes: r.int("BODY_LIMIT_BYTES", 256 * 1024, 1024, 1024 ** 3),
+      inferenceBodyLimitBytes: r.int("INFERENCE_BODY_LIMIT_BYTES", 12 * 1024 * 1024, 1024, 1024 ** 3),
+      requestTimeoutMs: r.int("REQUEST_TIMEOUT_MS", 30_000, 1_000, 600_000),
+      keepAliveTimeoutMs: r.int("KEEP_ALIVE_TIMEOUT_MS", 72_000, 1_000, 600_000),
+      shutdownTimeoutMs: r.int("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+      maxEventLoopDelayMs: r.int("MAX_EVENT_LOOP_DELAY_MS", 1_000, 0, 60_000),
+      notFoundPerMinute: r.int("NOT_FOUND_PER_MINUTE", 120, 1, 1_000_000),
+    },
+    log: {
+      level: r.oneOf("LOG_LEVEL", LOG_LEVELS, nodeEnv === "test" ? "silent" : "info"),
+      pretty: r.bool("LOG_PRETTY", logPrettyDefault),
+    },
+    db: {
+      url: dbUrl,
+      poolMax: r.int("DB_POOL_MAX", 30, 1, 1_000),
+      migrateOnStart: r.bool("DB_MIGRATE_ON_START", true),
+      allowEmbeddedInProduction,
+      statementTimeoutMs: r.int("DB_STATEMENT_TIMEOUT_MS", 15_000, 0, 3_600_000),
+    },
+    dataDir,
+    redis: {
+      url: r.optionalUrl("REDIS_URL", ["redis:", "rediss:"]),
+      keyPrefix: r.str("REDIS_KEY_PREFIX", "vla:"),
+      commandTimeoutMs: r.int("REDIS_COMMAND_TIMEOUT_MS", 500, 1, 60_000),
+    },
+    auth: {
+      secretKey,
+      secretKeyGenerated,
+      issuer: r.str("JWT_ISSUER", publicBaseUrl),
+      audience: r.str("JWT_AUDIENCE", "vla-api"),
+      accessTokenTtlSeconds: r.int("ACCESS_TOKEN_TTL_SECONDS", 900, 60, 86_400),
+      refreshTokenTtlDays: r.int("REFRESH_TOKEN_TTL_DAYS", 30, 1, 365),
+    },
+    email: {
+      smtpUrl: r.optionalUrl("SMTP_URL", ["smtp:", "smtps:"]),
+      from: r.str("EMAIL_FROM", "VLA Inference API <no-reply@localhost>"),
+      outboxDir: path.resolve(r.str("EMAIL_OUTBOX_DIR", path.join(dataDir, "outbox"))),
+    },
+  };
+
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,98 @@
+/**
+ * Password rules (OWASP ASVS level 1): 8 to 128 characters, not among the most common
+ * passwords. No composition rules: length beats complexity.
+ */
+export const PASSWORD_MIN = 8;
+export const PASSWORD_MAX = 128;
+
+// The most common passwords of 8+ characters in public breach corpora (lower-cased).
+const COMMON = new Set([
+  "password",
+  "password1",
+  "password12",
+  "password123",
+  "password1234",
+  "passw0rd",
+  "p@ssw0rd",
+  "p@ssword",
+  "12345678",
+  "123456789",
+  "1234567890",
+  "12345678910",
+  "123123123",
+  "11111111",
+  "00000000",
+  "87654321",
+  "qwertyuiop",
+  "qwerty123",
+  "qwerty12",
+  "qwerty1234",
+  "1q2w3e4r",
+  "1q2w3e4r5t",
+  "1qaz2wsx",
+  "zaq12wsx",
+  "iloveyou",
+  "iloveyou1",
+  "sunshine",
+  "princess",
+  "football",
+  "baseball",
+  "welcome1",
+  "welcome123",
+  "letmein1",
+  "letmein123",
+  "trustno1",
+  "superman",
+  "starwars",
+  "whatever",
+  "dragon123",
+  "michael1",
+  "computer",
+  "internet",
+  "asdfghjkl",
+  "asdfasdf",
+  "abcd1234",
+  "abc12345",
+  "abcdefgh",
+  "aa123456",
+  "changeme",
+  "changeme1",
+  "admin123",
+  "administrator",
+  "secret123",
+  "monkey123",
+  "shadow123",
+  "master123",
+  "qazwsxedc",
+  "1234qwer",
+  "q1w2e3r4",
+  "q1w2e3r4t5",
+  "passpass",
+  "testtest",
+  "test1234",
+  "football1",
+  "baseball1",
+  "jennifer",
+  "jordan23",
+  "michelle",
+  "charlie1",
+  "mustang1",
+  "access14",
+  "corvette",
+  "hello123",
+  "freedom1",
+  "maverick",
+  "liverpool",
+  "chelsea1",
+  "arsenal1",
+  "samsung1",
+  "google123",
+]);
+
+export function passwordProblem(password: string): string | undefined {
+  const length = [...password].length;
+  if (length < PASSWORD_MIN) return `must be at least ${PASSWORD_MIN} characters`;
+  if (length > PASSWORD_MAX) return `must be at most ${PASSWORD_MAX} characters`;
+  if (COMMON.has(password.toLowerCase())) return "is one of the most common passwords; choose another";
+  return undefined;
+}

@@ -1,0 +1,10 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { Platform } from "../app.ts";
+import { opsRoutes } from "./ops/ops.routes.ts";
+
+export interface ModuleOptions {
+  readonly platform: Platform;
+}
+
+/** Every feature module, registered in this order by buildApp. */
+export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [opsRoutes];

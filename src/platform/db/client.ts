@@ -1,0 +1,143 @@
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { PGlite } from "@electric-sql/pglite";
+import { sql } from "drizzle-orm";
+import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
+import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import pg from "pg";
+import * as schema from "./schema/index.ts";
+
+export type Schema = typeof schema;
+/** The query builder both drivers share; services depend on this, never on a driver. */
+export type Db = PgDatabase<PgQueryResultHKT, Schema>;
+
+export const MIGRATIONS_DIR = fileURLToPath(new URL("../../../migrations", import.meta.url));
+
+/** Arbitrary constant: the advisory lock that serialises migrations across instances. */
+const MIGRATION_LOCK_ID = 7_240_001;
+
+export interface Database {
+  readonly kind: "pglite" | "postgres";
+  readonly db: Db;
+  /** Human-readable location with no credentials, for the startup line. */
+  readonly description: string;
+  /** Resolves when a trivial query succeeds within `timeoutMs`. */
+  ping(timeoutMs?: number): Promise<void>;
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  /** postgres:// URL; undefined selects embedded PGlite. */
+  readonly url?: string | undefined;
+  /** Directory for the embedded database files; undefined keeps PGlite in memory (tests). */
+  readonly dataDir?: string | undefined;
+  readonly poolMax?: number;
+  readonly statementTimeoutMs?: number;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function redactUrl(url: string): string {
+  const u = new URL(url);
+  return `postgres://${u.hostname}${u.port ? `:${u.port}` : ""}${u.pathname}`;
+}
+
+export async function createDatabase(options: DatabaseOptions): Promise<Database> {
+  return options.url === undefined ? createPglite(options.dataDir) : createPostgres(options);
+}
+
+async function createPglite(dataDir: string | undefined): Promise<Database> {
+  let client: PGlite;
+  let description: string;
+  if (dataDir === undefined) {
+    client = new PGlite();
+    description = "embedded PGlite (in memory)";
+  } else {
+    const dir = path.join(dataDir, "pgdata");
+    mkdirSync(dir, { recursive: true });
+    client = new PGlite(dir);
+    description = `embedded PGlite at ${dir}`;
+  }
+  await client.waitReady;
+  const db = drizzlePglite({ client, schema });
+  let closed = false;
+  return {
+    kind: "pglite",
+    db: db as unknown as Db,
+    description,
+    async ping(timeoutMs = 2_000) {
+      if (closed || client.closed) throw new Error("database is closed");
+      await withTimeout(client.query("select 1"), timeoutMs, "database ping");
+    },
+    async migrate() {
+      await migratePglite(db, { migrationsFolder: MIGRATIONS_DIR });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (!client.closed) await client.close();
+    },
+  };
+}
+
+async function createPostgres(options: DatabaseOptions): Promise<Database> {
+  const url = options.url as string;
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolMax ?? 30,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    statement_timeout: options.statementTimeoutMs ?? 15_000,
+    application_name: "vla-inference-api",
+  });
+  // An idle client losing its connection must not crash the process; the next query reconnects.
+  pool.on("error", () => {});
+  const db = drizzlePg({ client: pool, schema });
+  let closed = false;
+  return {
+    kind: "postgres",
+    db: db as unknown as Db,
+    description: `PostgreSQL ${redactUrl(url)} (pool max ${options.poolMax ?? 30})`,
+    async ping(timeoutMs = 2_000) {
+      if (closed) throw new Error("database is closed");
+      await withTimeout(pool.query("select 1"), timeoutMs, "database ping");
+    },
+    async migrate() {
+      // Several instances may start at once: one migrates, the others wait, then find nothing to do.
+      const conn = await pool.connect();
+      try {
+        await conn.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_ID]);
+        try {
+          await migratePg(drizzlePg({ client: conn, schema }), { migrationsFolder: MIGRATIONS_DIR });
+        } finally {
+          await conn.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_ID]);
+        }
+      } finally {
+        conn.release();
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await pool.end();
+    },
+  };
+}
+
+/** Runs `select 1` through Drizzle; used by tests to prove the query builder is wired. */
+export async function selectOne(db: Db): Promise<number> {
+  const rows = await db.execute<{ one: number }>(sql`select 1 as one`);
+  const first = (rows as unknown as { rows: { one: number }[] }).rows[0];
+  return first?.one ?? 0;
+}

@@ -1,0 +1,33 @@
+import { sql } from "drizzle-orm";
+import { index, integer, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+
+export const tierEnum = pgEnum("customer_tier", ["free", "pro", "enterprise"]);
+
+/** A paying account. Limits and quotas belong here; every user and API key belongs to one. */
+export const customers = pgTable(
+  "customers",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    name: text("name").notNull(),
+    email: text("email").notNull(),
+    company: text("company"),
+    tier: tierEnum("tier").notNull().default("free"),
+    /** Per-customer overrides of the tier's limits; null means "use the tier default". */
+    rateLimitPerMinute: integer("rate_limit_per_minute"),
+    quotaPerDay: integer("quota_per_day"),
+    quotaPerMonth: integer("quota_per_month"),
+    stripeCustomerId: text("stripe_customer_id"),
+    stripeSubscriptionId: text("stripe_subscription_id"),
+    subscriptionStatus: text("subscription_status"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex("customers_email_lower_key").on(sql`lower(${t.email})`),
+    uniqueIndex("customers_stripe_customer_id_key").on(t.stripeCustomerId),
+    index("customers_created_at_idx").on(t.createdAt),
+  ],
+);
+
+export type CustomerRow = typeof customers.$inferSelect;
+export type NewCustomerRow = typeof customers.$inferInsert;

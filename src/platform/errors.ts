@@ -1,0 +1,131 @@
+/**
+ * The closed catalogue of error codes. Every failure the API reports is one of these,
+ * rendered as RFC 9457 problem+json by the single error handler (http/error-handler.ts).
+ * docs/errors.md lists the same codes; a test keeps the two in step.
+ */
+export const ERROR_CATALOGUE = {
+  // 4xx: the request
+  bad_request: { status: 400, title: "Bad request" },
+  invalid_json: { status: 400, title: "Malformed JSON body" },
+  invalid_request: { status: 400, title: "Invalid request parameters" },
+  validation_failed: { status: 422, title: "Request body failed validation" },
+  unauthorized: { status: 401, title: "Authentication required" },
+  invalid_token: { status: 401, title: "Invalid or expired token" },
+  invalid_credentials: { status: 401, title: "Invalid credentials" },
+  forbidden: { status: 403, title: "Not allowed" },
+  not_found: { status: 404, title: "Resource not found" },
+  route_not_found: { status: 404, title: "No such route" },
+  method_not_allowed: { status: 405, title: "Method not allowed" },
+  conflict: { status: 409, title: "Conflict" },
+  payload_too_large: { status: 413, title: "Request body too large" },
+  unsupported_media_type: { status: 415, title: "Unsupported media type" },
+  rate_limited: { status: 429, title: "Too many requests" },
+  // 5xx: the service
+  internal_error: { status: 500, title: "Internal server error" },
+  database_unavailable: { status: 503, title: "Database unavailable" },
+  service_overloaded: { status: 503, title: "Service overloaded" },
+  shutting_down: { status: 503, title: "Server is shutting down" },
+  request_timeout: { status: 503, title: "Request timed out" },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** One field-level problem; `path` is a JSON Pointer into the request part named by `in`. */
+export interface FieldError {
+  readonly in: "body" | "query" | "params" | "headers";
+  readonly path: string;
+  readonly message: string;
+}
+
+export interface AppErrorOptions {
+  readonly detail?: string;
+  readonly errors?: readonly FieldError[];
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Extra problem members (RFC 9457 extensions), e.g. `violated-policies`. */
+  readonly extensions?: Readonly<Record<string, unknown>>;
+  readonly cause?: unknown;
+}
+
+/** An expected failure with a catalogue code; the error handler renders it as problem+json. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly title: string;
+  readonly detail: string | undefined;
+  readonly errors: readonly FieldError[] | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly extensions: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, options: AppErrorOptions = {}) {
+    const entry = ERROR_CATALOGUE[code];
+    super(options.detail ?? entry.title, { cause: options.cause });
+    this.name = "AppError";
+    this.code = code;
+    this.status = entry.status;
+    this.title = entry.title;
+    this.detail = options.detail;
+    this.errors = options.errors;
+    this.headers = options.headers ?? {};
+    this.extensions = options.extensions ?? {};
+  }
+}
+
+export function isAppError(e: unknown): e is AppError {
+  return e instanceof AppError;
+}
+
+/** Factories, so call sites read as sentences and never invent codes. */
+export const errors = {
+  badRequest: (detail: string) => new AppError("bad_request", { detail }),
+  invalidJson: (detail = "The request body is not valid JSON.") => new AppError("invalid_json", { detail }),
+  invalidRequest: (fieldErrors: readonly FieldError[], detail = "Request parameters are invalid.") =>
+    new AppError("invalid_request", { detail, errors: fieldErrors }),
+  validation: (fieldErrors: readonly FieldError[], detail = "The request body failed validation.") =>
+    new AppError("validation_failed", { detail, errors: fieldErrors }),
+  unauthorized: (detail = "Authentication is required for this route.") =>
+    new AppError("unauthorized", { detail, headers: { "WWW-Authenticate": 'Bearer realm="vla"' } }),
+  invalidToken: (detail = "The access token is invalid or has expired.") =>
+    new AppError("invalid_token", {
+      detail,
+      headers: { "WWW-Authenticate": 'Bearer realm="vla", error="invalid_token"' },
+    }),
+  invalidCredentials: (detail = "Email or password is incorrect.") => new AppError("invalid_credentials", { detail }),
+  forbidden: (detail = "You are not allowed to do this.") => new AppError("forbidden", { detail }),
+  notFound: (what = "Resource") => new AppError("not_found", { detail: `${what} not found.` }),
+  routeNotFound: (method: string, url: string) =>
+    new AppError("route_not_found", { detail: `No route ${method} ${url}.` }),
+  methodNotAllowed: (method: string, allowed: readonly string[]) =>
+    new AppError("method_not_allowed", {
+      detail: `Method ${method} is not allowed here; use ${allowed.join(", ")}.`,
+      headers: { Allow: allowed.join(", ") },
+    }),
+  conflict: (detail: string) => new AppError("conflict", { detail }),
+  payloadTooLarge: (limitBytes: number) =>
+    new AppError("payload_too_large", { detail: `The request body exceeds the limit of ${limitBytes} bytes.` }),
+  unsupportedMediaType: (contentType: string | undefined, accepted: readonly string[]) =>
+    new AppError("unsupported_media_type", {
+      detail: `Content-Type ${contentType ?? "(none)"} is not supported here; send ${accepted.join(" or ")}.`,
+    }),
+  rateLimited: (retryAfterSeconds: number, detail = "Too many requests; slow down.") =>
+    new AppError("rate_limited", {
+      detail,
+      headers: { "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+    }),
+  internal: (cause?: unknown) => new AppError("internal_error", { detail: "An unexpected error occurred.", cause }),
+  databaseUnavailable: (cause?: unknown) =>
+    new AppError("database_unavailable", {
+      detail: "The database is not reachable; try again shortly.",
+      headers: { "Retry-After": "5" },
+      cause,
+    }),
+  overloaded: (retryAfterSeconds = 1) =>
+    new AppError("service_overloaded", {
+      detail: "The server is overloaded; retry after the indicated delay.",
+      headers: { "Retry-After": String(retryAfterSeconds) },
+    }),
+  shuttingDown: () =>
+    new AppError("shutting_down", {
+      detail: "The server is shutting down; retry on another instance.",
+      headers: { "Retry-After": "1", Connection: "close" },
+    }),
+} as const;

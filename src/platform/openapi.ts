@@ -1,0 +1,57 @@
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import type { FastifyInstance } from "fastify";
+import type { Config } from "../config.ts";
+
+export const TAGS = [
+  { name: "health", description: "Liveness, readiness and Prometheus metrics." },
+  { name: "meta", description: "The API's own description: OpenAPI document and error types." },
+] as const;
+
+/**
+ * OpenAPI 3.1 generated from the route schemas. Every route must declare its responses;
+ * the 4XX/5XX problem responses are added here to any route that did not list its own.
+ */
+export async function registerOpenApi(app: FastifyInstance, config: Config): Promise<void> {
+  app.addHook("onRoute", (route) => {
+    if (route.schema === undefined || route.schema.hide === true) return;
+    const response = (route.schema.response ?? {}) as Record<string, unknown>;
+    const ref = { $ref: "Problem#" };
+    if (!Object.keys(response).some((k) => k.startsWith("4"))) response["4XX"] = ref;
+    if (!Object.keys(response).some((k) => k.startsWith("5"))) response["5XX"] = ref;
+    route.schema.response = response;
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: {
+        title: "VLA Inference API",
+        version: config.version,
+        description:
+          "Serve Vision-Language-Action robot policies with auth, rate limits, safety checks and logging. " +
+          "Every error is RFC 9457 problem+json with a stable `code`; see `/problems/{code}`.",
+      },
+      servers: [{ url: config.http.publicBaseUrl }],
+      tags: [...TAGS],
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT or vla_ API key" },
+          apiKeyHeader: { type: "apiKey", in: "header", name: "X-API-Key" },
+        },
+      },
+    },
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === "string" ? json.$id : `def-${i}`),
+    },
+  });
+  await app.register(swaggerUi, {
+    routePrefix: "/docs",
+    staticCSP: true,
+    uiConfig: { deepLinking: true, displayRequestDuration: true, tryItOutEnabled: true },
+  });
+
+  app.get("/openapi.json", { schema: { hide: true } }, async (_request, reply) =>
+    reply.type("application/json").send(app.swagger()),
+  );
+}

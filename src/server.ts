@@ -1,0 +1,66 @@
+import { buildApp } from "./app.ts";
+import { ConfigError, loadConfig } from "./config.ts";
+
+/** Process entry: config -> app -> listen, and graceful shutdown on SIGTERM/SIGINT. */
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw e;
+  }
+
+  const startedAt = performance.now();
+  const app = await buildApp(config);
+  const address = await app.listen({ host: config.http.host, port: config.http.port });
+  const { database, redis, notices } = app.platform;
+  const base = config.http.publicBaseUrl;
+  app.log.info(
+    {
+      url: address,
+      docs: `${base}/docs`,
+      database: database.description,
+      redis: redis.description,
+      email: config.email.smtpUrl === undefined ? `outbox ${config.email.outboxDir}` : "smtp",
+      startup_ms: Math.round(performance.now() - startedAt),
+    },
+    `VLA Inference API listening on ${base} | docs ${base}/docs | database: ${database.kind} | redis: ${redis.client === null ? "none" : "redis"} | email: ${config.email.smtpUrl === undefined ? "outbox" : "smtp"}`,
+  );
+  for (const line of notices) process.stdout.write(`${line}\n`);
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) {
+      app.log.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    stopping = true;
+    app.log.info({ signal, deadline_ms: config.http.shutdownTimeoutMs }, "shutting down");
+    const force = setTimeout(() => {
+      app.log.error("shutdown deadline passed: exiting with work unfinished");
+      process.exit(1);
+    }, config.http.shutdownTimeoutMs);
+    force.unref();
+    app.close().then(
+      () => {
+        clearTimeout(force);
+        process.exit(0);
+      },
+      (err: unknown) => {
+        app.log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

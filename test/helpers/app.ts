@@ -1,0 +1,124 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Writable } from "node:stream";
+import pg from "pg";
+import { type App, buildApp } from "../../src/app.ts";
+import { type Config, loadConfig } from "../../src/config.ts";
+import { createDatabase, type Database } from "../../src/platform/db/client.ts";
+import { createRedis, type RedisHandle } from "../../src/platform/redis.ts";
+
+/**
+ * Test isolation: every call gets its own database and Redis key space.
+ * - Embedded (default): an in-memory PGlite, migrated from migrations/.
+ * - TEST_DATABASE_URL set: a fresh database `vla_t_<random>` created on that server and dropped after.
+ * - TEST_REDIS_URL set: that Redis with a unique key prefix.
+ */
+export interface TestContext {
+  readonly app: App;
+  readonly config: Config;
+  readonly database: Database;
+  readonly redis: RedisHandle;
+  readonly dataDir: string;
+  close(): Promise<void>;
+}
+
+export interface TestAppOptions {
+  /** Extra environment variables for loadConfig. */
+  readonly env?: Record<string, string>;
+  readonly logStream?: Writable;
+  /** Reuse a database (e.g. two app instances sharing one); it is not dropped by this context. */
+  readonly database?: Database;
+  /** Reuse a Redis key prefix (two instances sharing one Redis). */
+  readonly redisKeyPrefix?: string;
+}
+
+export const usingRealServices = process.env.TEST_DATABASE_URL !== undefined;
+
+export function testConfig(env: Record<string, string> = {}, dataDir?: string): Config {
+  return loadConfig(
+    {
+      NODE_ENV: "test",
+      DATA_DIR: dataDir ?? mkdtempSync(path.join(tmpdir(), "vla-test-")),
+      SECRET_KEY: "test-secret-key-that-is-long-enough-0123456789",
+      MAX_EVENT_LOOP_DELAY_MS: "0",
+      LOG_LEVEL: "silent",
+      ...env,
+    },
+    { dotenv: false, persistGeneratedSecret: false },
+  );
+}
+
+export interface IsolatedDatabase {
+  readonly database: Database;
+  drop(): Promise<void>;
+}
+
+/** A migrated, empty database nobody else sees. */
+export async function isolatedDatabase(): Promise<IsolatedDatabase> {
+  const serverUrl = process.env.TEST_DATABASE_URL;
+  if (serverUrl === undefined) {
+    const database = await createDatabase({});
+    await database.migrate();
+    return { database, drop: () => database.close() };
+  }
+  const name = `vla_t_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const database = await createDatabase({ url: url.toString(), poolMax: 5 });
+  await database.migrate();
+  return {
+    database,
+    async drop() {
+      await database.close();
+      const c = new pg.Client({ connectionString: serverUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    },
+  };
+}
+
+export function testRedis(prefix?: string): RedisHandle {
+  const url = process.env.TEST_REDIS_URL;
+  return createRedis({
+    url,
+    keyPrefix: prefix ?? `t:${randomBytes(6).toString("hex")}:`,
+    commandTimeoutMs: 500,
+  });
+}
+
+export async function buildTestApp(options: TestAppOptions = {}): Promise<TestContext> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "vla-test-"));
+  const config = testConfig(options.env, dataDir);
+  const isolated = options.database === undefined ? await isolatedDatabase() : undefined;
+  const database = options.database ?? (isolated as IsolatedDatabase).database;
+  const redis = testRedis(options.redisKeyPrefix);
+  const app = await buildApp(config, {
+    database,
+    redis,
+    migrate: false,
+    ...(options.logStream === undefined ? {} : { logStream: options.logStream }),
+  });
+  let closed = false;
+  return {
+    app,
+    config,
+    database,
+    redis,
+    dataDir,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await redis.close();
+      await isolated?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
