@@ -8,6 +8,7 @@ import underPressure from "@fastify/under-pressure";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { modules } from "./modules/index.ts";
+import { AuthRegistry } from "./platform/auth.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { errors } from "./platform/errors.ts";
 import { HealthRegistry } from "./platform/health.ts";
@@ -28,6 +29,8 @@ export interface Platform {
   readonly metrics: Metrics;
   readonly health: HealthRegistry;
   readonly lifecycle: Lifecycle;
+  /** Credential strategies; modules register JWT and API-key verification here. */
+  readonly auth: AuthRegistry;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
 }
@@ -93,7 +96,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   if (options.migrate ?? config.db.migrateOnStart) await database.migrate();
 
-  const platform: Platform = { config, database, redis, metrics, health, lifecycle, notices: [] };
+  const platform: Platform = {
+    config,
+    database,
+    redis,
+    metrics,
+    health,
+    lifecycle,
+    auth: new AuthRegistry(),
+    notices: [],
+  };
+  app.decorateRequest("principal", null);
   app.decorate("platform", platform);
 
   health.register(
