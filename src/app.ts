@@ -3,11 +3,11 @@ import type { Writable } from "node:stream";
 import cors from "@fastify/cors";
 import formbody from "@fastify/formbody";
 import helmet from "@fastify/helmet";
-import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import underPressure from "@fastify/under-pressure";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
-import { modules } from "./modules/index.ts";
+import { type ModuleOptions, modules } from "./modules/index.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { errors } from "./platform/errors.ts";
@@ -51,6 +51,8 @@ export interface BuildOptions {
   readonly logStream?: Writable;
   /** Apply migrations before serving; defaults to config.db.migrateOnStart. */
   readonly migrate?: boolean;
+  /** Extra plugins registered after the modules (tests and benchmarks add probe routes here). */
+  readonly plugins?: readonly FastifyPluginAsyncTypebox<ModuleOptions>[];
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -175,6 +177,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await registerOpenApi(app, config);
 
   for (const mod of modules) await app.register(mod, { platform });
+  for (const plugin of options.plugins ?? []) await app.register(plugin, { platform });
 
   await app.ready();
   return app;

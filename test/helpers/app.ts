@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import pg from "pg";
-import { type App, buildApp } from "../../src/app.ts";
+import { type App, type BuildOptions, buildApp } from "../../src/app.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
 import { createDatabase, type Database } from "../../src/platform/db/client.ts";
 import { createRedis, type RedisHandle } from "../../src/platform/redis.ts";
@@ -32,6 +32,8 @@ export interface TestAppOptions {
   readonly database?: Database;
   /** Reuse a Redis key prefix (two instances sharing one Redis). */
   readonly redisKeyPrefix?: string;
+  /** Extra plugins (probe routes) registered after the modules. */
+  readonly plugins?: BuildOptions["plugins"];
 }
 
 export const usingRealServices = process.env.TEST_DATABASE_URL !== undefined;
@@ -104,6 +106,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestCo
     redis,
     migrate: false,
     ...(options.logStream === undefined ? {} : { logStream: options.logStream }),
+    ...(options.plugins === undefined ? {} : { plugins: options.plugins }),
   });
   let closed = false;
   return {
