@@ -138,6 +138,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
   });
+  // While draining, answer in-flight requests with Connection: close so keep-alive sockets
+  // end with them and server.close() completes instead of waiting for the keep-alive timeout.
+  app.addHook("onSend", async (_request, reply) => {
+    if (lifecycle.isShuttingDown) reply.header("connection", "close");
+  });
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
     const labels = { method: request.method, route, status: String(reply.statusCode) };
@@ -166,6 +171,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (config.http.maxEventLoopDelayMs > 0) {
     await app.register(underPressure, {
       maxEventLoopDelay: config.http.maxEventLoopDelayMs,
+      sampleInterval: config.http.eventLoopSampleMs,
       retryAfter: 1,
       pressureHandler: () => {
         throw errors.overloaded(1);

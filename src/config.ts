@@ -22,6 +22,7 @@ export interface Config {
     readonly keepAliveTimeoutMs: number;
     readonly shutdownTimeoutMs: number;
     readonly maxEventLoopDelayMs: number;
+    readonly eventLoopSampleMs: number;
     readonly notFoundPerMinute: number;
   };
   readonly log: { readonly level: string; readonly pretty: boolean };
@@ -245,6 +246,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       keepAliveTimeoutMs: r.int("KEEP_ALIVE_TIMEOUT_MS", 72_000, 1_000, 600_000),
       shutdownTimeoutMs: r.int("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
       maxEventLoopDelayMs: r.int("MAX_EVENT_LOOP_DELAY_MS", 1_000, 0, 60_000),
+      eventLoopSampleMs: r.int("EVENT_LOOP_SAMPLE_MS", 1_000, 10, 60_000),
       notFoundPerMinute: r.int("NOT_FOUND_PER_MINUTE", 120, 1, 1_000_000),
     },
     log: {

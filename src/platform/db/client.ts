@@ -58,17 +58,14 @@ export async function createDatabase(options: DatabaseOptions): Promise<Database
 }
 
 async function createPglite(dataDir: string | undefined): Promise<Database> {
-  let client: PGlite;
-  let description: string;
-  if (dataDir === undefined) {
-    client = new PGlite();
-    description = "embedded PGlite (in memory)";
-  } else {
-    const dir = path.join(dataDir, "pgdata");
-    mkdirSync(dir, { recursive: true });
-    client = new PGlite(dir);
-    description = `embedded PGlite at ${dir}`;
-  }
+  if (dataDir === undefined) return wrapPglite(new PGlite(), "embedded PGlite (in memory)");
+  const dir = path.join(dataDir, "pgdata");
+  mkdirSync(dir, { recursive: true });
+  return wrapPglite(new PGlite(dir), `embedded PGlite at ${dir}`);
+}
+
+/** Wraps an existing PGlite instance (tests clone a migrated template instead of migrating each time). */
+export async function wrapPglite(client: PGlite, description: string): Promise<Database> {
   await client.waitReady;
   const db = drizzlePglite({ client, schema });
   let closed = false;

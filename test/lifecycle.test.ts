@@ -1,0 +1,81 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { describe, expect, it } from "vitest";
+import { buildTestApp } from "./helpers/app.ts";
+
+const slow: FastifyPluginAsyncTypebox = async (app) => {
+  app.get("/_probe/slow", async () => {
+    await sleep(300);
+    return { done: true };
+  });
+};
+
+describe("graceful shutdown", () => {
+  it("finishes in-flight requests, runs flush hooks before closing infrastructure, then refuses", async () => {
+    const t = await buildTestApp({ plugins: [slow] });
+    const order: string[] = [];
+    t.app.platform.lifecycle.onFlush("probe-buffer", async () => {
+      await t.database.ping(); // the database is still open while flushing
+      order.push("flush");
+    });
+    t.app.platform.lifecycle.onClose("probe-infra", () => {
+      order.push("close");
+    });
+    const address = await t.app.listen({ host: "127.0.0.1", port: 0 });
+    const inflight = fetch(`${address}/_probe/slow`).then(async (r) => ({ status: r.status, body: await r.json() }));
+    await sleep(50);
+    const closing = t.app.close();
+    const res = await inflight;
+    await closing;
+    expect(res).toEqual({ status: 200, body: { done: true } });
+    expect(order).toEqual(["flush", "close"]);
+    expect(t.app.platform.lifecycle.isShuttingDown).toBe(true);
+    await expect(fetch(`${address}/health/live`)).rejects.toThrow();
+    await t.close();
+  });
+
+  it("keeps running the remaining hooks when one fails", async () => {
+    const t = await buildTestApp();
+    const ran: string[] = [];
+    t.app.platform.lifecycle.onFlush("broken", () => {
+      throw new Error("flush failed");
+    });
+    t.app.platform.lifecycle.onFlush("after", () => {
+      ran.push("after");
+    });
+    await t.close();
+    expect(ran).toEqual(["after"]);
+  });
+});
+
+describe("load shedding", () => {
+  it("answers 503 service_overloaded with Retry-After while the event loop lags", async () => {
+    const t = await buildTestApp({ env: { MAX_EVENT_LOOP_DELAY_MS: "20", EVENT_LOOP_SAMPLE_MS: "20" } });
+    try {
+      let shed: Awaited<ReturnType<typeof t.app.inject>> | undefined;
+      for (let attempt = 0; attempt < 20 && shed === undefined; attempt++) {
+        const until = Date.now() + 250;
+        while (Date.now() < until) {
+          // Block the event loop, as a runaway synchronous task would.
+        }
+        await new Promise((r) => setImmediate(r));
+        const res = await t.app.inject({ method: "GET", url: "/health/live" });
+        if (res.statusCode === 503) shed = res;
+      }
+      expect(shed).toBeDefined();
+      const res = shed as NonNullable<typeof shed>;
+      expect(res.headers["content-type"]).toMatch(/problem\+json/);
+      expect(res.json().code).toBe("service_overloaded");
+      expect(res.headers["retry-after"]).toBe("1");
+      // Once the loop is idle again the service recovers by itself.
+      let recovered = false;
+      for (let i = 0; i < 50 && !recovered; i++) {
+        await sleep(40);
+        recovered = (await t.app.inject({ method: "GET", url: "/health/live" })).statusCode === 200;
+      }
+      expect(recovered).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+});
