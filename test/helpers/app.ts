@@ -105,6 +105,18 @@ export function testRedis(prefix?: string): RedisHandle {
   });
 }
 
+/** Removes every key this test wrote, so runs against a shared Redis leave nothing behind. */
+export async function clearRedisPrefix(redis: RedisHandle): Promise<void> {
+  const client = redis.client;
+  if (client === null || client.status !== "ready") return;
+  let cursor = "0";
+  do {
+    const [next, keys] = await client.scan(cursor, "MATCH", `${redis.keyPrefix}*`, "COUNT", 500);
+    cursor = next;
+    if (keys.length > 0) await client.del(...keys);
+  } while (cursor !== "0");
+}
+
 export async function buildTestApp(options: TestAppOptions = {}): Promise<TestContext> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "vla-test-"));
   const config = testConfig(options.env, dataDir);
@@ -129,6 +141,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestCo
       if (closed) return;
       closed = true;
       await app.close();
+      await clearRedisPrefix(redis);
       await redis.close();
       await isolated?.drop();
       rmSync(dataDir, { recursive: true, force: true });
