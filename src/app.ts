@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import path from "node:path";
 import type { Writable } from "node:stream";
 import cors from "@fastify/cors";
 import formbody from "@fastify/formbody";
@@ -9,6 +10,12 @@ import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { type ModuleOptions, modules } from "./modules/index.ts";
 import { AuthRegistry } from "./platform/auth.ts";
+import {
+  type BatchSink,
+  BatchWriter,
+  type BatchWriterTuning,
+  createBatchWriterMetrics,
+} from "./platform/batch-writer.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { errors } from "./platform/errors.ts";
 import { HealthRegistry } from "./platform/health.ts";
@@ -31,6 +38,11 @@ export interface Platform {
   readonly lifecycle: Lifecycle;
   /** Credential strategies; modules register JWT and API-key verification here. */
   readonly auth: AuthRegistry;
+  /**
+   * A started batch writer for off-path bookkeeping, flushed on shutdown; see
+   * platform/batch-writer.ts. Journals live under `<DATA_DIR>/journal`.
+   */
+  batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
 }
@@ -98,6 +110,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   if (options.migrate ?? config.db.migrateOnStart) await database.migrate();
 
+  const batchMetrics = createBatchWriterMetrics(metrics.registry);
   const platform: Platform = {
     config,
     database,
@@ -107,6 +120,19 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     lifecycle,
     auth: new AuthRegistry(),
     notices: [],
+    async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
+      const writer = new BatchWriter<T>({
+        ...tuning,
+        name,
+        sink,
+        journalDir: path.join(config.dataDir, "journal"),
+        metrics: batchMetrics,
+        log: app.log,
+      });
+      await writer.start();
+      lifecycle.onFlush(`batch-writer:${name}`, () => writer.close());
+      return writer;
+    },
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

@@ -79,3 +79,23 @@ describe("load shedding", () => {
     }
   });
 });
+
+describe("platform batch writers", () => {
+  it("are flushed by graceful shutdown", async () => {
+    const t = await buildTestApp();
+    const stored: number[] = [];
+    const writer = await t.app.platform.batchWriter<{ n: number }>(
+      "shutdown_probe",
+      {
+        async write(rows) {
+          stored.push(...rows.map((r) => r.n));
+        },
+      },
+      { flushIntervalMs: 60_000 },
+    );
+    for (let n = 0; n < 1_200; n++) writer.push({ n });
+    await t.close();
+    expect(stored).toHaveLength(1_200);
+    expect(stored[1_199]).toBe(1_199);
+  });
+});
