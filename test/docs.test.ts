@@ -8,7 +8,7 @@ const root = path.resolve(import.meta.dirname, "..");
 describe("docs/errors.md", () => {
   it("documents exactly the codes of the catalogue, with their statuses", () => {
     const text = readFileSync(path.join(root, "docs/errors.md"), "utf8");
-    const documented = [...text.matchAll(/^## ([a-z_]+)\n(\d{3})\./gm)].map((m) => [m[1], Number(m[2])] as const);
+    const documented = [...text.matchAll(/^## ([a-z_]+)\s*\n+(\d{3})\./gm)].map((m) => [m[1], Number(m[2])] as const);
     const catalogue = Object.entries(ERROR_CATALOGUE).map(([code, e]) => [code, e.status] as const);
     expect(new Map(documented)).toEqual(new Map(catalogue));
   });
@@ -20,7 +20,8 @@ describe("README configuration table", () => {
     const readme = readFileSync(path.join(root, "README.md"), "utf8");
     const vars = new Set([...source.matchAll(/r\.\w+\("([A-Z0-9_]+)"/g)].map((m) => m[1] as string));
     expect(vars.size).toBeGreaterThan(10);
-    const missing = [...vars].filter((v) => !readme.includes(`| \`${v}\` |`));
+    const rows = new Set([...readme.matchAll(/^\|\s*`([A-Z0-9_]+)`\s*\|/gm)].map((m) => m[1]));
+    const missing = [...vars].filter((v) => !rows.has(v));
     expect(missing).toEqual([]);
   });
 });
