@@ -1,5 +1,15 @@
 import { createHash } from "node:crypto";
 import sharp from "sharp";
+
+type Sharp = ReturnType<typeof sharp>;
+type SharpOptions = NonNullable<Parameters<typeof sharp>[1]>;
+type Metadata = Awaited<ReturnType<Sharp["metadata"]>>;
+interface OutputInfo {
+  width: number;
+  height: number;
+  channels: number;
+}
+
 import { errors } from "../../platform/errors.ts";
 import type { NdArray } from "./ndarray.ts";
 
@@ -84,7 +94,7 @@ export async function prepareImage(
   spec: ImageSpec,
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
 ): Promise<PreparedImage> {
-  let pipeline: sharp.Sharp;
+  let pipeline: Sharp;
   let source: PreparedImage["source"];
   let hash: string;
   if ("bytes" in input) {
@@ -94,8 +104,8 @@ export async function prepareImage(
     }
     const format = sniff(bytes);
     if (format === undefined) throw errors.invalidImage("The image is not JPEG, PNG or WebP.");
-    const options: sharp.SharpOptions = { limitInputPixels: limits.maxPixels, failOn: "error", sequentialRead: true };
-    let meta: sharp.Metadata;
+    const options: SharpOptions = { limitInputPixels: limits.maxPixels, failOn: "error", sequentialRead: true };
+    let meta: Metadata;
     try {
       // Reads the header only: a decompression bomb is refused before any pixel is decoded.
       meta = await sharp(bytes, options).metadata();
@@ -151,7 +161,7 @@ export async function prepareImage(
       break;
     }
   }
-  let out: { data: Buffer; info: sharp.OutputInfo };
+  let out: { data: Buffer; info: OutputInfo };
   try {
     out = await pipeline.raw().toBuffer({ resolveWithObject: true });
   } catch (e) {
