@@ -256,7 +256,7 @@ export function decodeModel(buf: Uint8Array): DecodedModel {
         let name = "";
         let dataType = 0;
         const dims: number[] = [];
-        let raw = new Uint8Array(0);
+        let raw: Uint8Array = new Uint8Array(0);
         for (const tf of fields(g.bytes)) {
           if (tf.field === 1 && tf.varint !== undefined) dims.push(Number(BigInt.asIntN(64, tf.varint)));
           if (tf.field === 2 && tf.varint !== undefined) dataType = Number(tf.varint);
