@@ -8,6 +8,7 @@ import underPressure from "@fastify/under-pressure";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { type ModuleOptions, modules } from "./modules/index.ts";
+import { createEngine, type InferenceEngine } from "./modules/inference/inference.service.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { errors } from "./platform/errors.ts";
@@ -33,6 +34,8 @@ export interface Platform {
   readonly auth: AuthRegistry;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
+  /** The model layer: registry, batching queues, backends (src/modules/inference). */
+  readonly engine: InferenceEngine;
 }
 
 declare module "fastify" {
@@ -107,6 +110,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     lifecycle,
     auth: new AuthRegistry(),
     notices: [],
+    engine: createEngine(config, { metrics: metrics.registry, health, lifecycle }),
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

@@ -1,13 +1,16 @@
+import type { Registry } from "prom-client";
+import type { Config } from "../../config.ts";
 import { AppError, errors } from "../../platform/errors.ts";
-import type { CheckResult } from "../../platform/health.ts";
+import type { CheckResult, HealthRegistry } from "../../platform/health.ts";
+import type { Lifecycle } from "../../platform/lifecycle.ts";
 import { decodeAction, unnormalize } from "../models/action-codec.ts";
 import { createBackend } from "../models/backends/index.ts";
 import type { BackendOutput, BackendRequest, ModelBackend } from "../models/backends/types.ts";
 import { selectUnnormKey } from "../models/dataset-statistics.ts";
 import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
 import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
-import { renderPrompt } from "../models/registry.ts";
-import type { EngineMetrics } from "./engine-metrics.ts";
+import { loadRegistry, renderPrompt } from "../models/registry.ts";
+import { createEngineMetrics, type EngineMetrics } from "./engine-metrics.ts";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, prepareImage } from "./images.ts";
 import type { NdArray } from "./ndarray.ts";
 import { BatchScheduler } from "./scheduler.ts";
@@ -45,11 +48,11 @@ export interface ModelInfo {
   readonly backend: ModelBackend["kind"];
   readonly status: ModelStatus;
   readonly action: { readonly dim: number; readonly chunk: number };
-  readonly unnorm_keys: readonly string[];
+  readonly unnorm_keys: string[];
   readonly default_unnorm_key: string | null;
   readonly input: {
     readonly image: { readonly width: number; readonly height: number; readonly strategy: string };
-    readonly image_formats: readonly string[];
+    readonly image_formats: string[];
     readonly prompt_template: string;
   };
   readonly batching: { readonly max_batch_size: number; readonly max_wait_ms: number; readonly max_queue: number };
@@ -306,4 +309,30 @@ export class InferenceEngine {
     await Promise.all([...this.models.values()].map((m) => m.scheduler.close()));
     await Promise.allSettled([...this.models.values()].map((m) => m.backend.close()));
   }
+}
+
+/**
+ * Builds the engine from config: registry (MODELS_CONFIG or embedded defaults; an invalid
+ * registry throws RegistryError and stops startup), metrics, `models` and `queue` health
+ * checks, background warm-up, and backend shutdown on the lifecycle's flush phase.
+ */
+export function createEngine(
+  config: Pick<Config, "models">,
+  platform: { metrics: Registry; health: HealthRegistry; lifecycle: Lifecycle },
+  options: Pick<EngineOptions, "backendFactory"> = {},
+): InferenceEngine {
+  const registry = loadRegistry(config.models.configPath);
+  const engine = new InferenceEngine(registry, {
+    imageLimits: { maxEncodedBytes: config.models.imageMaxBytes, maxPixels: config.models.imageMaxPixels },
+    metrics: createEngineMetrics(platform.metrics),
+    ...options,
+  });
+  platform.health.register("models", () => engine.healthCheck());
+  platform.health.register("queue", async () => engine.queueCheck());
+  const warming = config.models.warmUp ? engine.warmUp() : Promise.resolve();
+  platform.lifecycle.onFlush("inference-engine", async () => {
+    await warming;
+    await engine.close();
+  });
+  return engine;
 }

@@ -257,9 +257,10 @@ export class OnnxBackend implements ModelBackend {
   }
 
   async close(): Promise<void> {
-    const s = this.session;
-    this.session = undefined;
+    const loading = this.loading;
     this.loading = undefined;
+    const s = this.session ?? (await loading?.catch(() => undefined));
+    this.session = undefined;
     await s?.release();
   }
 }
