@@ -262,7 +262,7 @@ export class InferenceEngine {
     return rows;
   }
 
-  /** The `models` health check: ok when all are ready, degraded when some are not, down when none is. */
+  /** The `models` health check: ok when all are ready, down when all are down, degraded otherwise. */
   async healthCheck(): Promise<CheckResult> {
     const reports = await Promise.all(
       [...this.models.values()].map(async (m) => {
@@ -286,9 +286,10 @@ export class InferenceEngine {
       }),
     );
     const ready = reports.filter((r) => r.status === "ready").length;
+    const down = reports.filter((r) => r.status === "down").length;
     const detail = reports.map((r) => `${r.id}: ${r.status}${r.detail ? ` (${r.detail})` : ""}`).join("; ");
     if (ready === reports.length) return { status: "ok", detail };
-    return { status: ready === 0 ? "down" : "degraded", detail };
+    return { status: down === reports.length ? "down" : "degraded", detail };
   }
 
   /** The `queue` health check: degraded when any queue is more than 80% full. */
