@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 export interface FakeServer {
   readonly url: string;
   hits: number;
-  handler: (req: IncomingMessage, body: Buffer, res: ServerResponse) => void | Promise<void>;
+  handler: (req: IncomingMessage, body: Buffer, res: ServerResponse) => unknown;
   close(): Promise<void>;
 }
 
