@@ -28,6 +28,8 @@ function halves(width: number, height: number): Buffer {
   return b;
 }
 
+const pattern32 = () => Buffer.from(Array.from({ length: 32 * 32 * 3 }, (_, i) => (i * 37) & 255));
+
 const px = (d: Uint8Array, w: number, x: number, y: number) => [...d.subarray((y * w + x) * 3, (y * w + x) * 3 + 3)];
 
 let jpeg: Buffer;
@@ -109,6 +111,13 @@ describe("prepareImage", () => {
     expect(img.source).toEqual({ format: "array", width: 64, height: 32 });
     expect(img.sha256).toBe(createHash("sha256").update(data).digest("hex"));
     expect(px(img.data, 32, 2, 16)).toEqual([255, 0, 0]);
+    // An array already at the model size passes through untouched.
+    const exact = new Uint8Array(pattern32());
+    const same = await prepareImage(
+      { array: { dtype: "|u1", shape: [32, 32, 3], data: exact } },
+      spec("resize-naive", 32),
+    );
+    expect(Buffer.from(same.data).equals(Buffer.from(exact))).toBe(true);
     const bad: NdArray = { dtype: "<f4", shape: [2, 2, 3], data: new Float32Array(12) };
     expect(await codeOf(prepareImage({ array: bad }, spec("resize-naive")))).toBe("invalid_image");
     const fourCh: NdArray = { dtype: "|u1", shape: [2, 2, 4], data: new Uint8Array(16) };

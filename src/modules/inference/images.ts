@@ -137,6 +137,10 @@ export async function prepareImage(
     const bytes = a.data as Uint8Array;
     hash = sha256(bytes);
     source = { format: "array", width: w, height: h };
+    // Already the model's size (clients usually resize before sending): nothing to resample.
+    if (w === spec.width && h === spec.height && spec.strategy !== "center-crop") {
+      return { data: bytes, width: w, height: h, sha256: hash, source };
+    }
     pipeline = sharp(bytes, { raw: { width: w, height: h, channels: 3 }, limitInputPixels: limits.maxPixels });
   }
 
