@@ -3,7 +3,7 @@ import { encodeModel, type Node, type Tensor, TensorDataType } from "./onnx-prot
 /**
  * demo-vla-tiny: a small but real policy network, built deterministically.
  *
- *   image  uint8 [B, 224, 224, 3] -> float -> 4x4 grid average pooling -> [B, 48] / 255 - 0.5
+ *   image  uint8 [B, 224, 224, 3] -> float -> 4x4 grid average pooling (two ReduceMeans) -> [B, 48] / 255 - 0.5
  *   tokens int64 [B, 16]          -> embedding [512, 32] -> mean over tokens -> [B, 32]
  *   concat [B, 80] -> Gemm 80x64 + ReLU -> Gemm 64x(7*256) -> reshape [B, 7, 256] logits
  *
@@ -86,13 +86,25 @@ export function buildDemoModel(weights: DemoWeights = demoWeights()): Uint8Array
       outputs: ["image_f"],
       attributes: [{ name: "to", int: TensorDataType.FLOAT }],
     },
-    { opType: "Reshape", inputs: ["image_f", "grid_shape"], outputs: ["image_grid"] },
+    // Grid pooling in two reductions whose inner axes stay contiguous (cache-friendly at any
+    // batch size): rows of each cell first, then columns.
+    { opType: "Reshape", inputs: ["image_f", "rows_shape"], outputs: ["image_rows"] },
     {
       opType: "ReduceMean",
-      inputs: ["image_grid"],
+      inputs: ["image_rows"],
+      outputs: ["row_means"],
+      attributes: [
+        { name: "axes", ints: [2] },
+        { name: "keepdims", int: 0 },
+      ],
+    },
+    { opType: "Reshape", inputs: ["row_means", "cols_shape"], outputs: ["image_cols"] },
+    {
+      opType: "ReduceMean",
+      inputs: ["image_cols"],
       outputs: ["pooled"],
       attributes: [
-        { name: "axes", ints: [2, 4] },
+        { name: "axes", ints: [3] },
         { name: "keepdims", int: 0 },
       ],
     },
@@ -134,7 +146,8 @@ export function buildDemoModel(weights: DemoWeights = demoWeights()): Uint8Array
       "Tiny deterministic VLA demo policy: grid-pooled image + hashed-word embedding -> MLP -> 7x256 action-token logits.",
     nodes,
     initializers: [
-      i64("grid_shape", [-1, DEMO.grid, cell, DEMO.grid, cell, 3]),
+      i64("rows_shape", [-1, DEMO.grid, cell, DEMO.imageSize * 3]),
+      i64("cols_shape", [-1, DEMO.grid, DEMO.grid, cell, 3]),
       i64("flat_image_shape", [-1, DEMO_IMAGE_FEATURES]),
       f32("inv255", [], Float32Array.of(1 / 255)),
       f32("half", [], Float32Array.of(0.5)),
