@@ -40,11 +40,21 @@ interface Row {
 
 type Input = { imageBytes: Buffer } | { imageArray: NdArray };
 
-async function run(mode: string, maxBatchSize: number, inputs: Input[]): Promise<Row> {
+async function run(mode: string, maxBatchSize: number, inputs: Input[], concurrentBatches = 1): Promise<Row> {
   const demo = EMBEDDED_REGISTRY.models.find((m) => m.id === "demo-vla-tiny");
   const registry = parseRegistry(
     {
-      models: [{ ...demo, batching: { max_batch_size: maxBatchSize, max_wait_ms: 3, max_queue: 1024 } }],
+      models: [
+        {
+          ...demo,
+          batching: {
+            max_batch_size: maxBatchSize,
+            max_wait_ms: 3,
+            max_queue: 1024,
+            max_concurrent_batches: concurrentBatches,
+          },
+        },
+      ],
     },
     PROJECT_ROOT,
   );
@@ -104,6 +114,8 @@ const rows = [
   await run("224x224 JPEG, batching on (max batch 16, wait 3 ms)", 16, jpegs),
   await run("uint8 224x224x3 array, batching off", 1, arrays),
   await run("uint8 224x224x3 array, batching on", 16, arrays),
+  await run("uint8 224x224x3 array, batching off, 2 concurrent runs", 1, arrays, 2),
+  await run("uint8 224x224x3 array, batching on, 2 concurrent batches", 16, arrays, 2),
 ];
 console.log(
   `demo-vla-tiny, ${CALLERS} concurrent callers, ${seconds} s per mode, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), Node ${process.version}`,
@@ -116,9 +128,12 @@ for (const r of rows) {
     `| ${r.mode} | ${r.requests} | ${r.rps.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.meanBatch.toFixed(2)} | ${r.modelMs.toFixed(2)} |`,
   );
 }
-const [off, on, aoff, aon] = rows as [Row, Row, Row, Row];
+const [off, on, aoff, aon, aoff2, aon2] = rows as [Row, Row, Row, Row, Row, Row];
 console.log("");
 console.log(`JPEG: throughput on/off ${(on.rps / off.rps).toFixed(2)}x, p99 on/off ${(on.p99 / off.p99).toFixed(2)}x`);
 console.log(
   `array: throughput on/off ${(aon.rps / aoff.rps).toFixed(2)}x, p99 on/off ${(aon.p99 / aoff.p99).toFixed(2)}x`,
+);
+console.log(
+  `array, 2 concurrent: throughput on/off ${(aon2.rps / aoff2.rps).toFixed(2)}x, p99 on/off ${(aon2.p99 / aoff2.p99).toFixed(2)}x`,
 );

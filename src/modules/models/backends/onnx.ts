@@ -149,6 +149,8 @@ export class OnnxBackend implements ModelBackend {
   private session: ort.InferenceSession | undefined;
   private loading: Promise<ort.InferenceSession> | undefined;
   private lastError: string | undefined;
+  /** Reused input buffers by byte length: a fresh multi-MB allocation per batch costs more than the run. */
+  private readonly scratch = new Map<number, Uint8Array[]>();
 
   constructor(options: OnnxBackendOptions) {
     this.options = options;
@@ -194,7 +196,7 @@ export class OnnxBackend implements ModelBackend {
     const b = batch.length;
     const { height: h, width: w } = config.image;
     const pixels = h * w * 3;
-    const images = new Uint8Array(b * pixels);
+    const images = this.scratch.get(b * pixels)?.pop() ?? new Uint8Array(b * pixels);
     const seq = config.instruction.tokenizer.maxLength;
     const tokens = new BigInt64Array(b * seq);
     batch.forEach((req, i) => {
@@ -213,6 +215,10 @@ export class OnnxBackend implements ModelBackend {
       result = await session.run(feeds, [config.output.name]);
     } catch (e) {
       throw errors.modelUnavailable(modelId, "the ONNX run failed", e);
+    } finally {
+      const free = this.scratch.get(images.byteLength) ?? [];
+      if (free.length < 4) free.push(images);
+      this.scratch.set(images.byteLength, free);
     }
     const out = result[config.output.name];
     if (out === undefined || out.type !== "float32") {
