@@ -108,17 +108,18 @@ describe("openvla-http backend", () => {
 
   it("times out a slow endpoint and retries elsewhere; alone it is model_unavailable", async () => {
     const slow = await server(async (_q, _b, res) => {
-      await sleep(2_000);
+      await sleep(10_000);
       json(res, 200, "error");
     });
     const good = await server(openvlaHandler([]));
-    const e = engineFor({ kind: "openvla-http", endpoints: [slow.url, good.url], timeout_ms: 100, retries: 1 });
+    // Generous timeout: under CPU contention the good endpoint must still answer in time.
+    const e = engineFor({ kind: "openvla-http", endpoints: [slow.url, good.url], timeout_ms: 600, retries: 1 });
     const results = await Promise.all([req(e), req(e)]);
     expect(results.every((r) => r.action.length === 7)).toBe(true);
-    const only = engineFor({ kind: "openvla-http", endpoints: [slow.url], timeout_ms: 100 });
+    const only = engineFor({ kind: "openvla-http", endpoints: [slow.url], timeout_ms: 300 });
     const r = await codeOf(req(only));
     expect(r.code).toBe("model_unavailable");
-    expect(r.message).toMatch(/did not answer within 100 ms/);
+    expect(r.message).toMatch(/did not answer within 300 ms/);
   });
 
   it.each([
@@ -158,20 +159,24 @@ describe("openvla-http backend", () => {
   });
 
   it("balances by least outstanding requests", async () => {
-    const slowA = await server(async (q, b, res) => {
-      await sleep(30);
+    // Both servers hold every answer until all six requests have arrived, so all six are
+    // outstanding together whatever the machine's speed.
+    let arrived = 0;
+    const release: (() => void)[] = [];
+    const held = async (q: IncomingMessage, b: Buffer, res: ServerResponse) => {
+      arrived += 1;
+      if (arrived < 6) await new Promise<void>((r) => release.push(r));
+      else for (const r of release.splice(0)) r();
       openvlaHandler([])(q, b, res);
-    });
-    const slowB = await server(async (q, b, res) => {
-      await sleep(30);
-      openvlaHandler([])(q, b, res);
-    });
+    };
+    const a = await server(held);
+    const b = await server(held);
     const e = engineFor(
-      { kind: "openvla-http", endpoints: [slowA.url, slowB.url] },
+      { kind: "openvla-http", endpoints: [a.url, b.url] },
       { batching: { max_concurrent_batches: 8 } },
     );
     await Promise.all(Array.from({ length: 6 }, () => req(e)));
-    expect([slowA.hits, slowB.hits]).toEqual([3, 3]);
+    expect([a.hits, b.hits]).toEqual([3, 3]);
   });
 });
 
