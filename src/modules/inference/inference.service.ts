@@ -180,7 +180,7 @@ export class InferenceEngine {
       const result = await this.run(m, req);
       m.stats.recordRequest(true, performance.now() - started);
       this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: "ok" });
-      if (m.status === "degraded" || m.status === "loading") m.status = "ready";
+      if (m.status === "loading" || m.status === "down") m.status = "ready";
       return result;
     } catch (e) {
       m.stats.recordRequest(false, performance.now() - started);
@@ -272,16 +272,9 @@ export class InferenceEngine {
         } catch (e) {
           h = { status: "down", detail: e instanceof Error ? e.message : String(e) };
         }
-        if (m.status !== "loading" || h.status === "ok") {
-          m.status =
-            h.status === "ok"
-              ? "ready"
-              : h.status === "degraded"
-                ? "degraded"
-                : m.status === "loading"
-                  ? "loading"
-                  : "down";
-        }
+        // A model still warming up stays `loading` until its backend reports ok.
+        if (h.status === "ok") m.status = "ready";
+        else if (m.status !== "loading") m.status = h.status === "degraded" ? "degraded" : "down";
         return { id: m.def.id, status: m.status, detail: h.detail };
       }),
     );
