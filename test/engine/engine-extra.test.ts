@@ -208,3 +208,54 @@ describe("createEngine", () => {
     ).toThrow(/Invalid model registry/);
   });
 });
+
+describe("engine queue limits", () => {
+  const slowMock = (batching: Record<string, unknown>, latency = 300) =>
+    new InferenceEngine(
+      parseRegistry(
+        {
+          models: [
+            {
+              id: "slow",
+              backend: { kind: "mock", latency_ms: latency },
+              action: { dim: 7 },
+              dataset_statistics: stats,
+              default_unnorm_key: "bridge_orig",
+              batching,
+            },
+          ],
+        },
+        PROJECT_ROOT,
+      ),
+    );
+
+  it("overflow is 503 model_overloaded with Retry-After; the admitted requests still succeed", async () => {
+    // A long simulated latency so all six arrive while the first still runs, even on a busy machine.
+    const engine = slowMock({ max_batch_size: 1, max_wait_ms: 0, max_queue: 2 }, 1000);
+    const imageBytes = await jpeg(32, 32, 1);
+    const calls = Array.from({ length: 6 }, () =>
+      engine.infer({ model: "slow", imageBytes, instruction: "go", customerId: "c" }).then(
+        () => "ok",
+        (e: unknown) => e,
+      ),
+    );
+    const outcomes = await Promise.all(calls);
+    const rejected = outcomes.filter((o) => o !== "ok") as AppError[];
+    // One running + two queued are admitted; the other three overflow.
+    expect(outcomes.filter((o) => o === "ok")).toHaveLength(3);
+    expect(rejected.map((e) => e.code)).toEqual(["model_overloaded", "model_overloaded", "model_overloaded"]);
+    expect(rejected[0]?.status).toBe(503);
+    expect(Number(rejected[0]?.headers["Retry-After"])).toBeGreaterThanOrEqual(1);
+    expect(engine.describe("slow").stats.errors).toBe(3);
+    await engine.close();
+  });
+
+  it("a request that cannot finish in time is 504 inference_timeout", async () => {
+    const engine = slowMock({ timeout_ms: 50 });
+    const r = await codeOf(
+      engine.infer({ model: "slow", imageBytes: await jpeg(32, 32, 1), instruction: "go", customerId: "c" }),
+    );
+    expect(r).toBe("inference_timeout");
+    await engine.close();
+  });
+});
