@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { prepareImage } from "../../src/modules/inference/images.ts";
 import { InferenceEngine } from "../../src/modules/inference/inference.service.ts";
 import { decodeAction, MIN_ACTION_TOKEN } from "../../src/modules/models/action-codec.ts";
-import { buildDemoModel, DEMO } from "../../src/modules/models/demo-model.ts";
+import { buildDemoModel, DEMO, demoConfig } from "../../src/modules/models/demo-model.ts";
 import { decodeModel } from "../../src/modules/models/onnx-proto.ts";
 import { loadRegistry, PROJECT_ROOT, renderPrompt } from "../../src/modules/models/registry.ts";
 import { tokenize } from "../../src/modules/models/tokenizer.ts";
@@ -88,6 +88,8 @@ afterAll(async () => {
 describe("demo-vla-tiny", () => {
   it("is the committed output of the deterministic generator, under 2 MB, opset 13 with standard ops", () => {
     expect(Buffer.from(buildDemoModel()).equals(Buffer.from(bytes))).toBe(true);
+    const config = readFileSync(`${PROJECT_ROOT}/models/demo-vla-tiny/config.json`, "utf8");
+    expect(config).toBe(`${JSON.stringify(demoConfig(), null, 2)}\n`);
     expect(bytes.byteLength).toBeLessThan(2 * 1024 * 1024);
     expect(model.opset).toBe(13);
     expect(new Set(model.nodes.map((n) => n.opType))).toEqual(
