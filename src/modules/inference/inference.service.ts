@@ -183,7 +183,9 @@ export class InferenceEngine {
       if (m.status === "loading" || m.status === "down") m.status = "ready";
       return result;
     } catch (e) {
-      m.stats.recordRequest(false, performance.now() - started);
+      // Client mistakes (4xx: bad image, unknown unnorm_key) are not model errors.
+      const serverSide = !(e instanceof AppError) || e.status >= 500;
+      m.stats.recordRequest(!serverSide, performance.now() - started, serverSide);
       const code = e instanceof AppError ? e.code : "internal_error";
       this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: code });
       throw e;

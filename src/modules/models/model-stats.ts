@@ -44,10 +44,11 @@ export class ModelStats {
   batchedItems = 0;
   readonly latency = new LatencyWindow();
 
-  recordRequest(ok: boolean, totalMs: number): void {
+  /** `ok` requests feed the latency window; `error` counts server-side failures (5xx). */
+  recordRequest(ok: boolean, totalMs: number, error = !ok): void {
     this.requests += 1;
-    if (!ok) this.errors += 1;
-    else this.latency.record(totalMs);
+    if (error) this.errors += 1;
+    if (ok) this.latency.record(totalMs);
   }
 
   recordBatch(size: number): void {

@@ -45,8 +45,8 @@ export const ModelSchema = Type.Object(
     }),
     stats: Type.Object(
       {
-        requests: Type.Integer(),
-        errors: Type.Integer(),
+        requests: Type.Integer({ description: "Inference requests routed to this model since start." }),
+        errors: Type.Integer({ description: "Server-side failures (5xx); callers' 4xx mistakes are not counted." }),
         latency_ms: Type.Object({
           p50: nullableNumber("Median end-to-end engine latency over recent requests."),
           p95: nullableNumber("95th percentile."),
