@@ -9,6 +9,7 @@ import underPressure from "@fastify/under-pressure";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { type ModuleOptions, modules } from "./modules/index.ts";
+import { createEngine, type InferenceEngine } from "./modules/inference/inference.service.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import {
   type BatchSink,
@@ -45,6 +46,8 @@ export interface Platform {
   batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
+  /** The model layer: registry, batching queues, backends (src/modules/inference). */
+  readonly engine: InferenceEngine;
 }
 
 declare module "fastify" {
@@ -133,6 +136,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       lifecycle.onFlush(`batch-writer:${name}`, () => writer.close());
       return writer;
     },
+    engine: createEngine(config, { metrics: metrics.registry, health, lifecycle }),
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

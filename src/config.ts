@@ -54,6 +54,14 @@ export interface Config {
     readonly from: string;
     readonly outboxDir: string;
   };
+  readonly models: {
+    /** JSON model registry (docs/models.md); undefined = embedded defaults (mock-openvla-7b, demo-vla-tiny). */
+    readonly configPath: string | undefined;
+    readonly imageMaxBytes: number;
+    readonly imageMaxPixels: number;
+    /** Load/check every backend at startup (in the background; models report `loading` until done). */
+    readonly warmUp: boolean;
+  };
 }
 
 export class ConfigError extends Error {
@@ -278,6 +286,12 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       smtpUrl: r.optionalUrl("SMTP_URL", ["smtp:", "smtps:"]),
       from: r.str("EMAIL_FROM", "VLA Inference API <no-reply@localhost>"),
       outboxDir: path.resolve(r.str("EMAIL_OUTBOX_DIR", path.join(dataDir, "outbox"))),
+    },
+    models: {
+      configPath: r.raw("MODELS_CONFIG") === undefined ? undefined : path.resolve(r.str("MODELS_CONFIG", "")),
+      imageMaxBytes: r.int("IMAGE_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+      imageMaxPixels: r.int("IMAGE_MAX_PIXELS", 4096 * 4096, 64, 1024 * 1024 * 1024),
+      warmUp: r.bool("MODELS_WARM_UP", true),
     },
   };
 

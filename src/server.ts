@@ -17,8 +17,12 @@ async function main(): Promise<void> {
   const startedAt = performance.now();
   const app = await buildApp(config);
   const address = await app.listen({ host: config.http.host, port: config.http.port });
-  const { database, redis, notices } = app.platform;
+  const { database, redis, notices, engine } = app.platform;
   const base = config.http.publicBaseUrl;
+  const models = engine
+    .list()
+    .map((m) => `${m.id} (${m.backend})`)
+    .join(", ");
   app.log.info(
     {
       url: address,
@@ -26,9 +30,10 @@ async function main(): Promise<void> {
       database: database.description,
       redis: redis.description,
       email: config.email.smtpUrl === undefined ? `outbox ${config.email.outboxDir}` : "smtp",
+      models,
       startup_ms: Math.round(performance.now() - startedAt),
     },
-    `VLA Inference API listening on ${base} | docs ${base}/docs | database: ${database.kind} | redis: ${redis.client === null ? "none" : "redis"} | email: ${config.email.smtpUrl === undefined ? "outbox" : "smtp"}`,
+    `VLA Inference API listening on ${base} | docs ${base}/docs | database: ${database.kind} | redis: ${redis.client === null ? "none" : "redis"} | email: ${config.email.smtpUrl === undefined ? "outbox" : "smtp"} | models: ${models}`,
   );
   for (const line of notices) process.stdout.write(`${line}\n`);
 

@@ -8,7 +8,9 @@ const root = path.resolve(import.meta.dirname, "..");
 describe("docs/errors.md", () => {
   it("documents exactly the codes of the catalogue, with their statuses", () => {
     const text = readFileSync(path.join(root, "docs/errors.md"), "utf8");
-    const documented = [...text.matchAll(/^## ([a-z_]+)\s*\n+(\d{3})\./gm)].map((m) => [m[1], Number(m[2])] as const);
+    const documented = [...text.matchAll(/^## ([a-z_]+)\s*\n+Status (\d{3})\./gm)].map(
+      (m) => [m[1], Number(m[2])] as const,
+    );
     const catalogue = Object.entries(ERROR_CATALOGUE).map(([code, e]) => [code, e.status] as const);
     expect(new Map(documented)).toEqual(new Map(catalogue));
   });

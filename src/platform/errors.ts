@@ -20,12 +20,20 @@ export const ERROR_CATALOGUE = {
   payload_too_large: { status: 413, title: "Request body too large" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },
   rate_limited: { status: 429, title: "Too many requests" },
+  invalid_image: { status: 422, title: "Image could not be used" },
+  invalid_array: { status: 422, title: "Array payload is malformed" },
+  unknown_model: { status: 404, title: "No such model" },
+  invalid_unnorm_key: { status: 400, title: "Missing or unknown unnorm_key" },
   // 5xx: the service
   internal_error: { status: 500, title: "Internal server error" },
   database_unavailable: { status: 503, title: "Database unavailable" },
   service_overloaded: { status: 503, title: "Service overloaded" },
   shutting_down: { status: 503, title: "Server is shutting down" },
   request_timeout: { status: 503, title: "Request timed out" },
+  invalid_model_output: { status: 502, title: "Model returned an invalid output" },
+  model_overloaded: { status: 503, title: "Model queue is full" },
+  model_unavailable: { status: 503, title: "Model is unavailable" },
+  inference_timeout: { status: 504, title: "Inference timed out" },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
@@ -123,6 +131,29 @@ export const errors = {
       detail: "The server is overloaded; retry after the indicated delay.",
       headers: { "Retry-After": String(retryAfterSeconds) },
     }),
+  invalidImage: (detail: string) => new AppError("invalid_image", { detail }),
+  invalidArray: (detail: string) => new AppError("invalid_array", { detail }),
+  unknownModel: (modelId: string, known: readonly string[]) =>
+    new AppError("unknown_model", {
+      detail: `Model "${modelId}" does not exist; available: ${known.join(", ")}.`,
+      extensions: { available_models: known },
+    }),
+  invalidUnnormKey: (detail: string, validKeys: readonly string[]) =>
+    new AppError("invalid_unnorm_key", { detail, extensions: { valid_unnorm_keys: validKeys } }),
+  invalidModelOutput: (detail: string, cause?: unknown) => new AppError("invalid_model_output", { detail, cause }),
+  modelOverloaded: (modelId: string, retryAfterSeconds = 1) =>
+    new AppError("model_overloaded", {
+      detail: `The queue of model "${modelId}" is full; retry after the indicated delay.`,
+      headers: { "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+    }),
+  modelUnavailable: (modelId: string, reason: string, cause?: unknown) =>
+    new AppError("model_unavailable", {
+      detail: `Model "${modelId}" is unavailable: ${reason}`,
+      headers: { "Retry-After": "5" },
+      cause,
+    }),
+  inferenceTimeout: (modelId: string, timeoutMs: number) =>
+    new AppError("inference_timeout", { detail: `Model "${modelId}" did not answer within ${timeoutMs} ms.` }),
   shuttingDown: () =>
     new AppError("shutting_down", {
       detail: "The server is shutting down; retry on another instance.",

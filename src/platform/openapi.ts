@@ -6,6 +6,10 @@ import type { Config } from "../config.ts";
 export const TAGS = [
   { name: "health", description: "Liveness, readiness and Prometheus metrics." },
   { name: "meta", description: "The API's own description: OpenAPI document and error types." },
+  {
+    name: "models",
+    description: "The policies this server runs: action spec, statistics keys, status and live stats.",
+  },
 ] as const;
 
 /**

@@ -1,0 +1,334 @@
+import type { Registry } from "prom-client";
+import type { Config } from "../../config.ts";
+import { AppError, errors } from "../../platform/errors.ts";
+import type { CheckResult, HealthRegistry } from "../../platform/health.ts";
+import type { Lifecycle } from "../../platform/lifecycle.ts";
+import { decodeAction, unnormalize } from "../models/action-codec.ts";
+import { createBackend } from "../models/backends/index.ts";
+import type { BackendOutput, BackendRequest, ModelBackend } from "../models/backends/types.ts";
+import { selectUnnormKey } from "../models/dataset-statistics.ts";
+import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
+import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
+import { loadRegistry, renderPrompt } from "../models/registry.ts";
+import { createEngineMetrics, type EngineMetrics } from "./engine-metrics.ts";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits, prepareImage } from "./images.ts";
+import type { NdArray } from "./ndarray.ts";
+import { BatchScheduler } from "./scheduler.ts";
+
+export interface InferenceRequest {
+  /** Model id; the registry's default model when omitted. */
+  readonly model?: string | undefined;
+  /** Encoded JPEG/PNG/WebP bytes, or a uint8 HxWx3 array; exactly one. */
+  readonly imageBytes?: Uint8Array | undefined;
+  readonly imageArray?: NdArray | undefined;
+  readonly instruction: string;
+  readonly unnormKey?: string | undefined;
+  /** Fair queueing key: the tenant. */
+  readonly customerId: string;
+  /** Overrides the model's per-request timeout (ms). */
+  readonly timeoutMs?: number | undefined;
+}
+
+export interface InferenceResult {
+  /** The first (or only) action, in robot units. */
+  readonly action: number[];
+  /** The whole (H, D) chunk when the model returns more than one step. */
+  readonly actionChunk?: number[][];
+  readonly backend: ModelBackend["kind"];
+  readonly model: string;
+  readonly unnormKey: string;
+  readonly timing: { readonly preprocess_ms: number; readonly queue_ms: number; readonly model_ms: number };
+  readonly batchSize: number;
+  readonly imageSha256: string;
+}
+
+export interface ModelInfo {
+  readonly id: string;
+  readonly description: string;
+  readonly backend: ModelBackend["kind"];
+  readonly status: ModelStatus;
+  readonly action: { readonly dim: number; readonly chunk: number };
+  readonly unnorm_keys: string[];
+  readonly default_unnorm_key: string | null;
+  readonly input: {
+    readonly image: { readonly width: number; readonly height: number; readonly strategy: string };
+    readonly image_formats: string[];
+    readonly prompt_template: string;
+  };
+  readonly batching: { readonly max_batch_size: number; readonly max_wait_ms: number; readonly max_queue: number };
+  readonly stats: ModelStatsSnapshot;
+}
+
+export const MAX_INSTRUCTION_CHARS = 1000;
+
+interface LoadedModel {
+  readonly def: ModelDefinition;
+  readonly backend: ModelBackend;
+  readonly scheduler: BatchScheduler<BackendRequest, BackendOutput>;
+  readonly stats: ModelStats;
+  status: ModelStatus;
+  statusDetail: string | undefined;
+}
+
+export interface EngineOptions {
+  readonly imageLimits?: ImageLimits;
+  readonly metrics?: EngineMetrics;
+  /** Replace backends (tests). */
+  readonly backendFactory?: (def: ModelDefinition) => ModelBackend;
+}
+
+const ms = (v: number) => Math.round(v * 1000) / 1000;
+
+/**
+ * The inference engine: model router -> image preprocessing -> per-model batching queue ->
+ * backend -> action codec. Framework-free; routes and stream handlers call `infer`.
+ */
+export class InferenceEngine {
+  readonly defaultModel: string;
+  private readonly models = new Map<string, LoadedModel>();
+  private readonly imageLimits: ImageLimits;
+  private readonly metrics: EngineMetrics | undefined;
+  private closed = false;
+
+  constructor(registry: RegistryDocument, options: EngineOptions = {}) {
+    this.defaultModel = registry.defaultModel;
+    this.imageLimits = options.imageLimits ?? DEFAULT_IMAGE_LIMITS;
+    this.metrics = options.metrics;
+    const factory = options.backendFactory ?? createBackend;
+    for (const def of registry.models) {
+      const backend = factory(def);
+      const stats = new ModelStats();
+      const m = this.metrics;
+      const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
+        def.id,
+        def.batching,
+        (items) => backend.infer(items),
+        {
+          onDepth: (d) => m?.queueDepth.set({ model: def.id }, d),
+          onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
+          onBatch: (size, t) => {
+            stats.recordBatch(size);
+            m?.batchSize.observe({ model: def.id }, size);
+            m?.modelLatency.observe({ model: def.id }, t / 1000);
+          },
+        },
+      );
+      this.models.set(def.id, { def, backend, scheduler, stats, status: "loading", statusDetail: undefined });
+    }
+  }
+
+  /** Warms every backend; a failure marks that model `down` without stopping the others. */
+  async warmUp(): Promise<void> {
+    await Promise.all(
+      [...this.models.values()].map(async (m) => {
+        try {
+          await m.backend.warmUp();
+          m.status = "ready";
+          m.statusDetail = undefined;
+        } catch (e) {
+          m.status = "down";
+          m.statusDetail = e instanceof Error ? e.message : String(e);
+        }
+      }),
+    );
+  }
+
+  modelIds(): string[] {
+    return [...this.models.keys()];
+  }
+
+  private get(id: string | undefined): LoadedModel {
+    const m = this.models.get(id ?? this.defaultModel);
+    if (m === undefined) throw errors.unknownModel(id ?? this.defaultModel, this.modelIds());
+    return m;
+  }
+
+  describe(id: string): ModelInfo {
+    const m = this.get(id);
+    const d = m.def;
+    return {
+      id: d.id,
+      description: d.description,
+      backend: m.backend.kind,
+      status: m.status,
+      action: { ...d.action },
+      unnorm_keys: [...d.statistics.keys],
+      default_unnorm_key:
+        d.defaultUnnormKey ?? (d.statistics.keys.length === 1 ? (d.statistics.keys[0] as string) : null),
+      input: {
+        image: { width: d.image.width, height: d.image.height, strategy: d.image.strategy },
+        image_formats: ["jpeg", "png", "webp", "uint8 HxWx3 array"],
+        prompt_template: d.promptTemplate,
+      },
+      batching: {
+        max_batch_size: d.batching.maxBatchSize,
+        max_wait_ms: d.batching.maxWaitMs,
+        max_queue: d.batching.maxQueue,
+      },
+      stats: m.stats.snapshot(m.scheduler.depth),
+    };
+  }
+
+  list(): ModelInfo[] {
+    return this.modelIds().map((id) => this.describe(id));
+  }
+
+  async infer(req: InferenceRequest): Promise<InferenceResult> {
+    const started = performance.now();
+    const m = this.get(req.model);
+    try {
+      const result = await this.run(m, req);
+      m.stats.recordRequest(true, performance.now() - started);
+      this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: "ok" });
+      if (m.status === "loading" || m.status === "down") m.status = "ready";
+      return result;
+    } catch (e) {
+      // Client mistakes (4xx: bad image, unknown unnorm_key) are not model errors.
+      const serverSide = !(e instanceof AppError) || e.status >= 500;
+      m.stats.recordRequest(!serverSide, performance.now() - started, serverSide);
+      const code = e instanceof AppError ? e.code : "internal_error";
+      this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: code });
+      throw e;
+    }
+  }
+
+  private async run(m: LoadedModel, req: InferenceRequest): Promise<InferenceResult> {
+    if (this.closed) throw errors.shuttingDown();
+    const def = m.def;
+    if (typeof req.instruction !== "string" || req.instruction.trim().length === 0) {
+      throw errors.validation([{ in: "body", path: "/instruction", message: "must be a non-empty string" }]);
+    }
+    if (req.instruction.length > MAX_INSTRUCTION_CHARS) {
+      throw errors.validation([
+        { in: "body", path: "/instruction", message: `must be at most ${MAX_INSTRUCTION_CHARS} characters` },
+      ]);
+    }
+    const { key: unnormKey, action: normStats } = selectUnnormKey(def.statistics, req.unnormKey, def.defaultUnnormKey);
+    if ((req.imageBytes === undefined) === (req.imageArray === undefined)) {
+      throw errors.invalidImage("Send exactly one image: encoded bytes or a uint8 HxWx3 array.");
+    }
+    const t0 = performance.now();
+    const image = await prepareImage(
+      req.imageBytes !== undefined ? { bytes: req.imageBytes } : { array: req.imageArray as NdArray },
+      def.image,
+      this.imageLimits,
+    );
+    const preprocessMs = performance.now() - t0;
+    const scheduled = await m.scheduler.submit(
+      req.customerId,
+      { modelId: def.id, image, prompt: renderPrompt(def, req.instruction), instruction: req.instruction, unnormKey },
+      req.timeoutMs ?? def.batching.timeoutMs,
+    );
+    const chunk = this.toActions(def, scheduled.output, normStats);
+    return {
+      action: chunk[0] as number[],
+      ...(chunk.length > 1 ? { actionChunk: chunk } : {}),
+      backend: m.backend.kind,
+      model: def.id,
+      unnormKey,
+      timing: { preprocess_ms: ms(preprocessMs), queue_ms: ms(scheduled.queueMs), model_ms: ms(scheduled.modelMs) },
+      batchSize: scheduled.batchSize,
+      imageSha256: image.sha256,
+    };
+  }
+
+  /** Backend output -> (H, D) robot actions, validated: dimensions, finiteness, token range. */
+  private toActions(
+    def: ModelDefinition,
+    out: BackendOutput,
+    stats: ReturnType<typeof selectUnnormKey>["action"],
+  ): number[][] {
+    const { dim, chunk } = def.action;
+    let rows: number[][];
+    if (out.kind === "tokens") {
+      if (out.tokens.length !== dim * chunk) {
+        throw errors.invalidModelOutput(`Model produced ${out.tokens.length} tokens; expected ${dim * chunk}.`);
+      }
+      rows = Array.from({ length: chunk }, (_, i) =>
+        decodeAction(out.tokens.slice(i * dim, (i + 1) * dim), stats, def.unnormalization),
+      );
+    } else {
+      if (out.actions.length < 1 || out.actions.length > chunk || out.actions.some((r) => r.length !== dim)) {
+        throw errors.invalidModelOutput(
+          `Model produced an action chunk of shape (${out.actions.length}, ${out.actions[0]?.length ?? 0}); expected (${chunk}, ${dim}).`,
+        );
+      }
+      rows =
+        out.kind === "normalized"
+          ? out.actions.map((r) => unnormalize(r, stats, def.unnormalization))
+          : out.actions.map((r) => {
+              if (!r.every(Number.isFinite)) throw errors.invalidModelOutput("Model produced a non-finite action.");
+              return [...r];
+            });
+    }
+    return rows;
+  }
+
+  /** The `models` health check: ok when all are ready, down when all are down, degraded otherwise. */
+  async healthCheck(): Promise<CheckResult> {
+    const reports = await Promise.all(
+      [...this.models.values()].map(async (m) => {
+        let h: CheckResult;
+        try {
+          h = await m.backend.health();
+        } catch (e) {
+          h = { status: "down", detail: e instanceof Error ? e.message : String(e) };
+        }
+        // A model still warming up stays `loading` until its backend reports ok.
+        if (h.status === "ok") m.status = "ready";
+        else if (m.status !== "loading") m.status = h.status === "degraded" ? "degraded" : "down";
+        return { id: m.def.id, status: m.status, detail: h.detail };
+      }),
+    );
+    const ready = reports.filter((r) => r.status === "ready").length;
+    const down = reports.filter((r) => r.status === "down").length;
+    const detail = reports.map((r) => `${r.id}: ${r.status}${r.detail ? ` (${r.detail})` : ""}`).join("; ");
+    if (ready === reports.length) return { status: "ok", detail };
+    return { status: down === reports.length ? "down" : "degraded", detail };
+  }
+
+  /** The `queue` health check: degraded when any queue is more than 80% full. */
+  queueCheck(): CheckResult {
+    const parts: string[] = [];
+    let degraded = false;
+    for (const m of this.models.values()) {
+      const depth = m.scheduler.depth;
+      if (depth > 0.8 * m.def.batching.maxQueue) degraded = true;
+      parts.push(`${m.def.id}: ${depth}/${m.def.batching.maxQueue}`);
+    }
+    return { status: degraded ? "degraded" : "ok", detail: parts.join("; ") };
+  }
+
+  /** Stops accepting work, fails waiting requests, lets running batches finish, closes backends. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.models.values()].map((m) => m.scheduler.close()));
+    await Promise.allSettled([...this.models.values()].map((m) => m.backend.close()));
+  }
+}
+
+/**
+ * Builds the engine from config: registry (MODELS_CONFIG or embedded defaults; an invalid
+ * registry throws RegistryError and stops startup), metrics, `models` and `queue` health
+ * checks, background warm-up, and backend shutdown on the lifecycle's flush phase.
+ */
+export function createEngine(
+  config: Pick<Config, "models">,
+  platform: { metrics: Registry; health: HealthRegistry; lifecycle: Lifecycle },
+  options: Pick<EngineOptions, "backendFactory"> = {},
+): InferenceEngine {
+  const registry = loadRegistry(config.models.configPath);
+  const engine = new InferenceEngine(registry, {
+    imageLimits: { maxEncodedBytes: config.models.imageMaxBytes, maxPixels: config.models.imageMaxPixels },
+    metrics: createEngineMetrics(platform.metrics),
+    ...options,
+  });
+  platform.health.register("models", () => engine.healthCheck());
+  platform.health.register("queue", async () => engine.queueCheck());
+  const warming = config.models.warmUp ? engine.warmUp() : Promise.resolve();
+  platform.lifecycle.onFlush("inference-engine", async () => {
+    await warming;
+    await engine.close();
+  });
+  return engine;
+}

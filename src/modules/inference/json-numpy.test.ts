@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import { AppError } from "../../platform/errors.ts";
+import { decodeJsonNumpy, encodedResponse, encodeJsonNumpy, reviveJsonNumpy, unwrapEncodedBody } from "./json-numpy.ts";
+import { toNumbers } from "./ndarray.ts";
+
+const doc = (bytes: number[], dtype: string, shape: number[]) => ({
+  __numpy__: Buffer.from(bytes).toString("base64"),
+  dtype,
+  shape,
+});
+
+function code(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    return e instanceof AppError ? e.code : "not-app-error";
+  }
+  return undefined;
+}
+
+describe("json_numpy", () => {
+  it("decodes |u1 HxWx3 as numpy writes it (C order)", () => {
+    const a = decodeJsonNumpy(doc([1, 2, 3, 4, 5, 6], "|u1", [1, 2, 3]));
+    expect(a.dtype).toBe("|u1");
+    expect(a.shape).toEqual([1, 2, 3]);
+    expect([...a.data]).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it("decodes <f8 [7] (the /act response) byte-exactly", () => {
+    // numpy: np.array([1.5, -2.0], dtype='<f8').tobytes()
+    const a = decodeJsonNumpy(doc([0, 0, 0, 0, 0, 0, 0xf8, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0xc0], "<f8", [2]));
+    expect(toNumbers(a)).toEqual([1.5, -2]);
+  });
+
+  it("accepts <f4, |b1, <i8, plain names, and a scalar shape []", () => {
+    expect(toNumbers(decodeJsonNumpy(doc([0, 0, 0x80, 0x3f], "<f4", [1])))).toEqual([1]);
+    expect(toNumbers(decodeJsonNumpy(doc([0, 0, 0x80, 0x3f], "float32", [])))).toEqual([1]);
+    expect(toNumbers(decodeJsonNumpy(doc([1, 0], "|b1", [2])))).toEqual([1, 0]);
+    expect(toNumbers(decodeJsonNumpy(doc([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "<i8", [])))).toEqual([-1]);
+    expect(decodeJsonNumpy(doc([7], "uint8", [])).shape).toEqual([]);
+  });
+
+  it("byte-swaps big-endian input", () => {
+    expect(toNumbers(decodeJsonNumpy(doc([0x3f, 0x80, 0, 0], ">f4", [1])))).toEqual([1]);
+  });
+
+  it.each([
+    ["wrong byte length", doc([1, 2, 3], "|u1", [2, 2])],
+    ["non-base64", { __numpy__: "@@@@", dtype: "|u1", shape: [3] }],
+    ["unpadded base64", { __numpy__: "AQI", dtype: "|u1", shape: [2] }],
+    ["object dtype", doc([1], "|O", [1])],
+    ["void dtype", doc([1], "|V1", [1])],
+    ["complex dtype", doc([1, 2, 3, 4, 5, 6, 7, 8], "<c8", [1])],
+    ["unknown dtype", doc([1], "banana", [1])],
+    ["negative dim", doc([1], "|u1", [-1])],
+    ["fractional dim", doc([1], "|u1", [0.5])],
+    ["too many dims", doc([1], "|u1", [1, 1, 1, 1, 1, 1, 1, 1, 1])],
+    ["bool other than 0/1", doc([2], "|b1", [1])],
+    ["missing __numpy__ string", { __numpy__: 5, dtype: "|u1", shape: [1] }],
+  ])("refuses %s with invalid_array", (_name, d) => {
+    expect(code(() => decodeJsonNumpy(d))).toBe("invalid_array");
+  });
+
+  it("bounds the size before decoding", () => {
+    const big = encodeJsonNumpy(new Uint8Array(1000), [1000]);
+    expect(code(() => decodeJsonNumpy(big, { maxBytes: 999, maxDims: 8 }))).toBe("invalid_array");
+    expect(code(() => decodeJsonNumpy(doc([1], "|u1", [1e9, 1e9]), { maxBytes: 1e6, maxDims: 8 }))).toBe(
+      "invalid_array",
+    );
+  });
+
+  it("round-trips typed arrays", () => {
+    const f = new Float64Array([0.1, -2.5e-300, 7]);
+    const d = encodeJsonNumpy(f, [3]);
+    expect(d.dtype).toBe("<f8");
+    expect([...decodeJsonNumpy(d).data]).toEqual([...f]);
+  });
+
+  it("revives arrays inside a request body and unwraps the `encoded` variant", () => {
+    const inner = { image: doc([9, 9, 9], "|u1", [1, 1, 3]), instruction: "pick" };
+    const body = { encoded: JSON.stringify(inner) };
+    const revived = reviveJsonNumpy(unwrapEncodedBody(body)) as { image: { shape: number[] }; instruction: string };
+    expect(revived.instruction).toBe("pick");
+    expect(revived.image.shape).toEqual([1, 1, 3]);
+    expect(unwrapEncodedBody(inner)).toBe(inner);
+    expect(code(() => unwrapEncodedBody({ encoded: "{nope" }))).toBe("invalid_json");
+    expect(code(() => unwrapEncodedBody({ encoded: 3 }))).toBe("bad_request");
+    const resp = encodedResponse(encodeJsonNumpy(new Float64Array([1]), [1]));
+    expect(JSON.parse(resp)).toEqual({ __numpy__: "AAAAAAAA8D8=", dtype: "<f8", shape: [1] });
+  });
+
+  it("bounds nesting and array count when reviving", () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 40; i++) deep = [deep];
+    expect(code(() => reviveJsonNumpy(deep))).toBe("invalid_array");
+    const many = Array.from({ length: 20 }, () => doc([1], "|u1", [1]));
+    expect(code(() => reviveJsonNumpy(many))).toBe("invalid_array");
+  });
+});

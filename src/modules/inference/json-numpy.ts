@@ -1,0 +1,111 @@
+import { errors } from "../../platform/errors.ts";
+import {
+  type ArrayLimits,
+  bytesOf,
+  DEFAULT_ARRAY_LIMITS,
+  type DType,
+  dtypeOf,
+  type ElementArray,
+  elementCount,
+  fromBytes,
+  type NdArray,
+  parseDType,
+  validateShape,
+} from "./ndarray.ts";
+
+/**
+ * The json_numpy convention used by OpenVLA's deploy.py:
+ * `{"__numpy__": "<standard base64 of raw C-order bytes>", "dtype": "<descr>", "shape": [..]}`.
+ * See docs/protocols.md.
+ */
+export interface JsonNumpyDoc {
+  readonly __numpy__: string;
+  readonly dtype: string;
+  readonly shape: readonly number[];
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+export function isJsonNumpyDoc(v: unknown): v is { __numpy__: unknown } {
+  return v !== null && typeof v === "object" && !Array.isArray(v) && Object.hasOwn(v, "__numpy__");
+}
+
+/** Decodes one json_numpy document with strict validation (base64 alphabet, byte length, bounds). */
+export function decodeJsonNumpy(doc: unknown, limits: ArrayLimits = DEFAULT_ARRAY_LIMITS): NdArray {
+  if (!isJsonNumpyDoc(doc)) throw errors.invalidArray('Expected a json_numpy object with a "__numpy__" member.');
+  const o = doc as Record<string, unknown>;
+  const { dtype, bigEndian } = parseDType(o.dtype);
+  const shape = validateShape(o.shape, limits);
+  const b64 = o.__numpy__;
+  if (typeof b64 !== "string") throw errors.invalidArray('"__numpy__" must be a base64 string.');
+  // Check the size before decoding: base64 of N bytes is 4 * ceil(N / 3) characters.
+  if (b64.length > Math.ceil(limits.maxBytes / 3) * 4) {
+    throw errors.invalidArray(`Array data exceeds the limit of ${limits.maxBytes} bytes.`);
+  }
+  if (b64.length % 4 !== 0 || !BASE64.test(b64)) {
+    throw errors.invalidArray('"__numpy__" is not standard padded base64.');
+  }
+  return fromBytes(Buffer.from(b64, "base64"), dtype, shape, bigEndian, limits);
+}
+
+/** Encodes a typed array as json_numpy (`dtype` overrides, e.g. `|b1` for a Uint8Array of bools). */
+export function encodeJsonNumpy(data: ElementArray, shape: readonly number[], dtype?: DType): JsonNumpyDoc {
+  if (elementCount(shape) !== data.length) {
+    throw new RangeError(`shape [${shape.join(", ")}] does not match ${data.length} elements`);
+  }
+  return {
+    __numpy__: Buffer.from(bytesOf(data)).toString("base64"),
+    dtype: dtype ?? dtypeOf(data),
+    shape: [...shape],
+  };
+}
+
+/**
+ * Replaces every json_numpy object inside a parsed JSON value by an NdArray, like
+ * json_numpy's object hook. Depth and the number of arrays are bounded.
+ */
+export function reviveJsonNumpy(
+  value: unknown,
+  limits: ArrayLimits = DEFAULT_ARRAY_LIMITS,
+  maxDepth = 16,
+  maxArrays = 16,
+): unknown {
+  let arrays = 0;
+  const walk = (v: unknown, depth: number): unknown => {
+    if (depth > maxDepth) throw errors.invalidArray(`Document nests deeper than ${maxDepth} levels.`);
+    if (Array.isArray(v)) return v.map((x) => walk(x, depth + 1));
+    if (v === null || typeof v !== "object") return v;
+    if (isJsonNumpyDoc(v)) {
+      arrays += 1;
+      if (arrays > maxArrays) throw errors.invalidArray(`More than ${maxArrays} arrays in one document.`);
+      return decodeJsonNumpy(v, limits);
+    }
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = walk(x, depth + 1);
+    return out;
+  };
+  return walk(value, 0);
+}
+
+/**
+ * The `encoded` variant of deploy.py: the body is `{"encoded": "<JSON text of the document>"}`.
+ * Returns the inner document, parsed (arrays still as json_numpy objects).
+ */
+export function unwrapEncodedBody(body: unknown, maxChars = 64 * 1024 * 1024): unknown {
+  if (body === null || typeof body !== "object" || Array.isArray(body) || !Object.hasOwn(body, "encoded")) {
+    return body;
+  }
+  const encoded = (body as { encoded: unknown }).encoded;
+  if (typeof encoded !== "string") throw errors.badRequest('"encoded" must be a string holding a JSON document.');
+  if (encoded.length > maxChars) throw errors.invalidArray(`"encoded" exceeds ${maxChars} characters.`);
+  try {
+    return JSON.parse(encoded) as unknown;
+  } catch {
+    throw errors.invalidJson('"encoded" does not hold valid JSON.');
+  }
+}
+
+/** The `encoded` variant's response: a JSON string holding the json_numpy document. */
+export function encodedResponse(doc: unknown): string {
+  return JSON.stringify(doc);
+}

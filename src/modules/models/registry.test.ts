@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import {
+  EMBEDDED_REGISTRY,
+  loadRegistry,
+  PROJECT_ROOT,
+  parseRegistry,
+  RegistryError,
+  renderPrompt,
+} from "./registry.ts";
+
+const base = {
+  id: "m1",
+  backend: { kind: "mock" },
+  action: { dim: 7 },
+  dataset_statistics: "models/mock-openvla-7b/dataset_statistics.json",
+};
+
+function problems(doc: unknown): string[] {
+  try {
+    parseRegistry(doc, PROJECT_ROOT, "models.json");
+  } catch (e) {
+    if (e instanceof RegistryError) return [...e.problems];
+    throw e;
+  }
+  return [];
+}
+
+describe("model registry", () => {
+  it("loads the embedded defaults: mock-openvla-7b and demo-vla-tiny", () => {
+    const reg = loadRegistry(undefined);
+    expect(reg.defaultModel).toBe("mock-openvla-7b");
+    expect(reg.models.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny"]);
+    const mock = reg.models[0];
+    expect(mock?.statistics.keys).toEqual(["bridge_orig", "fractal20220817_data"]);
+    expect(mock?.defaultUnnormKey).toBeUndefined();
+    const demo = reg.models[1];
+    expect(demo?.backend.kind).toBe("onnx");
+    expect(demo?.defaultUnnormKey).toBe("bridge_orig");
+    expect(demo?.image).toMatchObject({ width: 224, height: 224, strategy: "resize-naive" });
+    expect(EMBEDDED_REGISTRY.models).toHaveLength(2);
+  });
+
+  it("applies defaults to a minimal entry, with inline statistics", () => {
+    const reg = parseRegistry(
+      {
+        models: [
+          {
+            ...base,
+            dataset_statistics: { k: { action: { q01: [0, 0, 0, 0, 0, 0, 0], q99: [1, 1, 1, 1, 1, 1, 1] } } },
+          },
+        ],
+      },
+      PROJECT_ROOT,
+    );
+    const m = reg.models[0];
+    expect(m?.batching).toEqual({
+      maxBatchSize: 8,
+      maxWaitMs: 2,
+      maxQueue: 256,
+      timeoutMs: 10_000,
+      maxConcurrentBatches: 1,
+    });
+    expect(m?.unnormalization).toEqual({ mode: "bounds_q99", epsilon: 0 });
+    expect(m?.statistics.keys).toEqual(["k"]);
+  });
+
+  it("renders the OpenVLA prompt with the instruction lower-cased", () => {
+    const m = loadRegistry(undefined).models[0];
+    if (m === undefined) throw new Error("missing");
+    expect(renderPrompt(m, "Put The Carrot on the plate")).toBe(
+      "In: What action should the robot take to put the carrot on the plate?\nOut:",
+    );
+    expect(renderPrompt({ ...m, lowercaseInstruction: false }, "Go")).toBe(
+      "In: What action should the robot take to Go?\nOut:",
+    );
+  });
+
+  it.each([
+    [{ ...base, backend: { kind: "tpu" } }, /model "m1" \(models\[0\]\): backend\.kind/],
+    [
+      { ...base, action: { dim: 6 } },
+      /model "m1".*dataset_statistics\.bridge_orig: action dimension 7 != action\.dim 6/,
+    ],
+    [{ ...base, image: { strategy: "squash" } }, /model "m1".*image\.strategy/],
+    [{ ...base, default_unnorm_key: "kuka" }, /model "m1".*default_unnorm_key: "kuka"/],
+    [{ ...base, prompt_template: "no placeholder" }, /model "m1".*prompt_template/],
+    [{ ...base, dataset_statistics: "nope.json" }, /model "m1".*dataset_statistics: .*nope\.json/],
+    [{ ...base, batching: { max_batch_size: 0 } }, /model "m1".*batching\.max_batch_size/],
+    [{ ...base, backend: { kind: "onnx", model_dir: "models/none" } }, /model "m1".*backend\.model_dir/],
+    [{ ...base, backend: { kind: "openvla-http", endpoints: ["ftp://x"] } }, /model "m1".*backend\.endpoints\[0\]/],
+    [{ ...base, backend: { kind: "kserve-v2", endpoints: ["http://x:1"] } }, /model "m1".*backend\.model_name/],
+    [{ ...base, id: "Bad Id" }, /model "Bad Id".*id:/],
+  ])("refuses invalid entry %#, naming the model and field", (entry, message) => {
+    const p = problems({ models: [entry] });
+    expect(p.join("\n")).toMatch(message);
+  });
+
+  it("reports every invalid model at once, and duplicates", () => {
+    const p = problems({ models: [{ ...base, action: {} }, { ...base, id: "m2", backend: {} }, base, base] });
+    expect(p).toHaveLength(3);
+    expect(p[2]).toMatch(/duplicate/);
+    expect(problems({ default_model: "zzz", models: [base] })[0]).toMatch(/default_model/);
+  });
+});
