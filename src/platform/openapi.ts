@@ -5,6 +5,10 @@ import type { Config } from "../config.ts";
 
 export const TAGS = [
   { name: "health", description: "Liveness, readiness and Prometheus metrics." },
+  {
+    name: "auth",
+    description: "Accounts, sign-in (OAuth2 password grant), sessions, password reset and email verification.",
+  },
   { name: "meta", description: "The API's own description: OpenAPI document and error types." },
 ] as const;
 
