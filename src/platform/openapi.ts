@@ -42,6 +42,12 @@ export async function registerOpenApi(app: FastifyInstance, config: Config): Pro
         securitySchemes: {
           bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT or vla_ API key" },
           apiKeyHeader: { type: "apiKey", in: "header", name: "X-API-Key" },
+          // Lets the docs page's "Authorize" button sign in with email and password.
+          oauth2Password: {
+            type: "oauth2",
+            description: "Email as username; the access token is then sent as a Bearer token.",
+            flows: { password: { tokenUrl: `${config.http.publicBaseUrl}/auth/token`, scopes: {} } },
+          },
         },
       },
     },

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyRequest } from "fastify";
-import { SECURITY_JWT } from "../../platform/auth.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
 import { UsersRepo } from "../users/users.repo.ts";
@@ -50,6 +49,8 @@ function meta(request: FastifyRequest): RequestMeta {
 }
 
 const SUMMARY_TAGS = { tags: ["auth"] };
+/** A user session: a Bearer JWT, which the docs page can also obtain through the OAuth2 password flow. */
+const SECURITY_USER: { [scheme: string]: string[] }[] = [{ bearerAuth: [] }, { oauth2Password: [] }];
 
 /** Accounts, sign-in, sessions, password and email flows under /auth. */
 export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
@@ -186,7 +187,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         ...SUMMARY_TAGS,
         summary: "Current user",
         description: "The signed-in user's profile with customer id, tier, email_verified and is_superuser.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         response: { 200: ProfileSchema },
       },
     },
@@ -202,7 +203,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         ...SUMMARY_TAGS,
         summary: "Update the profile",
         description: "Changes `full_name` (null clears it). No other field can be changed here.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         body: UpdateMeBody,
         response: { 200: ProfileSchema },
       },
@@ -222,7 +223,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
           "Needs the current password. Deletes the user and, when they are the customer's only member, every piece of " +
           "the customer's data through the registered deletion hooks, in one transaction. An audit entry records who, " +
           "when and how many rows per table, never the content. A goodbye email is sent. 204 on success.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         body: DeleteMeBody,
         response: { 204: EmptyResponse },
       },
@@ -246,7 +247,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         description:
           "Needs the current password. Every existing session ends (token version bumped, refresh tokens revoked); " +
           "the response carries a fresh token pair for this client, and a notice is emailed.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         body: ChangePasswordBody,
         response: { 200: TokenResponse },
       },
@@ -267,7 +268,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         description:
           "The access token stops working at once (its id is deny-listed until it expires) and the refresh tokens of " +
           "its session are revoked. 204.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         response: { 204: EmptyResponse },
       },
     },
@@ -286,7 +287,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         summary: "Sign out everywhere",
         description:
           "Ends every session of the user: all access tokens (token version bump) and all refresh tokens. 204.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         response: { 204: EmptyResponse },
       },
     },
@@ -349,7 +350,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         description:
           "Emails a new verification link (48 hours, single use) to the signed-in user's address unless it is already " +
           "verified. Always 202.",
-        security: SECURITY_JWT,
+        security: SECURITY_USER,
         response: { 202: AcceptedSchema },
       },
     },

@@ -70,6 +70,7 @@ export const ProfileSchema = Type.Object(
   },
   {
     additionalProperties: false,
+    description: "The user's profile; never includes the password hash.",
     examples: [
       {
         id: "0b8f6f8e-5d0e-4d52-9a55-3f1f3c7d9a10",
@@ -120,6 +121,7 @@ export const TokenResponse = Type.Object(
   },
   {
     additionalProperties: false,
+    description: "An OAuth2 bearer token pair (RFC 6749 section 5.1).",
     examples: [
       {
         access_token: "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJ0eXAiOiJhY2Nlc3MiLCJ2ZXIiOjB9.c2lnbmF0dXJl",
@@ -184,6 +186,7 @@ export const AcceptedSchema = Type.Object(
   { status: Type.Literal("accepted"), message: Type.String() },
   {
     additionalProperties: false,
+    description: "Accepted; the same answer whatever the outcome.",
     examples: [
       {
         status: "accepted",
