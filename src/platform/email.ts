@@ -118,6 +118,8 @@ export class Mailer {
   private wake: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
   private closed = false;
+  /** Set by drain(): retries go out without waiting for their backoff. */
+  private draining = false;
   private consecutiveFailures = 0;
   private lastError: string | undefined;
   private readonly sent: Counter<"kind">;
@@ -202,6 +204,7 @@ export class Mailer {
    */
   async drain(deadlineMs: number): Promise<number> {
     const until = Date.now() + deadlineMs;
+    this.draining = true;
     for (const j of this.queue) j.notBefore = 0;
     this.kick();
     if (this.pending > 0) {
@@ -214,6 +217,7 @@ export class Mailer {
       ]);
       clearTimeout(timer);
     }
+    this.draining = false;
     const left = this.pending;
     if (left > 0) this.log.error({ unsent: left }, "shutdown: emails left unsent after the drain deadline");
     return left;
@@ -276,7 +280,7 @@ export class Mailer {
       const reason = e instanceof Error ? e.message : String(e);
       if (job.attempts < this.maxAttempts && !this.closed) {
         this.retried.inc({ kind });
-        const delay = Math.min(this.retryBaseMs * 2 ** (job.attempts - 1), 60_000);
+        const delay = this.draining ? 0 : Math.min(this.retryBaseMs * 2 ** (job.attempts - 1), 60_000);
         job.notBefore = Date.now() + delay;
         this.log.warn({ email_kind: kind, attempt: job.attempts, retry_in_ms: delay, reason }, "email send failed");
         // Retry at the back of the queue so one bad message does not hold up the others.
