@@ -57,6 +57,9 @@ describe("sign-in throttling", () => {
       expectProblem(blocked, 429, "rate_limited");
       expect(Number(blocked.headers["retry-after"])).toBeGreaterThanOrEqual(1);
     }
+    const metrics = (await t.app.inject({ method: "GET", url: "/metrics" })).body;
+    expect(metrics).toMatch(/vla_auth_logins_total\{result="throttled"\} [1-9]/);
+    expect(metrics).toMatch(/vla_auth_logins_total\{result="failure"\} [1-9]/);
     // The delay is short: it does not lock the owner out for long (1 s after the 6th failure).
     await new Promise((r) => setTimeout(r, 1_100));
     expect((await login(t, s.email, PASSWORD, "10.2.1.3")).statusCode).toBe(200);

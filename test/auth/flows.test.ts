@@ -131,6 +131,12 @@ describe("sign-in, refresh and sign-out", () => {
     expect(body.expires_in).toBe(t.config.auth.accessTokenTtlSeconds);
     expect(body.refresh_token).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(viaJson.headers["cache-control"]).toBe("no-store");
+    const bad = await t.app.inject({
+      method: "POST",
+      url: "/auth/token",
+      payload: { username: s.email, password: "x" },
+    });
+    expect(bad.headers["cache-control"]).toBe("no-store");
     const stored = await t.database.db.select().from(refreshTokens).where(eq(refreshTokens.userId, s.userId));
     expect(stored.map((r) => r.tokenHash)).not.toContain(body.refresh_token);
     expect(stored.every((r) => /^[0-9a-f]{64}$/.test(r.tokenHash))).toBe(true);
@@ -154,6 +160,8 @@ describe("sign-in, refresh and sign-out", () => {
       payload: { refresh_token: second.refresh_token },
     });
     expectProblem(legit, 401, "invalid_refresh_token");
+    const metrics = (await t.app.inject({ method: "GET", url: "/metrics" })).body;
+    expect(metrics).toMatch(/vla_auth_refresh_reuse_total [1-9]/);
 
     // Other sessions of the same user are untouched.
     const other = await login(t, s.email, PASSWORD);

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyRequest } from "fastify";
+import { Counter } from "prom-client";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
 import { UsersRepo } from "../users/users.repo.ts";
@@ -19,8 +20,9 @@ import {
   TokenResponse,
   UpdateMeBody,
 } from "./auth.schemas.ts";
-import { AuthService, type RequestMeta } from "./auth.service.ts";
+import { type AuthEvents, AuthService, type RequestMeta } from "./auth.service.ts";
 import { AccessTokenDenyList } from "./deny-list.ts";
+import { burnVerifyTime } from "./password.ts";
 import { type AccessClaims, AccessTokens } from "./tokens.ts";
 
 const JSON_TYPES = ["application/json"];
@@ -58,6 +60,29 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   const db = platform.database.db;
   const repo = new AuthRepo(db);
   const denyList = new AccessTokenDenyList(db, platform.redis);
+  const registers = [platform.metrics.registry];
+  const logins = new Counter({
+    name: "vla_auth_logins_total",
+    help: "Sign-in attempts by result (success, failure, throttled).",
+    labelNames: ["result"],
+    registers,
+  });
+  const reuse = new Counter({
+    name: "vla_auth_refresh_reuse_total",
+    help: "Spent refresh tokens presented again (possible theft); each revoked a session.",
+    registers,
+  });
+  const deletions = new Counter({
+    name: "vla_auth_account_deletions_total",
+    help: "Accounts erased, by scope (user only, or the whole customer).",
+    labelNames: ["scope"],
+    registers,
+  });
+  const events: AuthEvents = {
+    login: (result) => logins.inc({ result }),
+    refreshReuse: () => reuse.inc(),
+    accountDeleted: (scope) => deletions.inc({ scope }),
+  };
   const service = new AuthService({
     repo,
     users: new UsersRepo(db),
@@ -72,6 +97,14 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
     deletion: platform.deletion,
     publicBaseUrl: config.http.publicBaseUrl,
     refreshTokenTtlDays: config.auth.refreshTokenTtlDays,
+    events,
+  });
+  // Compute the dummy hash now, so the first sign-in with an unknown email is not the slow one.
+  void burnVerifyTime("warm-up");
+
+  // Nothing under /auth (tokens, profiles, errors) may be stored by a cache.
+  app.addHook("onRequest", async (_request, reply) => {
+    reply.header("cache-control", "no-store");
   });
 
   // Verified claims of the request's access token, for logout (jti, session id).
@@ -152,8 +185,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         response: { 200: TokenResponse },
       },
     },
-    async (request, reply) => {
-      reply.header("cache-control", "no-store");
+    async (request) => {
       return service.login(request.body.username, request.body.password, meta(request));
     },
   );
@@ -173,10 +205,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         response: { 200: TokenResponse },
       },
     },
-    async (request, reply) => {
-      reply.header("cache-control", "no-store");
-      return service.refresh(request.body.refresh_token);
-    },
+    async (request) => service.refresh(request.body.refresh_token),
   );
 
   app.get(
@@ -252,10 +281,8 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
         response: { 200: TokenResponse },
       },
     },
-    async (request, reply) => {
-      reply.header("cache-control", "no-store");
-      return service.changePassword(userId(request), request.body.current_password, request.body.new_password);
-    },
+    async (request) =>
+      service.changePassword(userId(request), request.body.current_password, request.body.new_password),
   );
 
   app.post(

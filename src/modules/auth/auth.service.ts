@@ -22,6 +22,15 @@ export interface Mail {
   enqueue(message: EmailMessage): void;
 }
 
+/** Security events worth counting; the routes back this with Prometheus counters. */
+export interface AuthEvents {
+  login(result: "success" | "failure" | "throttled"): void;
+  refreshReuse(): void;
+  accountDeleted(scope: "user" | "customer"): void;
+}
+
+const NO_EVENTS: AuthEvents = { login() {}, refreshReuse() {}, accountDeleted() {} };
+
 export interface AuthServiceOptions {
   readonly repo: AuthRepo;
   readonly users: UsersRepo;
@@ -32,6 +41,7 @@ export interface AuthServiceOptions {
   /** PUBLIC_BASE_URL: every emailed link starts here, never at the request's Host. */
   readonly publicBaseUrl: string;
   readonly refreshTokenTtlDays: number;
+  readonly events?: AuthEvents;
   readonly accountPolicy?: ThrottlePolicy;
   readonly ipPolicy?: ThrottlePolicy;
   /** Registrations per IP per hour (sign-up abuse). */
@@ -101,9 +111,11 @@ export class AuthService {
   private readonly emailsPerAddress = new WindowCounter(60 * 60_000);
   private readonly emailRequestsPerIp = new WindowCounter(15 * 60_000);
   private readonly cache = new Map<string, { row: AccountRow; until: number }>();
+  private readonly events: AuthEvents;
 
   constructor(options: AuthServiceOptions) {
     this.o = options;
+    this.events = options.events ?? NO_EVENTS;
     this.accountThrottle = new FailureThrottle(options.accountPolicy ?? ACCOUNT_POLICY);
     this.ipThrottle = new FailureThrottle(options.ipPolicy ?? IP_POLICY);
   }
@@ -173,6 +185,7 @@ export class AuthService {
     const ipKey = `ip:${meta.ip}`;
     const wait = Math.max(this.accountThrottle.retryAfterMs(accountKey), this.ipThrottle.retryAfterMs(ipKey));
     if (wait > 0) {
+      this.events.login("throttled");
       throw errors.rateLimited(wait / 1000, "Too many failed sign-in attempts; wait before trying again.");
     }
     const user = await this.o.users.findByEmail(email);
@@ -190,9 +203,11 @@ export class AuthService {
     if (!ok || user === undefined) {
       this.accountThrottle.failure(accountKey);
       this.ipThrottle.failure(ipKey);
+      this.events.login("failure");
       throw errors.invalidCredentials();
     }
     this.accountThrottle.success(accountKey);
+    this.events.login("success");
     await this.o.repo.markLogin(user.id);
     return this.startSession(user.id, user.tokenVersion);
   }
@@ -206,6 +221,7 @@ export class AuthService {
     if (result.kind === "reused") {
       // A spent token came back: someone holds a copy. End the whole session for both parties.
       await this.o.repo.revokeFamily(result.familyId);
+      this.events.refreshReuse();
       throw errors.invalidRefreshToken("This refresh token was already used; the session has been revoked.");
     }
     if (result.kind === "invalid") throw errors.invalidRefreshToken();
@@ -383,6 +399,7 @@ export class AuthService {
       return { customerDeleted: wholeCustomer, counts };
     });
     this.cache.delete(userId);
+    this.events.accountDeleted(result.customerDeleted ? "customer" : "user");
     await this.o.denyList.add(claims.jti, claims.exp);
     this.o.mail.enqueue(accountDeletedEmail(user.email, result.customerDeleted));
     return result;
