@@ -4,6 +4,7 @@ import { Counter } from "prom-client";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
 import { UsersRepo } from "../users/users.repo.ts";
+import { authPages } from "./auth.pages.ts";
 import { AuthRepo } from "./auth.repo.ts";
 import {
   AcceptedSchema,
@@ -146,6 +147,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   });
 
   const json = accept(JSON_TYPES);
+  await app.register(authPages, { service });
 
   app.post(
     "/auth/register",
