@@ -1,4 +1,4 @@
-import { index, jsonb, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import { index, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
 import { users } from "./users.ts";
 
 /**
@@ -65,26 +65,5 @@ export const revokedAccessTokens = pgTable(
   (t) => [index("revoked_access_tokens_expires_at_idx").on(t.expiresAt)],
 );
 
-/**
- * Who did what, when. Never the content: for a deletion, `details` holds row counts per table.
- * No foreign keys: entries outlive the users and customers they mention.
- */
-export const auditLog = pgTable(
-  "audit_log",
-  {
-    id: uuid("id").primaryKey().defaultRandom(),
-    at: timestamp("at", { withTimezone: true }).notNull().defaultNow(),
-    actorUserId: uuid("actor_user_id"),
-    actorCustomerId: uuid("actor_customer_id"),
-    action: text("action").notNull(),
-    targetType: text("target_type").notNull(),
-    targetId: text("target_id"),
-    requestId: text("request_id"),
-    details: jsonb("details").$type<Record<string, unknown>>().notNull().default({}),
-  },
-  (t) => [index("audit_log_at_idx").on(t.at), index("audit_log_target_idx").on(t.targetType, t.targetId)],
-);
-
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect;
 export type EmailTokenRow = typeof emailTokens.$inferSelect;
-export type AuditLogRow = typeof auditLog.$inferSelect;
