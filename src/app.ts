@@ -18,6 +18,8 @@ import {
   createBatchWriterMetrics,
 } from "./platform/batch-writer.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
+import { DeletionRegistry } from "./platform/deletion.ts";
+import { Mailer, outboxTransport, smtpTransport } from "./platform/email.ts";
 import { errors } from "./platform/errors.ts";
 import { HealthRegistry } from "./platform/health.ts";
 import { installErrorHandler } from "./platform/http/error-handler.ts";
@@ -44,6 +46,10 @@ export interface Platform {
    * platform/batch-writer.ts. Journals live under `<DATA_DIR>/journal`.
    */
   batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
+  /** Outgoing email, queued off the request path (SMTP, or the outbox folder in development). */
+  readonly email: Mailer;
+  /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
+  readonly deletion: DeletionRegistry;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */
@@ -114,6 +120,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (options.migrate ?? config.db.migrateOnStart) await database.migrate();
 
   const batchMetrics = createBatchWriterMetrics(metrics.registry);
+  const email = new Mailer({
+    transport:
+      config.email.smtpUrl === undefined
+        ? outboxTransport(config.email.outboxDir, app.log)
+        : smtpTransport(config.email.smtpUrl),
+    from: config.email.from,
+    log: app.log,
+    registry: metrics.registry,
+  });
+
   const platform: Platform = {
     config,
     database,
@@ -122,6 +138,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     health,
     lifecycle,
     auth: new AuthRegistry(),
+    email,
+    deletion: new DeletionRegistry(),
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({
@@ -154,6 +172,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await redis.ping();
     return { status: "ok" };
   });
+
+  health.register("email", async () => email.health());
+  // Queued mail goes out before shutdown, bounded by half the shutdown deadline.
+  lifecycle.onFlush("email", async () => {
+    await email.drain(Math.max(1_000, Math.floor(config.http.shutdownTimeoutMs / 2)));
+  });
+  lifecycle.onClose("email", () => email.close());
 
   // Infrastructure closes last, after every module has flushed.
   if (ownsDatabase) lifecycle.onClose("database", () => database.close());

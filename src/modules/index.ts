@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../app.ts";
+import { authRoutes } from "./auth/auth.routes.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
 
@@ -8,4 +9,4 @@ export interface ModuleOptions {
 }
 
 /** Every feature module, registered in this order by buildApp. */
-export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [opsRoutes, modelsRoutes];
+export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [opsRoutes, authRoutes, modelsRoutes];

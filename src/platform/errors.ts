@@ -12,11 +12,14 @@ export const ERROR_CATALOGUE = {
   unauthorized: { status: 401, title: "Authentication required" },
   invalid_token: { status: 401, title: "Invalid or expired token" },
   invalid_credentials: { status: 401, title: "Invalid credentials" },
+  invalid_refresh_token: { status: 401, title: "Invalid refresh token" },
+  invalid_email_token: { status: 400, title: "Invalid or expired link" },
   forbidden: { status: 403, title: "Not allowed" },
   not_found: { status: 404, title: "Resource not found" },
   route_not_found: { status: 404, title: "No such route" },
   method_not_allowed: { status: 405, title: "Method not allowed" },
   conflict: { status: 409, title: "Conflict" },
+  email_taken: { status: 409, title: "Email already registered" },
   payload_too_large: { status: 413, title: "Request body too large" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },
   rate_limited: { status: 429, title: "Too many requests" },
@@ -98,6 +101,13 @@ export const errors = {
       headers: { "WWW-Authenticate": 'Bearer realm="vla", error="invalid_token"' },
     }),
   invalidCredentials: (detail = "Email or password is incorrect.") => new AppError("invalid_credentials", { detail }),
+  invalidRefreshToken: (detail = "The refresh token is invalid, expired, revoked or already used; sign in again.") =>
+    new AppError("invalid_refresh_token", { detail }),
+  invalidEmailToken: (detail = "This link is invalid, already used or expired; request a new one.") =>
+    new AppError("invalid_email_token", { detail }),
+  emailTaken: (
+    detail = "An account with this email already exists. Sign in, or reset the password if you forgot it.",
+  ) => new AppError("email_taken", { detail }),
   forbidden: (detail = "You are not allowed to do this.") => new AppError("forbidden", { detail }),
   notFound: (what = "Resource") => new AppError("not_found", { detail: `${what} not found.` }),
   routeNotFound: (method: string, url: string) =>

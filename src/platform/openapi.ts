@@ -5,6 +5,10 @@ import type { Config } from "../config.ts";
 
 export const TAGS = [
   { name: "health", description: "Liveness, readiness and Prometheus metrics." },
+  {
+    name: "auth",
+    description: "Accounts, sign-in (OAuth2 password grant), sessions, password reset and email verification.",
+  },
   { name: "meta", description: "The API's own description: OpenAPI document and error types." },
   {
     name: "models",
@@ -42,6 +46,12 @@ export async function registerOpenApi(app: FastifyInstance, config: Config): Pro
         securitySchemes: {
           bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT or vla_ API key" },
           apiKeyHeader: { type: "apiKey", in: "header", name: "X-API-Key" },
+          // Lets the docs page's "Authorize" button sign in with email and password.
+          oauth2Password: {
+            type: "oauth2",
+            description: "Email as username; the access token is then sent as a Bearer token.",
+            flows: { password: { tokenUrl: `${config.http.publicBaseUrl}/auth/token`, scopes: {} } },
+          },
         },
       },
     },

@@ -1,3 +1,6 @@
 /** Every table of the service. drizzle-kit reads this folder to generate migrations. */
+
+export * from "./audit.ts";
+export * from "./auth.ts";
 export * from "./customers.ts";
 export * from "./users.ts";
