@@ -8,6 +8,7 @@ import underPressure from "@fastify/under-pressure";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { type ModuleOptions, modules } from "./modules/index.ts";
+import { createRateLimits, type RateLimits } from "./modules/rate-limit/rate-limits.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { errors } from "./platform/errors.ts";
@@ -15,6 +16,7 @@ import { HealthRegistry } from "./platform/health.ts";
 import { installErrorHandler } from "./platform/http/error-handler.ts";
 import { installNotFound } from "./platform/http/not-found.ts";
 import { ProblemSchema } from "./platform/http/problem.ts";
+import { InvalidationBus } from "./platform/invalidation.ts";
 import { Lifecycle } from "./platform/lifecycle.ts";
 import { createLoggerOptions } from "./platform/logger.ts";
 import { createMetrics, type Metrics } from "./platform/metrics.ts";
@@ -33,6 +35,12 @@ export interface Platform {
   readonly auth: AuthRegistry;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
+  /** Wall clock in ms; injectable so tests can walk limit windows without waiting. */
+  readonly now: () => number;
+  /** Cross-instance cache invalidation (Redis pub/sub when configured). */
+  readonly invalidation: InvalidationBus;
+  /** Rate limits and quotas: `meter()` preHandler and `consume()` for stream frames. */
+  readonly limits: RateLimits;
 }
 
 declare module "fastify" {
@@ -53,6 +61,8 @@ export interface BuildOptions {
   readonly migrate?: boolean;
   /** Extra plugins registered after the modules (tests and benchmarks add probe routes here). */
   readonly plugins?: readonly FastifyPluginAsyncTypebox<ModuleOptions>[];
+  /** Clock for limits and key expiry (tests); defaults to Date.now. */
+  readonly now?: () => number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -98,6 +108,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   if (options.migrate ?? config.db.migrateOnStart) await database.migrate();
 
+  const now = options.now ?? Date.now;
+  const invalidation = new InvalidationBus(redis);
+  const limits = createRateLimits({ config, database, redis, metrics, health, lifecycle, invalidation, now });
   const platform: Platform = {
     config,
     database,
@@ -107,6 +120,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     lifecycle,
     auth: new AuthRegistry(),
     notices: [],
+    now,
+    invalidation,
+    limits,
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

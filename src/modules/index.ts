@@ -1,10 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../app.ts";
+import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
+import { usageRoutes } from "./rate-limit/usage.routes.ts";
 
 export interface ModuleOptions {
   readonly platform: Platform;
 }
 
 /** Every feature module, registered in this order by buildApp. */
-export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [opsRoutes];
+export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [opsRoutes, apiKeysModule, usageRoutes];

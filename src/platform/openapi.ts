@@ -6,6 +6,11 @@ import type { Config } from "../config.ts";
 export const TAGS = [
   { name: "health", description: "Liveness, readiness and Prometheus metrics." },
   { name: "meta", description: "The API's own description: OpenAPI document and error types." },
+  {
+    name: "api-keys",
+    description: "Create, list, rename, rotate and revoke API keys (account owner or `admin` keys).",
+  },
+  { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
 ] as const;
 
 /**

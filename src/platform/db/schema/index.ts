@@ -1,3 +1,5 @@
 /** Every table of the service. drizzle-kit reads this folder to generate migrations. */
+export * from "./api-keys.ts";
 export * from "./customers.ts";
+export * from "./usage-counters.ts";
 export * from "./users.ts";
