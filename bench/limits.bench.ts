@@ -5,13 +5,14 @@
  *
  * A child process serves two routes on 127.0.0.1: `/bench/open` (no auth) and
  * `/bench/protected` (the same handler behind `platform.auth.require` + `platform.limits.meter`,
- * for a customer with huge limits, so every request is checked and counted but allowed).
- * The parent measures:
- *   1. latency at a fixed 1,000 requests/s (open loop, keep-alive, microsecond timing with
- *      process.hrtime; autocannon rounds latency to whole milliseconds, too coarse here),
- *      alternating the routes in segments so drift affects both alike;
- *   2. throughput at saturation with autocannon.
- * Bounded: fixed durations, loopback only; the child is killed at the end. Results go to
+ * for a customer with huge limits, so every request is verified, checked and counted in Redis
+ * but allowed). The parent measures:
+ *   1. latency at a fixed 1,000 requests/s, the routes alternating in 1 s slices so drifts in
+ *      machine load hit both alike; client-side (process.hrtime; autocannon
+ *      rounds latency to whole milliseconds, too coarse here) and server-side
+ *      (onRequest -> onResponse, free of client scheduling noise);
+ *   2. throughput at saturation with autocannon (order open, protected, protected, open).
+ * Bounded: fixed durations, loopback only; the child is stopped at the end. Results go to
  * stdout and bench/results/limits-latest.json.
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -35,10 +36,11 @@ import { customers } from "../src/platform/db/schema/index.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const FIXED_RATE = 1_000;
-const FIXED_SEGMENT_S = 5;
-const FIXED_SEGMENTS = 2; // per route, alternating
+const FIXED_SECONDS = 10;
 const SATURATION_S = 8;
 const SATURATION_CONNECTIONS = 32;
+const OPEN = "/bench/open";
+const PROTECTED = "/bench/protected";
 
 // ---------------------------------------------------------------- server (child)
 
@@ -60,14 +62,35 @@ async function serve(): Promise<void> {
   );
   const database = await createDatabase({});
   const Ok = Type.Object({ ok: Type.Boolean() });
+  // Server-side time per request (onRequest -> onResponse), free of client scheduling noise.
+  const serverMs: Record<string, number[]> = { [OPEN]: [], [PROTECTED]: [] };
+  let recording = false;
+  const started = new WeakMap<object, bigint>();
   const routes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
     const schema = { hide: true, tags: ["meta"], summary: "bench", response: { 200: Ok } };
-    app.get("/bench/open", { schema }, async () => ({ ok: true }));
+    app.addHook("onRequest", async (request) => {
+      started.set(request, process.hrtime.bigint());
+    });
+    app.addHook("onResponse", async (request) => {
+      const t0 = started.get(request);
+      const list = serverMs[request.routeOptions.url ?? ""];
+      if (recording && t0 !== undefined && list !== undefined) list.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    });
+    app.get(OPEN, { schema }, async () => ({ ok: true }));
     app.get(
-      "/bench/protected",
+      PROTECTED,
       { schema, preHandler: [platform.auth.require({ scopes: ["inference"] }), platform.limits.meter()] },
       async () => ({ ok: true }),
     );
+    app.post("/bench/record", { schema: { hide: true, tags: ["meta"], summary: "bench" } }, async () => {
+      recording = true;
+      for (const l of Object.values(serverMs)) l.length = 0;
+      return { ok: true };
+    });
+    app.get("/bench/stats", { schema: { hide: true, tags: ["meta"], summary: "bench" } }, async () => {
+      recording = false;
+      return serverMs;
+    });
   };
   const app = await buildApp(config, { database, migrate: true, plugins: [routes] });
   const [customer] = await database.db
@@ -112,57 +135,77 @@ async function serve(): Promise<void> {
 
 // ---------------------------------------------------------------- load (parent)
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+interface Target {
+  readonly route: string;
+  readonly headers: Record<string, string>;
 }
 
-/** Open-loop load at `rate` req/s for `seconds`; returns per-request latency in ms. */
-async function fixedRate(port: number, route: string, headers: Record<string, string>, rate: number, seconds: number) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-  const latencies: number[] = [];
+interface Stats {
+  readonly n: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+}
+
+function stats(values: readonly number[]): Stats {
+  const x = Float64Array.from(values).sort();
+  const at = (p: number) =>
+    x.length === 0 ? Number.NaN : (x[Math.min(x.length - 1, Math.floor((p / 100) * x.length))] as number);
+  return { n: x.length, p50: at(50), p90: at(90), p99: at(99) };
+}
+
+/** Open-loop load: `rate` requests per second to each target, for `seconds`. Client-side latency in ms. */
+async function fixedRate(port: number, targets: readonly Target[], rate: number, seconds: number, agent: http.Agent) {
+  const latencies = targets.map(() => [] as number[]);
   let errors = 0;
   let inflight = 0;
   const total = rate * seconds;
   let sent = 0;
   const started = performance.now();
   await new Promise<void>((resolve) => {
-    const fire = () => {
+    const done = () => {
+      inflight--;
+      if (sent >= total && inflight === 0) resolve();
+    };
+    const fire = (i: number) => {
+      const target = targets[i] as Target;
       inflight++;
-      sent++;
       const t0 = process.hrtime.bigint();
-      const req = http.request({ host: "127.0.0.1", port, path: route, headers, agent }, (res) => {
-        res.resume();
-        res.on("end", () => {
-          const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-          if (res.statusCode === 200) latencies.push(ms);
-          else errors++;
-          inflight--;
-          if (sent >= total && inflight === 0) resolve();
-        });
-      });
+      const req = http.request(
+        { host: "127.0.0.1", port, path: target.route, headers: target.headers, agent },
+        (res) => {
+          res.resume();
+          res.on("end", () => {
+            if (res.statusCode === 200) latencies[i]?.push(Number(process.hrtime.bigint() - t0) / 1e6);
+            else errors++;
+            done();
+          });
+        },
+      );
       req.on("error", () => {
         errors++;
-        inflight--;
-        if (sent >= total && inflight === 0) resolve();
+        done();
       });
       req.end();
     };
     const tick = () => {
       const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate));
-      while (sent < due) fire();
+      while (sent < due) {
+        const order = sent % 2 === 0 ? targets.map((_, i) => i) : targets.map((_, i) => targets.length - 1 - i);
+        for (const i of order) fire(i);
+        sent++;
+      }
       if (sent < total) setTimeout(tick, 1);
     };
     tick();
   });
-  agent.destroy();
-  return { latencies, errors, seconds: (performance.now() - started) / 1000 };
+  return { latencies, errors };
 }
 
-async function saturate(port: number, route: string, headers: Record<string, string>, seconds: number) {
+async function saturate(port: number, target: Target, seconds: number) {
   const result = await autocannon({
-    url: `http://127.0.0.1:${port}${route}`,
-    headers,
+    url: `http://127.0.0.1:${port}${target.route}`,
+    headers: target.headers,
     connections: SATURATION_CONNECTIONS,
     duration: seconds,
   });
@@ -174,55 +217,56 @@ async function main(): Promise<void> {
     stdio: ["ignore", "pipe", "inherit"],
   });
   try {
-    const ready = await new Promise<{ port: number; key: string }>((resolve, reject) => {
+    const { port, key } = await new Promise<{ port: number; key: string }>((resolve, reject) => {
       const rl = createInterface({ input: child.stdout as NodeJS.ReadableStream });
       rl.on("line", (line) => {
         if (line.startsWith("READY ")) resolve(JSON.parse(line.slice(6)));
       });
       child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
     });
-    const { port, key } = ready;
-    const open = { route: "/bench/open", headers: {} as Record<string, string> };
-    const guarded = { route: "/bench/protected", headers: { "x-api-key": key } };
+    const open: Target = { route: OPEN, headers: {} };
+    const guarded: Target = { route: PROTECTED, headers: { "x-api-key": key } };
 
     process.stdout.write(`server on 127.0.0.1:${port}; Redis ${REDIS_URL}; node ${process.version}\nwarm-up...\n`);
-    await saturate(port, open.route, open.headers, 2);
-    await saturate(port, guarded.route, guarded.headers, 2);
+    await saturate(port, open, 2);
+    await saturate(port, guarded, 2);
 
-    process.stdout.write(`latency at ${FIXED_RATE} req/s (${FIXED_SEGMENTS} x ${FIXED_SEGMENT_S} s per route)...\n`);
-    const lat = { open: [] as number[], guarded: [] as number[] };
-    let errs = 0;
-    for (let i = 0; i < FIXED_SEGMENTS; i++) {
-      for (const [name, r] of [
-        ["open", open],
-        ["guarded", guarded],
-      ] as const) {
-        const res = await fixedRate(port, r.route, r.headers, FIXED_RATE, FIXED_SEGMENT_S);
-        lat[name].push(...res.latencies);
-        errs += res.errors;
+    process.stdout.write(
+      `latency at ${FIXED_RATE} req/s, routes alternating in 1 s slices, ${FIXED_SECONDS} s each...\n`,
+    );
+    await fetch(`http://127.0.0.1:${port}/bench/record`, { method: "POST" });
+    // Alternate 1 s slices so slow drifts in machine load hit both routes alike.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
+    const run = { latencies: [[], []] as number[][], errors: 0 };
+    for (let i = 0; i < FIXED_SECONDS; i++) {
+      for (const [j, target] of (i % 2 === 0 ? [0, 1] : [1, 0]).map((k) => [k, k === 0 ? open : guarded] as const)) {
+        const slice = await fixedRate(port, [target], FIXED_RATE, 1, agent);
+        run.latencies[j]?.push(...(slice.latencies[0] ?? []));
+        run.errors += slice.errors;
       }
     }
-    const sorted = (a: number[]) => Float64Array.from(a).sort();
-    const o = sorted(lat.open);
-    const g = sorted(lat.guarded);
+    agent.destroy();
+    const server = (await (await fetch(`http://127.0.0.1:${port}/bench/stats`)).json()) as Record<string, number[]>;
+    const clientOpen = stats(run.latencies[0] ?? []);
+    const clientProt = stats(run.latencies[1] ?? []);
+    const serverOpen = stats(server[OPEN] ?? []);
+    const serverProt = stats(server[PROTECTED] ?? []);
+    const added = (a: Stats, b: Stats) => ({ p50: b.p50 - a.p50, p99: b.p99 - a.p99 });
     const fixed = {
-      rate: FIXED_RATE,
-      requests: { open: o.length, protected: g.length, errors: errs },
-      open_ms: { p50: percentile(o, 50), p90: percentile(o, 90), p99: percentile(o, 99) },
-      protected_ms: { p50: percentile(g, 50), p90: percentile(g, 90), p99: percentile(g, 99) },
-      added_ms: {
-        p50: percentile(g, 50) - percentile(o, 50),
-        p99: percentile(g, 99) - percentile(o, 99),
-      },
+      rate_per_route: FIXED_RATE,
+      seconds: FIXED_SECONDS,
+      errors: run.errors,
+      client_ms: { open: clientOpen, protected: clientProt, added: added(clientOpen, clientProt) },
+      server_ms: { open: serverOpen, protected: serverProt, added: added(serverOpen, serverProt) },
     };
 
     process.stdout.write(
       `saturation (${SATURATION_CONNECTIONS} connections, ${SATURATION_S} s per run, order A B B A)...\n`,
     );
-    const s1 = await saturate(port, open.route, open.headers, SATURATION_S);
-    const s2 = await saturate(port, guarded.route, guarded.headers, SATURATION_S);
-    const s3 = await saturate(port, guarded.route, guarded.headers, SATURATION_S);
-    const s4 = await saturate(port, open.route, open.headers, SATURATION_S);
+    const s1 = await saturate(port, open, SATURATION_S);
+    const s2 = await saturate(port, guarded, SATURATION_S);
+    const s3 = await saturate(port, guarded, SATURATION_S);
+    const s4 = await saturate(port, open, SATURATION_S);
     const openRps = (s1.rps + s4.rps) / 2;
     const guardedRps = (s2.rps + s3.rps) / 2;
     const saturation = {
@@ -235,16 +279,22 @@ async function main(): Promise<void> {
     };
 
     const result = { when: new Date().toISOString(), node: process.version, redis: REDIS_URL, fixed, saturation };
-    const r3 = (n: number) => n.toFixed(3);
+    const n = (x: number) => x.toFixed(3).padStart(8);
+    const row = (label: string, x: Stats) => `  ${label.padEnd(18)}${n(x.p50)} ${n(x.p90)} ${n(x.p99)}`;
+    const addedRow = (label: string, x: { p50: number; p99: number }) =>
+      `  ${label.padEnd(18)}${n(x.p50)}          ${n(x.p99)}`;
     process.stdout.write(
       [
         "",
-        `fixed ${FIXED_RATE} req/s   p50 ms   p90 ms   p99 ms`,
-        `  open              ${r3(fixed.open_ms.p50)}    ${r3(fixed.open_ms.p90)}    ${r3(fixed.open_ms.p99)}`,
-        `  protected         ${r3(fixed.protected_ms.p50)}    ${r3(fixed.protected_ms.p90)}    ${r3(fixed.protected_ms.p99)}`,
-        `  added             ${r3(fixed.added_ms.p50)}             ${r3(fixed.added_ms.p99)}   (targets <= 0.5 / <= 2)`,
+        `at ${FIXED_RATE} req/s per route    p50 ms   p90 ms   p99 ms`,
+        row("client open", clientOpen),
+        row("client protected", clientProt),
+        addedRow("client added", fixed.client_ms.added),
+        row("server open", serverOpen),
+        row("server protected", serverProt),
+        `${addedRow("server added", fixed.server_ms.added)}   (targets: p50 <= 0.5, p99 <= 2)`,
         `saturation: open ${saturation.open_rps} req/s, protected ${saturation.protected_rps} req/s, ratio ${(saturation.ratio * 100).toFixed(1)}% (target >= 70%)`,
-        `errors: fixed ${errs}, saturation non-2xx ${saturation.non2xx}, socket errors ${saturation.errors}`,
+        `errors: fixed-rate ${run.errors}, saturation non-2xx ${saturation.non2xx}, socket errors ${saturation.errors}`,
         "",
       ].join("\n"),
     );

@@ -113,6 +113,10 @@ export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<Li
     ...(options.realClock === true ? {} : { now: clock.now }),
   });
   installTestSessions(app);
+  // Start on the shared limiter, not on the fallback used while Redis is still connecting.
+  for (let i = 0; i < 100 && redis.client !== null && redis.client.status !== "ready"; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   let closed = false;
   return {
     app,
