@@ -144,6 +144,25 @@ describe("scopes", () => {
     problem(await probe(xKey(admin.key)), 403, "forbidden");
     expect((await probe(xKey(inference.key))).statusCode).toBe(200);
   });
+
+  it("a scope change applies to the next request", async () => {
+    const c = await seedCustomer(t.database, { tier: "pro" });
+    const k = await seedKey(t.database, c, { scopes: ["inference", "admin"] });
+    expect((await t.app.inject({ method: "GET", url: "/v1/api-keys", headers: xKey(k.key) })).statusCode).toBe(200);
+    const res = await t.app.inject({
+      method: "PATCH",
+      url: `/v1/api-keys/${k.id}`,
+      headers: owner(c),
+      payload: { scopes: ["inference"] },
+    });
+    expect(res.json()).toMatchObject({ scopes: ["inference"] });
+    problem(await t.app.inject({ method: "GET", url: "/v1/api-keys", headers: xKey(k.key) }), 403, "forbidden");
+    problem(
+      await t.app.inject({ method: "PATCH", url: `/v1/api-keys/${k.id}`, headers: owner(c), payload: {} }),
+      422,
+      "validation_failed",
+    );
+  });
 });
 
 describe("expiry", () => {

@@ -66,6 +66,26 @@ describe.skipIf(!hasRedis)("two instances sharing one Redis", () => {
     expect(code).toBe("api_key_revoked");
   });
 
+  it("a scope change on one applies on the other within 1 s", async () => {
+    const c = await seedCustomer(a.database, { tier: "pro" });
+    const { key, id } = await seedKey(a.database, c);
+    expect((await hit(b, key)).statusCode).toBe(200);
+    const started = performance.now();
+    const res = await a.app.inject({
+      method: "PATCH",
+      url: `/v1/api-keys/${id}`,
+      headers: owner(c),
+      payload: { scopes: ["admin"] },
+    });
+    expect(res.statusCode).toBe(200);
+    let status = 200;
+    while (performance.now() - started < 1_000 && status === 200) {
+      status = (await hit(b, key)).statusCode;
+      if (status === 200) await sleep(20);
+    }
+    expect(status).toBe(403);
+  });
+
   it("a tier change and a rotation end reach the other instance", async () => {
     const c = await seedCustomer(a.database, { tier: "free" });
     const { key, id } = await seedKey(a.database, c);

@@ -91,10 +91,19 @@ export class ApiKeysRepo {
     return row;
   }
 
-  async rename(customerId: string, id: string, name: string, now: Date): Promise<ApiKeyRow | undefined> {
+  async update(
+    customerId: string,
+    id: string,
+    changes: { name?: string | undefined; scopes?: readonly Scope[] | undefined },
+    now: Date,
+  ): Promise<ApiKeyRow | undefined> {
     const [row] = await this.db
       .update(apiKeys)
-      .set({ name, updatedAt: now })
+      .set({
+        ...(changes.name === undefined ? {} : { name: changes.name }),
+        ...(changes.scopes === undefined ? {} : { scopes: [...changes.scopes] }),
+        updatedAt: now,
+      })
       .where(and(eq(apiKeys.id, id), eq(apiKeys.customerId, customerId)))
       .returning();
     return row;

@@ -7,9 +7,9 @@ import {
   CreatedKeySchema,
   CreateKeyBody,
   KeyIdParams,
-  RenameKeyBody,
   RotatedKeySchema,
   RotateKeyBody,
+  UpdateKeyBody,
 } from "./api-keys.schemas.ts";
 import type { ApiKeysService, KeyView } from "./api-keys.service.ts";
 
@@ -90,16 +90,20 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
         preHandler: admin,
         schema: {
           tags,
-          summary: "Rename an API key",
+          summary: "Rename an API key or change its scopes",
+          description: "A scope change takes effect on every instance within a second.",
           security: SECURITY,
           params: KeyIdParams,
-          body: RenameKeyBody,
+          body: UpdateKeyBody,
           response: { 200: ApiKeySchema },
         },
       },
       async (request) => {
         const principal = request.principal as NonNullable<typeof request.principal>;
-        return toView(await service.rename(principal.customerId, request.params.key_id, request.body.name.trim()));
+        const { name, scopes } = request.body;
+        return toView(
+          await service.update(principal.customerId, request.params.key_id, { name: name?.trim(), scopes }),
+        );
       },
     );
 

@@ -42,11 +42,21 @@ export const CreateKeyBody = Type.Object(
 );
 export type CreateKeyBody = Static<typeof CreateKeyBody>;
 
-export const RenameKeyBody = Type.Object(
-  { name: NameSchema },
-  { additionalProperties: false, examples: [{ name: "arm-3 (spare)" }] },
+export const UpdateKeyBody = Type.Object(
+  {
+    name: Type.Optional(NameSchema),
+    scopes: Type.Optional(
+      Type.Array(ScopeSchema, {
+        minItems: 1,
+        maxItems: 2,
+        uniqueItems: true,
+        description: "New scopes; every instance applies them within a second.",
+      }),
+    ),
+  },
+  { additionalProperties: false, minProperties: 1, examples: [{ name: "arm-3 (spare)" }, { scopes: ["inference"] }] },
 );
-export type RenameKeyBody = Static<typeof RenameKeyBody>;
+export type UpdateKeyBody = Static<typeof UpdateKeyBody>;
 
 export const RotateKeyBody = Type.Object(
   {

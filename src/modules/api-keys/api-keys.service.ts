@@ -133,9 +133,19 @@ export class ApiKeysService {
     return { view: { row, status: keyStatus(row, now) }, key: generated.key };
   }
 
-  async rename(customerId: string, id: string, name: string): Promise<KeyView> {
-    const row = await this.o.repo.rename(customerId, id, name, new Date(this.o.now()));
+  async update(
+    customerId: string,
+    id: string,
+    changes: { name?: string | undefined; scopes?: readonly Scope[] | undefined },
+  ): Promise<KeyView> {
+    const row = await this.o.repo.update(
+      customerId,
+      id,
+      { name: changes.name, scopes: changes.scopes === undefined ? undefined : dedupe(changes.scopes) },
+      new Date(this.o.now()),
+    );
     if (row === undefined) throw errors.notFound("API key");
+    if (changes.scopes !== undefined) await this.o.invalidation.publish(KEY_TOPIC, row.keyHash);
     return { row, status: keyStatus(row, this.o.now()) };
   }
 

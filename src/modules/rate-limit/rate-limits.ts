@@ -152,3 +152,11 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     flush: () => usage.flush(),
   };
 }
+
+/**
+ * For billing and admin: call after changing a customer's tier or limit overrides in the
+ * database. Every instance drops the customer's cached limits and keys within a second.
+ */
+export function customerLimitsChanged(platform: { readonly limits: RateLimits }, customerId: string): Promise<void> {
+  return platform.limits.customerChanged(customerId);
+}
