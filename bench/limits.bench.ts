@@ -35,6 +35,8 @@ import { createDatabase } from "../src/platform/db/client.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+/** Diagnosis only: BENCH_LIMITER=memory serves the protected route with the in-process limiter. */
+const USE_REDIS = process.env.BENCH_LIMITER !== "memory";
 const FIXED_RATE = 1_000;
 const FIXED_SECONDS = 10;
 const SATURATION_S = 8;
@@ -52,7 +54,7 @@ async function serve(): Promise<void> {
       NODE_ENV: "development",
       LOG_LEVEL: "silent",
       DATA_DIR: dataDir,
-      REDIS_URL,
+      ...(USE_REDIS ? { REDIS_URL } : {}),
       REDIS_KEY_PREFIX: prefix,
       MAX_EVENT_LOOP_DELAY_MS: "0",
       BOOTSTRAP_DEMO: "off",
@@ -116,9 +118,11 @@ async function serve(): Promise<void> {
     createdByUserId: null,
   });
   const client = app.platform.redis.client;
-  if (client === null) throw new Error("the benchmark needs Redis");
-  for (let i = 0; i < 100 && client.status !== "ready"; i++) await new Promise((r) => setTimeout(r, 50));
-  await app.platform.redis.ping(2_000);
+  if (USE_REDIS) {
+    if (client === null) throw new Error("the benchmark needs Redis");
+    for (let i = 0; i < 100 && client.status !== "ready"; i++) await new Promise((r) => setTimeout(r, 50));
+    await app.platform.redis.ping(2_000);
+  }
   const address = await app.listen({ host: "127.0.0.1", port: 0 });
   const port = Number(new URL(address).port);
   process.stdout.write(`READY ${JSON.stringify({ port, key: key.key })}\n`);
@@ -227,7 +231,8 @@ async function main(): Promise<void> {
     const open: Target = { route: OPEN, headers: {} };
     const guarded: Target = { route: PROTECTED, headers: { "x-api-key": key } };
 
-    process.stdout.write(`server on 127.0.0.1:${port}; Redis ${REDIS_URL}; node ${process.version}\nwarm-up...\n`);
+    const limiter = USE_REDIS ? `Redis ${REDIS_URL}` : "in-process limiter (BENCH_LIMITER=memory)";
+    process.stdout.write(`server on 127.0.0.1:${port}; ${limiter}; node ${process.version}\nwarm-up...\n`);
     await saturate(port, open, 2);
     await saturate(port, guarded, 2);
 
@@ -278,7 +283,7 @@ async function main(): Promise<void> {
       errors: s1.errors + s2.errors + s3.errors + s4.errors,
     };
 
-    const result = { when: new Date().toISOString(), node: process.version, redis: REDIS_URL, fixed, saturation };
+    const result = { when: new Date().toISOString(), node: process.version, limiter, fixed, saturation };
     const n = (x: number) => x.toFixed(3).padStart(8);
     const row = (label: string, x: Stats) => `  ${label.padEnd(18)}${n(x.p50)} ${n(x.p90)} ${n(x.p99)}`;
     const addedRow = (label: string, x: { p50: number; p99: number }) =>
@@ -300,7 +305,10 @@ async function main(): Promise<void> {
     );
     const dir = new URL("./results/", import.meta.url).pathname;
     mkdirSync(dir, { recursive: true });
-    writeFileSync(path.join(dir, "limits-latest.json"), `${JSON.stringify(result, null, 2)}\n`);
+    writeFileSync(
+      path.join(dir, USE_REDIS ? "limits-latest.json" : "limits-memory-latest.json"),
+      `${JSON.stringify(result, null, 2)}\n`,
+    );
   } finally {
     child.kill("SIGTERM");
   }
