@@ -74,10 +74,11 @@ export class RateLimitService {
 
   status(): { mode: LimiterSource; detail: string } {
     if (this.redisLimiter === null) return { mode: "memory", detail: "in-process limiter (no Redis configured)" };
-    if (this.inFallback) {
+    const client = this.opts.redis as Redis;
+    if (this.inFallback || client.status !== "ready") {
       return {
         mode: "fallback",
-        detail: `Redis limiter unavailable (${this.lastFailure ?? "unknown"}); in-process fallback with limits / ${this.opts.instanceCount}`,
+        detail: `Redis limiter unavailable (${this.inFallback ? (this.lastFailure ?? "unknown") : `Redis ${client.status}`}); in-process fallback with limits / ${this.opts.instanceCount}`,
       };
     }
     return { mode: "redis", detail: "shared Redis limiter" };

@@ -102,6 +102,8 @@ const unlimited = (n: number | null) => (n === null ? -1 : n);
 export class RedisLimiter implements Limiter {
   private readonly client: Redis;
   private readonly prefix: string;
+  /** Key names per customer for the current day, so the hot path builds no strings. */
+  private readonly keyCache = new Map<string, { day: string; keys: [string, string, string] }>();
 
   constructor(client: Redis, prefix: string) {
     this.client = client;
@@ -109,7 +111,13 @@ export class RedisLimiter implements Limiter {
   }
 
   async check(req: LimitRequest): Promise<LimitResult | "needs-seed"> {
-    const keys = limitKeys(this.prefix, req.customerId, req.cal.day, req.cal.month);
+    let cached = this.keyCache.get(req.customerId);
+    if (cached === undefined || cached.day !== req.cal.day) {
+      if (this.keyCache.size > 100_000) this.keyCache.clear();
+      cached = { day: req.cal.day, keys: limitKeys(this.prefix, req.customerId, req.cal.day, req.cal.month) };
+      this.keyCache.set(req.customerId, cached);
+    }
+    const keys = cached.keys;
     const args = [
       req.now,
       unlimited(req.limits.perMinute),
