@@ -420,6 +420,20 @@ describe("hot path and bookkeeping", () => {
   });
 });
 
+describe("last_used_at", () => {
+  it("only moves forward", async () => {
+    const { ApiKeysRepo } = await import("../../src/modules/api-keys/api-keys.repo.ts");
+    const c = await seedCustomer(t.database);
+    const { id } = await seedKey(t.database, c);
+    const repo = new ApiKeysRepo(t.database.db);
+    const later = new Date(Date.UTC(2026, 10, 26, 12, 5));
+    await repo.touchLastUsed([id], later);
+    await repo.touchLastUsed([id], new Date(Date.UTC(2026, 10, 26, 12, 1)));
+    const [row] = await t.database.db.select().from(apiKeys).where(eq(apiKeys.id, id));
+    expect(row?.lastUsedAt?.getTime()).toBe(later.getTime());
+  });
+});
+
 describe("customer limit changes", () => {
   it("customerChanged() makes a new tier take effect on the next request", async () => {
     const c = await seedCustomer(t.database, { tier: "free" });

@@ -115,3 +115,15 @@ describe("calendar", () => {
     expect(calendar(Date.UTC(2027, 0, 1)).month).toBe("2027-01-01");
   });
 });
+
+describe("Redis key layout", () => {
+  it("puts every key of a customer under one {customerId} hash tag", async () => {
+    const { limitKeys } = await import("./redis-limiter.ts");
+    const keys = limitKeys("vla:", "5e0c7a3c-2f7e-4b8a-9a51-0c2a8b4d6e1f", "20261126", "2026-11-01");
+    expect(keys).toEqual([
+      "vla:rl:{5e0c7a3c-2f7e-4b8a-9a51-0c2a8b4d6e1f}:gcra",
+      "vla:rl:{5e0c7a3c-2f7e-4b8a-9a51-0c2a8b4d6e1f}:d:20261126",
+      "vla:rl:{5e0c7a3c-2f7e-4b8a-9a51-0c2a8b4d6e1f}:m:2026-11-01",
+    ]);
+  });
+});
