@@ -23,6 +23,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import autocannon from "autocannon";
+import { eq } from "drizzle-orm";
 import { Type } from "typebox";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
@@ -35,6 +36,12 @@ import { createDatabase } from "../src/platform/db/client.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+/**
+ * Optional PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/limits_bench). Without it the
+ * server uses in-memory PGlite, which runs queries on the event loop: the periodic batched
+ * writes and cache refreshes then show up as latency tails that PostgreSQL would not cause.
+ */
+const DATABASE_URL = process.env.BENCH_DATABASE_URL;
 /** Diagnosis only: BENCH_LIMITER=memory serves the protected route with the in-process limiter. */
 const USE_REDIS = process.env.BENCH_LIMITER !== "memory";
 const FIXED_RATE = 1_000;
@@ -62,7 +69,7 @@ async function serve(): Promise<void> {
     },
     { dotenv: false, persistGeneratedSecret: false },
   );
-  const database = await createDatabase({});
+  const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
   const Ok = Type.Object({ ok: Type.Boolean() });
   // Server-side time per request (onRequest -> onResponse), free of client scheduling noise.
   const serverMs: Record<string, number[]> = { [OPEN]: [], [PROTECTED]: [] };
@@ -99,7 +106,7 @@ async function serve(): Promise<void> {
     .insert(customers)
     .values({
       name: "bench",
-      email: "bench@example.com",
+      email: `bench-${process.pid}-${Date.now()}@example.com`,
       tier: "enterprise",
       rateLimitPerMinute: 2_000_000_000,
       quotaPerDay: 2_000_000_000,
@@ -131,6 +138,8 @@ async function serve(): Promise<void> {
     const cal = calendar(Date.now());
     await app.platform.redis.client?.del(...limitKeys(prefix, customer.id, cal.day, cal.month));
     await app.close();
+    // Cascades to its key and usage rows.
+    if (DATABASE_URL !== undefined) await database.db.delete(customers).where(eq(customers.id, customer.id));
     await database.close();
     process.exit(0);
   };
@@ -231,7 +240,7 @@ async function main(): Promise<void> {
     const open: Target = { route: OPEN, headers: {} };
     const guarded: Target = { route: PROTECTED, headers: { "x-api-key": key } };
 
-    const limiter = USE_REDIS ? `Redis ${REDIS_URL}` : "in-process limiter (BENCH_LIMITER=memory)";
+    const limiter = `${USE_REDIS ? `Redis ${REDIS_URL}` : "in-process limiter (BENCH_LIMITER=memory)"}; database ${DATABASE_URL === undefined ? "PGlite in memory" : "PostgreSQL"}`;
     process.stdout.write(`server on 127.0.0.1:${port}; ${limiter}; node ${process.version}\nwarm-up...\n`);
     await saturate(port, open, 2);
     await saturate(port, guarded, 2);

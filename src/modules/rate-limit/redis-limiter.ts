@@ -27,7 +27,8 @@ local cost = tonumber(ARGV[8])
 local eps = 0.000001
 local window = 60000
 
-local month = redis.call('GET', KEYS[3])
+local got = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+local month = got[3]
 if not month then
   if seed < 0 then return {-1} end
   month = seed
@@ -35,8 +36,8 @@ if not month then
 else
   month = tonumber(month)
 end
-local day = tonumber(redis.call('GET', KEYS[2]) or '0')
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local day = tonumber(got[2] or '0')
+local tat = tonumber(got[1] or '0')
 if tat < now then tat = now end
 
 local violated = 0
