@@ -31,6 +31,7 @@ declare module "autocannon" {
     amount?: number;
     pipelining?: number;
     timeout?: number;
+    overallRate?: number;
   }
   function autocannon(options: Options): Promise<Result>;
   export default autocannon;

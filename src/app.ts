@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { type ModuleOptions, modules } from "./modules/index.ts";
 import { createEngine, type InferenceEngine } from "./modules/inference/inference.service.ts";
+import { createRateLimits, type RateLimits } from "./modules/rate-limit/rate-limits.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import {
   type BatchSink,
@@ -25,6 +26,7 @@ import { HealthRegistry } from "./platform/health.ts";
 import { installErrorHandler } from "./platform/http/error-handler.ts";
 import { installNotFound } from "./platform/http/not-found.ts";
 import { ProblemSchema } from "./platform/http/problem.ts";
+import { InvalidationBus } from "./platform/invalidation.ts";
 import { Lifecycle } from "./platform/lifecycle.ts";
 import { createLoggerOptions } from "./platform/logger.ts";
 import { createMetrics, type Metrics } from "./platform/metrics.ts";
@@ -54,6 +56,12 @@ export interface Platform {
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */
   readonly engine: InferenceEngine;
+  /** Wall clock in ms; injectable so tests can walk limit windows without waiting. */
+  readonly now: () => number;
+  /** Cross-instance cache invalidation (Redis pub/sub when configured). */
+  readonly invalidation: InvalidationBus;
+  /** Rate limits and quotas: `meter()` preHandler and `consume()` for stream frames. */
+  readonly limits: RateLimits;
 }
 
 declare module "fastify" {
@@ -74,6 +82,8 @@ export interface BuildOptions {
   readonly migrate?: boolean;
   /** Extra plugins registered after the modules (tests and benchmarks add probe routes here). */
   readonly plugins?: readonly FastifyPluginAsyncTypebox<ModuleOptions>[];
+  /** Clock for limits and key expiry (tests); defaults to Date.now. */
+  readonly now?: () => number;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -130,6 +140,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     registry: metrics.registry,
   });
 
+  const now = options.now ?? Date.now;
+  const invalidation = new InvalidationBus(redis);
+  const limits = createRateLimits({ config, database, redis, metrics, health, lifecycle, invalidation, now });
   const platform: Platform = {
     config,
     database,
@@ -155,6 +168,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return writer;
     },
     engine: createEngine(config, { metrics: metrics.registry, health, lifecycle }),
+    now,
+    invalidation,
+    limits,
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

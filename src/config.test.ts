@@ -107,3 +107,20 @@ describe("loadConfig", () => {
     expect(c.db.url).toBeUndefined();
   });
 });
+
+describe("limits and api-keys settings", () => {
+  it("has the documented defaults", () => {
+    const c = loadConfig({}, opts);
+    expect(c.limits).toEqual({ redisTimeoutMs: 50, redisRetryMs: 1_000, instanceCount: 1, usageFlushMs: 10_000 });
+    expect(c.apiKeys.cacheFreshMs).toBe(10_000);
+    expect(c.apiKeys.negativeCacheMs).toBe(5_000);
+    expect(c.apiKeys.lastUsedFlushMs).toBe(60_000);
+  });
+
+  it("lists every bad value at once", () => {
+    const problems = problemsOf({ LIMITS_REDIS_TIMEOUT_MS: "0", LIMITS_INSTANCE_COUNT: "many", BOOTSTRAP_DEMO: "yes" });
+    expect(problems.join("\n")).toMatch(/LIMITS_REDIS_TIMEOUT_MS/);
+    expect(problems.join("\n")).toMatch(/LIMITS_INSTANCE_COUNT/);
+    expect(problems.join("\n")).toMatch(/BOOTSTRAP_DEMO/);
+  });
+});

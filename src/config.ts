@@ -62,6 +62,32 @@ export interface Config {
     /** Load/check every backend at startup (in the background; models report `loading` until done). */
     readonly warmUp: boolean;
   };
+  readonly apiKeys: {
+    /** How long a verified key is served from the in-process cache without asking the database. */
+    readonly cacheFreshMs: number;
+    /** After `cacheFreshMs` an entry is still served (and refreshed in the background) up to this age. */
+    readonly cacheStaleMs: number;
+    /** How long an unknown key hash is remembered as unknown. */
+    readonly negativeCacheMs: number;
+    /** How often batched `last_used_at` updates are written. */
+    readonly lastUsedFlushMs: number;
+    /** Failed key verifications per client IP per minute before answering 429. */
+    readonly invalidAttemptsPerMinute: number;
+    /** Non-revoked keys a customer may hold. */
+    readonly maxKeysPerCustomer: number;
+  };
+  readonly limits: {
+    /** A Redis limiter call slower than this falls back to the in-process limiter. */
+    readonly redisTimeoutMs: number;
+    /** After a Redis failure, how long requests use the fallback before Redis is tried again. */
+    readonly redisRetryMs: number;
+    /** API instances sharing the limits; the fallback limiter divides limits by this. */
+    readonly instanceCount: number;
+    /** How often durable monthly usage counters are written to the database. */
+    readonly usageFlushMs: number;
+  };
+  /** First-run demo data (admin user + demo key) in embedded development mode. */
+  readonly bootstrap: { readonly demo: "auto" | "off" };
 }
 
 export class ConfigError extends Error {
@@ -292,6 +318,26 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       imageMaxBytes: r.int("IMAGE_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
       imageMaxPixels: r.int("IMAGE_MAX_PIXELS", 4096 * 4096, 64, 1024 * 1024 * 1024),
       warmUp: r.bool("MODELS_WARM_UP", true),
+    },
+    apiKeys: {
+      cacheFreshMs: r.int("API_KEY_CACHE_FRESH_MS", 10_000, 0, 3_600_000),
+      cacheStaleMs: r.int("API_KEY_CACHE_STALE_MS", 300_000, 0, 86_400_000),
+      negativeCacheMs: r.int("API_KEY_NEGATIVE_CACHE_MS", 5_000, 0, 3_600_000),
+      lastUsedFlushMs: r.int("API_KEY_LAST_USED_FLUSH_MS", 60_000, 100, 3_600_000),
+      invalidAttemptsPerMinute: r.int("API_KEY_INVALID_ATTEMPTS_PER_MINUTE", 30, 1, 1_000_000),
+      maxKeysPerCustomer: r.int("API_KEY_MAX_PER_CUSTOMER", 100, 1, 100_000),
+    },
+    limits: {
+      redisTimeoutMs: r.int("LIMITS_REDIS_TIMEOUT_MS", 50, 1, 10_000),
+      redisRetryMs: r.int("LIMITS_REDIS_RETRY_MS", 1_000, 10, 600_000),
+      instanceCount: r.int("LIMITS_INSTANCE_COUNT", 1, 1, 10_000),
+      usageFlushMs: r.int("USAGE_FLUSH_INTERVAL_MS", 10_000, 100, 3_600_000),
+    },
+    bootstrap: {
+      // Never in production, never in tests unless asked explicitly.
+      demo: production
+        ? "off"
+        : r.oneOf("BOOTSTRAP_DEMO", ["auto", "off"] as const, nodeEnv === "test" ? "off" : "auto"),
     },
   };
 

@@ -1,12 +1,20 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../app.ts";
+import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
+import { usageRoutes } from "./rate-limit/usage.routes.ts";
 
 export interface ModuleOptions {
   readonly platform: Platform;
 }
 
 /** Every feature module, registered in this order by buildApp. */
-export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [opsRoutes, authRoutes, modelsRoutes];
+export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [
+  opsRoutes,
+  authRoutes,
+  apiKeysModule,
+  usageRoutes,
+  modelsRoutes,
+];

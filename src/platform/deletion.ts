@@ -34,6 +34,15 @@ export interface DeletionHook {
   readonly name: string;
   deleteUser?(ctx: DeletionContext): Promise<DeletionCounts>;
   deleteCustomer?(ctx: Omit<DeletionContext, "userId">): Promise<DeletionCounts>;
+  /**
+   * After the transaction committed: drop caches that may still hold deleted rows (e.g. API
+   * keys cached in every instance). Failures are logged by the caller, never undo the erasure.
+   */
+  afterCommit?(ctx: {
+    readonly userId: string;
+    readonly customerId: string;
+    readonly wholeCustomer: boolean;
+  }): Promise<void>;
 }
 
 export class DeletionRegistry {
@@ -42,6 +51,19 @@ export class DeletionRegistry {
   register(hook: DeletionHook): void {
     if (this.hooks.some((h) => h.name === hook.name)) throw new Error(`deletion hook "${hook.name}" registered twice`);
     this.hooks.push(hook);
+  }
+
+  /** Runs every hook's afterCommit; returns the failures so the caller can log them. */
+  async afterCommit(ctx: { userId: string; customerId: string; wholeCustomer: boolean }): Promise<unknown[]> {
+    const failures: unknown[] = [];
+    for (const h of this.hooks) {
+      try {
+        await h.afterCommit?.(ctx);
+      } catch (e) {
+        failures.push(e);
+      }
+    }
+    return failures;
   }
 
   get names(): readonly string[] {

@@ -14,6 +14,10 @@ export const ERROR_CATALOGUE = {
   invalid_credentials: { status: 401, title: "Invalid credentials" },
   invalid_refresh_token: { status: 401, title: "Invalid refresh token" },
   invalid_email_token: { status: 400, title: "Invalid or expired link" },
+  malformed_api_key: { status: 401, title: "Malformed API key" },
+  invalid_api_key: { status: 401, title: "Unknown API key" },
+  api_key_revoked: { status: 401, title: "API key revoked" },
+  api_key_expired: { status: 401, title: "API key expired" },
   forbidden: { status: 403, title: "Not allowed" },
   not_found: { status: 404, title: "Resource not found" },
   route_not_found: { status: 404, title: "No such route" },
@@ -27,6 +31,12 @@ export const ERROR_CATALOGUE = {
   invalid_array: { status: 422, title: "Array payload is malformed" },
   unknown_model: { status: 404, title: "No such model" },
   invalid_unnorm_key: { status: 400, title: "Missing or unknown unnorm_key" },
+  quota_exceeded: {
+    status: 429,
+    title: "Quota exceeded",
+    // The problem type registered by draft-ietf-httpapi-ratelimit-headers, so generic clients recognise it.
+    type: "https://iana.org/assignments/http-problem-types#quota-exceeded",
+  },
   // 5xx: the service
   internal_error: { status: 500, title: "Internal server error" },
   database_unavailable: { status: 503, title: "Database unavailable" },
@@ -37,7 +47,13 @@ export const ERROR_CATALOGUE = {
   model_overloaded: { status: 503, title: "Model queue is full" },
   model_unavailable: { status: 503, title: "Model is unavailable" },
   inference_timeout: { status: 504, title: "Inference timed out" },
-} as const satisfies Record<string, { status: number; title: string }>;
+} as const satisfies Record<string, { status: number; title: string; type?: string }>;
+
+/** The problem `type` URI of a code when it is a registered one rather than our `/problems/{code}`. */
+export function registeredProblemType(code: ErrorCode): string | undefined {
+  const entry: { readonly title: string; readonly type?: string } = ERROR_CATALOGUE[code];
+  return entry.type;
+}
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
@@ -123,6 +139,36 @@ export const errors = {
   unsupportedMediaType: (contentType: string | undefined, accepted: readonly string[]) =>
     new AppError("unsupported_media_type", {
       detail: `Content-Type ${contentType ?? "(none)"} is not supported here; send ${accepted.join(" or ")}.`,
+    }),
+  malformedApiKey: () =>
+    new AppError("malformed_api_key", {
+      detail: "The API key is not of the form vla_live_<base58>; check that it was copied whole.",
+      headers: { "WWW-Authenticate": 'Bearer realm="vla", error="invalid_token"' },
+    }),
+  invalidApiKey: () =>
+    new AppError("invalid_api_key", {
+      detail: "No such API key.",
+      headers: { "WWW-Authenticate": 'Bearer realm="vla", error="invalid_token"' },
+    }),
+  apiKeyRevoked: () =>
+    new AppError("api_key_revoked", {
+      detail: "This API key was revoked (or its rotation grace period ended).",
+      headers: { "WWW-Authenticate": 'Bearer realm="vla", error="invalid_token"' },
+    }),
+  apiKeyExpired: () =>
+    new AppError("api_key_expired", {
+      detail: "This API key has expired.",
+      headers: { "WWW-Authenticate": 'Bearer realm="vla", error="invalid_token"' },
+    }),
+  quotaExceeded: (
+    retryAfterSeconds: number,
+    violatedPolicies: readonly string[],
+    headers: Readonly<Record<string, string>> = {},
+  ) =>
+    new AppError("quota_exceeded", {
+      detail: `Quota exceeded for policy ${violatedPolicies.map((p) => `"${p}"`).join(", ")}; retry after ${Math.max(1, Math.ceil(retryAfterSeconds))} s.`,
+      headers: { ...headers, "Retry-After": String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+      extensions: { "violated-policies": violatedPolicies },
     }),
   rateLimited: (retryAfterSeconds: number, detail = "Too many requests; slow down.") =>
     new AppError("rate_limited", {

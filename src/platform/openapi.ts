@@ -14,6 +14,11 @@ export const TAGS = [
     name: "models",
     description: "The policies this server runs: action spec, statistics keys, status and live stats.",
   },
+  {
+    name: "api-keys",
+    description: "Create, list, rename, rotate and revoke API keys (account owner or `admin` keys).",
+  },
+  { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
 ] as const;
 
 /**

@@ -49,6 +49,8 @@ export function createRedis(options: RedisOptions): RedisHandle {
       // Fail fast instead of queueing while disconnected: callers fall back in-process.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
+      // Commands issued in the same tick go out in one write: far fewer syscalls under load.
+      enableAutoPipelining: true,
       commandTimeout: options.commandTimeoutMs,
       connectTimeout: 2_000,
       // Reconnect forever with a capped backoff; recovery needs no restart.

@@ -399,6 +399,7 @@ export class AuthService {
       return { customerDeleted: wholeCustomer, counts };
     });
     this.cache.delete(userId);
+    await this.o.deletion.afterCommit({ userId, customerId, wholeCustomer: result.customerDeleted });
     this.events.accountDeleted(result.customerDeleted ? "customer" : "user");
     await this.o.denyList.add(claims.jti, claims.exp);
     this.o.mail.enqueue(accountDeletedEmail(user.email, result.customerDeleted));

@@ -1,5 +1,5 @@
 import { Type } from "typebox";
-import type { AppError, ErrorCode, FieldError } from "../errors.ts";
+import { type AppError, type ErrorCode, type FieldError, registeredProblemType } from "../errors.ts";
 
 /** RFC 9457 problem document as this API renders it. */
 export interface Problem {
@@ -23,7 +23,7 @@ export function problemType(baseUrl: string, code: string): string {
 
 export function renderProblem(err: AppError, baseUrl: string, requestId: string, instance: string): Problem {
   const problem: Problem = {
-    type: problemType(baseUrl, err.code),
+    type: registeredProblemType(err.code) ?? problemType(baseUrl, err.code),
     title: err.title,
     status: err.status,
     code: err.code,

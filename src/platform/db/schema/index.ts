@@ -1,6 +1,8 @@
 /** Every table of the service. drizzle-kit reads this folder to generate migrations. */
 
+export * from "./api-keys.ts";
 export * from "./audit.ts";
 export * from "./auth.ts";
 export * from "./customers.ts";
+export * from "./usage-counters.ts";
 export * from "./users.ts";

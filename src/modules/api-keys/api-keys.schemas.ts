@@ -1,0 +1,134 @@
+import { type Static, Type } from "typebox";
+
+const ScopeSchema = Type.Union([Type.Literal("inference"), Type.Literal("admin")], {
+  description:
+    "`inference`: run models, stream, send feedback on its own inferences, read models. `admin`: everything the account owner may do, including managing keys.",
+});
+
+const NameSchema = Type.String({
+  minLength: 1,
+  maxLength: 100,
+  pattern: "\\S",
+  description: "A label for people: which robot, site or service uses the key.",
+  examples: ["warehouse-arm-3"],
+});
+
+export const KeyIdParams = Type.Object({
+  key_id: Type.String({ format: "uuid", description: "The key's id (not the key itself)." }),
+});
+
+export const CreateKeyBody = Type.Object(
+  {
+    name: NameSchema,
+    scopes: Type.Optional(
+      Type.Array(ScopeSchema, {
+        minItems: 1,
+        maxItems: 2,
+        uniqueItems: true,
+        description: 'Defaults to ["inference"].',
+      }),
+    ),
+    expires_at: Type.Optional(
+      Type.String({
+        format: "date-time",
+        description: "RFC 3339 time after which the key stops working; omit for no expiry.",
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    examples: [{ name: "warehouse-arm-3", scopes: ["inference"], expires_at: "2027-06-30T00:00:00Z" }],
+  },
+);
+export type CreateKeyBody = Static<typeof CreateKeyBody>;
+
+export const UpdateKeyBody = Type.Object(
+  {
+    name: Type.Optional(NameSchema),
+    scopes: Type.Optional(
+      Type.Array(ScopeSchema, {
+        minItems: 1,
+        maxItems: 2,
+        uniqueItems: true,
+        description: "New scopes; every instance applies them within a second.",
+      }),
+    ),
+  },
+  { additionalProperties: false, minProperties: 1, examples: [{ name: "arm-3 (spare)" }, { scopes: ["inference"] }] },
+);
+export type UpdateKeyBody = Static<typeof UpdateKeyBody>;
+
+export const RotateKeyBody = Type.Object(
+  {
+    grace_seconds: Type.Integer({
+      minimum: 0,
+      maximum: 604_800,
+      description: "How long the old key keeps working beside the new one (0 to 7 days); 0 ends it at once.",
+    }),
+  },
+  { additionalProperties: false, examples: [{ grace_seconds: 3600 }] },
+);
+export type RotateKeyBody = Static<typeof RotateKeyBody>;
+
+const NullableTime = (description: string) =>
+  Type.Union([Type.String({ format: "date-time" }), Type.Null()], { description });
+
+const keyProperties = {
+  id: Type.String({ format: "uuid" }),
+  name: Type.String(),
+  display_prefix: Type.String({
+    description: "`vla_live_` and the first 4 characters of the secret.",
+    examples: ["vla_live_7HqX"],
+  }),
+  scopes: Type.Array(ScopeSchema),
+  status: Type.Union(
+    [Type.Literal("active"), Type.Literal("expired"), Type.Literal("revoked"), Type.Literal("rotating")],
+    {
+      description: "`rotating`: replaced, still valid until `revokes_at`.",
+    },
+  ),
+  created_at: Type.String({ format: "date-time" }),
+  expires_at: NullableTime("When the key expires; null for never."),
+  revokes_at: NullableTime("When a rotating key stops working, or when the key was revoked."),
+  replaced_by: Type.Union([Type.String({ format: "uuid" }), Type.Null()], {
+    description: "The key that replaced this one by rotation.",
+  }),
+  last_used_at: NullableTime("Last use, at minute resolution, updated in batches about once a minute."),
+};
+
+const keyExample = {
+  id: "0b6f8a8e-3c1d-4f3a-9d7e-2f1b5c6d7e8f",
+  name: "warehouse-arm-3",
+  display_prefix: "vla_live_7HqX",
+  scopes: ["inference"],
+  status: "active",
+  created_at: "2026-11-26T20:00:00.000Z",
+  expires_at: null,
+  revokes_at: null,
+  replaced_by: null,
+  last_used_at: "2026-11-26T21:14:00.000Z",
+};
+
+export const ApiKeySchema = Type.Object(keyProperties, {
+  description: "An API key, never with its secret.",
+  examples: [keyExample],
+});
+export type ApiKeyView = Static<typeof ApiKeySchema>;
+
+export const ApiKeyListSchema = Type.Object({ data: Type.Array(ApiKeySchema) }, { examples: [{ data: [keyExample] }] });
+
+export const CreatedKeySchema = Type.Object(
+  {
+    ...keyProperties,
+    key: Type.String({ description: "The full key. Shown only in this response: store it now." }),
+  },
+  { examples: [{ ...keyExample, key: "vla_live_7HqXz3...", last_used_at: null }] },
+);
+
+export const RotatedKeySchema = Type.Object(
+  {
+    api_key: CreatedKeySchema,
+    rotated: ApiKeySchema,
+  },
+  { description: "The new key (with its secret, once) and the old one, now rotating." },
+);

@@ -1,0 +1,66 @@
+import { randomBytes } from "node:crypto";
+import { count } from "drizzle-orm";
+import type { Config } from "../../config.ts";
+import type { Database } from "../../platform/db/client.ts";
+import { customers, users } from "../../platform/db/schema/index.ts";
+import { hashPassword } from "../auth/password.ts";
+import { UsersRepo } from "../users/users.repo.ts";
+import type { ApiKeysRepo } from "./api-keys.repo.ts";
+import { generateKey } from "./key-format.ts";
+
+export const BOOTSTRAP_ADMIN_EMAIL = "admin@vla.local";
+export const BOOTSTRAP_DEMO_EMAIL = "demo@vla.local";
+
+/** Whether this start may create first-run demo data: embedded database, not production, allowed by BOOTSTRAP_DEMO. */
+export function bootstrapAllowed(config: Config): boolean {
+  return config.bootstrap.demo === "auto" && config.env !== "production" && config.db.url === undefined;
+}
+
+/**
+ * First run on an empty embedded database: an admin (superuser) with a generated password and
+ * a demo customer with one `inference` key. Both secrets are stored hashed and returned once
+ * as notice lines for server.ts to print after listening. Returns [] when anything exists.
+ */
+export async function bootstrapDemo(config: Config, database: Database, keys: ApiKeysRepo): Promise<string[]> {
+  if (!bootstrapAllowed(config)) return [];
+  const db = database.db;
+  const [existing] = await db.select({ n: count() }).from(users);
+  const [existingCustomers] = await db.select({ n: count() }).from(customers);
+  if ((existing?.n ?? 0) > 0 || (existingCustomers?.n ?? 0) > 0) return [];
+
+  const password = randomBytes(18).toString("base64url");
+  const account = await new UsersRepo(db).createAccount({
+    email: BOOTSTRAP_ADMIN_EMAIL,
+    passwordHash: await hashPassword(password),
+    fullName: "Administrator",
+    isSuperuser: true,
+    tier: "enterprise",
+  });
+  if (account === undefined) return [];
+  const [demo] = await db
+    .insert(customers)
+    .values({ name: "Demo customer", email: BOOTSTRAP_DEMO_EMAIL, tier: "free" })
+    .returning();
+  if (demo === undefined) return [];
+  const key = generateKey("live");
+  await keys.insert({
+    customerId: demo.id,
+    name: "demo key",
+    keyHash: key.hash,
+    displayPrefix: key.displayPrefix,
+    scopes: ["inference"],
+    expiresAt: null,
+    createdByUserId: null,
+  });
+  const base = config.http.publicBaseUrl;
+  return [
+    "",
+    "First run: created demo credentials (shown once; only hashes are stored).",
+    `  admin login     ${BOOTSTRAP_ADMIN_EMAIL} / ${password}`,
+    `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference)`,
+    "  try it:",
+    `    curl -H "X-API-Key: ${key.key}" ${base}/v1/usage`,
+    "  Set BOOTSTRAP_DEMO=off to skip this on an empty database.",
+    "",
+  ];
+}

@@ -1,0 +1,159 @@
+import { createHash } from "node:crypto";
+import type { Redis } from "ioredis";
+import type { Limiter, LimitRequest, LimitResult } from "./limiter.ts";
+import type { WindowName } from "./policy.ts";
+
+/**
+ * Every window checked and consumed atomically in one round trip. Mirrors decide.ts: read the
+ * three counters, decide, and write only when every window allows (a rejected request spends
+ * nothing). Returns {-1} when the month counter is absent and no seed was given (cold Redis),
+ * so the caller can seed it from the durable count and call again.
+ *
+ * KEYS: 1 GCRA TAT, 2 day counter, 3 month counter (one `{customerId}` hash tag: one slot).
+ * ARGV: now ms, per-minute, per-day, per-month (-1 = unlimited), ms to next UTC day,
+ *       ms to next UTC month, month seed (-1 = none), cost (0 = peek).
+ * Returns {violated bitmask (1 minute, 2 day, 4 month), retry ms, day, month,
+ *          minute remaining, minute reset ms}.
+ */
+export const LIMIT_SCRIPT = `
+local now = tonumber(ARGV[1])
+local per_minute = tonumber(ARGV[2])
+local per_day = tonumber(ARGV[3])
+local per_month = tonumber(ARGV[4])
+local to_day = tonumber(ARGV[5])
+local to_month = tonumber(ARGV[6])
+local seed = tonumber(ARGV[7])
+local cost = tonumber(ARGV[8])
+local eps = 0.000001
+local window = 60000
+
+local got = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+local month = got[3]
+if not month then
+  if seed < 0 then return {-1} end
+  month = seed
+  if cost > 0 then redis.call('SET', KEYS[3], seed, 'PX', to_month + 86400000) end
+else
+  month = tonumber(month)
+end
+local day = tonumber(got[2] or '0')
+local tat = tonumber(got[1] or '0')
+if tat < now then tat = now end
+
+local violated = 0
+local retry = 0
+local new_tat = tat
+local interval = 0
+if per_minute >= 0 then
+  if per_minute == 0 then
+    violated = 1
+    retry = window
+  else
+    interval = window / per_minute
+    new_tat = tat + interval * cost
+    if new_tat - now > window + eps then
+      violated = 1
+      retry = new_tat - window - now
+    end
+  end
+end
+if per_day >= 0 and day + cost > per_day then
+  violated = violated + 2
+  if to_day > retry then retry = to_day end
+end
+if per_month >= 0 and month + cost > per_month then
+  violated = violated + 4
+  if to_month > retry then retry = to_month end
+end
+
+if violated == 0 and cost > 0 then
+  tat = new_tat
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+  day = redis.call('INCRBY', KEYS[2], cost)
+  if day == cost then redis.call('PEXPIRE', KEYS[2], to_day + 3600000) end
+  month = redis.call('INCRBY', KEYS[3], cost)
+end
+
+local remaining = -1
+if per_minute == 0 then
+  remaining = 0
+elseif per_minute > 0 then
+  remaining = math.floor((window - (tat - now)) / interval + eps)
+  if remaining < 0 then remaining = 0 end
+end
+return {violated, math.ceil(retry), day, month, remaining, math.ceil(tat - now)}
+`;
+
+const SCRIPT_SHA = createHash("sha1").update(LIMIT_SCRIPT).digest("hex");
+
+const BITS: readonly [number, WindowName][] = [
+  [1, "minute"],
+  [2, "day"],
+  [4, "month"],
+];
+
+/** Redis Cluster routes by the `{...}` hash tag: every key of one customer lands in one slot. */
+export function limitKeys(prefix: string, customerId: string, day: string, month: string): [string, string, string] {
+  const base = `${prefix}rl:{${customerId}}:`;
+  return [`${base}gcra`, `${base}d:${day}`, `${base}m:${month}`];
+}
+
+const unlimited = (n: number | null) => (n === null ? -1 : n);
+
+export class RedisLimiter implements Limiter {
+  private readonly client: Redis;
+  private readonly prefix: string;
+  /** Key names per customer for the current day, so the hot path builds no strings. */
+  private readonly keyCache = new Map<string, { day: string; keys: [string, string, string] }>();
+
+  constructor(client: Redis, prefix: string) {
+    this.client = client;
+    this.prefix = prefix;
+  }
+
+  async check(req: LimitRequest): Promise<LimitResult | "needs-seed"> {
+    let cached = this.keyCache.get(req.customerId);
+    if (cached === undefined || cached.day !== req.cal.day) {
+      if (this.keyCache.size > 100_000) this.keyCache.clear();
+      cached = { day: req.cal.day, keys: limitKeys(this.prefix, req.customerId, req.cal.day, req.cal.month) };
+      this.keyCache.set(req.customerId, cached);
+    }
+    const keys = cached.keys;
+    const args = [
+      req.now,
+      unlimited(req.limits.perMinute),
+      unlimited(req.limits.perDay),
+      unlimited(req.limits.perMonth),
+      req.cal.nextDayAt - req.now,
+      req.cal.nextMonthAt - req.now,
+      req.monthSeed ?? -1,
+      req.cost,
+    ];
+    const out = (await this.run(keys, args)) as number[];
+    if (out[0] === -1) return "needs-seed";
+    const [violatedBits = 0, retry = 0, day = 0, month = 0, remaining = -1, reset = 0] = out;
+    const violated: WindowName[] = [];
+    for (const [bit, name] of BITS) if ((violatedBits & bit) !== 0) violated.push(name);
+    return {
+      allowed: violatedBits === 0,
+      violated,
+      retryAfterMs: retry,
+      minuteRemaining: remaining < 0 ? Number.POSITIVE_INFINITY : remaining,
+      minuteResetMs: reset,
+      day,
+      month,
+    };
+  }
+
+  /** EVALSHA first; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets EVAL once. */
+  private async run(keys: string[], args: number[]): Promise<unknown> {
+    try {
+      return await this.client.evalsha(SCRIPT_SHA, 3, ...keys, ...args);
+    } catch (e) {
+      if (e instanceof Error && e.message.startsWith("NOSCRIPT")) {
+        return this.client.eval(LIMIT_SCRIPT, 3, ...keys, ...args);
+      }
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,50 @@
+import type { MonthIncrement, UsageRepo } from "./usage.repo.ts";
+
+/**
+ * Durable monthly usage, aggregated in memory and written in batches (never per request).
+ * A failed flush keeps its counts for the next attempt; shutdown flushes what is left.
+ */
+export class UsageRecorder {
+  private pending = new Map<string, MonthIncrement>();
+  private readonly repo: UsageRepo;
+  private flushing: Promise<void> | undefined;
+
+  constructor(repo: UsageRepo) {
+    this.repo = repo;
+  }
+
+  record(customerId: string, month: string, requests = 1): void {
+    const key = `${customerId}|${month}`;
+    const cur = this.pending.get(key);
+    this.pending.set(key, { customerId, month, requests: (cur?.requests ?? 0) + requests });
+  }
+
+  /** Database count plus what this instance has not written yet. */
+  async durableCount(customerId: string, month: string): Promise<number> {
+    const stored = await this.repo.monthCount(customerId, month);
+    return stored + (this.pending.get(`${customerId}|${month}`)?.requests ?? 0);
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  flush(): Promise<void> {
+    this.flushing ??= this.doFlush().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  private async doFlush(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    try {
+      await this.repo.addMonthly([...batch.values()]);
+    } catch (e) {
+      for (const b of batch.values()) this.record(b.customerId, b.month, b.requests);
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,57 @@
+import { and, eq, sql } from "drizzle-orm";
+import type { Tier } from "../../platform/auth.ts";
+import type { Db } from "../../platform/db/client.ts";
+import { customers, usageCounters } from "../../platform/db/schema/index.ts";
+import type { LimitOverrides } from "./policy.ts";
+
+export interface MonthIncrement {
+  readonly customerId: string;
+  readonly month: string;
+  readonly requests: number;
+}
+
+export interface CustomerLimitRow extends LimitOverrides {
+  readonly tier: Tier;
+}
+
+export class UsageRepo {
+  private readonly db: Db;
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  async monthCount(customerId: string, month: string): Promise<number> {
+    const rows = await this.db
+      .select({ requests: usageCounters.requests })
+      .from(usageCounters)
+      .where(and(eq(usageCounters.customerId, customerId), eq(usageCounters.month, month)))
+      .limit(1);
+    return rows[0]?.requests ?? 0;
+  }
+
+  /** One statement for the whole batch; counts add up, so replays after a failure are safe only once. */
+  async addMonthly(batch: readonly MonthIncrement[]): Promise<void> {
+    if (batch.length === 0) return;
+    await this.db
+      .insert(usageCounters)
+      .values(batch.map((b) => ({ customerId: b.customerId, month: b.month, requests: b.requests })))
+      .onConflictDoUpdate({
+        target: [usageCounters.customerId, usageCounters.month],
+        set: { requests: sql`${usageCounters.requests} + excluded.requests`, updatedAt: sql`now()` },
+      });
+  }
+
+  async customerLimits(customerId: string): Promise<CustomerLimitRow | undefined> {
+    const rows = await this.db
+      .select({
+        tier: customers.tier,
+        rateLimitPerMinute: customers.rateLimitPerMinute,
+        quotaPerDay: customers.quotaPerDay,
+        quotaPerMonth: customers.quotaPerMonth,
+      })
+      .from(customers)
+      .where(eq(customers.id, customerId))
+      .limit(1);
+    return rows[0];
+  }
+}

@@ -1,0 +1,53 @@
+import { randomBytes } from "node:crypto";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { calendar } from "../../src/modules/rate-limit/calendar.ts";
+import type { LimitResult } from "../../src/modules/rate-limit/limiter.ts";
+import { MemoryLimiter } from "../../src/modules/rate-limit/memory-limiter.ts";
+import type { Limits } from "../../src/modules/rate-limit/policy.ts";
+import { RedisLimiter } from "../../src/modules/rate-limit/redis-limiter.ts";
+import type { RedisHandle } from "../../src/platform/redis.ts";
+import { testRedis } from "../helpers/app.ts";
+import { hasRedis } from "../helpers/limits.ts";
+
+describe.skipIf(!hasRedis)("the Lua script and the in-process limiter agree", () => {
+  let redis: RedisHandle;
+  beforeAll(async () => {
+    redis = testRedis();
+    for (let i = 0; i < 100 && redis.client?.status !== "ready"; i++) await new Promise((r) => setTimeout(r, 20));
+  });
+  afterAll(async () => {
+    await redis.close();
+  });
+
+  const nullable = (max: number) => fc.option(fc.integer({ min: 0, max }), { nil: null, freq: 4 });
+
+  it("on every decision, for random limits and request timings", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({ perMinute: nullable(20), perDay: nullable(30), perMonth: nullable(40) }),
+        fc.integer({ min: 0, max: 50 }),
+        fc.array(fc.integer({ min: 0, max: 20_000 }), { minLength: 1, maxLength: 60 }),
+        async (limits: Limits, seed, gaps) => {
+          const customerId = randomBytes(8).toString("hex");
+          const memory = new MemoryLimiter();
+          const lua = new RedisLimiter(redis.client as NonNullable<RedisHandle["client"]>, redis.keyPrefix);
+          let now = Date.UTC(2026, 10, 30, 23, 55, 0); // crosses a day and a month boundary
+          for (const gap of gaps) {
+            now += gap;
+            const req = { customerId, limits, now, cal: calendar(now), cost: 1, monthSeed: seed };
+            const m = memory.check(req) as LimitResult;
+            const r = (await lua.check(req)) as LimitResult;
+            expect(r.allowed).toBe(m.allowed);
+            expect(r.violated).toEqual(m.violated);
+            expect(r.day).toBe(m.day);
+            expect(r.month).toBe(m.month);
+            if (limits.perMinute !== null) expect(r.minuteRemaining).toBe(m.minuteRemaining);
+            expect(Math.abs(r.retryAfterMs - Math.ceil(m.retryAfterMs))).toBeLessThanOrEqual(1);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+});
