@@ -104,7 +104,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     connectionTimeout: config.http.requestTimeoutMs,
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
-    return503OnClosing: true,
+    // Requests arriving while draining get our own problem+json 503 (onRequest hook below).
+    return503OnClosing: false,
     forceCloseConnections: "idle",
     onProtoPoisoning: "error",
     onConstructorPoisoning: "error",
@@ -208,6 +209,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
+    if (lifecycle.isShuttingDown) throw errors.shuttingDown();
   });
   // While draining, answer in-flight requests with Connection: close so keep-alive sockets
   // end with them and server.close() completes instead of waiting for the keep-alive timeout.

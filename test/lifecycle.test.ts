@@ -3,8 +3,10 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { describe, expect, it } from "vitest";
 import { buildTestApp } from "./helpers/app.ts";
 
+let entered: () => void = () => {};
 const slow: FastifyPluginAsyncTypebox = async (app) => {
   app.get("/_probe/slow", async () => {
+    entered();
     await sleep(300);
     return { done: true };
   });
@@ -22,8 +24,11 @@ describe("graceful shutdown", () => {
       order.push("close");
     });
     const address = await t.app.listen({ host: "127.0.0.1", port: 0 });
+    const inHandler = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
     const inflight = fetch(`${address}/_probe/slow`).then(async (r) => ({ status: r.status, body: await r.json() }));
-    await sleep(50);
+    await inHandler; // the request is being served when shutdown begins
     const closing = t.app.close();
     const res = await inflight;
     await closing;
@@ -45,6 +50,24 @@ describe("graceful shutdown", () => {
     });
     await t.close();
     expect(ran).toEqual(["after"]);
+  });
+});
+
+describe("requests that arrive while draining", () => {
+  it("get 503 shutting_down as problem+json with Retry-After and Connection: close", async () => {
+    const t = await buildTestApp();
+    try {
+      // What preClose does when a shutdown begins; a request on a kept-alive socket then lands here.
+      t.app.platform.lifecycle.markShuttingDown();
+      const late = await t.app.inject({ method: "GET", url: "/health/live" });
+      expect(late.statusCode).toBe(503);
+      expect(late.headers["content-type"]).toMatch(/problem\+json/);
+      expect(late.json().code).toBe("shutting_down");
+      expect(late.headers["retry-after"]).toBe("1");
+      expect(late.headers.connection).toBe("close");
+    } finally {
+      await t.close();
+    }
   });
 });
 
