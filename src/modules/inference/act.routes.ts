@@ -141,12 +141,13 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
       if (image.imageArray === undefined) {
         throw errors.invalidImage("/act takes the image as a json_numpy uint8 HxWx3 array.");
       }
+      // The runner logs the outcome, success or failure.
+      markLogged(request);
       const { result, totalMs } = await runner.run(callContext(request, reply, "act"), {
         instruction,
         unnormKey,
         image,
       });
-      markLogged(request);
       reply.header("Server-Timing", serverTiming({ ...result.timing, total_ms: totalMs }));
       const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(result.action), [result.action.length]));
       return reply

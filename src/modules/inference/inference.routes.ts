@@ -169,8 +169,9 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
         robotId: body.robot_id as string,
         image: imageInput(body.image, platform),
       };
-      const { id, result, totalMs } = await runner.run(callContext(request, reply, "rest"), input);
+      // The runner logs the outcome, success or failure.
       markLogged(request);
+      const { id, result, totalMs } = await runner.run(callContext(request, reply, "rest"), input);
       const timing = { ...result.timing, total_ms: totalMs };
       reply.header("Server-Timing", serverTiming(timing));
       return {
