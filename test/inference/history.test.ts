@@ -43,7 +43,7 @@ describe("inference history", () => {
       const page = res.json() as Page;
       seen.push(...page.data.map((r) => r.id));
       for (let i = 1; i < page.data.length; i++) {
-        expect(page.data[i - 1]?.created_at >= (page.data[i]?.created_at ?? "")).toBe(true);
+        expect((page.data[i - 1]?.created_at ?? "") >= (page.data[i]?.created_at ?? "")).toBe(true);
       }
       cursor = page.next_cursor;
       pages++;
