@@ -34,6 +34,12 @@ import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../src/modules/models/registry.
 import { createDatabase } from "../src/platform/db/client.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
 
+/**
+ * Optional PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/infer_bench, an empty database you
+ * drop afterwards). Without it the app uses in-memory PGlite, which runs the batched log INSERTs
+ * on the event loop: they then show up as latency tails PostgreSQL would not cause.
+ */
+const DATABASE_URL = process.env.BENCH_DATABASE_URL;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 6);
 const CONNECTIONS = 16;
 const FIXED_RATE = 200;
@@ -80,7 +86,7 @@ async function serve(): Promise<void> {
     },
     { dotenv: false, persistGeneratedSecret: false },
   );
-  const database = await createDatabase({});
+  const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
   const probe: FastifyPluginAsyncTypebox<ModuleOptions> = async (app) => {
     app.post(
       "/bench/decode",
@@ -158,6 +164,8 @@ async function fixedRate(port: number, headers: Record<string, string>, body: st
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const client: number[] = [];
   const added: number[] = [];
+  const preprocess: number[] = [];
+  const queue: number[] = [];
   let errors = 0;
   const total = rate * seconds;
   const start = performance.now();
@@ -185,10 +193,12 @@ async function fixedRate(port: number, headers: Record<string, string>, body: st
                 client.push(performance.now() - t0);
                 const timing = (
                   JSON.parse(Buffer.concat(chunks).toString("utf8")) as {
-                    timing: { total_ms: number; model_ms: number };
+                    timing: { total_ms: number; model_ms: number; preprocess_ms: number; queue_ms: number };
                   }
                 ).timing;
                 added.push(timing.total_ms - timing.model_ms);
+                preprocess.push(timing.preprocess_ms);
+                queue.push(timing.queue_ms);
               } else errors++;
               if (++done === total) resolve();
             });
@@ -205,7 +215,7 @@ async function fixedRate(port: number, headers: Record<string, string>, body: st
     tick();
   });
   agent.destroy();
-  return { client: stats(client), added: stats(added), errors };
+  return { client: stats(client), added: stats(added), preprocess: stats(preprocess), queue: stats(queue), errors };
 }
 
 async function main(): Promise<void> {
@@ -254,6 +264,7 @@ async function main(): Promise<void> {
       when: new Date().toISOString(),
       seconds: SECONDS,
       mock_max_wait_ms: MAX_WAIT_MS,
+      database: DATABASE_URL === undefined ? "pglite" : "postgres",
       load_average: os.loadavg().map((l) => Math.round(l * 100) / 100),
       connections: CONNECTIONS,
       throughput: {
@@ -268,6 +279,8 @@ async function main(): Promise<void> {
         errors: fixed.errors,
         added_ms_p50: Math.round(fixed.added.p50 * 1000) / 1000,
         added_ms_p99: Math.round(fixed.added.p99 * 1000) / 1000,
+        preprocess_ms_p50: Math.round(fixed.preprocess.p50 * 1000) / 1000,
+        queue_ms_p50: Math.round(fixed.queue.p50 * 1000) / 1000,
         client_ms_p50: Math.round(fixed.client.p50 * 100) / 100,
         client_ms_p99: Math.round(fixed.client.p99 * 100) / 100,
       },
