@@ -62,6 +62,14 @@ export interface Config {
     /** Load/check every backend at startup (in the background; models report `loading` until done). */
     readonly warmUp: boolean;
   };
+  readonly inference: {
+    /** Store instruction text in inference_logs (its SHA-256 is always stored). */
+    readonly logInstructions: boolean;
+    /** Largest image file part of a multipart inference upload. */
+    readonly multipartMaxFileBytes: number;
+    /** How often the partition job makes sure the next monthly partitions of inference_logs exist. */
+    readonly partitionCheckMs: number;
+  };
   readonly apiKeys: {
     /** How long a verified key is served from the in-process cache without asking the database. */
     readonly cacheFreshMs: number;
@@ -318,6 +326,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       imageMaxBytes: r.int("IMAGE_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
       imageMaxPixels: r.int("IMAGE_MAX_PIXELS", 4096 * 4096, 64, 1024 * 1024 * 1024),
       warmUp: r.bool("MODELS_WARM_UP", true),
+    },
+    inference: {
+      logInstructions: r.bool("LOG_INSTRUCTIONS", true),
+      multipartMaxFileBytes: r.int("INFERENCE_UPLOAD_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+      partitionCheckMs: r.int("INFERENCE_PARTITION_CHECK_MS", 6 * 3_600_000, 1_000, 7 * 86_400_000),
     },
     apiKeys: {
       cacheFreshMs: r.int("API_KEY_CACHE_FRESH_MS", 10_000, 0, 3_600_000),

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../app.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
+import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
 import { usageRoutes } from "./rate-limit/usage.routes.ts";
@@ -17,4 +18,5 @@ export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [
   apiKeysModule,
   usageRoutes,
   modelsRoutes,
+  inferenceModule,
 ];

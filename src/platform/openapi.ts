@@ -18,6 +18,11 @@ export const TAGS = [
     name: "api-keys",
     description: "Create, list, rename, rotate and revoke API keys (account owner or `admin` keys).",
   },
+  {
+    name: "inference",
+    description:
+      "Run a policy: `POST /v1/inference` (JSON, multipart or json_numpy image), inference history, and the OpenVLA-compatible `POST /act`.",
+  },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
 ] as const;
 

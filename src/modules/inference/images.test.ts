@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 import { AppError } from "../../platform/errors.ts";
-import { centerCropBox, type ImageSpec, prepareImage } from "./images.ts";
+import { centerCropBox, headerSize, type ImageSpec, prepareImage } from "./images.ts";
 import type { NdArray } from "./ndarray.ts";
 
 const spec = (strategy: ImageSpec["strategy"], size = 224): ImageSpec => ({ width: size, height: size, strategy });
@@ -161,5 +161,20 @@ describe("prepareImage", () => {
       await codeOf(prepareImage({ bytes: big }, spec("resize-naive"), { maxEncodedBytes: 1e7, maxPixels: 250 * 250 })),
     ).toBe("invalid_image");
     expect(await codeOf(prepareImage({ bytes: big }, spec("resize-naive")))).toBeUndefined();
+  });
+});
+
+describe("headerSize", () => {
+  it("reads JPEG and PNG dimensions as sharp does", async () => {
+    const raw = Buffer.alloc(37 * 23 * 3, 7);
+    const opts = { raw: { width: 37, height: 23, channels: 3 as const } };
+    const jpg = await sharp(raw, opts).jpeg().toBuffer();
+    const pngBytes = await sharp(raw, opts).png().toBuffer();
+    const progressive = await sharp(raw, opts).jpeg({ progressive: true }).withMetadata().toBuffer();
+    expect(headerSize(jpg, "jpeg")).toEqual({ width: 37, height: 23 });
+    expect(headerSize(progressive, "jpeg")).toEqual({ width: 37, height: 23 });
+    expect(headerSize(pngBytes, "png")).toEqual({ width: 37, height: 23 });
+    expect(headerSize(jpg.subarray(0, 4), "jpeg")).toBeUndefined();
+    expect(headerSize(Buffer.from([0xff, 0xd8, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), "jpeg")).toBeUndefined();
   });
 });

@@ -69,6 +69,41 @@ function sniff(b: Uint8Array): "jpeg" | "png" | "webp" | undefined {
   return undefined;
 }
 
+/**
+ * Width and height from a PNG IHDR or a JPEG SOF header, read in JS: saves a round trip to
+ * sharp's thread pool on the hot path. Undefined when the header is not that simple (then
+ * sharp's metadata() decides, as it does for WebP).
+ */
+export function headerSize(
+  b: Uint8Array,
+  format: "jpeg" | "png" | "webp",
+): { width: number; height: number } | undefined {
+  const u16 = (i: number) => ((b[i] as number) << 8) | (b[i + 1] as number);
+  const u32 = (i: number) => u16(i) * 65536 + u16(i + 2);
+  if (format === "png") {
+    if (b.length < 24 || Buffer.from(b.subarray(12, 16)).toString("latin1") !== "IHDR") return undefined;
+    return { width: u32(16), height: u32(20) };
+  }
+  if (format === "jpeg") {
+    let i = 2;
+    while (i + 9 < b.length) {
+      if (b[i] !== 0xff) return undefined;
+      const marker = b[i + 1] as number;
+      if (marker === 0xff) {
+        i++;
+        continue;
+      }
+      // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        return { height: u16(i + 5), width: u16(i + 7) };
+      }
+      if (marker === 0xd9 || marker === 0xda) return undefined;
+      i += 2 + u16(i + 2);
+    }
+  }
+  return undefined;
+}
+
 function sha256(b: Uint8Array): string {
   return createHash("sha256").update(b).digest("hex");
 }
@@ -105,15 +140,19 @@ export async function prepareImage(
     const format = sniff(bytes);
     if (format === undefined) throw errors.invalidImage("The image is not JPEG, PNG or WebP.");
     const options: SharpOptions = { limitInputPixels: limits.maxPixels, failOn: "error", sequentialRead: true };
-    let meta: Metadata;
-    try {
-      // Reads the header only: a decompression bomb is refused before any pixel is decoded.
-      meta = await sharp(bytes, options).metadata();
-    } catch (e) {
-      throw errors.invalidImage(`The image header cannot be read: ${message(e)}`);
+    let size = headerSize(bytes, format);
+    if (size === undefined) {
+      let meta: Metadata;
+      try {
+        // Reads the header only: a decompression bomb is refused before any pixel is decoded.
+        meta = await sharp(bytes, options).metadata();
+      } catch (e) {
+        throw errors.invalidImage(`The image header cannot be read: ${message(e)}`);
+      }
+      size = { width: meta.width ?? 0, height: meta.height ?? 0 };
     }
-    const w = meta.width ?? 0;
-    const h = meta.height ?? 0;
+    const w = size.width;
+    const h = size.height;
     if (w < 1 || h < 1) throw errors.invalidImage("The image declares no size.");
     if (w * h > limits.maxPixels) {
       throw errors.invalidImage(`The image declares ${w}x${h} pixels; the limit is ${limits.maxPixels} pixels.`);

@@ -1,0 +1,159 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "typebox";
+import { errors } from "../../platform/errors.ts";
+import type { InferenceRouteOptions } from "./inference.routes.ts";
+import {
+  callContext,
+  failureInfoOf,
+  imageInput,
+  markLogged,
+  recordRouteFailure,
+  serverTiming,
+} from "./inference-http.ts";
+import { encodeJsonNumpy } from "./json-numpy.ts";
+
+/** Header values must be Latin-1 without control characters; keep the detail short and plain. */
+function headerSafe(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, "?").slice(0, 300);
+}
+
+interface ActDocument {
+  image: unknown;
+  instruction: unknown;
+  unnorm_key?: unknown;
+}
+
+/** The deploy.py body, or the `{"encoded": "<JSON text of it>"}` variant. */
+function readBody(body: unknown): { doc: ActDocument; encoded: boolean } {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw errors.validation([{ in: "body", path: "/", message: "must be a JSON object" }]);
+  }
+  const b = body as Record<string, unknown>;
+  if (typeof b.encoded === "string") {
+    let inner: unknown;
+    try {
+      inner = JSON.parse(b.encoded);
+    } catch {
+      throw errors.invalidJson('"encoded" does not hold valid JSON.');
+    }
+    if (inner === null || typeof inner !== "object" || Array.isArray(inner)) {
+      throw errors.validation([{ in: "body", path: "/encoded", message: "must hold a JSON object" }]);
+    }
+    return { doc: inner as ActDocument, encoded: true };
+  }
+  return { doc: b as unknown as ActDocument, encoded: false };
+}
+
+function checkDoc(doc: ActDocument): { instruction: string; unnormKey: string | undefined } {
+  const problems: { in: "body"; path: string; message: string }[] = [];
+  if (doc.image === undefined) problems.push({ in: "body", path: "/image", message: "is required" });
+  if (typeof doc.instruction !== "string" || doc.instruction.length < 1 || doc.instruction.length > 1000) {
+    problems.push({ in: "body", path: "/instruction", message: "must be a string of 1..1000 characters" });
+  }
+  if (doc.unnorm_key !== undefined && doc.unnorm_key !== null && typeof doc.unnorm_key !== "string") {
+    problems.push({ in: "body", path: "/unnorm_key", message: "must be a string" });
+  }
+  if (problems.length > 0) throw errors.validation(problems);
+  return {
+    instruction: doc.instruction as string,
+    unnormKey: typeof doc.unnorm_key === "string" ? doc.unnorm_key : undefined,
+  };
+}
+
+/**
+ * POST /act: OpenVLA's deploy.py protocol, so a robot team's stock client works by adding an
+ * API key header. Failures answer the JSON string "error" (what stock clients expect) with the
+ * real HTTP status and `X-Problem-Code` / `X-Problem-Detail` headers; see docs/inference.md.
+ */
+export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async (app, { platform, runner }) => {
+  const requireInference = platform.auth.require({ scopes: ["inference"] });
+  const meter = platform.limits.meter();
+  const failureInfo = (body: unknown) => {
+    try {
+      return failureInfoOf(readBody(body).doc);
+    } catch {
+      return failureInfoOf(body);
+    }
+  };
+
+  app.post(
+    "/act",
+    {
+      onRequest: [requireInference, meter],
+      bodyLimit: platform.config.http.inferenceBodyLimitBytes,
+      schema: {
+        tags: ["inference"],
+        summary: "OpenVLA-compatible action endpoint",
+        description:
+          'OpenVLA `vla-scripts/deploy.py` protocol: `{"image": json_numpy uint8 HxWx3, "instruction": str, "unnorm_key"?: str}` ' +
+          '(or `{"encoded": "<that document as JSON text>"}`) -> a json_numpy float64 array of shape [7]. Authenticate with ' +
+          '`X-API-Key` (or `Authorization: Bearer`). Failures answer the JSON string `"error"` with the HTTP status and ' +
+          "`X-Problem-Code`/`X-Problem-Detail` headers. Logged with source `act`.",
+        security: [{ apiKeyHeader: [] }, { bearerAuth: [] }],
+        body: Type.Object(
+          {
+            image: Type.Optional(Type.Unknown({ description: "json_numpy uint8 HxWx3 array." })),
+            instruction: Type.Optional(Type.String()),
+            unnorm_key: Type.Optional(Type.String()),
+            encoded: Type.Optional(
+              Type.String({ description: "The whole document as JSON text (clients without json_numpy)." }),
+            ),
+          },
+          {
+            examples: [
+              {
+                image: { __numpy__: "<base64 of 224*224*3 bytes>", dtype: "|u1", shape: [224, 224, 3] },
+                instruction: "pick up the red block",
+                unnorm_key: "bridge_orig",
+              },
+            ],
+          },
+        ),
+        response: {
+          200: Type.Unknown({
+            description:
+              'json_numpy float64 [7]: `{"__numpy__": base64 of 56 bytes, "dtype": "<f8", "shape": [7]}`; a JSON string holding it for the `encoded` variant.',
+          }),
+          "4XX": Type.Literal("error", {
+            description: 'The JSON string "error"; see X-Problem-Code and X-Problem-Detail.',
+          }),
+          "5XX": Type.Literal("error", {
+            description: 'The JSON string "error"; see X-Problem-Code and X-Problem-Detail.',
+          }),
+        },
+      },
+      errorHandler: (error, request, reply) => {
+        const appError = recordRouteFailure(runner, request, reply, error, "act", failureInfo);
+        for (const [k, v] of Object.entries(appError.headers)) reply.header(k, v);
+        return reply
+          .code(appError.status)
+          .header("X-Problem-Code", appError.code)
+          .header("X-Problem-Detail", headerSafe(appError.detail ?? appError.title))
+          .type("application/json")
+          .serializer((p: unknown) => String(p))
+          .send('"error"');
+      },
+    },
+    async (request, reply) => {
+      const { doc, encoded } = readBody(request.body);
+      const { instruction, unnormKey } = checkDoc(doc);
+      const image = imageInput(doc.image, platform);
+      if (image.imageArray === undefined) {
+        throw errors.invalidImage("/act takes the image as a json_numpy uint8 HxWx3 array.");
+      }
+      // The runner logs the outcome, success or failure.
+      markLogged(request);
+      const { result, totalMs } = await runner.run(callContext(request, reply, "act"), {
+        instruction,
+        unnormKey,
+        image,
+      });
+      reply.header("Server-Timing", serverTiming({ ...result.timing, total_ms: totalMs }));
+      const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(result.action), [result.action.length]));
+      return reply
+        .type("application/json")
+        .serializer((p: unknown) => String(p))
+        .send(encoded ? JSON.stringify(out) : out);
+    },
+  );
+};

@@ -1,0 +1,157 @@
+import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
+import type { Db } from "../../platform/db/client.ts";
+import { type InferenceLogRow, inferenceLogs } from "../../platform/db/schema/index.ts";
+
+export type InferenceSource = "rest" | "act" | "stream" | "openpi";
+export const INFERENCE_SOURCES: readonly InferenceSource[] = ["rest", "act", "stream", "openpi"];
+
+/**
+ * One log row as the batch writer carries it: plain JSON (dates as ISO strings), because rows
+ * spilled to the journal come back through JSON.parse.
+ */
+export interface InferenceLogEntry {
+  readonly id: string;
+  readonly createdAt: string;
+  readonly customerId: string;
+  readonly apiKeyId: string | null;
+  readonly userId: string | null;
+  readonly model: string;
+  readonly backend: string | null;
+  readonly robotId: string | null;
+  readonly instruction: string | null;
+  readonly instructionSha256: string | null;
+  readonly imageSha256: string | null;
+  readonly action: number[] | null;
+  readonly actionChunk: number[][] | null;
+  readonly unnormKey: string | null;
+  readonly status: "ok" | "error";
+  readonly errorCode: string | null;
+  readonly preprocessMs: number | null;
+  readonly queueMs: number | null;
+  readonly modelMs: number | null;
+  readonly totalMs: number;
+  readonly source: InferenceSource;
+}
+
+export interface HistoryFilter {
+  readonly robotId?: string | undefined;
+  readonly model?: string | undefined;
+  readonly status?: "ok" | "error" | undefined;
+  readonly source?: InferenceSource | undefined;
+  readonly from?: Date | undefined;
+  readonly to?: Date | undefined;
+}
+
+/** Position after which the next page starts: the last row's (created_at, id). */
+export interface HistoryCursor {
+  readonly createdAt: string;
+  readonly id: string;
+}
+
+const MONTH_TABLE = /^inference_logs_y\d{4}m\d{2}$/;
+
+/** `inference_logs_y2026m11` and its [from, to) bounds for the UTC month containing `t`, offset by `ahead`. */
+export function monthPartition(t: Date, ahead = 0): { name: string; from: string; to: string } {
+  const start = new Date(Date.UTC(t.getUTCFullYear(), t.getUTCMonth() + ahead, 1));
+  const end = new Date(Date.UTC(start.getUTCFullYear(), start.getUTCMonth() + 1, 1));
+  const y = start.getUTCFullYear();
+  const m = String(start.getUTCMonth() + 1).padStart(2, "0");
+  return { name: `inference_logs_y${y}m${m}`, from: start.toISOString(), to: end.toISOString() };
+}
+
+/** Data access for inference_logs; framework-free. */
+export class InferenceLogsRepo {
+  private readonly db: Db;
+
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  /** One multi-row INSERT; replays of an already stored batch are ignored (same primary key). */
+  async insertMany(rows: readonly InferenceLogEntry[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db
+      .insert(inferenceLogs)
+      .values(rows.map((r) => ({ ...r, createdAt: new Date(r.createdAt) })))
+      .onConflictDoNothing();
+  }
+
+  /**
+   * Creates the monthly partitions for the month of `now` and the next `monthsAhead` months
+   * when missing. Returns the names created. A month whose rows already sit in the DEFAULT
+   * partition cannot be attached; that error is reported, the others still get created.
+   */
+  async ensurePartitions(now: Date, monthsAhead = 2): Promise<{ created: string[]; failed: string[] }> {
+    const existing = new Set(await this.partitionNames());
+    const created: string[] = [];
+    const failed: string[] = [];
+    for (let i = 0; i <= monthsAhead; i++) {
+      const p = monthPartition(now, i);
+      if (existing.has(p.name)) continue;
+      try {
+        await this.db.execute(
+          sql.raw(
+            `create table if not exists "${p.name}" partition of "inference_logs" for values from ('${p.from}') to ('${p.to}')`,
+          ),
+        );
+        created.push(p.name);
+      } catch {
+        failed.push(p.name);
+      }
+    }
+    return { created, failed };
+  }
+
+  /** Names of the attached partitions (monthly ones and the default). */
+  async partitionNames(): Promise<string[]> {
+    const res = await this.db.execute<{ name: string }>(
+      sql`select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid
+          join pg_class p on p.oid = i.inhparent where p.relname = 'inference_logs' order by 1`,
+    );
+    const rows = (res as unknown as { rows: { name: string }[] }).rows;
+    return rows.map((r) => r.name).filter((n) => MONTH_TABLE.test(n) || n === "inference_logs_default");
+  }
+
+  async get(customerId: string, id: string): Promise<InferenceLogRow | undefined> {
+    const [row] = await this.db
+      .select()
+      .from(inferenceLogs)
+      .where(and(eq(inferenceLogs.customerId, customerId), eq(inferenceLogs.id, id)))
+      .limit(1);
+    return row;
+  }
+
+  /** Newest first; `limit + 1` rows are read so the caller knows whether another page exists. */
+  async list(
+    customerId: string,
+    filter: HistoryFilter,
+    cursor: HistoryCursor | undefined,
+    limit: number,
+  ): Promise<InferenceLogRow[]> {
+    const t = inferenceLogs;
+    const conds = [eq(t.customerId, customerId)];
+    if (filter.robotId !== undefined) conds.push(eq(t.robotId, filter.robotId));
+    if (filter.model !== undefined) conds.push(eq(t.model, filter.model));
+    if (filter.status !== undefined) conds.push(eq(t.status, filter.status));
+    if (filter.source !== undefined) conds.push(eq(t.source, filter.source));
+    if (filter.from !== undefined) conds.push(gte(t.createdAt, filter.from));
+    if (filter.to !== undefined) conds.push(lt(t.createdAt, filter.to));
+    if (cursor !== undefined) {
+      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+    }
+    return this.db
+      .select()
+      .from(t)
+      .where(and(...conds))
+      .orderBy(desc(t.createdAt), desc(t.id))
+      .limit(limit + 1);
+  }
+
+  async deleteCustomer(customerId: string): Promise<number> {
+    const rows = await this.db
+      .delete(inferenceLogs)
+      .where(eq(inferenceLogs.customerId, customerId))
+      .returning({ id: inferenceLogs.id });
+    return rows.length;
+  }
+}

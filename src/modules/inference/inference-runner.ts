@@ -1,0 +1,157 @@
+import { createHash, randomUUID } from "node:crypto";
+import { Counter, type Registry } from "prom-client";
+import type { Principal } from "../../platform/auth.ts";
+import type { AppError } from "../../platform/errors.ts";
+import type { InferenceEngine, InferenceRequest, InferenceResult } from "./inference.service.ts";
+import type { InferenceLogEntry, InferenceSource } from "./inference-logs.repo.ts";
+
+/** What every entry point (REST, /act, streams) hands over after parsing its own format. */
+export interface RunInput {
+  readonly model?: string | undefined;
+  readonly unnormKey?: string | undefined;
+  readonly instruction: string;
+  readonly robotId?: string | undefined;
+  readonly image: Pick<InferenceRequest, "imageBytes" | "imageArray">;
+}
+
+export interface CallContext {
+  readonly principal: Principal;
+  readonly source: InferenceSource;
+  /** Milliseconds since the request arrived (the response's total_ms). */
+  readonly elapsedMs: () => number;
+}
+
+/** What a failed request's log row can still say about it. */
+export interface FailureInfo {
+  readonly model?: string | undefined;
+  readonly unnormKey?: string | undefined;
+  readonly instruction?: string | undefined;
+  readonly robotId?: string | undefined;
+}
+
+export interface RunOutput {
+  readonly id: string;
+  readonly result: InferenceResult;
+  readonly totalMs: number;
+}
+
+export const SAFETY_NOT_EVALUATED = {
+  status: "not_evaluated",
+  reason: "safety evaluation is not enabled yet",
+  action_taken: "none",
+} as const;
+
+const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
+const round = (v: number) => Math.round(v * 1000) / 1000;
+
+/** API-level counter: per entry point, including requests that fail before reaching a model. */
+export function createInferenceApiMetrics(registry: Registry): Counter<"source" | "model" | "outcome"> {
+  return new Counter({
+    name: "vla_inference_api_requests_total",
+    help: "Inference requests by entry point (rest, act, stream, openpi), model and outcome (ok or an error code); 401/403/429 rejections excluded.",
+    labelNames: ["source", "model", "outcome"],
+    registers: [registry],
+  });
+}
+
+/**
+ * Runs one inference through the engine and records it: a log row for the batch writer (off
+ * the request path) and the per-source counter. Framework-free; routes and stream handlers
+ * call it after parsing their own wire format.
+ */
+export class InferenceRunner {
+  private readonly engine: InferenceEngine;
+  private readonly sink: { push(row: InferenceLogEntry): void };
+  private readonly logInstructions: boolean;
+  private readonly counter: Counter<"source" | "model" | "outcome"> | undefined;
+  private readonly now: () => number;
+
+  constructor(options: {
+    engine: InferenceEngine;
+    sink: { push(row: InferenceLogEntry): void };
+    logInstructions: boolean;
+    counter?: Counter<"source" | "model" | "outcome">;
+    now?: () => number;
+  }) {
+    this.engine = options.engine;
+    this.sink = options.sink;
+    this.logInstructions = options.logInstructions;
+    this.counter = options.counter;
+    this.now = options.now ?? Date.now;
+  }
+
+  async run(ctx: CallContext, input: RunInput): Promise<RunOutput> {
+    let result: InferenceResult;
+    try {
+      result = await this.engine.infer({
+        model: input.model,
+        instruction: input.instruction,
+        unnormKey: input.unnormKey,
+        customerId: ctx.principal.customerId,
+        ...input.image,
+      });
+    } catch (e) {
+      const code = (e as Partial<AppError>).code ?? "internal_error";
+      this.recordFailure(ctx, input, code);
+      throw e;
+    }
+    const id = randomUUID();
+    const totalMs = round(ctx.elapsedMs());
+    this.sink.push({
+      ...this.base(ctx, input, id),
+      model: result.model,
+      backend: result.backend,
+      imageSha256: result.imageSha256,
+      action: result.action,
+      actionChunk: result.actionChunk ?? null,
+      unnormKey: result.unnormKey,
+      status: "ok",
+      errorCode: null,
+      preprocessMs: result.timing.preprocess_ms,
+      queueMs: result.timing.queue_ms,
+      modelMs: result.timing.model_ms,
+      totalMs,
+    });
+    this.counter?.inc({ source: ctx.source, model: result.model, outcome: "ok" });
+    return { id, result, totalMs };
+  }
+
+  /** Logs a request that failed before or inside the engine (never 401/403/429: callers skip those). */
+  recordFailure(ctx: CallContext, info: FailureInfo, code: string): void {
+    const model = typeof info.model === "string" ? info.model.slice(0, 128) : this.engine.defaultModel;
+    this.sink.push({
+      ...this.base(ctx, info, randomUUID()),
+      model,
+      backend: null,
+      imageSha256: null,
+      action: null,
+      actionChunk: null,
+      unnormKey: typeof info.unnormKey === "string" ? info.unnormKey.slice(0, 128) : null,
+      status: "error",
+      errorCode: code,
+      preprocessMs: null,
+      queueMs: null,
+      modelMs: null,
+      totalMs: round(ctx.elapsedMs()),
+    });
+    // Unknown model names are caller input: keep the label set bounded.
+    const label = this.engine.modelIds().includes(model) ? model : "unknown";
+    this.counter?.inc({ source: ctx.source, model: label, outcome: code });
+  }
+
+  private base(ctx: CallContext, info: FailureInfo, id: string) {
+    const instruction = typeof info.instruction === "string" ? info.instruction : null;
+    const robotId = typeof info.robotId === "string" ? info.robotId.slice(0, 128) : null;
+    return {
+      id,
+      createdAt: new Date(this.now()).toISOString(),
+      customerId: ctx.principal.customerId,
+      apiKeyId: ctx.principal.apiKeyId,
+      userId: ctx.principal.userId,
+      robotId,
+      instruction: this.logInstructions && instruction !== null ? instruction.slice(0, 1000) : null,
+      instructionSha256: instruction === null ? null : sha256(instruction),
+      source: ctx.source,
+    };
+  }
+}

@@ -1,0 +1,67 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { Platform } from "../../app.ts";
+import type { BatchWriter } from "../../platform/batch-writer.ts";
+import type { ModuleOptions } from "../index.ts";
+import { actRoutes } from "./act.routes.ts";
+import { inferenceRoutes } from "./inference.routes.ts";
+import { type InferenceLogEntry, InferenceLogsRepo } from "./inference-logs.repo.ts";
+import { createInferenceApiMetrics, InferenceRunner } from "./inference-runner.ts";
+
+/** Test seam: the inference-log writer of an app (tests flush it instead of waiting). */
+export const inferenceLogWriters = new WeakMap<Platform, BatchWriter<InferenceLogEntry>>();
+
+/**
+ * The inference API: REST (`/v1/inference`), history, `/act`; inference logs written by a
+ * batch writer into the monthly-partitioned `inference_logs`, a job creating partitions ahead,
+ * and the GDPR deletion hook.
+ */
+export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
+  const repo = new InferenceLogsRepo(platform.database.db);
+  const writer = await platform.batchWriter<InferenceLogEntry>("inference-logs", {
+    write: (rows) => repo.insertMany(rows),
+  });
+  inferenceLogWriters.set(platform, writer);
+
+  // Partitions: the current month and the next two, at start and periodically after.
+  const ensure = async () => {
+    try {
+      const r = await repo.ensurePartitions(new Date(platform.now()), 2);
+      if (r.created.length > 0) app.log.info({ partitions: r.created }, "inference_logs partitions created");
+      if (r.failed.length > 0) {
+        app.log.warn(
+          { partitions: r.failed },
+          "inference_logs partitions could not be created; rows go to the default partition",
+        );
+      }
+    } catch (err) {
+      app.log.warn({ err }, "inference_logs partition check failed; will retry");
+    }
+  };
+  await ensure();
+  const timer = setInterval(() => void ensure(), platform.config.inference.partitionCheckMs);
+  timer.unref();
+  platform.lifecycle.onFlush("inference-partitions", () => clearInterval(timer));
+
+  platform.deletion.register({
+    name: "inference-logs",
+    async deleteCustomer({ tx, customerId }) {
+      return { inference_logs: await new InferenceLogsRepo(tx).deleteCustomer(customerId) };
+    },
+    // Rows still buffered when the transaction ran would be written afterwards: flush, delete again.
+    async afterCommit({ customerId, wholeCustomer }) {
+      if (!wholeCustomer) return;
+      await writer.flush();
+      await repo.deleteCustomer(customerId);
+    },
+  });
+
+  const runner = new InferenceRunner({
+    engine: platform.engine,
+    sink: writer,
+    logInstructions: platform.config.inference.logInstructions,
+    counter: createInferenceApiMetrics(platform.metrics.registry),
+    now: platform.now,
+  });
+  await app.register(inferenceRoutes, { platform, runner, repo });
+  await app.register(actRoutes, { platform, runner, repo });
+};

@@ -1,0 +1,51 @@
+import { sql } from "drizzle-orm";
+import { doublePrecision, index, jsonb, pgTable, primaryKey, real, text, timestamp, uuid } from "drizzle-orm/pg-core";
+
+/**
+ * One row per inference request (REST, /act, stream frames, openpi), successful or failed
+ * (except 401/403/429 rejections). PARTITIONED BY RANGE (created_at), one partition per UTC
+ * month plus a DEFAULT partition: the partitioning is hand-written in
+ * migrations/0003_inference_logs.sql (drizzle-kit does not model it); the monthly partitions
+ * are created ahead by the inference module's partition job. The primary key must include the
+ * partition key, hence (id, created_at). No foreign keys: the customer's logs are removed by
+ * the deletion hook, and the hot insert path stays free of FK checks.
+ */
+export const inferenceLogs = pgTable(
+  "inference_logs",
+  {
+    id: uuid("id").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    customerId: uuid("customer_id").notNull(),
+    apiKeyId: uuid("api_key_id"),
+    userId: uuid("user_id"),
+    model: text("model").notNull(),
+    backend: text("backend"),
+    robotId: text("robot_id"),
+    /** Stored only when LOG_INSTRUCTIONS allows it; the hash is always kept. */
+    instruction: text("instruction"),
+    instructionSha256: text("instruction_sha256"),
+    imageSha256: text("image_sha256"),
+    action: jsonb("action").$type<number[]>(),
+    actionChunk: jsonb("action_chunk").$type<number[][]>(),
+    unnormKey: text("unnorm_key"),
+    /** `ok` or `error`. */
+    status: text("status").notNull(),
+    errorCode: text("error_code"),
+    preprocessMs: real("preprocess_ms"),
+    queueMs: real("queue_ms"),
+    modelMs: real("model_ms"),
+    totalMs: doublePrecision("total_ms").notNull(),
+    /** `rest`, `act`, `stream` or `openpi`. */
+    source: text("source").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.id, t.createdAt] }),
+    index("inference_logs_customer_created_idx").on(t.customerId, t.createdAt.desc(), t.id.desc()),
+    index("inference_logs_customer_robot_idx")
+      .on(t.customerId, t.robotId, t.createdAt.desc())
+      .where(sql`${t.robotId} is not null`),
+  ],
+);
+
+export type InferenceLogRow = typeof inferenceLogs.$inferSelect;
+export type NewInferenceLogRow = typeof inferenceLogs.$inferInsert;
