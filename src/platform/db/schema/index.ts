@@ -4,5 +4,6 @@ export * from "./api-keys.ts";
 export * from "./audit.ts";
 export * from "./auth.ts";
 export * from "./customers.ts";
+export * from "./safety.ts";
 export * from "./usage-counters.ts";
 export * from "./users.ts";
