@@ -56,6 +56,14 @@ describe("linear velocity", () => {
   });
 });
 
+describe("control frequency", () => {
+  it("the same delta is a higher velocity at a higher rate", () => {
+    const fast = profile({ control_hz: 15 });
+    expect(evaluateSync({ action: act(0.0333), profile: fast }).violations).toEqual([]); // 0.4995 m/s
+    expect(evaluateSync({ action: act(0.034), profile: fast }).violations[0]?.type).toBe("linear_velocity"); // 0.51
+  });
+});
+
 describe("angular velocity", () => {
   it("at, below and above the limit", () => {
     expect(evaluateSync({ action: act(0, 0, 0, 0.3), profile: P }).violations).toEqual([]);
@@ -361,9 +369,11 @@ const norm = (a: readonly number[], o: number) => Math.hypot(a[o] as number, a[o
 describe("clamping properties (fast-check)", () => {
   it("a clamped single action satisfies every limit, never moves farther, and is always feasible without a previous action", () => {
     let clamped = 0;
+    const seen = new Set<string>();
     fc.assert(
       fc.property(arbAction, safeStart, (a, start) => {
         const r = evaluateSync({ action: a, profile: CLAMP_ALL, robotState: { ee_position: start } });
+        for (const v of r.violations) seen.add(v.type);
         expect(["pass", "clamped"]).toContain(r.status);
         const out = (r.status === "pass" ? a : r.action) as number[];
         expect(limitProblems(CLAMP_ALL, [out], start, undefined)).toEqual([]);
@@ -374,6 +384,9 @@ describe("clamping properties (fast-check)", () => {
       { numRuns: 2000 },
     );
     expect(clamped).toBeGreaterThan(500); // the generator mostly produces violations
+    // every clampable rule was exercised, zones included
+    for (const t of ["linear_velocity", "angular_velocity", "workspace", "collision", "gripper"])
+      expect(seen).toContain(t);
   });
 
   it("with a previous action: whenever the result is clamped, every limit holds (acceleration included)", () => {
@@ -488,6 +501,36 @@ describe("classifiers", () => {
     const r = await evaluate({ action: act(), profile: P }, { classifiers: [risky(0.6)] });
     expect(r.violations[0]?.severity).toBe("medium");
     expect(r.status).toBe("rejected");
+  });
+  it("a classifier that cannot judge is reported as skipped", async () => {
+    const unsure: SafetyClassifier = {
+      name: "unsure",
+      classify: () => ({ risk: 0, label: "n/a", reasons: [], skipped: "no statistics" }),
+    };
+    const r = await evaluate({ action: act(), profile: P }, { classifiers: [unsure] });
+    expect(r.status).toBe("pass");
+    expect(r.skipped).toContainEqual({ check: "classifier:unsure", reason: "no statistics" });
+  });
+  it("classifiers see the steps, state and context", async () => {
+    let seen: unknown;
+    const spy: SafetyClassifier = {
+      name: "spy",
+      classify: (ctx) => {
+        seen = ctx;
+        return { risk: 0, label: "ok", reasons: [] };
+      },
+    };
+    const state = { ee_position: [0, 0, 0.3], ee_orientation: [0, 0, 0, 1], gripper: 1 };
+    await evaluate(
+      { action: [act(0.01), act(0.02)], profile: P, robotState: state },
+      { classifiers: [spy], modelId: "m", unnormKey: "k" },
+    );
+    expect(seen).toMatchObject({ steps: [act(0.01), act(0.02)], robotState: state, modelId: "m", unnormKey: "k" });
+  });
+  it("an invalid action skips the classifiers", async () => {
+    const r = await evaluate({ action: act(Number.NaN), profile: P }, { classifiers: [never], timeoutMs: 5 });
+    expect(r.violations.map((v) => v.type)).toEqual(["invalid_action"]);
+    expect(r.skipped.map((x) => x.check)).toContain("classifier");
   });
   it("rules and classifiers combine; evaluate without classifiers equals evaluateSync", async () => {
     const input = { action: act(0.12), profile: P, robotState: { ee_position: [0, 0, 0.3] } };
