@@ -146,11 +146,22 @@ describe("acceleration", () => {
     expect(types(reversal.violations)).toEqual(["linear_acceleration"]);
     expect(reversal.status).toBe("clamped");
     expect((reversal.action as number[])[0]).toBeCloseTo(-0.02, 9);
-    // from 0.1 to -0.05 even zero motion exceeds the limit: scaling is infeasible -> rejected
+    // from 0.1 to -0.05: scaling -0.05 cannot work (even zero motion is 2.5 m/s²); the clamp
+    // decelerates from the previous delta instead: 0.1 - 0.08 = 0.02 m, no longer than the raw 0.05
     const clampAll = profile({ policy: { low: "clamp", medium: "clamp", high: "clamp", critical: "clamp" } });
-    const hard = evaluateSync({ action: act(-0.05), profile: clampAll, previousAction: act(0.1) });
-    expect(hard.status).toBe("rejected");
-    expect(hard.reason).toMatch(/clamping could not/);
+    const turn = evaluateSync({ action: act(-0.05), profile: clampAll, previousAction: act(0.1) });
+    expect(turn.status).toBe("clamped");
+    expect((turn.action as number[])[0]).toBeCloseTo(0.02, 9);
+    // a full stop from 0.1: the only motion no longer than the raw one is zero, which breaks the
+    // acceleration limit: nothing satisfies every limit -> rejected
+    const stop = evaluateSync({ action: act(0), profile: clampAll, previousAction: act(0.1) });
+    expect(stop.status).toBe("rejected");
+    expect(stop.reason).toMatch(/clamping could not/);
+    // sideways at speed: blended toward the command within the acceleration limit
+    const side = evaluateSync({ action: act(0, 0.1), profile: clampAll, previousAction: act(0.1) });
+    expect(side.status).toBe("clamped");
+    const sa = side.action as number[];
+    expect(Math.hypot((sa[0] as number) - 0.1, sa[1] as number) * 25).toBeCloseTo(2, 9);
     // a jump in the same direction is clamped to prev + 0.08
     const jump = evaluateSync({ action: act(0.1), profile: P, previousAction: act(0.01) });
     expect(jump.violations[0]?.severity).toBe("medium"); // (0.09*25)/2 - 1 = 12.5 %

@@ -377,30 +377,76 @@ function largestOutside(lo: number, hi: number, holes: readonly [number, number]
   return undefined;
 }
 
-/** Clamp one step; returns undefined when the limits cannot be met by scaling this step. */
-function clampStep(
-  a: readonly number[],
+/**
+ * Fallback when scaling along the commanded direction cannot meet the acceleration limit (e.g. a
+ * sharp turn at speed): move from the previous step's delta toward the commanded one,
+ * x = prev + l * (target - prev), l in [0, 1] as large as every limit allows (acceleration,
+ * velocity, never longer than the raw delta, workspace and zones for a translation).
+ */
+function blendFromPrevious(
+  target: readonly number[],
+  prevV: readonly number[],
+  maxStep: number,
+  maxChange: number,
+  rawNorm: number,
   pos: readonly number[] | undefined,
-  prev: readonly number[] | undefined,
+  p: SafetyProfile,
+): number[] | undefined {
+  const d = [
+    (target[0] as number) - (prevV[0] as number),
+    (target[1] as number) - (prevV[1] as number),
+    (target[2] as number) - (prevV[2] as number),
+  ];
+  const dn = norm3(d[0] as number, d[1] as number, d[2] as number);
+  if (dn === 0) return undefined;
+  const neg = [-(prevV[0] as number), -(prevV[1] as number), -(prevV[2] as number)];
+  let lo = 0;
+  let hi = Math.min(1, maxChange / dn);
+  for (const radius of [maxStep, rawNorm]) {
+    const [a, b] = ballInterval(d, neg, radius);
+    lo = Math.max(lo, a);
+    hi = Math.min(hi, b);
+  }
+  if (pos !== undefined) {
+    for (let i = 0; i < 3; i++) {
+      const [wlo, whi] = p.workspace[AXES[i] as "x"];
+      const base = (pos[i] as number) + (prevV[i] as number);
+      const di = d[i] as number;
+      if (di === 0) {
+        if (base < wlo || base > whi) return undefined;
+        continue;
+      }
+      const a = (wlo - base) / di;
+      const b = (whi - base) / di;
+      lo = Math.max(lo, Math.min(a, b));
+      hi = Math.min(hi, Math.max(a, b));
+    }
+  }
+  if (lo > hi) return undefined;
+  let l = hi;
+  if (pos !== undefined && p.keep_out_zones.length > 0) {
+    const base = [0, 1, 2].map((i) => (pos[i] as number) + (prevV[i] as number));
+    const holes = p.keep_out_zones.map((z) => zoneInterval(z, base, d, p.zone_margin)).filter(([x, y]) => x < y);
+    const best = largestOutside(lo, hi, holes);
+    if (best === undefined) return undefined;
+    l = best;
+  }
+  return [0, 1, 2].map((i) => (prevV[i] as number) + l * (d[i] as number));
+}
+
+/** Translation: scale along the (workspace-projected) direction; undefined when infeasible. */
+function scaleTranslation(
+  t: readonly number[],
+  pos: readonly number[] | undefined,
+  prevT: readonly number[] | undefined,
   p: SafetyProfile,
 ): number[] | undefined {
   const hz = p.control_hz;
-  const t = [a[0] as number, a[1] as number, a[2] as number];
-  // 1. Project the target back inside the workspace (per axis; never lengthens a component).
-  if (pos !== undefined) {
-    for (let i = 0; i < 3; i++) {
-      const [lo, hi] = p.workspace[AXES[i] as "x"];
-      const c = pos[i] as number;
-      if (c < lo || c > hi) return undefined; // already outside: no single clamped step is guaranteed valid
-      t[i] = clip(c + (t[i] as number), lo, hi) - c;
-    }
-  }
-  // 2. Scale factor s in [lo, hi] for translation: velocity, acceleration, zones.
   const tn = norm3(t[0] as number, t[1] as number, t[2] as number);
   let lo = 0;
   let hi = tn * hz > p.max_linear_velocity ? p.max_linear_velocity / (tn * hz) : 1;
-  if (prev !== undefined) {
-    const [alo, ahi] = ballInterval(t, prev, p.max_linear_acceleration / (hz * hz));
+  if (prevT !== undefined) {
+    const [alo, ahi] = ballInterval(t, prevT, p.max_linear_acceleration / (hz * hz));
     lo = Math.max(lo, alo);
     hi = Math.min(hi, ahi);
     if (lo > hi) return undefined;
@@ -415,29 +461,88 @@ function clampStep(
     if (best === undefined) return undefined;
     s = best;
   }
-  // 3. Rotation: angular velocity and acceleration.
-  const r = [a[3] as number, a[4] as number, a[5] as number];
+  return [(t[0] as number) * s, (t[1] as number) * s, (t[2] as number) * s];
+}
+
+/** Rotation: scale for angular velocity and acceleration; undefined when infeasible. */
+function scaleRotation(
+  r: readonly number[],
+  prevR: readonly number[] | undefined,
+  p: SafetyProfile,
+): number[] | undefined {
+  const hz = p.control_hz;
   const rn = norm3(r[0] as number, r[1] as number, r[2] as number);
-  let rlo = 0;
-  let rhi = rn * hz > p.max_angular_velocity ? p.max_angular_velocity / (rn * hz) : 1;
-  if (prev !== undefined) {
-    const [alo, ahi] = ballInterval(
-      r,
-      [prev[3] as number, prev[4] as number, prev[5] as number],
-      p.max_angular_acceleration / (hz * hz),
-    );
-    rlo = Math.max(rlo, alo);
-    rhi = Math.min(rhi, ahi);
-    if (rlo > rhi) return undefined;
+  let lo = 0;
+  let hi = rn * hz > p.max_angular_velocity ? p.max_angular_velocity / (rn * hz) : 1;
+  if (prevR !== undefined) {
+    const [alo, ahi] = ballInterval(r, prevR, p.max_angular_acceleration / (hz * hz));
+    lo = Math.max(lo, alo);
+    hi = Math.min(hi, ahi);
+    if (lo > hi) return undefined;
   }
+  return [(r[0] as number) * hi, (r[1] as number) * hi, (r[2] as number) * hi];
+}
+
+/** Clamp one step; returns undefined when the limits cannot be met. */
+function clampStep(
+  a: readonly number[],
+  pos: readonly number[] | undefined,
+  prev: readonly number[] | undefined,
+  p: SafetyProfile,
+): number[] | undefined {
+  const hz = p.control_hz;
+  const raw = [a[0] as number, a[1] as number, a[2] as number];
+  const t = raw.slice();
+  // 1. Project the target back inside the workspace (per axis; never lengthens a component).
+  if (pos !== undefined) {
+    for (let i = 0; i < 3; i++) {
+      const [lo, hi] = p.workspace[AXES[i] as "x"];
+      const c = pos[i] as number;
+      if (c < lo || c > hi) return undefined; // already outside: no single clamped step is guaranteed valid
+      t[i] = clip(c + (t[i] as number), lo, hi) - c;
+    }
+  }
+  const prevT = prev === undefined ? undefined : [prev[0] as number, prev[1] as number, prev[2] as number];
+  const prevR = prev === undefined ? undefined : [prev[3] as number, prev[4] as number, prev[5] as number];
+  // 2. Translation: scale along the direction, else (acceleration) blend from the previous delta.
+  const tc =
+    scaleTranslation(t, pos, prevT, p) ??
+    (prevT === undefined
+      ? undefined
+      : blendFromPrevious(
+          t,
+          prevT,
+          p.max_linear_velocity / hz,
+          p.max_linear_acceleration / (hz * hz),
+          norm3(raw[0] as number, raw[1] as number, raw[2] as number),
+          pos,
+          p,
+        ));
+  if (tc === undefined) return undefined;
+  // 3. Rotation, the same way without position constraints.
+  const r = [a[3] as number, a[4] as number, a[5] as number];
+  const rc =
+    scaleRotation(r, prevR, p) ??
+    (prevR === undefined
+      ? undefined
+      : blendFromPrevious(
+          r,
+          prevR,
+          p.max_angular_velocity / hz,
+          p.max_angular_acceleration / (hz * hz),
+          norm3(r[0] as number, r[1] as number, r[2] as number),
+          undefined,
+          p,
+        ));
+  if (rc === undefined) return undefined;
   const [glo, ghi] = p.gripper;
   return [
-    (t[0] as number) * s,
-    (t[1] as number) * s,
-    (t[2] as number) * s,
-    (r[0] as number) * rhi,
-    (r[1] as number) * rhi,
-    (r[2] as number) * rhi,
+    tc[0] as number,
+    tc[1] as number,
+    tc[2] as number,
+    rc[0] as number,
+    rc[1] as number,
+    rc[2] as number,
     clip(a[6] as number, glo, ghi),
   ];
 }
