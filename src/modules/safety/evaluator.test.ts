@@ -243,6 +243,20 @@ describe("invalid actions", () => {
     expect(r.status).toBe("rejected");
     expect(r.action).toEqual([0, 0, 0, 0, 0, 0, 0.5]); // no state, no previous: the raw gripper, clipped
   });
+  it("typed arrays are read like plain arrays", () => {
+    const r = evaluateSync({
+      action: new Float32Array([0.2, 0, 0, 0, 0, 0, 0.5]) as unknown as number[],
+      profile: P,
+      robotState: { ee_position: new Float64Array([0, 0, 0.3]) as unknown as number[] },
+    });
+    expect(r.violations.map((v) => v.type)).toEqual(["linear_velocity"]);
+    const chunk = evaluateSync({
+      action: [new Float32Array(7), new Float32Array(7)] as unknown as number[][],
+      profile: P,
+    });
+    expect(chunk.status).toBe("pass");
+    expect(chunk.violations).toEqual([]);
+  });
   it("a bad step in a chunk invalidates the chunk", () => {
     const r = evaluateSync({ action: [act(0.01), act(0, Number.NaN)], profile: P });
     expect(r.violations).toHaveLength(1);

@@ -206,6 +206,11 @@ function limitViolation(type: ViolationType, measured: number, limit: number, st
   };
 }
 
+/** Typed arrays (e.g. a decoded Float32Array action) as plain arrays; anything else unchanged. */
+function plain(v: unknown): unknown {
+  return ArrayBuffer.isView(v) && !(v instanceof DataView) ? Array.from(v as unknown as ArrayLike<number>) : v;
+}
+
 /** The parsed input: steps, whether it is a chunk, starting position, previous action. */
 interface Prepared {
   readonly isChunk: boolean;
@@ -218,11 +223,11 @@ interface Prepared {
 }
 
 function prepare(input: EvaluationInput): Prepared {
-  const raw = input.action as unknown;
+  const raw = plain(input.action as unknown);
   const violations: Violation[] = [];
   const skipped: SkippedCheck[] = [];
-  const isChunk = Array.isArray(raw) && raw.length > 0 && Array.isArray(raw[0]);
-  const steps = (isChunk ? raw : [raw]) as readonly (readonly number[])[];
+  const isChunk = Array.isArray(raw) && raw.length > 0 && (Array.isArray(raw[0]) || ArrayBuffer.isView(raw[0]));
+  const steps = (isChunk ? (raw as unknown[]).map(plain) : [raw]) as readonly (readonly number[])[];
   let valid = Array.isArray(raw) && raw.length > 0;
   if (!valid) {
     violations.push({
@@ -256,7 +261,8 @@ function prepare(input: EvaluationInput): Prepared {
   const state = input.robotState;
   let start: readonly number[] | undefined;
   if (state?.ee_position !== undefined) {
-    if (isValidVector(state.ee_position, 3)) start = state.ee_position;
+    const ee = plain(state.ee_position);
+    if (isValidVector(ee, 3)) start = ee;
     else skipped.push({ check: "workspace", reason: "robot_state.ee_position is not 3 finite numbers" });
   }
   let prev: readonly number[] | undefined;

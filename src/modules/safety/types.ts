@@ -67,7 +67,7 @@ export interface SafetyResult {
 }
 
 export interface EvaluationInput {
-  /** A decoded 7-D action or an H x 7 chunk. */
+  /** A decoded 7-D action or an H x 7 chunk (typed arrays such as Float32Array are accepted too). */
   readonly action: Action | ActionChunk;
   readonly profile: SafetyProfile;
   readonly robotState?: RobotState | undefined;
