@@ -39,5 +39,6 @@ export type { SafetyMetrics } from "./safety.metrics.ts";
 export { createSafetyMetrics } from "./safety.metrics.ts";
 export type { IncidentFilter, IncidentPage, RobotRecord, SafetySummary, StoredIncident } from "./safety.repo.ts";
 export { InvalidCursorError, SafetyRepo } from "./safety.repo.ts";
+export { RobotStateSchema, SafetyResultSchema } from "./safety.schemas.ts";
 export type * from "./types.ts";
 export { VIOLATION_TYPES } from "./types.ts";

@@ -99,3 +99,16 @@ describe("TypeBox schema", () => {
     expect(check.Check({ policy: { low: "explode" } })).toBe(false);
   });
 });
+
+describe("wire schemas", () => {
+  it("an evaluator result (without the safe action) matches SafetyResultSchema", async () => {
+    const { evaluateSync } = await import("./evaluator.ts");
+    const { RobotStateSchema, SafetyResultSchema } = await import("./safety.schemas.ts");
+    const state = { ee_position: [0.45, 0, 0.3], gripper: 1 };
+    expect(Compile(RobotStateSchema).Check(state)).toBe(true);
+    expect(Compile(RobotStateSchema).Check({ ee_position: [0, 0] })).toBe(false);
+    const r = evaluateSync({ action: [0.12, 0, 0, 0, 0, 0, 1], profile: GLOBAL_DEFAULT_PROFILE, robotState: state });
+    const { action: _safe, ...wire } = r;
+    expect(Compile(SafetyResultSchema).Check(wire)).toBe(true);
+  });
+});
