@@ -31,6 +31,8 @@ export const ERROR_CATALOGUE = {
   invalid_array: { status: 422, title: "Array payload is malformed" },
   unknown_model: { status: 404, title: "No such model" },
   invalid_unnorm_key: { status: 400, title: "Missing or unknown unnorm_key" },
+  invalid_safety_profile: { status: 422, title: "Invalid safety profile" },
+  robot_stopped: { status: 409, title: "Robot is emergency-stopped" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -196,6 +198,13 @@ export const errors = {
     }),
   invalidUnnormKey: (detail: string, validKeys: readonly string[]) =>
     new AppError("invalid_unnorm_key", { detail, extensions: { valid_unnorm_keys: validKeys } }),
+  invalidSafetyProfile: (fieldErrors: readonly FieldError[], detail = "The safety profile is invalid.") =>
+    new AppError("invalid_safety_profile", { detail, errors: fieldErrors }),
+  robotStopped: (robotId: string, stoppedAt: string, reason: string) =>
+    new AppError("robot_stopped", {
+      detail: `Robot "${robotId}" was emergency-stopped at ${stoppedAt} (${reason}); its owner must clear the stop with POST /v1/robots/{robot_id}/clear-stop.`,
+      extensions: { robot_id: robotId, stopped_at: stoppedAt, stop_reason: reason },
+    }),
   invalidModelOutput: (detail: string, cause?: unknown) => new AppError("invalid_model_output", { detail, cause }),
   modelOverloaded: (modelId: string, retryAfterSeconds = 1) =>
     new AppError("model_overloaded", {

@@ -5,5 +5,6 @@ export * from "./audit.ts";
 export * from "./auth.ts";
 export * from "./customers.ts";
 export * from "./inference-logs.ts";
+export * from "./safety.ts";
 export * from "./usage-counters.ts";
 export * from "./users.ts";
