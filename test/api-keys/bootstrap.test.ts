@@ -37,6 +37,7 @@ describe("first-run demo bootstrap", () => {
         expect(key).toBeDefined();
         expect(password).toBeDefined();
         expect(text).toContain(`curl -H "X-API-Key: ${key}" http://localhost:8000/v1/usage`);
+        expect(text).toContain("-F robot_id=arm-1 -F model=demo-vla-tiny http://localhost:8000/v1/inference");
         const usage = await first.app.inject({ method: "GET", url: "/v1/usage", headers: { "x-api-key": key } });
         expect(usage.statusCode).toBe(200);
         expect(usage.json()).toMatchObject({ tier: "free" });

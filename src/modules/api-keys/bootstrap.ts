@@ -60,6 +60,8 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
     `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference)`,
     "  try it:",
     `    curl -H "X-API-Key: ${key.key}" ${base}/v1/usage`,
+    `    curl -H "X-API-Key: ${key.key}" -F image=@frame.jpg -F "instruction=pick up the cup" \\`,
+    `         -F robot_id=arm-1 -F model=demo-vla-tiny ${base}/v1/inference`,
     "  Set BOOTSTRAP_DEMO=off to skip this on an empty database.",
     "",
   ];
