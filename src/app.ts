@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Writable } from "node:stream";
+import AjvCompiler from "@fastify/ajv-compiler";
 import cors from "@fastify/cors";
 import formbody from "@fastify/formbody";
 import helmet from "@fastify/helmet";
@@ -88,6 +89,25 @@ export interface BuildOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * Query strings, path parameters and headers arrive as text, so their validator coerces
+ * (`?limit=20` is a number). Bodies are typed JSON: coercing them would quietly accept
+ * `"instruction": 7` as "7" or `"count": "3"` as 3, so bodies are validated without coercion.
+ */
+const ajvCompilers = AjvCompiler();
+function bodyStrictValidatorFactory(
+  externalSchemas: Parameters<ReturnType<typeof AjvCompiler>>[0],
+  options: Parameters<ReturnType<typeof AjvCompiler>>[1],
+) {
+  const coercing = ajvCompilers(externalSchemas, options);
+  const base = (options ?? {}) as { customOptions?: Record<string, unknown> };
+  const strict = ajvCompilers(externalSchemas, {
+    ...base,
+    customOptions: { ...base.customOptions, coerceTypes: false },
+  } as typeof options);
+  return (route: Parameters<typeof coercing>[0]) => (route.httpPart === "body" ? strict(route) : coercing(route));
+}
+
 /** Builds the whole service; never listens (server.ts does). */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
   const app = Fastify({
@@ -111,6 +131,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     onConstructorPoisoning: "error",
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     ajv: { customOptions: { allErrors: true, removeAdditional: false, coerceTypes: "array", useDefaults: true } },
+    schemaController: { compilersFactory: { buildValidator: bodyStrictValidatorFactory } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const metrics = createMetrics({ version: config.version, environment: config.env });

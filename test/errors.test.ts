@@ -163,3 +163,21 @@ describe("404 scanning is rate limited per IP", () => {
     expect(other.statusCode).toBe(404);
   });
 });
+
+describe("bodies are typed JSON", () => {
+  it("does not coerce a number into a string or a string into a number", async () => {
+    const res = await t.app.inject({ method: "POST", url: "/_probe/echo", payload: { name: 7, count: "3" } });
+    expect(res.statusCode).toBe(422);
+    const paths = (problem(res).errors as { path: string }[]).map((e) => e.path);
+    expect(paths).toEqual(expect.arrayContaining(["/name", "/count"]));
+  });
+
+  it("still coerces query parameters, which arrive as text", async () => {
+    const res = await t.app.inject({
+      method: "POST",
+      url: "/_probe/echo?verbose=true",
+      payload: { name: "a", count: 1 },
+    });
+    expect(res.statusCode).toBe(200);
+  });
+});
