@@ -143,13 +143,13 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
       }
       // The runner logs the outcome, success or failure.
       markLogged(request);
-      const { result, totalMs } = await runner.run(callContext(request, reply, "act"), {
+      const { result, action, totalMs } = await runner.run(callContext(request, reply, "act"), {
         instruction,
         unnormKey,
         image,
       });
       reply.header("Server-Timing", serverTiming({ ...result.timing, total_ms: totalMs }));
-      const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(result.action), [result.action.length]));
+      const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(action), [action.length]));
       return reply
         .type("application/json")
         .serializer((p: unknown) => String(p))

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { Counter, type Registry } from "prom-client";
 import type { Principal } from "../../platform/auth.ts";
 import type { AppError } from "../../platform/errors.ts";
+import type { RobotState, SafetyResult } from "../safety/types.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "./inference.service.ts";
 import type { InferenceLogEntry, InferenceSource } from "./inference-logs.repo.ts";
 
@@ -12,6 +13,51 @@ export interface RunInput {
   readonly instruction: string;
   readonly robotId?: string | undefined;
   readonly image: Pick<InferenceRequest, "imageBytes" | "imageArray">;
+  /** The robot's state from the request (safety: workspace and collision need `ee_position`). */
+  readonly robotState?: RobotState | undefined;
+  /**
+   * The previous action sent to this robot as the caller tracks it (streams keep it per session);
+   * `null` = none. Left undefined, the safety gate looks it up per (customer, robot).
+   */
+  readonly previousAction?: readonly number[] | null | undefined;
+  /**
+   * Applied to the decoded action before safety evaluation (streams: smoothing and chunk
+   * aggregation). Safety then judges, and may clamp, what it returns.
+   */
+  readonly postprocess?: ((decoded: DecodedAction) => DecodedAction) | undefined;
+}
+
+export interface DecodedAction {
+  readonly action: readonly number[];
+  readonly actionChunk?: readonly (readonly number[])[] | undefined;
+}
+
+/** What the safety gate is asked to judge. */
+export interface SafetyCheck {
+  readonly customerId: string;
+  readonly robotId: string | undefined;
+  readonly inferenceId: string;
+  readonly modelId: string;
+  readonly unnormKey: string;
+  readonly decoded: DecodedAction;
+  readonly robotState?: RobotState | undefined;
+  readonly previousAction?: readonly number[] | null | undefined;
+}
+
+/** The safety gate's verdict: the safe action to send and the response's `safety` field. */
+export interface SafetyOutcome {
+  readonly action: readonly number[];
+  readonly actionChunk?: readonly (readonly number[])[] | undefined;
+  readonly safety: SafetyResult;
+}
+
+/**
+ * Every action passes through one gate before it leaves (REST, /act, streams, openpi).
+ * `admit` throws `robot_stopped` (409) for a robot under emergency stop, before any model time is spent.
+ */
+export interface SafetyGate {
+  admit(customerId: string, robotId: string | undefined): Promise<void>;
+  check(input: SafetyCheck): Promise<SafetyOutcome>;
 }
 
 export interface CallContext {
@@ -31,15 +77,34 @@ export interface FailureInfo {
 
 export interface RunOutput {
   readonly id: string;
+  /** The engine's result; `result.action` is the model's (raw) action. */
   readonly result: InferenceResult;
+  /** The safe action to send (what safety let through, possibly clamped or zeroed). */
+  readonly action: readonly number[];
+  readonly actionChunk?: readonly (readonly number[])[] | undefined;
+  readonly safety: SafetyResult;
   readonly totalMs: number;
 }
 
-export const SAFETY_NOT_EVALUATED = {
-  status: "not_evaluated",
-  reason: "safety evaluation is not enabled yet",
-  action_taken: "none",
-} as const;
+/** The gate used when none is configured (tests of the engine alone): says so in every answer. */
+export const NO_SAFETY_GATE: SafetyGate = {
+  async admit() {},
+  async check(input) {
+    return {
+      action: input.decoded.action,
+      actionChunk: input.decoded.actionChunk,
+      safety: {
+        status: "not_evaluated",
+        violations: [],
+        action_taken: "none",
+        raw_action: input.decoded.actionChunk ?? input.decoded.action,
+        action: input.decoded.actionChunk ?? input.decoded.action,
+        skipped: [{ check: "all", reason: "no safety gate configured" }],
+        reason: "no safety gate configured",
+      },
+    };
+  },
+};
 
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
 const round = (v: number) => Math.round(v * 1000) / 1000;
@@ -65,6 +130,7 @@ export class InferenceRunner {
   private readonly logInstructions: boolean;
   private readonly counter: Counter<"source" | "model" | "outcome"> | undefined;
   private readonly now: () => number;
+  private readonly safety: SafetyGate;
 
   constructor(options: {
     engine: InferenceEngine;
@@ -72,7 +138,9 @@ export class InferenceRunner {
     logInstructions: boolean;
     counter?: Counter<"source" | "model" | "outcome">;
     now?: () => number;
+    safety?: SafetyGate;
   }) {
+    this.safety = options.safety ?? NO_SAFETY_GATE;
     this.engine = options.engine;
     this.sink = options.sink;
     this.logInstructions = options.logInstructions;
@@ -81,8 +149,12 @@ export class InferenceRunner {
   }
 
   async run(ctx: CallContext, input: RunInput): Promise<RunOutput> {
+    const customerId = ctx.principal.customerId;
     let result: InferenceResult;
+    let outcome: SafetyOutcome;
+    const id = randomUUID();
     try {
+      await this.safety.admit(customerId, input.robotId);
       result = await this.engine.infer({
         model: input.model,
         instruction: input.instruction,
@@ -90,20 +162,30 @@ export class InferenceRunner {
         customerId: ctx.principal.customerId,
         ...input.image,
       });
+      const decoded: DecodedAction = { action: result.action, actionChunk: result.actionChunk };
+      outcome = await this.safety.check({
+        customerId,
+        robotId: input.robotId,
+        inferenceId: id,
+        modelId: result.model,
+        unnormKey: result.unnormKey,
+        decoded: input.postprocess === undefined ? decoded : input.postprocess(decoded),
+        robotState: input.robotState,
+        previousAction: input.previousAction,
+      });
     } catch (e) {
       const code = (e as Partial<AppError>).code ?? "internal_error";
       this.recordFailure(ctx, input, code);
       throw e;
     }
-    const id = randomUUID();
     const totalMs = round(ctx.elapsedMs());
     this.sink.push({
       ...this.base(ctx, input, id),
       model: result.model,
       backend: result.backend,
       imageSha256: result.imageSha256,
-      action: result.action,
-      actionChunk: result.actionChunk ?? null,
+      action: [...outcome.action],
+      actionChunk: outcome.actionChunk?.map((step) => [...step]) ?? null,
       unnormKey: result.unnormKey,
       status: "ok",
       errorCode: null,
@@ -113,7 +195,7 @@ export class InferenceRunner {
       totalMs,
     });
     this.counter?.inc({ source: ctx.source, model: result.model, outcome: "ok" });
-    return { id, result, totalMs };
+    return { id, result, action: outcome.action, actionChunk: outcome.actionChunk, safety: outcome.safety, totalMs };
   }
 
   /** Logs a request that failed before or inside the engine (never 401/403/429: callers skip those). */

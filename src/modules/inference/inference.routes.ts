@@ -4,6 +4,7 @@ import type { Platform } from "../../app.ts";
 import type { InferenceLogRow } from "../../platform/db/schema/index.ts";
 import { errors } from "../../platform/errors.ts";
 import { sendProblem } from "../../platform/http/error-handler.ts";
+import type { RobotState } from "../safety/types.ts";
 import {
   HistoryPageSchema,
   HistoryQuery,
@@ -23,7 +24,7 @@ import {
   serverTiming,
 } from "./inference-http.ts";
 import type { HistoryCursor, InferenceLogsRepo } from "./inference-logs.repo.ts";
-import { type InferenceRunner, SAFETY_NOT_EVALUATED } from "./inference-runner.ts";
+import type { InferenceRunner } from "./inference-runner.ts";
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 
@@ -74,7 +75,7 @@ function toApi(r: InferenceLogRow) {
 }
 
 /** Checks multipart robot_state (a JSON text) against the same rules as the JSON body. */
-function parseRobotState(text: string): void {
+function parseRobotState(text: string): RobotState {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -97,6 +98,7 @@ function parseRobotState(text: string): void {
   if (o.gripper !== undefined && !(typeof o.gripper === "number" && o.gripper >= 0 && o.gripper <= 1)) {
     throw fail("gripper must be a number in [0, 1]");
   }
+  return o as RobotState;
 }
 
 /** POST /v1/inference, GET /v1/inference/history, GET /v1/inference/{id}. */
@@ -161,27 +163,32 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
     },
     async (request, reply) => {
       const body = request.body as Record<string, unknown>;
-      if (typeof body.robot_state === "string") parseRobotState(body.robot_state);
+      const robotState =
+        typeof body.robot_state === "string"
+          ? parseRobotState(body.robot_state)
+          : (body.robot_state as RobotState | undefined);
       const input = {
         model: body.model as string | undefined,
         unnormKey: body.unnorm_key as string | undefined,
         instruction: body.instruction as string,
         robotId: body.robot_id as string,
         image: imageInput(body.image, platform),
+        robotState,
       };
       // The runner logs the outcome, success or failure.
       markLogged(request);
-      const { id, result, totalMs } = await runner.run(callContext(request, reply, "rest"), input);
+      const out = await runner.run(callContext(request, reply, "rest"), input);
+      const { id, result, totalMs } = out;
       const timing = { ...result.timing, total_ms: totalMs };
       reply.header("Server-Timing", serverTiming(timing));
       return {
         inference_id: id,
         model: result.model,
         backend: result.backend,
-        action: result.action,
-        ...(result.actionChunk === undefined ? {} : { action_chunk: result.actionChunk }),
+        action: out.action,
+        ...(out.actionChunk === undefined ? {} : { action_chunk: out.actionChunk }),
         unnorm_key: result.unnormKey,
-        safety: { ...SAFETY_NOT_EVALUATED, violations: [], raw_action: [...result.action] },
+        safety: out.safety,
         timing,
       };
     },

@@ -1,4 +1,5 @@
 import { type Static, Type } from "typebox";
+import { SafetyResultSchema } from "../safety/safety.schemas.ts";
 
 /** Robot ids: what a fleet uses as names, nothing that needs escaping anywhere. */
 export const ROBOT_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$";
@@ -28,7 +29,8 @@ export const RobotStateSchema = Type.Object(
   },
   {
     additionalProperties: false,
-    description: "The robot's current state; used by safety evaluation (not by the model yet).",
+    description:
+      "The robot's current state; used by safety evaluation (workspace and collision checks need ee_position).",
   },
 );
 
@@ -113,16 +115,8 @@ export const TimingSchema = Type.Object({
   total_ms: ms("Whole request inside the server: auth, limits, parsing, the above, response building."),
 });
 
-export const SafetySchema = Type.Object(
-  {
-    status: Type.Literal("not_evaluated"),
-    reason: Type.String(),
-    violations: Type.Array(Type.Unknown()),
-    action_taken: Type.Literal("none"),
-    raw_action: Type.Array(Type.Number(), { description: "The model's action before any safety processing." }),
-  },
-  { description: "Safety evaluation; not enabled yet, so the action is returned as the model produced it." },
-);
+/** The response's `safety` field (see docs/safety.md). */
+export const SafetySchema = SafetyResultSchema;
 
 export const InferenceResponseSchema = Type.Object(
   {
@@ -130,7 +124,8 @@ export const InferenceResponseSchema = Type.Object(
     model: Type.String(),
     backend: Type.String({ description: "Where the model ran; `mock` for the deterministic test model." }),
     action: Type.Array(Type.Number(), {
-      description: "[dx, dy, dz, droll, dpitch, dyaw, gripper] in robot units (first step of a chunk).",
+      description:
+        "[dx, dy, dz, droll, dpitch, dyaw, gripper] in robot units (first step of a chunk): always the safe action, after any clamping.",
     }),
     action_chunk: Type.Optional(
       Type.Array(Type.Array(Type.Number()), { description: "The whole (H, D) chunk for chunking models." }),
@@ -148,11 +143,11 @@ export const InferenceResponseSchema = Type.Object(
         action: [0.0012, -0.0031, 0.0071, 0.0005, -0.0075, -0.0017, 0.996],
         unnorm_key: "bridge_orig",
         safety: {
-          status: "not_evaluated",
-          reason: "safety evaluation is not enabled yet",
+          status: "pass",
           violations: [],
           action_taken: "none",
           raw_action: [0.0012, -0.0031, 0.0071, 0.0005, -0.0075, -0.0017, 0.996],
+          skipped: [{ check: "acceleration", reason: "no previous action" }],
         },
         timing: { preprocess_ms: 1.2, queue_ms: 0.4, model_ms: 0.1, total_ms: 2.3 },
       },
