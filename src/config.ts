@@ -94,6 +94,25 @@ export interface Config {
     /** How often durable monthly usage counters are written to the database. */
     readonly usageFlushMs: number;
   };
+  /** Real-time streaming (`WS /v1/stream`, `WS /v1/openpi`); docs/streaming.md. */
+  readonly stream: {
+    /** Largest WebSocket message accepted; larger ones close the connection with 1009. */
+    readonly maxFrameBytes: number;
+    /** Concurrent stream sessions (both endpoints) per customer and tier, per instance. */
+    readonly maxSessions: { readonly free: number; readonly pro: number; readonly enterprise: number };
+    /** A session with no client message for this long is stopped (close 1000). */
+    readonly idleTimeoutMs: number;
+    /** Server pings this often; a client that has not answered the previous ping is dropped. */
+    readonly heartbeatMs: number;
+    /** Browsers authenticate with a first `auth` message; it must arrive within this time (else 1008). */
+    readonly authTimeoutMs: number;
+    /** Above this many bytes waiting in a socket's send buffer, incoming frames are dropped unanswered. */
+    readonly sendBufferBytes: number;
+    /** How often `stats` are pushed to native stream clients. */
+    readonly statsIntervalMs: number;
+    /** must_go frames that may wait behind the one in flight; more are dropped as overloaded. */
+    readonly maxMustGoQueue: number;
+  };
   /** First-run demo data (admin user + demo key) in embedded development mode. */
   readonly bootstrap: { readonly demo: "auto" | "off" };
 }
@@ -345,6 +364,20 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       redisRetryMs: r.int("LIMITS_REDIS_RETRY_MS", 1_000, 10, 600_000),
       instanceCount: r.int("LIMITS_INSTANCE_COUNT", 1, 1, 10_000),
       usageFlushMs: r.int("USAGE_FLUSH_INTERVAL_MS", 10_000, 100, 3_600_000),
+    },
+    stream: {
+      maxFrameBytes: r.int("STREAM_MAX_FRAME_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+      maxSessions: {
+        free: r.int("STREAM_MAX_SESSIONS_FREE", 2, 0, 100_000),
+        pro: r.int("STREAM_MAX_SESSIONS_PRO", 10, 0, 100_000),
+        enterprise: r.int("STREAM_MAX_SESSIONS_ENTERPRISE", 200, 0, 100_000),
+      },
+      idleTimeoutMs: r.int("STREAM_IDLE_TIMEOUT_MS", 60_000, 100, 86_400_000),
+      heartbeatMs: r.int("STREAM_HEARTBEAT_MS", 15_000, 100, 3_600_000),
+      authTimeoutMs: r.int("STREAM_AUTH_TIMEOUT_MS", 5_000, 50, 60_000),
+      sendBufferBytes: r.int("STREAM_SEND_BUFFER_BYTES", 1024 * 1024, 1024, 1024 ** 3),
+      statsIntervalMs: r.int("STREAM_STATS_INTERVAL_MS", 5_000, 100, 3_600_000),
+      maxMustGoQueue: r.int("STREAM_MAX_MUST_GO_QUEUE", 8, 1, 1_000),
     },
     bootstrap: {
       // Never in production, never in tests unless asked explicitly.

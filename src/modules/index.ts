@@ -6,6 +6,7 @@ import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
 import { usageRoutes } from "./rate-limit/usage.routes.ts";
+import { streamingModule } from "./streaming/streaming.module.ts";
 
 export interface ModuleOptions {
   readonly platform: Platform;
@@ -19,4 +20,5 @@ export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [
   usageRoutes,
   modelsRoutes,
   inferenceModule,
+  streamingModule,
 ];

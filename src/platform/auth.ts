@@ -91,6 +91,11 @@ export class AuthRegistry {
   async authenticate(request: FastifyRequest): Promise<Principal | undefined> {
     const credential = extractCredential(request.headers);
     if (credential === undefined) return undefined;
+    return this.verify(credential, request);
+  }
+
+  /** Verifies a credential found elsewhere than the headers (a WebSocket `auth` message). */
+  async verify(credential: Credential, request: FastifyRequest): Promise<Principal> {
     const strategy = credential.kind === "jwt" ? this.jwt : this.apiKey;
     if (strategy === undefined) {
       throw new AppError("unauthorized", {

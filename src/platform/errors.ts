@@ -33,6 +33,8 @@ export const ERROR_CATALOGUE = {
   invalid_unnorm_key: { status: 400, title: "Missing or unknown unnorm_key" },
   invalid_safety_profile: { status: 422, title: "Invalid safety profile" },
   robot_stopped: { status: 409, title: "Robot is emergency-stopped" },
+  upgrade_required: { status: 426, title: "WebSocket upgrade required" },
+  too_many_sessions: { status: 429, title: "Too many stream sessions" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -204,6 +206,16 @@ export const errors = {
     new AppError("robot_stopped", {
       detail: `Robot "${robotId}" was emergency-stopped at ${stoppedAt} (${reason}); its owner must clear the stop with POST /v1/robots/{robot_id}/clear-stop.`,
       extensions: { robot_id: robotId, stopped_at: stoppedAt, stop_reason: reason },
+    }),
+  upgradeRequired: (path: string) =>
+    new AppError("upgrade_required", {
+      detail: `${path} is a WebSocket endpoint; connect with a WebSocket client (Upgrade: websocket).`,
+      headers: { Upgrade: "websocket", Connection: "Upgrade" },
+    }),
+  tooManySessions: (limit: number) =>
+    new AppError("too_many_sessions", {
+      detail: `Your plan allows ${limit} concurrent stream session${limit === 1 ? "" : "s"}; close one first.`,
+      extensions: { max_sessions: limit },
     }),
   invalidModelOutput: (detail: string, cause?: unknown) => new AppError("invalid_model_output", { detail, cause }),
   modelOverloaded: (modelId: string, retryAfterSeconds = 1) =>

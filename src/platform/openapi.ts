@@ -24,6 +24,11 @@ export const TAGS = [
       "Run a policy: `POST /v1/inference` (JSON, multipart or json_numpy image), inference history, and the OpenVLA-compatible `POST /act`.",
   },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
+  {
+    name: "streaming",
+    description:
+      "Real-time WebSocket endpoints: the native `/v1/stream` and the openpi-compatible `/v1/openpi` (docs/streaming.md).",
+  },
 ] as const;
 
 /**

@@ -10,6 +10,9 @@ import { createInferenceApiMetrics, InferenceRunner } from "./inference-runner.t
 /** Test seam: the inference-log writer of an app (tests flush it instead of waiting). */
 export const inferenceLogWriters = new WeakMap<Platform, BatchWriter<InferenceLogEntry>>();
 
+/** The app's inference runner, for entry points registered by other modules (streaming). */
+export const inferenceRunners = new WeakMap<Platform, InferenceRunner>();
+
 /**
  * The inference API: REST (`/v1/inference`), history, `/act`; inference logs written by a
  * batch writer into the monthly-partitioned `inference_logs`, a job creating partitions ahead,
@@ -62,6 +65,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     counter: createInferenceApiMetrics(platform.metrics.registry),
     now: platform.now,
   });
+  inferenceRunners.set(platform, runner);
   await app.register(inferenceRoutes, { platform, runner, repo });
   await app.register(actRoutes, { platform, runner, repo });
 };

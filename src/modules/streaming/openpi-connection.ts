@@ -1,0 +1,293 @@
+import type { FastifyRequest } from "fastify";
+import type { RawData, WebSocket } from "ws";
+import type { Principal } from "../../platform/auth.ts";
+import { type AppError, errors, isAppError } from "../../platform/errors.ts";
+import type { ModelInfo } from "../inference/inference.service.ts";
+import type { RunInput } from "../inference/inference-runner.ts";
+import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
+import type { NdArray } from "../inference/ndarray.ts";
+import type { StreamConnection } from "./connections.ts";
+import { CLOSE, closeReason } from "./protocol.ts";
+import { resolveUnnormKey } from "./stream-connection.ts";
+import { describeError, type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
+
+/** Query parameters of `WS /v1/openpi` (validated by the route schema). */
+export interface OpenpiQuery {
+  readonly model?: string | undefined;
+  readonly unnorm_key?: string | undefined;
+  readonly robot_id?: string | undefined;
+}
+
+/** Where openpi clients put the main camera, in order of preference (reference section 6). */
+export const OPENPI_IMAGE_KEYS = [
+  "observation/image",
+  "observation/exterior_image_1_left",
+  "observation/images/image",
+  "observation.images.image",
+  "observation.image",
+  "image",
+] as const;
+
+/** Messages that may wait behind the observation in flight; the stock client sends one at a time. */
+const MAX_BACKLOG = 4;
+
+const toBuffer = (data: RawData): Buffer =>
+  Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+
+function isNdArray(v: unknown): v is NdArray {
+  return v !== null && typeof v === "object" && ArrayBuffer.isView((v as NdArray).data) && "dtype" in v;
+}
+
+/** A uint8 (3, H, W) array (ALOHA-style channel-first) as (H, W, 3); anything else unchanged. */
+export function toChannelLast(a: NdArray): NdArray {
+  const [c, h, w] = a.shape;
+  if (a.shape.length !== 3 || c !== 3 || h === undefined || w === undefined || w === 3 || a.dtype !== "|u1") return a;
+  const src = a.data as Uint8Array;
+  const out = new Uint8Array(src.length);
+  const plane = h * w;
+  for (let p = 0; p < plane; p++) {
+    out[p * 3] = src[p] as number;
+    out[p * 3 + 1] = src[plane + p] as number;
+    out[p * 3 + 2] = src[2 * plane + p] as number;
+  }
+  return { dtype: "|u1", shape: [h, w, 3], data: out };
+}
+
+function imageValue(v: unknown, key: string): RunInput["image"] {
+  if (v instanceof Uint8Array) return { imageBytes: v };
+  if (isNdArray(v)) return { imageArray: toChannelLast(v) };
+  throw errors.invalidImage(`${key} must be a uint8 HxWx3 (or 3xHxW) ndarray or encoded image bytes.`);
+}
+
+/** Finds the main camera image of an observation: the usual keys, then `images/<first camera>`, then any *image* key. */
+export function findImage(obs: Record<string, unknown>): RunInput["image"] {
+  for (const k of OPENPI_IMAGE_KEYS) if (obs[k] !== undefined) return imageValue(obs[k], k);
+  const images = obs.images;
+  if (images !== null && typeof images === "object" && !isNdArray(images) && !(images instanceof Uint8Array)) {
+    const cams = images as Record<string, unknown>;
+    const first = cams.cam_high !== undefined ? "cam_high" : Object.keys(cams)[0];
+    if (first !== undefined) return imageValue(cams[first], `images/${first}`);
+  }
+  const candidates = Object.keys(obs)
+    .filter((k) => k.toLowerCase().includes("image") && !k.toLowerCase().includes("wrist"))
+    .sort();
+  const k = candidates[0];
+  if (k !== undefined) return imageValue(obs[k], k);
+  throw errors.invalidImage(`No image in the observation; put it under one of ${OPENPI_IMAGE_KEYS.join(", ")}.`);
+}
+
+/** The prompt as str or bytes (UTF-8). */
+export function promptOf(obs: Record<string, unknown>): string {
+  const p = obs.prompt;
+  const text = typeof p === "string" ? p : p instanceof Uint8Array ? Buffer.from(p).toString("utf8") : undefined;
+  if (text === undefined || text.trim() === "") {
+    throw errors.validation([{ in: "body", path: "/prompt", message: "is required (str or bytes)" }]);
+  }
+  return text;
+}
+
+/**
+ * One `WS /v1/openpi` connection, behaving like openpi's WebsocketPolicyServer: a msgpack
+ * metadata frame on connect, then one msgpack reply per observation; any error is a text frame
+ * followed by close 1011. Unlike openpi, inference runs in the shared engine, so one client's
+ * inference never blocks another connection.
+ */
+export class OpenpiConnection implements StreamConnection {
+  readonly socket: WebSocket;
+  alive = true;
+  private readonly request: FastifyRequest;
+  private readonly deps: StreamDeps;
+  private readonly query: OpenpiQuery;
+  private principal: Principal | undefined;
+  private model: ModelInfo | undefined;
+  private unnormKey = "";
+  private holdsSlot = false;
+  private closing = false;
+  private busy: Promise<void> = Promise.resolve();
+  private backlog = 0;
+  /** openpi's prev_total_ms: from waiting for an observation to having sent its reply. */
+  private loopStart = performance.now();
+  private prevTotalMs: number | undefined;
+
+  constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps, query: OpenpiQuery) {
+    this.socket = socket;
+    this.request = request;
+    this.deps = deps;
+    this.query = query;
+  }
+
+  open(): void {
+    this.deps.registry.add(this);
+    this.socket.on("pong", () => {
+      this.alive = true;
+    });
+    this.socket.on("close", () => this.cleanup());
+    this.socket.on("message", (data, isBinary) => {
+      if (this.closing) return;
+      if (++this.backlog > MAX_BACKLOG) {
+        this.fail(errors.badRequest("Send one observation at a time and wait for its reply."), CLOSE.policyViolation);
+        return;
+      }
+      this.run(() => this.onObservation(toBuffer(data), isBinary));
+    });
+    this.run(() => this.begin());
+  }
+
+  private run(task: () => Promise<void>): void {
+    this.busy = this.busy
+      .then(async () => {
+        if (!this.closing) await task();
+      })
+      .catch((e: unknown) => {
+        if (!isAppError(e)) this.request.log.error({ err: e }, "openpi connection failed");
+        this.fail(e, CLOSE.internalError);
+      });
+  }
+
+  /** openpi's error convention: the message as a text frame, then the close. */
+  private fail(e: unknown, code: number): void {
+    if (this.closing) return;
+    this.closing = true;
+    const { code: errorCode, message } = describeError(e);
+    if (this.socket.readyState === this.socket.OPEN) {
+      this.socket.send(`${errorCode}: ${message}`);
+      this.socket.close(code, closeReason(errorCode));
+    }
+  }
+
+  private async begin(): Promise<void> {
+    const { platform, registry, metrics } = this.deps;
+    if (platform.lifecycle.isShuttingDown) {
+      metrics.rejected.inc({ endpoint: "openpi", reason: "shutting_down" });
+      this.fail(errors.shuttingDown(), CLOSE.goingAway);
+      return;
+    }
+    const credential = upgradeCredential(this.request);
+    let principal: Principal;
+    try {
+      if (credential === undefined) throw errors.unauthorized("Send the API key as `Authorization: Api-Key <key>`.");
+      if (isAppError(credential)) throw credential;
+      principal = await verifyPrincipal(platform, credential, this.request);
+    } catch (e) {
+      metrics.rejected.inc({ endpoint: "openpi", reason: "auth" });
+      this.fail(e, CLOSE.policyViolation);
+      return;
+    }
+    const model = platform.engine.describe(this.query.model ?? platform.engine.defaultModel);
+    this.unnormKey = resolveUnnormKey(this.query.unnorm_key, model.unnorm_keys, model.default_unnorm_key);
+    if (!registry.acquire(principal.customerId, principal.tier)) {
+      metrics.rejected.inc({ endpoint: "openpi", reason: "too_many_sessions" });
+      this.fail(errors.tooManySessions(registry.limitFor(principal.tier)), CLOSE.policyViolation);
+      return;
+    }
+    this.holdsSlot = true;
+    this.principal = principal;
+    this.model = model;
+    metrics.sessions.inc({ endpoint: "openpi" });
+    this.socket.send(
+      packMsgpackNumpy({
+        server: "vla-inference-api",
+        model: model.id,
+        backend: model.backend,
+        action_dim: model.action.dim,
+        action_horizon: model.action.chunk,
+        unnorm_key: this.unnormKey,
+        unnorm_keys: model.unnorm_keys,
+      }),
+    );
+    this.loopStart = performance.now();
+  }
+
+  private async onObservation(data: Buffer, isBinary: boolean): Promise<void> {
+    const principal = this.principal;
+    const model = this.model;
+    if (principal === undefined || model === undefined) return;
+    const { platform, runner, metrics } = this.deps;
+    const started = performance.now();
+    const ctx = { principal, source: "openpi" as const, elapsedMs: () => performance.now() - started };
+    let input: RunInput;
+    try {
+      if (!isBinary) throw errors.badRequest("Observations are binary msgpack frames (openpi-client).");
+      const limits = platform.config.models;
+      const obs = unpackMsgpackNumpy(data, { limits: { maxBytes: limits.imageMaxPixels * 3 * 4, maxDims: 4 } });
+      if (
+        obs === null ||
+        typeof obs !== "object" ||
+        Array.isArray(obs) ||
+        obs instanceof Uint8Array ||
+        isNdArray(obs)
+      ) {
+        throw errors.badRequest("An observation must be a msgpack map.");
+      }
+      const o = obs as Record<string, unknown>;
+      input = {
+        model: model.id,
+        unnormKey: this.unnormKey,
+        instruction: promptOf(o),
+        robotId: this.query.robot_id,
+        image: findImage(o),
+      };
+    } catch (e) {
+      this.backlog--;
+      if (isAppError(e)) runner.recordFailure(ctx, { model: model.id, robotId: this.query.robot_id }, e.code);
+      metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
+      throw e;
+    }
+    const decision = await platform.limits.consume(principal);
+    if (!decision.allowed) {
+      this.backlog--;
+      metrics.frames.inc({ endpoint: "openpi", outcome: "rate_limited" });
+      throw platform.limits.quotaError(decision);
+    }
+    let out: Awaited<ReturnType<typeof runner.run>>;
+    try {
+      out = await runner.run(ctx, input);
+    } catch (e) {
+      this.backlog--;
+      metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
+      throw e as AppError;
+    }
+    const chunk = out.actionChunk ?? [out.action];
+    const dim = chunk[0]?.length ?? 0;
+    const flat = new Float32Array(chunk.length * dim);
+    chunk.forEach((step, i) => {
+      flat.set(step, i * dim);
+    });
+    const inferMs = performance.now() - started;
+    const reply = packMsgpackNumpy({
+      actions: { data: flat, shape: [chunk.length, dim] },
+      policy_timing: { infer_ms: out.result.timing.model_ms },
+      server_timing: {
+        infer_ms: inferMs,
+        ...(this.prevTotalMs === undefined ? {} : { prev_total_ms: this.prevTotalMs }),
+      },
+    });
+    this.backlog--;
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(reply);
+    metrics.frames.inc({ endpoint: "openpi", outcome: "action" });
+    const now = performance.now();
+    this.prevTotalMs = now - this.loopStart;
+    this.loopStart = now;
+  }
+
+  pushStats(): void {}
+
+  async shutdown(): Promise<void> {
+    // Let the observation in flight be answered, then go away.
+    const inFlight = this.busy;
+    this.closing = true;
+    await inFlight;
+    if (this.socket.readyState === this.socket.OPEN) this.socket.close(CLOSE.goingAway, "server_shutdown");
+  }
+
+  private cleanup(): void {
+    this.closing = true;
+    this.deps.registry.delete(this);
+    if (this.holdsSlot && this.principal !== undefined) {
+      this.holdsSlot = false;
+      this.deps.registry.release(this.principal.customerId);
+      this.deps.metrics.sessions.dec({ endpoint: "openpi" });
+    }
+  }
+}

@@ -1,0 +1,377 @@
+import { randomUUID } from "node:crypto";
+import type { FastifyRequest } from "fastify";
+import type { RawData, WebSocket } from "ws";
+import type { Principal } from "../../platform/auth.ts";
+import { AppError, errors, isAppError } from "../../platform/errors.ts";
+import type { CallContext, RunOutput } from "../inference/inference-runner.ts";
+import type { StreamConnection } from "./connections.ts";
+import {
+  CLOSE,
+  closeReason,
+  decodeEnvelope,
+  type Encoding,
+  encode,
+  type ParseLimits,
+  ProtocolViolation,
+  parseAuth,
+  parseBare,
+  parseFrame,
+  parseStart,
+  type StartMessage,
+  seqOf,
+} from "./protocol.ts";
+import { StreamSession } from "./stream-session.ts";
+import { describeError, type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
+
+const toBuffer = (data: RawData): Buffer =>
+  Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+
+/**
+ * One `WS /v1/stream` connection: authentication (headers, or a first `auth` message within the
+ * deadline), the session slot, message dispatch in arrival order, idle timeout, and the
+ * StreamSession that schedules frames. docs/streaming.md describes the protocol.
+ */
+export class NativeStreamConnection implements StreamConnection {
+  readonly socket: WebSocket;
+  alive = true;
+  private readonly request: FastifyRequest;
+  private readonly deps: StreamDeps;
+  private readonly limits: ParseLimits;
+  private encoding: Encoding | undefined;
+  private principal: Principal | undefined;
+  private holdsSlot = false;
+  private session: StreamSession | undefined;
+  private stopping = false;
+  private closing = false;
+  private chain: Promise<void> = Promise.resolve();
+  private authTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps) {
+    this.socket = socket;
+    this.request = request;
+    this.deps = deps;
+    const models = deps.platform.config.models;
+    this.limits = { imageMaxBytes: models.imageMaxBytes, imageMaxPixels: models.imageMaxPixels };
+  }
+
+  open(): void {
+    const { registry } = this.deps;
+    const cfg = this.deps.platform.config.stream;
+    registry.add(this);
+    this.socket.on("pong", () => {
+      this.alive = true;
+    });
+    this.socket.on("message", (data, isBinary) => {
+      this.touch();
+      this.enqueue(() => this.onMessage(toBuffer(data), isBinary));
+    });
+    this.socket.on("close", () => this.cleanup());
+    this.idleTimer = setTimeout(() => this.enqueue(() => this.finish("idle_timeout", CLOSE.normal)), cfg.idleTimeoutMs);
+    if (this.deps.platform.lifecycle.isShuttingDown) {
+      this.reject("shutting_down", errors.shuttingDown(), CLOSE.goingAway);
+      return;
+    }
+    const credential = upgradeCredential(this.request);
+    if (credential instanceof AppError)
+      this.enqueue(async () => this.reject("auth", credential, CLOSE.policyViolation));
+    else if (credential !== undefined)
+      this.enqueue(() => this.authenticate(() => verifyPrincipal(this.deps.platform, credential, this.request), false));
+    else {
+      this.authTimer = setTimeout(() => {
+        if (this.principal === undefined) {
+          this.reject("auth", errors.unauthorized("No auth message within the deadline."), CLOSE.policyViolation);
+        }
+      }, cfg.authTimeoutMs);
+    }
+  }
+
+  private enqueue(task: () => Promise<void> | void): void {
+    this.chain = this.chain.then(task).catch((e: unknown) => this.onFailure(e));
+  }
+
+  private touch(): void {
+    this.idleTimer?.refresh();
+  }
+
+  private send(message: Record<string, unknown>): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(encode(message, this.encoding ?? "json"));
+  }
+
+  private close(code: number, reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.socket.close(code, closeReason(reason));
+  }
+
+  private sendError(e: unknown, seq?: number): void {
+    const { code, message } = describeError(e);
+    this.send({
+      type: "error",
+      ...(seq === undefined ? {} : { seq }),
+      code,
+      message,
+      ...(isAppError(e) && e.errors !== undefined ? { errors: e.errors } : {}),
+    });
+  }
+
+  /** An error message, then the close (auth failures, session limit, shutdown). */
+  private reject(reason: string, e: AppError, closeCode: number): void {
+    this.deps.metrics.rejected.inc({ endpoint: "stream", reason });
+    this.sendError(e);
+    this.close(closeCode, `${e.code}: ${e.detail ?? e.title}`);
+  }
+
+  private onFailure(e: unknown): void {
+    if (e instanceof ProtocolViolation) {
+      this.close(e.closeCode, e.message);
+      return;
+    }
+    this.request.log.error({ err: e }, "stream connection failed");
+    this.sendError(e);
+    this.close(CLOSE.internalError, "internal_error");
+  }
+
+  private async authenticate(verify: () => Promise<Principal>, viaMessage: boolean): Promise<void> {
+    let principal: Principal;
+    try {
+      principal = await verify();
+    } catch (e) {
+      this.reject("auth", isAppError(e) ? e : errors.unauthorized(), CLOSE.policyViolation);
+      return;
+    }
+    clearTimeout(this.authTimer);
+    if (this.closing) return;
+    const { registry, metrics } = this.deps;
+    if (!registry.acquire(principal.customerId, principal.tier)) {
+      this.reject(
+        "too_many_sessions",
+        errors.tooManySessions(registry.limitFor(principal.tier)),
+        CLOSE.policyViolation,
+      );
+      return;
+    }
+    this.holdsSlot = true;
+    this.principal = principal;
+    metrics.sessions.inc({ endpoint: "stream" });
+    // Only an auth message is answered; header-authenticated clients just send start.
+    if (viaMessage) this.send({ type: "authenticated" });
+  }
+
+  private async onMessage(data: Buffer, isBinary: boolean): Promise<void> {
+    if (this.closing) return;
+    const o = decodeEnvelope(data, isBinary, this.limits);
+    this.encoding ??= isBinary ? "msgpack" : "json";
+    const type = o.type as string;
+    if (type === "auth") {
+      if (this.principal !== undefined || this.authTimer === undefined) {
+        throw new ProtocolViolation(CLOSE.protocolError, "already authenticated");
+      }
+      let key: string;
+      try {
+        key = parseAuth(o).apiKey;
+      } catch (e) {
+        this.reject("auth", e as AppError, CLOSE.policyViolation);
+        return;
+      }
+      await this.authenticate(
+        () => verifyPrincipal(this.deps.platform, { kind: "api_key", key, via: "api-key" }, this.request),
+        true,
+      );
+      return;
+    }
+    if (this.principal === undefined) {
+      this.reject("auth", errors.unauthorized("Authenticate first: send an auth message."), CLOSE.policyViolation);
+      return;
+    }
+    switch (type) {
+      case "start":
+        return this.onStart(o, this.principal);
+      case "frame":
+        return this.onFrame(o, this.principal);
+      case "stats":
+        parseBare(o, "stats");
+        if (this.session === undefined) throw new ProtocolViolation(CLOSE.protocolError, "stats before start");
+        this.send({ type: "stats", session_id: this.session.id, stats: this.session.stats.snapshot() });
+        return;
+      case "stop":
+        parseBare(o, "stop");
+        return this.finish("client_stop", CLOSE.normal);
+      default:
+        throw new ProtocolViolation(CLOSE.unsupportedData, closeReason(`unknown message type ${JSON.stringify(type)}`));
+    }
+  }
+
+  private async onStart(o: Record<string, unknown>, principal: Principal): Promise<void> {
+    if (this.session !== undefined) throw new ProtocolViolation(CLOSE.protocolError, "session already started");
+    let start: StartMessage;
+    let model: ReturnType<StreamDeps["platform"]["engine"]["describe"]>;
+    let unnormKey: string;
+    try {
+      start = parseStart(o);
+      model = this.deps.platform.engine.describe(start.model ?? this.deps.platform.engine.defaultModel);
+      unnormKey = resolveUnnormKey(start.unnormKey, model.unnorm_keys, model.default_unnorm_key);
+    } catch (e) {
+      this.sendError(e);
+      return;
+    }
+    const { platform, runner, metrics } = this.deps;
+    const cfg = platform.config.stream;
+    const settings: StartMessage = { ...start, model: model.id, unnormKey };
+    const session: StreamSession = new StreamSession(
+      randomUUID(),
+      settings,
+      {
+        consume: async () => {
+          const r = await platform.limits.consume(principal);
+          return { allowed: r.allowed, retryAfterMs: r.retryAfterMs };
+        },
+        infer: (frame, previousAction, postprocess): Promise<RunOutput> => {
+          const ctx: CallContext = {
+            principal,
+            source: "stream",
+            elapsedMs: () => performance.now() - frame.receivedAt,
+          };
+          return runner.run(ctx, {
+            model: settings.model,
+            unnormKey,
+            instruction: frame.instruction ?? session.instruction ?? "",
+            robotId: settings.robotId,
+            image: frame.image,
+            robotState: frame.robotState,
+            previousAction,
+            postprocess,
+          });
+        },
+        send: (m) => this.send(m),
+        bufferedAmount: () => this.socket.bufferedAmount,
+        now: () => performance.now(),
+        outcome: (outcome) => metrics.frames.inc({ endpoint: "stream", outcome }),
+        logError: (err) => this.request.log.error({ err }, "stream frame failed"),
+      },
+      { sendBufferBytes: cfg.sendBufferBytes, maxMustGoQueue: cfg.maxMustGoQueue },
+    );
+    this.session = session;
+    const limits = await platform.limits.service.limitsOf(principal.customerId);
+    this.send({
+      type: "started",
+      session_id: session.id,
+      model: { id: model.id, backend: model.backend, action: model.action, unnorm_key: unnormKey },
+      robot_id: settings.robotId,
+      target_fps: settings.targetFps,
+      smoothing: settings.smoothing,
+      chunk_aggregation: settings.chunkAggregation,
+      limits: {
+        max_frame_bytes: cfg.maxFrameBytes,
+        max_sessions: this.deps.registry.limitFor(principal.tier),
+        idle_timeout_ms: cfg.idleTimeoutMs,
+        heartbeat_interval_ms: cfg.heartbeatMs,
+        stats_interval_ms: cfg.statsIntervalMs,
+        send_buffer_bytes: cfg.sendBufferBytes,
+        max_must_go_queue: cfg.maxMustGoQueue,
+        rate_limit: { per_minute: limits.perMinute, per_day: limits.perDay, per_month: limits.perMonth },
+      },
+    });
+  }
+
+  private onFrame(o: Record<string, unknown>, principal: Principal): void {
+    const session = this.session;
+    if (session === undefined) throw new ProtocolViolation(CLOSE.protocolError, "frame before start");
+    if (this.stopping) return;
+    try {
+      const frame = parseFrame(o, this.limits);
+      if (frame.instruction === undefined && session.instruction === undefined) {
+        throw errors.validation(
+          [{ in: "body", path: "/instruction", message: "is required (in start or in the frame)" }],
+          "The frame message is invalid.",
+        );
+      }
+      if (session.submit(frame) === "stale_seq") {
+        throw errors.validation(
+          [{ in: "body", path: "/seq", message: "must be greater than the previous frame's seq" }],
+          "The frame message is invalid.",
+        );
+      }
+    } catch (e) {
+      if (!isAppError(e)) throw e;
+      // A bad frame is answered and logged like a failed REST call; the session goes on.
+      this.deps.runner.recordFailure(
+        { principal, source: "stream", elapsedMs: () => 0 },
+        {
+          model: session.settings.model,
+          unnormKey: session.settings.unnormKey,
+          instruction: typeof o.instruction === "string" ? o.instruction : session.instruction,
+          robotId: session.settings.robotId,
+        },
+        e.code,
+      );
+      this.deps.metrics.frames.inc({ endpoint: "stream", outcome: "error" });
+      this.sendError(e, seqOf(o));
+    }
+  }
+
+  /** Ends the session: in-flight and must_go frames finish, then `stopped` with final stats and the close. */
+  private async finish(reason: "client_stop" | "idle_timeout" | "server_shutdown", code: number): Promise<void> {
+    if (this.closing || this.stopping) return;
+    this.stopping = true;
+    const session = this.session;
+    if (session !== undefined) {
+      session.stopAccepting();
+      await session.idle();
+    }
+    this.send({
+      type: "stopped",
+      reason,
+      ...(session === undefined ? {} : { session_id: session.id, stats: session.stats.snapshot() }),
+    });
+    this.close(code, reason);
+  }
+
+  pushStats(): void {
+    const s = this.session;
+    if (s === undefined || this.stopping || this.closing) return;
+    if (this.socket.bufferedAmount > this.deps.platform.config.stream.sendBufferBytes) return;
+    this.send({ type: "stats", session_id: s.id, stats: s.stats.snapshot() });
+  }
+
+  shutdown(): Promise<void> {
+    // Without a session there is nothing to finish: say goodbye now, even if an auth check is pending.
+    if (this.session === undefined) return this.finish("server_shutdown", CLOSE.goingAway);
+    return new Promise<void>((resolve) => {
+      this.enqueue(async () => {
+        await this.finish("server_shutdown", CLOSE.goingAway);
+        resolve();
+      });
+    });
+  }
+
+  private cleanup(): void {
+    clearTimeout(this.authTimer);
+    clearTimeout(this.idleTimer);
+    this.session?.abandon();
+    this.deps.registry.delete(this);
+    if (this.holdsSlot && this.principal !== undefined) {
+      this.holdsSlot = false;
+      this.deps.registry.release(this.principal.customerId);
+      this.deps.metrics.sessions.dec({ endpoint: "stream" });
+    }
+  }
+}
+
+/** The session's unnorm_key: the one asked for (must exist), else the model's default. */
+export function resolveUnnormKey(asked: string | undefined, keys: readonly string[], fallback: string | null): string {
+  if (asked !== undefined) {
+    if (!keys.includes(asked)) {
+      throw errors.invalidUnnormKey(`unnorm_key "${asked}" is not one of ${keys.join(", ")}.`, keys);
+    }
+    return asked;
+  }
+  if (fallback === null) {
+    throw errors.invalidUnnormKey(
+      `This model has several unnorm_keys and no default; pick one of ${keys.join(", ")}.`,
+      keys,
+    );
+  }
+  return fallback;
+}
