@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { streamRegistries } from "../../src/modules/streaming/streaming.module.ts";
 import { seedCustomer, seedKey } from "../helpers/limits.ts";
 import { buildStreamApp, Client, connect, jpeg, newKey, type StreamTestContext, started } from "./helpers.ts";
 
@@ -108,6 +109,8 @@ describe("WS /v1/stream: limits", () => {
     // A protocol violation closes the first one (stats before start): its slot is free again.
     first.json({ type: "stats" });
     await first.closed;
+    const registry = streamRegistries.get(t.app.platform);
+    await until(() => registry?.sessionsOf(a.customerId) === 1);
     const third = await connect(t, a.key);
     const other = await connect(t, b.key);
     const fourth = await connect(t, a.key);

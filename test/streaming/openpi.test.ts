@@ -1,0 +1,273 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { pack } from "msgpackr";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { packMsgpackNumpy, unpackMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
+import type { NdArray } from "../../src/modules/inference/ndarray.ts";
+import { PROJECT_ROOT } from "../../src/modules/models/registry.ts";
+import { buildStreamApp, Client, flushLogs, jpeg, newKey, type StreamTestContext, started } from "./helpers.ts";
+
+/** A registry with the default mock and a chunked mock (H = 4). */
+function modelsConfig(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "vla-models-"));
+  const stats = path.join(PROJECT_ROOT, "models/mock-openvla-7b/dataset_statistics.json");
+  const file = path.join(dir, "models.json");
+  const model = (id: string, chunk: number, latency = 0) => ({
+    id,
+    backend: { kind: "mock", latency_ms: latency },
+    action: { dim: 7, chunk },
+    dataset_statistics: stats,
+    default_unnorm_key: "bridge_orig",
+  });
+  writeFileSync(
+    file,
+    JSON.stringify({
+      default_model: "single",
+      models: [model("single", 1), model("chunky", 4), model("slow", 1, 1500)],
+    }),
+  );
+  return file;
+}
+
+let t: StreamTestContext;
+let pixels: Uint8Array;
+beforeAll(async () => {
+  t = await buildStreamApp({ MODELS_CONFIG: modelsConfig() });
+  pixels = new Uint8Array(224 * 224 * 3);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 31) % 251;
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+const image = (data = pixels) => ({ data, shape: [224, 224, 3] });
+
+async function openpi(query = "", headers: Record<string, string> = { authorization: `Api-Key ${t.key}` }) {
+  const c = new Client(`${t.baseUrl}/v1/openpi${query}`, headers);
+  await c.opened();
+  return c;
+}
+
+const decoded = (c: Client, i: number) =>
+  unpackMsgpackNumpy((c.raw[i] as { data: Buffer }).data) as Record<string, unknown>;
+
+async function nth(c: Client, n: number): Promise<void> {
+  await c.next(() => c.raw.length >= n);
+}
+
+describe("WS /v1/openpi", () => {
+  it("GET /v1/openpi/healthz answers OK like openpi", async () => {
+    const res = await t.app.inject({ method: "GET", url: "/v1/openpi/healthz" });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toBe("OK\n");
+  });
+
+  it("metadata on connect, then one reply per observation with (H, D) float32 actions and timings", async () => {
+    const c = await openpi("?model=chunky&robot_id=arm-pi");
+    await nth(c, 1);
+    expect(c.raw[0]?.isBinary).toBe(true);
+    expect(decoded(c, 0)).toEqual({
+      server: "vla-inference-api",
+      model: "chunky",
+      backend: "mock",
+      action_dim: 7,
+      action_horizon: 4,
+      unnorm_key: "bridge_orig",
+      unnorm_keys: ["bridge_orig", "fractal20220817_data"],
+    });
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
+    await nth(c, 2);
+    const r1 = decoded(c, 1);
+    const actions = r1.actions as NdArray;
+    expect(actions.dtype).toBe("<f4");
+    expect(actions.shape).toEqual([4, 7]);
+    expect(r1.policy_timing).toEqual({ infer_ms: expect.any(Number) });
+    expect(Object.keys(r1.server_timing as object)).toEqual(["infer_ms"]);
+    // prompt as bytes, image under the DROID key: same image and prompt, same actions
+    c.ws.send(
+      packMsgpackNumpy({
+        "observation/exterior_image_1_left": image(),
+        "observation/wrist_image_left": image(new Uint8Array(224 * 224 * 3)),
+        prompt: Buffer.from("pick up the fork"),
+      }),
+    );
+    await nth(c, 3);
+    const r2 = decoded(c, 2);
+    expect(Object.keys(r2.server_timing as object)).toEqual(["infer_ms", "prev_total_ms"]);
+    expect([...(r2.actions as NdArray).data]).toEqual([...actions.data]);
+    c.close();
+    await flushLogs(t.app);
+    const res = await t.app.inject({
+      method: "GET",
+      url: "/v1/inference/history?source=openpi&robot_id=arm-pi",
+      headers: { "x-api-key": t.key },
+    });
+    const rows = res.json().data as { action_chunk: number[][]; model: string }[];
+    expect(rows).toHaveLength(2);
+    expect(rows[0]?.model).toBe("chunky");
+    expect(rows[0]?.action_chunk.flat().map((v) => Math.fround(v))).toEqual([...actions.data]);
+  });
+
+  it("the reply's bytes follow the reference layout: bin marker keys, raw little-endian f4 data", async () => {
+    const c = await openpi();
+    await nth(c, 1);
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "stack" }));
+    await nth(c, 2);
+    const bytes = c.raw[1]?.data as Buffer;
+    const actions = (decoded(c, 1).actions as NdArray).data as Float32Array;
+    expect(actions).toHaveLength(7);
+    const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
+    const data = Buffer.from(actions.buffer, actions.byteOffset, actions.byteLength);
+    const expected = Buffer.concat([
+      hex("83"), // map(3): actions, policy_timing, server_timing
+      hex("a7 616374696f6e73"), // "actions"
+      hex("84"),
+      hex("c4 0b 5f5f6e6461727261795f5f c3"), // bin"__ndarray__": true
+      hex("c4 04 64617461 c4 1c"), // bin"data": bin(28)
+      data,
+      hex("c4 05 6474797065 a3 3c6634"), // bin"dtype": "<f4"
+      hex("c4 05 7368617065 92 01 07"), // bin"shape": [1, 7]
+      hex("ad 706f6c6963795f74696d696e67"), // "policy_timing"
+    ]);
+    expect(bytes.subarray(0, expected.length).toString("hex")).toBe(expected.toString("hex"));
+    c.close();
+  });
+
+  it("str-keyed numpy markers, channel-first images and the images/<camera> layout are accepted", async () => {
+    const c = await openpi();
+    await nth(c, 1);
+    const strKeyed = {
+      __ndarray__: true,
+      data: Buffer.from(pixels),
+      dtype: "|u1",
+      shape: [224, 224, 3],
+    };
+    c.ws.send(pack({ "observation/image": strKeyed, prompt: "stack" }));
+    await nth(c, 2);
+    const hwc = decoded(c, 1).actions as NdArray;
+    const chw = new Uint8Array(pixels.length);
+    const plane = 224 * 224;
+    for (let p = 0; p < plane; p++) for (let ch = 0; ch < 3; ch++) chw[ch * plane + p] = pixels[p * 3 + ch] as number;
+    c.ws.send(packMsgpackNumpy({ images: { cam_high: { data: chw, shape: [3, 224, 224] } }, prompt: "stack" }));
+    await nth(c, 3);
+    expect([...(decoded(c, 2).actions as NdArray).data]).toEqual([...hwc.data]);
+    c.ws.send(packMsgpackNumpy({ image: await jpeg(224, 224, 1), prompt: "stack" }));
+    await nth(c, 4);
+    expect((decoded(c, 3).actions as NdArray).shape).toEqual([1, 7]);
+    c.close();
+  });
+
+  const bad: [string, () => Buffer | string, string][] = [
+    ["no image", () => packMsgpackNumpy({ prompt: "stack" }), "invalid_image"],
+    ["no prompt", () => packMsgpackNumpy({ "observation/image": image() }), "validation_failed"],
+    ["not msgpack", () => Buffer.from([0xc1]), "invalid_array"],
+    ["a text frame", () => "hello", "bad_request"],
+    [
+      "an object dtype",
+      () =>
+        pack({
+          "observation/image": { __ndarray__: true, data: Buffer.alloc(8), dtype: "|O", shape: [1] },
+          prompt: "x",
+        }),
+      "invalid_array",
+    ],
+  ];
+  for (const [name, payload, code] of bad) {
+    it(`${name}: the error as a text frame, then close 1011`, async () => {
+      const c = await openpi();
+      await nth(c, 1);
+      c.ws.send(payload());
+      const closed = await c.closed;
+      expect(closed.code).toBe(1011);
+      const last = c.raw[c.raw.length - 1];
+      expect(last?.isBinary).toBe(false);
+      expect(last?.data.toString()).toMatch(new RegExp(`^${code}: `));
+    });
+  }
+
+  it("authentication: none or a wrong key -> text frame and close 1008; X-API-Key and Bearer work too", async () => {
+    const none = await openpi("", {});
+    expect((await none.closed).code).toBe(1008);
+    expect(none.raw[0]?.data.toString()).toMatch(/^unauthorized: /);
+    const wrong = await openpi("", { authorization: "Api-Key vla_live_1111111111111111111111111111111111111111" });
+    expect((await wrong.closed).code).toBe(1008);
+    expect(wrong.raw[0]?.data.toString()).toMatch(/^invalid_api_key: /);
+    const variants: Record<string, string>[] = [{ "x-api-key": t.key }, { authorization: `Bearer ${t.key}` }];
+    for (const headers of variants) {
+      const c = await openpi("", headers);
+      await nth(c, 1);
+      expect(decoded(c, 0).model).toBe("single");
+      c.close();
+    }
+  });
+
+  it("an unknown model -> text frame unknown_model, close 1011; a bad query -> 400 before the upgrade", async () => {
+    const c = await openpi("?model=nope");
+    expect((await c.closed).code).toBe(1011);
+    expect(c.raw[0]?.data.toString()).toMatch(/^unknown_model: /);
+    const res = await t.app.inject({ method: "GET", url: "/v1/openpi?colour=blue" });
+    expect(res.statusCode).toBe(400);
+  });
+
+  it("rate limits: an observation over the limit is refused with quota_exceeded (text, 1011)", async () => {
+    const { key } = await newKey(t, { tier: "enterprise", perMinute: 1 });
+    const c = await openpi("", { authorization: `Api-Key ${key}` });
+    await nth(c, 1);
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "stack" }));
+    await nth(c, 2);
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "stack" }));
+    expect((await c.closed).code).toBe(1011);
+    expect(c.raw[2]?.data.toString()).toMatch(/^quota_exceeded: /);
+  });
+
+  it("inference on one connection never blocks another (unlike openpi)", async () => {
+    const a = await openpi("?model=slow");
+    const b = await openpi();
+    await nth(a, 1);
+    await nth(b, 1);
+    // a's observation sits in a slow model; b's round trips complete meanwhile.
+    a.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "a" }));
+    for (let i = 0; i < 3; i++) {
+      b.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: `b${i}` }));
+      await nth(b, 2 + i);
+    }
+    expect(a.raw).toHaveLength(1);
+    await nth(a, 2);
+    a.close();
+    b.close();
+  });
+});
+
+describe("WS /v1/stream with an action-chunk model", () => {
+  it("action_chunk is sent and blended per timestep across frames", async () => {
+    const img1 = (await jpeg(224, 224, 1)).toString("base64");
+    const img2 = (await jpeg(224, 224, 2)).toString("base64");
+    const { c, s } = await started(t, { model: "chunky", chunk_aggregation: "latest" });
+    expect(s.model).toMatchObject({ id: "chunky", action: { dim: 7, chunk: 4 } });
+    c.json({ type: "frame", seq: 1, image: img1 });
+    const a1 = await c.type("action", (m) => m.seq === 1);
+    expect(a1.action_chunk).toHaveLength(4);
+    expect((a1.action_chunk as number[][])[0]).toEqual(a1.action);
+    c.close();
+
+    // weighted: frame 2 overlaps frame 1's steps 1..3 -> 0.3 old + 0.7 new
+    const w = await started(t, { model: "chunky", chunk_aggregation: "weighted" });
+    w.c.json({ type: "frame", seq: 1, image: img1 });
+    const w1 = (await w.c.type("action", (m) => m.seq === 1)).action_chunk as number[][];
+    w.c.json({ type: "frame", seq: 2, image: img2 });
+    const w2 = (await w.c.type("action", (m) => m.seq === 2)).action_chunk as number[][];
+    const l = await started(t, { model: "chunky", chunk_aggregation: "latest" });
+    l.c.json({ type: "frame", seq: 2, image: img2 });
+    const fresh = (await l.c.type("action", (m) => m.seq === 2)).action_chunk as number[][];
+    for (let k = 0; k < 3; k++) {
+      for (let i = 0; i < 7; i++) {
+        const expected = 0.3 * (w1[k + 1]?.[i] as number) + 0.7 * (fresh[k]?.[i] as number);
+        expect(w2[k]?.[i]).toBeCloseTo(expected, 9);
+      }
+    }
+    expect(w2[3]).toEqual(fresh[3]);
+    w.c.close();
+    l.c.close();
+  });
+});
