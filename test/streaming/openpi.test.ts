@@ -158,6 +158,21 @@ describe("WS /v1/openpi", () => {
     c.close();
   });
 
+  it("episode control messages are acknowledged without inference", async () => {
+    const c = await openpi();
+    await nth(c, 1);
+    c.ws.send(packMsgpackNumpy({ __ctrl__: "episode_start", __experiment__: "e", __task__: "t", __episode_id__: 3 }));
+    await nth(c, 2);
+    expect(decoded(c, 1)).toEqual({ __ack__: "episode_start" });
+    c.ws.send(packMsgpackNumpy({ __ctrl__: "episode_end", __success__: true }));
+    await nth(c, 3);
+    expect(decoded(c, 2)).toEqual({ __ack__: "episode_end" });
+    c.ws.send(packMsgpackNumpy({ __ctrl__: "reboot" }));
+    await nth(c, 4);
+    expect(decoded(c, 3)).toEqual({ __ack__: "ignored" });
+    c.close();
+  });
+
   const bad: [string, () => Buffer | string, string][] = [
     ["no image", () => packMsgpackNumpy({ prompt: "stack" }), "invalid_image"],
     ["no prompt", () => packMsgpackNumpy({ "observation/image": image() }), "validation_failed"],

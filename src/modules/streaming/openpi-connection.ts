@@ -220,6 +220,10 @@ export class OpenpiConnection implements StreamConnection {
         throw errors.badRequest("An observation must be a msgpack map.");
       }
       const o = obs as Record<string, unknown>;
+      if (o.__ctrl__ !== undefined) {
+        this.acknowledge(o.__ctrl__);
+        return;
+      }
       input = {
         model: model.id,
         unnormKey: this.unnormKey,
@@ -269,6 +273,18 @@ export class OpenpiConnection implements StreamConnection {
     const now = performance.now();
     this.prevTotalMs = now - this.loopStart;
     this.loopStart = now;
+  }
+
+  /**
+   * Newer openpi clients send `{"__ctrl__": "episode_start" | "episode_end", ...}` around
+   * episodes; the reference server answers `{"__ack__": <ctrl>}` (`"ignored"` for anything else)
+   * without inference. Not metered, not logged.
+   */
+  private acknowledge(ctrl: unknown): void {
+    this.backlog--;
+    const ack = ctrl === "episode_start" || ctrl === "episode_end" ? ctrl : "ignored";
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(packMsgpackNumpy({ __ack__: ack }));
+    this.loopStart = performance.now();
   }
 
   pushStats(): void {}
