@@ -182,3 +182,15 @@ describe("WS /v1/stream: protocol violations close the socket", () => {
     expect(res.json().code).toBe("upgrade_required");
   });
 });
+
+describe("OpenAPI", () => {
+  it("documents the WebSocket upgrade GETs and the openpi health check", async () => {
+    const res = await t.app.inject({ method: "GET", url: "/openapi.json" });
+    const doc = res.json() as { paths: Record<string, { get?: { description?: string; tags?: string[] } }> };
+    for (const p of ["/v1/stream", "/v1/openpi", "/v1/openpi/healthz"]) {
+      expect(doc.paths[p]?.get?.tags).toEqual(["streaming"]);
+      expect(doc.paths[p]?.get?.description?.length).toBeGreaterThan(40);
+    }
+    expect(doc.paths["/v1/stream"]?.get?.description).toContain("WebSocket");
+  });
+});
