@@ -24,7 +24,7 @@ function modelsConfig(): string {
     file,
     JSON.stringify({
       default_model: "single",
-      models: [model("single", 1), model("chunky", 4), model("slow", 1, 1500)],
+      models: [model("single", 1), model("chunky", 4), model("slow", 1, 1500), model("paced", 1, 300)],
     }),
   );
   return file;
@@ -251,6 +251,26 @@ describe("WS /v1/openpi", () => {
     await nth(a, 2);
     a.close();
     b.close();
+  });
+});
+
+describe("WS /v1/stream scheduling end to end (a 300 ms model)", () => {
+  it("latest-frame-wins: the waiting frame is superseded, must_go frames are not", async () => {
+    const img = (await jpeg(224, 224, 1)).toString("base64");
+    const { c } = await started(t, { model: "paced" });
+    c.json({ type: "frame", seq: 1, image: img });
+    c.json({ type: "frame", seq: 2, image: img });
+    c.json({ type: "frame", seq: 3, image: img, must_go: true });
+    c.json({ type: "frame", seq: 4, image: img });
+    c.json({ type: "frame", seq: 5, image: img, must_go: true });
+    c.json({ type: "frame", seq: 6, image: img });
+    await c.type("action", (m) => m.seq === 6);
+    expect(c.of("action").map((m) => m.seq)).toEqual([1, 3, 5, 6]);
+    expect(c.of("dropped")).toEqual([
+      { type: "dropped", seq: 2, reason: "superseded" },
+      { type: "dropped", seq: 4, reason: "superseded" },
+    ]);
+    c.close();
   });
 });
 

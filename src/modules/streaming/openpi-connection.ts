@@ -121,7 +121,7 @@ export class OpenpiConnection implements StreamConnection {
     this.socket.on("pong", () => {
       this.alive = true;
     });
-    this.socket.on("close", () => this.cleanup());
+    this.socket.on("close", (code) => this.cleanup(code));
     this.socket.on("message", (data, isBinary) => {
       if (this.closing) return;
       if (++this.backlog > MAX_BACKLOG) {
@@ -184,6 +184,10 @@ export class OpenpiConnection implements StreamConnection {
     this.principal = principal;
     this.model = model;
     metrics.sessions.inc({ endpoint: "openpi" });
+    this.request.log.info(
+      { customer_id: principal.customerId, robot_id: this.query.robot_id, model: model.id },
+      "openpi session started",
+    );
     this.socket.send(
       packMsgpackNumpy({
         server: "vla-inference-api",
@@ -297,8 +301,11 @@ export class OpenpiConnection implements StreamConnection {
     if (this.socket.readyState === this.socket.OPEN) this.socket.close(CLOSE.goingAway, "server_shutdown");
   }
 
-  private cleanup(): void {
+  private cleanup(code: number): void {
     this.closing = true;
+    if (this.principal !== undefined) {
+      this.request.log.info({ close_code: code, model: this.model?.id }, "openpi session ended");
+    }
     this.deps.registry.delete(this);
     if (this.holdsSlot && this.principal !== undefined) {
       this.holdsSlot = false;

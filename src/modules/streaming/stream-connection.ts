@@ -66,7 +66,7 @@ export class NativeStreamConnection implements StreamConnection {
       this.touch();
       this.enqueue(() => this.onMessage(toBuffer(data), isBinary));
     });
-    this.socket.on("close", () => this.cleanup());
+    this.socket.on("close", (code) => this.cleanup(code));
     this.idleTimer = setTimeout(() => this.enqueue(() => this.finish("idle_timeout", CLOSE.normal)), cfg.idleTimeoutMs);
     if (this.deps.platform.lifecycle.isShuttingDown) {
       this.reject("shutting_down", errors.shuttingDown(), CLOSE.goingAway);
@@ -253,6 +253,10 @@ export class NativeStreamConnection implements StreamConnection {
       { sendBufferBytes: cfg.sendBufferBytes, maxMustGoQueue: cfg.maxMustGoQueue },
     );
     this.session = session;
+    this.request.log.info(
+      { session_id: session.id, customer_id: principal.customerId, robot_id: settings.robotId, model: model.id },
+      "stream session started",
+    );
     const limits = await platform.limits.service.limitsOf(principal.customerId);
     this.send({
       type: "started",
@@ -346,10 +350,16 @@ export class NativeStreamConnection implements StreamConnection {
     });
   }
 
-  private cleanup(): void {
+  private cleanup(code: number): void {
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);
     this.session?.abandon();
+    if (this.session !== undefined) {
+      this.request.log.info(
+        { session_id: this.session.id, close_code: code, stats: this.session.stats.snapshot() },
+        "stream session ended",
+      );
+    }
     this.deps.registry.delete(this);
     if (this.holdsSlot && this.principal !== undefined) {
       this.holdsSlot = false;
