@@ -103,6 +103,9 @@ describe("WS /v1/stream: the protocol", () => {
     const stale = await c.type("error", (m) => m.seq === 5);
     expect(stale.code).toBe("validation_failed");
     expect(JSON.stringify(stale.errors)).toContain("/seq");
+    c.json({ type: "stats" });
+    const st = (await c.type("stats")).stats as Record<string, unknown>;
+    expect(st).toMatchObject({ frames_received: 6, frames_inferred: 1, frames_failed: 5 });
     c.close();
   });
 

@@ -299,6 +299,7 @@ export class NativeStreamConnection implements StreamConnection {
       }
     } catch (e) {
       if (!isAppError(e)) throw e;
+      session.recordInvalid();
       // A bad frame is answered and logged like a failed REST call; the session goes on.
       this.deps.runner.recordFailure(
         { principal, source: "stream", elapsedMs: () => 0 },

@@ -76,17 +76,13 @@ export class StreamSession {
   }
 
   /**
-   * Accepts a parsed frame. Returns an error to report when the frame is out of order
-   * (its seq must grow); everything else is answered asynchronously.
+   * Accepts a parsed frame. Returns "stale_seq" (and does nothing) when the frame is out of
+   * order: its seq must grow. Everything else is answered asynchronously.
    */
   submit(frame: FrameMessage): "ok" | "stale_seq" {
     if (this.closed) return "ok";
+    if (frame.seq <= this.lastSeq) return "stale_seq";
     this.stats.received++;
-    if (frame.seq <= this.lastSeq) {
-      this.stats.failed++;
-      this.ports.outcome("error");
-      return "stale_seq";
-    }
     this.lastSeq = frame.seq;
     if (frame.instruction !== undefined) this.instruction = frame.instruction;
     const queued: QueuedFrame = { ...frame, receivedAt: this.ports.now() };
@@ -105,6 +101,12 @@ export class StreamSession {
     else if (this.mustGo.length >= this.limits.maxMustGoQueue) this.drop(queued, "overloaded");
     else this.mustGo.push(queued);
     return "ok";
+  }
+
+  /** A frame refused before scheduling (invalid, stale seq): counted as received and failed. */
+  recordInvalid(): void {
+    this.stats.received++;
+    this.stats.failed++;
   }
 
   /** Resolves once nothing is in flight or waiting. */
