@@ -42,6 +42,8 @@ const DROP_TARGET = 0.01;
 // ---------------------------------------------------------------- server (child)
 
 async function serve(): Promise<void> {
+  // BENCH_SHARP_CONCURRENCY=n: libvips threads per image (sharp's default: the core count).
+  if (process.env.BENCH_SHARP_CONCURRENCY !== undefined) sharp.concurrency(Number(process.env.BENCH_SHARP_CONCURRENCY));
   const dataDir = mkdtempSync(path.join(tmpdir(), "vla-bench-stream-"));
   const mock = EMBEDDED_REGISTRY.models.find((m) => m.id === "mock-openvla-7b");
   const registryFile = path.join(dataDir, "models.json");

@@ -66,7 +66,7 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
       await registry.shutdown(Math.max(1_000, Math.floor(platform.config.http.shutdownTimeoutMs / 2)));
     },
     errorHandler: (error, socket, request) => {
-      request.log.warn({ err: error }, "stream socket error");
+      request.log.info({ err: error }, "stream socket error (client closed or sent an invalid frame)");
       socket.terminate();
     },
   });
