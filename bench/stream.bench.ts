@@ -16,7 +16,7 @@
  * Bounded: fixed durations, loopback only; the child is stopped at the end.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os, { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -38,6 +38,9 @@ const STEPS = (process.env.BENCH_STREAMS ?? "25,50,100,150,200,300").split(",").
 const FPS = 10;
 const P99_TARGET_MS = 50;
 const DROP_TARGET = 0.01;
+/** `jpeg` (default): encoded 224x224 JPEG bytes; `array`: the decoded uint8 224x224x3 pixels (msgpack-numpy, no decode on the server). */
+const FRAME = process.env.BENCH_FRAME ?? "jpeg";
+let pixels: Uint8Array[] = [];
 
 // ---------------------------------------------------------------- server (child)
 
@@ -126,6 +129,8 @@ interface StepResult {
   readonly serverP50: number;
   readonly serverP99: number;
   readonly achievedFps: number;
+  /** Server process CPU time (all threads) per action over the step, connection setup included. */
+  readonly serverCpuMsPerAction: number;
 }
 
 /**
@@ -172,7 +177,22 @@ async function jpegs(n: number, kind = process.env.BENCH_IMAGE ?? "scene"): Prom
   return out;
 }
 
-async function step(port: number, key: string, streams: number, images: readonly Buffer[]): Promise<StepResult> {
+/** CPU seconds (user + system, all threads: event loop, libuv pool, libvips) of a process so far. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second on Linux).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function step(
+  port: number,
+  key: string,
+  streams: number,
+  images: readonly Buffer[],
+  serverPid: number,
+): Promise<StepResult> {
+  const cpuBefore = cpuSeconds(serverPid);
   const latencies: number[] = [];
   const serverTotals: number[] = [];
   let sent = 0;
@@ -230,7 +250,15 @@ async function step(port: number, key: string, streams: number, images: readonly
           seq++;
           sentAt.set(seq, performance.now());
           sent++;
-          ws.send(pack({ type: "frame", seq, image }));
+          ws.send(
+            FRAME === "array"
+              ? packMsgpackNumpy({
+                  type: "frame",
+                  seq,
+                  image: { data: pixels[i % pixels.length] as Uint8Array, shape: [224, 224, 3] },
+                })
+              : pack({ type: "frame", seq, image }),
+          );
         }, 1000 / FPS);
         timers.push(timer);
       },
@@ -254,7 +282,9 @@ async function step(port: number, key: string, streams: number, images: readonly
     ),
   );
   const unanswered = sent - actions - dropped;
+  const cpu = cpuSeconds(serverPid) - cpuBefore;
   return {
+    serverCpuMsPerAction: actions === 0 ? Number.NaN : (cpu * 1000) / actions,
     streams,
     sent,
     actions,
@@ -333,27 +363,30 @@ async function main(): Promise<void> {
   const { child, port, key } = await startServer();
   try {
     const images = await jpegs(8);
+    pixels = await Promise.all(images.map(async (j) => new Uint8Array(await sharp(j).removeAlpha().raw().toBuffer())));
     console.log(
       `# ${new Date().toISOString()} ${os.cpus().length} cores, Node ${process.version}, load ${os
         .loadavg()
         .map((x) => x.toFixed(1))
-        .join(" ")}, ${SECONDS}s per step, ${process.env.BENCH_IMAGE ?? "scene"} JPEG ${images[0]?.length} bytes`,
+        .join(
+          " ",
+        )}, ${SECONDS}s per step, ${process.env.BENCH_IMAGE ?? "scene"} JPEG ${images[0]?.length} bytes, frames as ${FRAME}`,
     );
     // Warm-up: the first sessions pay for JIT and sharp's first decode.
-    await step(port, key, 5, images);
+    await step(port, key, 5, images, child.pid as number);
     let best = 0;
     console.log(
-      "| streams | frames sent | actions | dropped or unanswered | p50 ms | p99 ms | server p50 / p99 ms | FPS per stream | pass |",
+      "| streams | frames sent | actions | dropped or unanswered | p50 ms | p99 ms | server p50 / p99 ms | FPS per stream | server CPU ms per action | pass |",
     );
     console.log(
-      "| ------- | ----------- | ------- | --------------------- | ------ | ------ | ------------------- | -------------- | ---- |",
+      "| ------- | ----------- | ------- | --------------------- | ------ | ------ | ------------------- | -------------- | ------------------------ | ---- |",
     );
     for (const n of STEPS) {
-      const r = await step(port, key, n, images);
+      const r = await step(port, key, n, images, child.pid as number);
       const dropRate = r.sent === 0 ? 1 : r.dropped / r.sent;
       const pass = r.p99 <= P99_TARGET_MS && dropRate < DROP_TARGET;
       console.log(
-        `| ${n} | ${r.sent} | ${r.actions} | ${r.dropped} (${(dropRate * 100).toFixed(2)} %) | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.serverP50.toFixed(1)} / ${r.serverP99.toFixed(1)} | ${r.achievedFps.toFixed(2)} | ${pass ? "yes" : "no"} |`,
+        `| ${n} | ${r.sent} | ${r.actions} | ${r.dropped} (${(dropRate * 100).toFixed(2)} %) | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.serverP50.toFixed(1)} / ${r.serverP99.toFixed(1)} | ${r.achievedFps.toFixed(2)} | ${r.serverCpuMsPerAction.toFixed(2)} | ${pass ? "yes" : "no"} |`,
       );
       if (!pass) break;
       best = n;
