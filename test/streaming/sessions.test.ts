@@ -8,9 +8,9 @@ let t: StreamTestContext;
 let img: string;
 beforeAll(async () => {
   t = await buildStreamApp({
-    STREAM_AUTH_TIMEOUT_MS: "300",
-    STREAM_IDLE_TIMEOUT_MS: "1500",
-    STREAM_HEARTBEAT_MS: "150",
+    STREAM_AUTH_TIMEOUT_MS: "1000",
+    STREAM_IDLE_TIMEOUT_MS: "2000",
+    STREAM_HEARTBEAT_MS: "500",
     STREAM_STATS_INTERVAL_MS: "150",
   });
   img = (await jpeg(224, 224, 2)).toString("base64");

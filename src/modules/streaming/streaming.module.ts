@@ -90,7 +90,10 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
         "Every inferred frame is metered, logged (source `stream`) and safety-checked. A plain GET answers 426. " +
         "Protocol: docs/streaming.md.",
       security: SECURITY,
-      response: { 426: { $ref: "Problem#", description: "Not a WebSocket upgrade." } },
+      response: {
+        101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
+        426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
+      },
     },
     handler: upgradeOnly("/v1/stream"),
     wsHandler: (socket, request) => {
@@ -112,7 +115,10 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
         "authentication). Logged with source `openpi`, metered and safety-checked. A plain GET answers 426.",
       security: SECURITY,
       querystring: OpenpiQuerySchema,
-      response: { 426: { $ref: "Problem#", description: "Not a WebSocket upgrade." } },
+      response: {
+        101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
+        426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
+      },
     },
     handler: upgradeOnly("/v1/openpi"),
     wsHandler: (socket, request) => {
