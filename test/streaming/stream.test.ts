@@ -130,6 +130,15 @@ describe("WS /v1/stream: the protocol", () => {
     c.close();
   });
 
+  it("stats and stop with unknown members get validation_failed and the session stays", async () => {
+    const { c } = await started(t);
+    c.json({ type: "stats", verbose: true });
+    expect(await c.type("error")).toMatchObject({ code: "validation_failed" });
+    c.json({ type: "stats" });
+    expect(await c.type("stats")).toBeDefined();
+    c.close();
+  });
+
   it("a frame without any instruction is refused", async () => {
     const c = await connect(t, t.key);
     c.json({ type: "start", robot_id: "arm-1", unnorm_key: "bridge_orig" });

@@ -128,6 +128,11 @@ export class NativeStreamConnection implements StreamConnection {
       this.close(e.closeCode, e.message);
       return;
     }
+    if (isAppError(e) && e.status < 500) {
+      // A malformed stats/stop message: recoverable, like a bad frame.
+      this.sendError(e);
+      return;
+    }
     this.request.log.error({ err: e }, "stream connection failed");
     this.sendError(e);
     this.close(CLOSE.internalError, "internal_error");
