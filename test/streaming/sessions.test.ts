@@ -184,16 +184,19 @@ describe("WS /v1/stream: limits", () => {
 });
 
 describe("WS /v1/stream: graceful shutdown", () => {
-  it("sessions get final stats (stopped, server_shutdown) and close 1001", async () => {
+  it("sessions get final stats (stopped, server_shutdown) and close 1001; openpi connections close 1001", async () => {
     const own = await buildStreamApp();
     try {
       const { c } = await started(own);
       c.json({ type: "frame", seq: 1, image: img });
       await c.type("action");
+      const pi = new Client(`${own.baseUrl}/v1/openpi?unnorm_key=bridge_orig`, { authorization: `Api-Key ${own.key}` });
+      await pi.next(() => true); // metadata
       const closing = own.app.close();
       const stopped = await c.type("stopped");
       expect(stopped).toMatchObject({ reason: "server_shutdown", stats: { frames_inferred: 1 } });
       expect((await c.closed).code).toBe(1001);
+      expect((await pi.closed).code).toBe(1001);
       await closing;
     } finally {
       await own.close();
