@@ -31,6 +31,7 @@ export interface InferenceLogEntry {
   readonly modelMs: number | null;
   readonly totalMs: number;
   readonly source: InferenceSource;
+  readonly safetyStatus: string | null;
 }
 
 export interface HistoryFilter {

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../../app.ts";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
 import type { ModuleOptions } from "../index.ts";
+import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";
 import { type InferenceLogEntry, InferenceLogsRepo } from "./inference-logs.repo.ts";
@@ -61,6 +62,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     logInstructions: platform.config.inference.logInstructions,
     counter: createInferenceApiMetrics(platform.metrics.registry),
     now: platform.now,
+    safety: safetyServices.get(platform),
   });
   await app.register(inferenceRoutes, { platform, runner, repo });
   await app.register(actRoutes, { platform, runner, repo });
