@@ -12,8 +12,11 @@ import { SafetyService } from "./safety.service.ts";
 
 /** The app's safety service: the inference module hands it to the runner as its gate. */
 export const safetyServices = new WeakMap<Platform, SafetyService>();
-/** Test seam: the incident writer of an app (tests flush it instead of waiting). */
-export const incidentWriters = new WeakMap<Platform, BatchWriter<IncidentRow>>();
+/** Test seam: the safety batch writers of an app (tests flush them instead of waiting). */
+export const safetyWriters = new WeakMap<
+  Platform,
+  { readonly incidents: BatchWriter<IncidentRow>; readonly lastSeen: BatchWriter<SeenRow> }
+>();
 
 interface SeenRow {
   customerId: string;
@@ -31,7 +34,6 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
   const incidents = await platform.batchWriter<IncidentRow>("safety-incidents", {
     write: (rows) => repo.insertIncidents(rows),
   });
-  incidentWriters.set(platform, incidents);
   const lastSeen = await platform.batchWriter<SeenRow>(
     "robots-last-seen",
     { write: (rows) => repo.touchLastSeen(rows) },
@@ -55,6 +57,7 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
     now: platform.now,
   });
   safetyServices.set(platform, service);
+  safetyWriters.set(platform, { incidents, lastSeen });
 
   platform.deletion.register({
     name: "safety",
