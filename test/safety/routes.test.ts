@@ -300,6 +300,23 @@ describe("safety on the inference path", () => {
     expect((await infer("arm-shared-name", {}, other.key)).statusCode).toBe(200);
   });
 
+  it("remembers the robot's previous action, so acceleration is checked across requests", async () => {
+    const policy = { low: "none", medium: "none", high: "none", critical: "none" };
+    await putProfile("arm-acc", { max_linear_acceleration: 0.0001, max_angular_acceleration: 0.0001, policy });
+    const first = await infer("arm-acc", { instruction: "first" });
+    expect(first.json().safety.skipped.map((x: { check: string }) => x.check)).toContain("acceleration");
+    const second = await infer("arm-acc", { instruction: "second" });
+    const types = second.json().safety.violations.map((v: { type: string }) => v.type);
+    expect(types).toContain("linear_acceleration");
+    // Policy none: reported, action unchanged.
+    expect(second.json().safety.status).toBe("pass");
+    expect(second.json().action).toEqual(second.json().safety.raw_action);
+
+    const metrics = await t.app.inject({ method: "GET", url: "/metrics" });
+    expect(metrics.body).toMatch(/vla_safety_violations_total\{type="linear_acceleration",severity="critical"\} [1-9]/);
+    expect(metrics.body).toMatch(/vla_safety_evaluations_total\{status="clamped"\} [1-9]/);
+  });
+
   it("/act validates X-Robot-Id and applies the robot's profile", async () => {
     const body = {
       image: encodeJsonNumpy(new Uint8Array(pattern(224, 224, 4)), [224, 224, 3], "|u1"),

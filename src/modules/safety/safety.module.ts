@@ -54,6 +54,7 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
     classifierTimeoutMs: config.classifierTimeoutMs,
     classifierFailMode: config.classifierFailMode,
     profileCacheMs: config.profileCacheMs,
+    previousActionPeriods: config.previousActionPeriods,
     now: platform.now,
   });
   safetyServices.set(platform, service);

@@ -7,7 +7,7 @@ import { evaluate, evaluateSync } from "./evaluator.ts";
 import { type IncidentRow, incidentsFromResult } from "./incidents.ts";
 import { momentsFromDatasetStatistics, OodClassifier } from "./ood-classifier.ts";
 import { defaultProfile, resolveProfile, type SafetyProfile } from "./profile.ts";
-import type { RobotStateStore } from "./robot-state-store.ts";
+import { type RobotStateStore, type StoredAction, validityMs } from "./robot-state-store.ts";
 import type { SafetyMetrics } from "./safety.metrics.ts";
 import type { SafetyRepo } from "./safety.repo.ts";
 import type { ActionChunk, SafetyClassifier, SafetyResult } from "./types.ts";
@@ -32,7 +32,14 @@ export interface SafetyServiceOptions {
   readonly classifierTimeoutMs: number;
   readonly classifierFailMode: "closed" | "open";
   readonly profileCacheMs: number;
+  /** Control periods a stored previous action stays valid. */
+  readonly previousActionPeriods: number;
   readonly now: () => number;
+}
+
+/** What `admit` learned, handed back to `check`. */
+interface Admission {
+  readonly previous: StoredAction | undefined;
 }
 
 interface CachedProfile {
@@ -72,11 +79,18 @@ export class SafetyService implements SafetyGate {
     });
   }
 
-  /** 409 robot_stopped for a robot under emergency stop. */
-  async admit(customerId: string, robotId: string | undefined): Promise<void> {
-    if (robotId === undefined) return;
-    const stop = await this.o.estops.check(customerId, robotId);
+  /**
+   * 409 robot_stopped for a robot under emergency stop. Runs while the model runs, and prefetches
+   * the robot's previous action in the same breath (both are Redis round trips when configured).
+   */
+  async admit(customerId: string, robotId: string | undefined, wantPrevious: boolean): Promise<Admission> {
+    if (robotId === undefined) return { previous: undefined };
+    const [stop, previous] = await Promise.all([
+      this.o.estops.check(customerId, robotId),
+      wantPrevious ? this.o.states.getEntry(customerId, robotId) : undefined,
+    ]);
     if (stop !== undefined) throw errors.robotStopped(robotId, stop.at, stop.reason);
+    return { previous };
   }
 
   async check(input: SafetyCheck): Promise<SafetyOutcome> {
@@ -88,8 +102,16 @@ export class SafetyService implements SafetyGate {
     let previous: readonly number[] | null | undefined = input.previousAction;
     const fromStore = previous === undefined;
     if (fromStore) {
-      previous =
-        robotId === undefined ? null : ((await this.o.states.get(customerId, robotId, profile.control_hz)) ?? null);
+      const admitted = input.admission as Admission | undefined;
+      const entry =
+        admitted !== undefined
+          ? admitted.previous
+          : robotId === undefined
+            ? undefined
+            : await this.o.states.getEntry(customerId, robotId);
+      const fresh =
+        entry !== undefined && this.o.now() - entry.at < validityMs(profile.control_hz, this.o.previousActionPeriods);
+      previous = fresh ? entry.action : null;
     }
 
     const classifiers = this.classifiersFor(input.modelId);
@@ -126,7 +148,8 @@ export class SafetyService implements SafetyGate {
       // Streams keep their own previous action; REST remembers what was sent (the last step of a chunk).
       if (fromStore) {
         const last = safe.actionChunk === undefined ? safe.action : safe.actionChunk[safe.actionChunk.length - 1];
-        if (last !== undefined) await this.o.states.set(customerId, robotId, last, profile.control_hz);
+        // Not awaited: the robot's next request is a control period away; the store swallows failures.
+        if (last !== undefined) void this.o.states.set(customerId, robotId, last, profile.control_hz);
       }
       this.touch(customerId, robotId);
     }
