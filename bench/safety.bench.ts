@@ -12,18 +12,27 @@
  *      (clamping + re-verification);
  *   4. rules + OOD, an 8-step chunk that passes;
  *   5. rules + the OOD classifier behind a Promise (as a remote/async classifier would answer), so the
- *      timeout timer (setTimeout/clearTimeout) and Promise.race are paid.
+ *      timeout timer (setTimeout/clearTimeout) and Promise.race are paid;
+ *   6. the whole gate as the inference path calls it (`SafetyService.admit` + `check`, in-process
+ *      stores, a cached custom profile, metrics, last-seen): what safety adds to a request.
  * Each call is timed alone with process.hrtime.bigint() (adds ~0.05 us); warm-up first.
  * Results go to stdout and bench/results/safety-latest.json.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
+import { Registry } from "prom-client";
 import { loadDatasetStatistics } from "../src/modules/models/dataset-statistics.ts";
+import { MemoryEstopRegistry } from "../src/modules/safety/estop.ts";
 import { type ClassifierOptions, evaluate, evaluateSync } from "../src/modules/safety/evaluator.ts";
 import { momentsFromDatasetStatistics, OodClassifier } from "../src/modules/safety/ood-classifier.ts";
 import { resolveProfile } from "../src/modules/safety/profile.ts";
+import { MemoryRobotStateStore } from "../src/modules/safety/robot-state-store.ts";
+import { createSafetyMetrics } from "../src/modules/safety/safety.metrics.ts";
+import type { SafetyRepo } from "../src/modules/safety/safety.repo.ts";
+import { SafetyService } from "../src/modules/safety/safety.service.ts";
 import type { EvaluationInput } from "../src/modules/safety/types.ts";
+import type { InvalidationBus } from "../src/platform/invalidation.ts";
 
 const ITERATIONS = Number(process.env.ITERATIONS ?? 200_000);
 const WARMUP = Math.min(50_000, ITERATIONS);
@@ -111,6 +120,65 @@ async function benchAsync(input: EvaluationInput, opts: ClassifierOptions = opti
   return summarise(samples);
 }
 
+// The whole gate, in-process stores (what the embedded default runs).
+const gate = new SafetyService({
+  repo: { getProfile: async () => ({ keep_out_zones: profile.keep_out_zones }) } as unknown as SafetyRepo,
+  estops: new MemoryEstopRegistry(),
+  states: new MemoryRobotStateStore(),
+  incidents: { push: () => {} },
+  lastSeen: { push: () => {} },
+  metrics: createSafetyMetrics(new Registry()),
+  invalidation: { on: () => {}, onReset: () => {}, publish: async () => {} } as unknown as InvalidationBus,
+  statistics: () => loadDatasetStatistics(statsFile),
+  classifiers: ["ood"],
+  oodK: 5,
+  classifierTimeoutMs: 50,
+  classifierFailMode: "closed",
+  profileCacheMs: 60_000,
+  previousActionPeriods: 3,
+  now: Date.now,
+});
+const gateCheck = async () => {
+  const admission = await gate.admit("customer-1", "arm-1", true);
+  const out = await gate.check({
+    customerId: "customer-1",
+    robotId: "arm-1",
+    inferenceId: "00000000-0000-4000-8000-000000000000",
+    modelId: "mock-openvla-7b",
+    unnormKey: "bridge_orig",
+    decoded: { action: passing.action as number[] },
+    robotState: state,
+    admission,
+  });
+  return out.safety.violations.length;
+};
+if (
+  (
+    await gate.check({
+      customerId: "c",
+      robotId: "r",
+      inferenceId: "i",
+      modelId: "m",
+      unnormKey: "bridge_orig",
+      decoded: { action: passing.action as number[] },
+      robotState: state,
+    })
+  ).safety.status !== "pass"
+) {
+  throw new Error("gate case does not pass");
+}
+
+async function benchGate(): Promise<Stats> {
+  for (let i = 0; i < WARMUP; i++) await gateCheck();
+  const samples = new Float64Array(ITERATIONS);
+  for (let i = 0; i < ITERATIONS; i++) {
+    const t0 = process.hrtime.bigint();
+    sink += await gateCheck();
+    samples[i] = Number(process.hrtime.bigint() - t0) / 1000;
+  }
+  return summarise(samples);
+}
+
 const results = {
   date: new Date().toISOString(),
   node: process.version,
@@ -122,6 +190,7 @@ const results = {
   rules_and_ood_clamped: await benchAsync(clamping),
   rules_and_ood_chunk8_pass: await benchAsync(chunk),
   rules_and_async_ood_pass: await benchAsync(passing, asyncOptions),
+  whole_gate_admit_and_check: await benchGate(),
 };
 console.log(JSON.stringify(results, null, 2));
 console.log(`(sink ${sink})`);

@@ -257,7 +257,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(cors, {
     origin: config.http.corsOrigins.includes("*") ? true : [...config.http.corsOrigins],
     credentials: config.http.corsCredentials,
-    exposedHeaders: ["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After", "Server-Timing"],
+    exposedHeaders: [
+      "X-Request-Id",
+      "RateLimit",
+      "RateLimit-Policy",
+      "Retry-After",
+      "Server-Timing",
+      "X-Problem-Code",
+      "X-Problem-Detail",
+    ],
     maxAge: 600,
   });
   await app.register(formbody, { bodyLimit: config.http.bodyLimitBytes });

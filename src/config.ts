@@ -70,6 +70,20 @@ export interface Config {
     /** How often the partition job makes sure the next monthly partitions of inference_logs exist. */
     readonly partitionCheckMs: number;
   };
+  readonly safety: {
+    /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
+    readonly classifiers: readonly "ood"[];
+    /** OOD classifier: flag values more than k standard deviations from the dataset mean. */
+    readonly oodK: number;
+    /** Per classifier; a slower classifier counts as failed. */
+    readonly classifierTimeoutMs: number;
+    /** closed: a failed classifier is a violation (high); open: it is reported as skipped. */
+    readonly classifierFailMode: "closed" | "open";
+    /** How long a robot's stored profile is served from the in-process cache (changes are broadcast). */
+    readonly profileCacheMs: number;
+    /** Control periods a robot's previous action is kept for the acceleration rule (REST). */
+    readonly previousActionPeriods: number;
+  };
   readonly apiKeys: {
     /** How long a verified key is served from the in-process cache without asking the database. */
     readonly cacheFreshMs: number;
@@ -351,6 +365,14 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       multipartMaxFileBytes: r.int("INFERENCE_UPLOAD_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
       partitionCheckMs: r.int("INFERENCE_PARTITION_CHECK_MS", 6 * 3_600_000, 1_000, 7 * 86_400_000),
     },
+    safety: {
+      classifiers: parseClassifiers(r),
+      oodK: r.int("SAFETY_OOD_K", 5, 1, 1_000),
+      classifierTimeoutMs: r.int("SAFETY_CLASSIFIER_TIMEOUT_MS", 50, 1, 60_000),
+      classifierFailMode: r.oneOf("SAFETY_CLASSIFIER_FAIL_MODE", ["closed", "open"] as const, "closed"),
+      profileCacheMs: r.int("SAFETY_PROFILE_CACHE_MS", 5_000, 0, 3_600_000),
+      previousActionPeriods: r.int("SAFETY_PREVIOUS_ACTION_PERIODS", 3, 1, 1_000),
+    },
     apiKeys: {
       cacheFreshMs: r.int("API_KEY_CACHE_FRESH_MS", 10_000, 0, 3_600_000),
       cacheStaleMs: r.int("API_KEY_CACHE_STALE_MS", 300_000, 0, 86_400_000),
@@ -397,4 +419,16 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+function parseClassifiers(r: Reader): readonly "ood"[] {
+  const v = r.str("SAFETY_CLASSIFIERS", "ood").toLowerCase();
+  if (v === "none") return [];
+  const out: "ood"[] = [];
+  for (const name of v.split(",").map((x) => x.trim())) {
+    if (name === "ood") {
+      if (!out.includes("ood")) out.push("ood");
+    } else r.problems.push(`SAFETY_CLASSIFIERS: unknown classifier "${name}" (known: ood; or none)`);
+  }
+  return out;
 }

@@ -27,3 +27,21 @@ describe("README configuration table", () => {
     expect(missing).toEqual([]);
   });
 });
+
+describe("docs/operations.md metrics table", () => {
+  it("documents every metric the app registers", async () => {
+    const { buildTestApp } = await import("./helpers/app.ts");
+    const ctx = await buildTestApp({ env: { MODELS_WARM_UP: "false" } });
+    try {
+      const names = (await ctx.app.platform.metrics.registry.getMetricsAsJSON())
+        .map((m) => m.name)
+        .filter((n) => n.startsWith("vla_"));
+      expect(names.length).toBeGreaterThan(20);
+      const doc = readFileSync(path.join(root, "docs/operations.md"), "utf8");
+      const rows = new Set([...doc.matchAll(/^\|\s*`(vla_[a-z_]+)`\s*\|/gm)].map((m) => m[1]));
+      expect(names.filter((n) => !rows.has(n))).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  });
+});

@@ -97,6 +97,16 @@ describe("security headers and CORS", () => {
         headers: { origin: "https://evil.example.com" },
       });
       expect(denied.headers["access-control-allow-origin"]).toBeUndefined();
+      // Browsers may read the rate-limit, timing and /act problem headers.
+      const simple = await ctx.app.inject({
+        method: "GET",
+        url: "/health/live",
+        headers: { origin: "https://app.example.com" },
+      });
+      const exposed = String(simple.headers["access-control-expose-headers"]).split(/,\s*/);
+      for (const h of ["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After", "X-Problem-Code"]) {
+        expect(exposed).toContain(h);
+      }
     } finally {
       await ctx.close();
     }

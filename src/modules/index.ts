@@ -6,6 +6,7 @@ import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
 import { usageRoutes } from "./rate-limit/usage.routes.ts";
+import { safetyModule } from "./safety/safety.module.ts";
 import { streamingModule } from "./streaming/streaming.module.ts";
 
 export interface ModuleOptions {
@@ -19,6 +20,7 @@ export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [
   apiKeysModule,
   usageRoutes,
   modelsRoutes,
+  safetyModule,
   inferenceModule,
   streamingModule,
 ];

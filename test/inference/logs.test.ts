@@ -46,6 +46,7 @@ function entry(customerId: string, i: number): InferenceLogEntry {
     modelMs: 0.1,
     totalMs: 2,
     source: "rest",
+    safetyStatus: "pass",
   };
 }
 

@@ -64,7 +64,8 @@ describe("WS /v1/openpi", () => {
   });
 
   it("metadata on connect, then one reply per observation with (H, D) float32 actions and timings", async () => {
-    const c = await openpi("?model=chunky&robot_id=arm-pi");
+    // No robot_id: the safety gate has no previous action to compare with, so equal inputs give equal actions.
+    const c = await openpi("?model=chunky");
     await nth(c, 1);
     expect(c.raw[0]?.isBinary).toBe(true);
     expect(decoded(c, 0)).toEqual({
@@ -97,15 +98,24 @@ describe("WS /v1/openpi", () => {
     expect(Object.keys(r2.server_timing as object)).toEqual(["infer_ms", "prev_total_ms"]);
     expect([...(r2.actions as NdArray).data]).toEqual([...actions.data]);
     c.close();
+  });
+
+  it("observations are logged with source openpi and the robot_id of the query", async () => {
+    const c = await openpi("?model=chunky&robot_id=arm-pi");
+    await nth(c, 1);
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
+    await nth(c, 2);
+    const actions = decoded(c, 1).actions as NdArray;
+    c.close();
     await flushLogs(t.app);
     const res = await t.app.inject({
       method: "GET",
       url: "/v1/inference/history?source=openpi&robot_id=arm-pi",
       headers: { "x-api-key": t.key },
     });
-    const rows = res.json().data as { action_chunk: number[][]; model: string }[];
-    expect(rows).toHaveLength(2);
-    expect(rows[0]?.model).toBe("chunky");
+    const rows = res.json().data as { action_chunk: number[][]; model: string; robot_id: string }[];
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ model: "chunky", robot_id: "arm-pi" });
     expect(rows[0]?.action_chunk.flat().map((v) => Math.fround(v))).toEqual([...actions.data]);
   });
 
@@ -289,12 +299,14 @@ describe("WS /v1/stream with an action-chunk model", () => {
     // weighted: frame 2 overlaps frame 1's steps 1..3 -> 0.3 old + 0.7 new
     const w = await started(t, { model: "chunky", chunk_aggregation: "weighted" });
     w.c.json({ type: "frame", seq: 1, image: img1 });
-    const w1 = (await w.c.type("action", (m) => m.seq === 1)).action_chunk as number[][];
+    // safety.raw_action is the blended chunk before safety (which may clamp what is sent).
+    const raw = (m: Record<string, unknown>) => (m.safety as { raw_action: number[][] }).raw_action;
+    const w1 = raw(await w.c.type("action", (m) => m.seq === 1));
     w.c.json({ type: "frame", seq: 2, image: img2 });
-    const w2 = (await w.c.type("action", (m) => m.seq === 2)).action_chunk as number[][];
-    const l = await started(t, { model: "chunky", chunk_aggregation: "latest" });
+    const w2 = raw(await w.c.type("action", (m) => m.seq === 2));
+    const l = await started(t, { model: "chunky", chunk_aggregation: "latest", robot_id: "arm-fresh" });
     l.c.json({ type: "frame", seq: 2, image: img2 });
-    const fresh = (await l.c.type("action", (m) => m.seq === 2)).action_chunk as number[][];
+    const fresh = raw(await l.c.type("action", (m) => m.seq === 2));
     for (let k = 0; k < 3; k++) {
       for (let i = 0; i < 7; i++) {
         const expected = 0.3 * (w1[k + 1]?.[i] as number) + 0.7 * (fresh[k]?.[i] as number);

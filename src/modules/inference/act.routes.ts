@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
 import { errors } from "../../platform/errors.ts";
 import type { InferenceRouteOptions } from "./inference.routes.ts";
+import { ROBOT_ID_PATTERN } from "./inference.schemas.ts";
 import {
   callContext,
   failureInfoOf,
@@ -21,6 +22,24 @@ interface ActDocument {
   image: unknown;
   instruction: unknown;
   unnorm_key?: unknown;
+}
+
+const ROBOT_ID = new RegExp(ROBOT_ID_PATTERN);
+
+/** `X-Robot-Id`: optional; names the robot for its safety profile, stops and history. */
+function robotIdOf(header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const v = Array.isArray(header) ? header[0] : header;
+  if (v === undefined || !ROBOT_ID.test(v)) {
+    throw errors.invalidRequest([
+      {
+        in: "headers",
+        path: "/x-robot-id",
+        message: "must be 1..128 of letters, digits and ._:/- (starting alphanumeric)",
+      },
+    ]);
+  }
+  return v;
 }
 
 /** The deploy.py body, or the `{"encoded": "<JSON text of it>"}` variant. */
@@ -68,12 +87,14 @@ function checkDoc(doc: ActDocument): { instruction: string; unnormKey: string | 
 export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async (app, { platform, runner }) => {
   const requireInference = platform.auth.require({ scopes: ["inference"] });
   const meter = platform.limits.meter();
-  const failureInfo = (body: unknown) => {
+  const failureInfo = (body: unknown, robotId: string | undefined) => {
+    let info: ReturnType<typeof failureInfoOf>;
     try {
-      return failureInfoOf(readBody(body).doc);
+      info = failureInfoOf(readBody(body).doc);
     } catch {
-      return failureInfoOf(body);
+      info = failureInfoOf(body);
     }
+    return { ...info, robotId };
   };
 
   app.post(
@@ -87,7 +108,9 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
         description:
           'OpenVLA `vla-scripts/deploy.py` protocol: `{"image": json_numpy uint8 HxWx3, "instruction": str, "unnorm_key"?: str}` ' +
           '(or `{"encoded": "<that document as JSON text>"}`) -> a json_numpy float64 array of shape [7]. Authenticate with ' +
-          '`X-API-Key` (or `Authorization: Bearer`). Failures answer the JSON string `"error"` with the HTTP status and ' +
+          "`X-API-Key` (or `Authorization: Bearer`); optional `X-Robot-Id` names the robot for its safety profile, emergency stop " +
+          "and history. The returned action is the safe action (see docs/safety.md). " +
+          'Failures answer the JSON string `"error"` with the HTTP status and ' +
           "`X-Problem-Code`/`X-Problem-Detail` headers. Logged with source `act`.",
         security: [{ apiKeyHeader: [] }, { bearerAuth: [] }],
         body: Type.Object(
@@ -123,7 +146,13 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
         },
       },
       errorHandler: (error, request, reply) => {
-        const appError = recordRouteFailure(runner, request, reply, error, "act", failureInfo);
+        let robotId: string | undefined;
+        try {
+          robotId = robotIdOf(request.headers["x-robot-id"]);
+        } catch {
+          robotId = undefined;
+        }
+        const appError = recordRouteFailure(runner, request, reply, error, "act", (b) => failureInfo(b, robotId));
         for (const [k, v] of Object.entries(appError.headers)) reply.header(k, v);
         return reply
           .code(appError.status)
@@ -135,6 +164,7 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
       },
     },
     async (request, reply) => {
+      const robotId = robotIdOf(request.headers["x-robot-id"]);
       const { doc, encoded } = readBody(request.body);
       const { instruction, unnormKey } = checkDoc(doc);
       const image = imageInput(doc.image, platform);
@@ -147,6 +177,7 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
         instruction,
         unnormKey,
         image,
+        robotId,
       });
       reply.header("Server-Timing", serverTiming({ ...result.timing, total_ms: totalMs }));
       const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(action), [action.length]));

@@ -31,6 +31,7 @@ export interface InferenceLogEntry {
   readonly modelMs: number | null;
   readonly totalMs: number;
   readonly source: InferenceSource;
+  readonly safetyStatus: string | null;
 }
 
 export interface HistoryFilter {
@@ -67,13 +68,35 @@ export class InferenceLogsRepo {
     this.db = db;
   }
 
-  /** One multi-row INSERT; replays of an already stored batch are ignored (same primary key). */
+  /**
+   * One INSERT ... SELECT FROM unnest(...) per batch: 22 array parameters whatever the batch size,
+   * instead of a query builder expanding 22 placeholders per row (that cost about 8 ms of event-loop
+   * time for 125 rows). Replays of an already stored batch are ignored (same primary key).
+   */
   async insertMany(rows: readonly InferenceLogEntry[]): Promise<void> {
     if (rows.length === 0) return;
-    await this.db
-      .insert(inferenceLogs)
-      .values(rows.map((r) => ({ ...r, createdAt: new Date(r.createdAt) })))
-      .onConflictDoNothing();
+    const col = <T>(f: (r: InferenceLogEntry) => T) => sql.param(rows.map(f));
+    const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+    await this.db.execute(sql`
+      insert into inference_logs (id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id,
+        instruction, instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
+        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status)
+      select id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id,
+        instruction, instruction_sha256, image_sha256, action::jsonb, action_chunk::jsonb, unnorm_key, status,
+        error_code, preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status
+      from unnest(
+        ${col((r) => r.id)}::uuid[], ${col((r) => r.createdAt)}::timestamptz[], ${col((r) => r.customerId)}::uuid[],
+        ${col((r) => r.apiKeyId)}::uuid[], ${col((r) => r.userId)}::uuid[], ${col((r) => r.model)}::text[],
+        ${col((r) => r.backend)}::text[], ${col((r) => r.robotId)}::text[], ${col((r) => r.instruction)}::text[],
+        ${col((r) => r.instructionSha256)}::text[], ${col((r) => r.imageSha256)}::text[],
+        ${col((r) => json(r.action))}::text[], ${col((r) => json(r.actionChunk))}::text[],
+        ${col((r) => r.unnormKey)}::text[], ${col((r) => r.status)}::text[], ${col((r) => r.errorCode)}::text[],
+        ${col((r) => r.preprocessMs)}::real[], ${col((r) => r.queueMs)}::real[], ${col((r) => r.modelMs)}::real[],
+        ${col((r) => r.totalMs)}::float8[], ${col((r) => r.source)}::text[], ${col((r) => r.safetyStatus ?? null)}::text[]
+      ) as t(id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id, instruction,
+        instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
+        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status)
+      on conflict do nothing`);
   }
 
   /**

@@ -42,6 +42,8 @@ export interface SafetyCheck {
   readonly decoded: DecodedAction;
   readonly robotState?: RobotState | undefined;
   readonly previousAction?: readonly number[] | null | undefined;
+  /** What `admit` returned (e.g. state it prefetched while the model ran). */
+  readonly admission?: unknown;
 }
 
 /** The safety gate's verdict: the safe action to send and the response's `safety` field. */
@@ -53,10 +55,12 @@ export interface SafetyOutcome {
 
 /**
  * Every action passes through one gate before it leaves (REST, /act, streams, openpi).
- * `admit` throws `robot_stopped` (409) for a robot under emergency stop, before any model time is spent.
+ * `admit` runs while the model runs (its lookups stay off the critical path) and rejects with
+ * `robot_stopped` (409) for a robot under emergency stop: the model's output is then discarded.
+ * Its result is handed to `check` as `admission`.
  */
 export interface SafetyGate {
-  admit(customerId: string, robotId: string | undefined): Promise<void>;
+  admit(customerId: string, robotId: string | undefined, wantPrevious: boolean): Promise<unknown>;
   check(input: SafetyCheck): Promise<SafetyOutcome>;
 }
 
@@ -88,7 +92,9 @@ export interface RunOutput {
 
 /** The gate used when none is configured (tests of the engine alone): says so in every answer. */
 export const NO_SAFETY_GATE: SafetyGate = {
-  async admit() {},
+  async admit() {
+    return undefined;
+  },
   async check(input) {
     return {
       action: input.decoded.action,
@@ -153,15 +159,22 @@ export class InferenceRunner {
     let result: InferenceResult;
     let outcome: SafetyOutcome;
     const id = randomUUID();
+    const admitting = this.safety.admit(customerId, input.robotId, input.previousAction === undefined);
+    admitting.catch(() => {}); // awaited below; this only keeps an early rejection from being "unhandled"
     try {
-      await this.safety.admit(customerId, input.robotId);
-      result = await this.engine.infer({
-        model: input.model,
-        instruction: input.instruction,
-        unnormKey: input.unnormKey,
-        customerId: ctx.principal.customerId,
-        ...input.image,
-      });
+      try {
+        result = await this.engine.infer({
+          model: input.model,
+          instruction: input.instruction,
+          unnormKey: input.unnormKey,
+          customerId: ctx.principal.customerId,
+          ...input.image,
+        });
+      } catch (e) {
+        await admitting; // a stopped robot's 409 wins over the model's error
+        throw e;
+      }
+      const admission = await admitting;
       const decoded: DecodedAction = { action: result.action, actionChunk: result.actionChunk };
       outcome = await this.safety.check({
         customerId,
@@ -172,6 +185,7 @@ export class InferenceRunner {
         decoded: input.postprocess === undefined ? decoded : input.postprocess(decoded),
         robotState: input.robotState,
         previousAction: input.previousAction,
+        admission,
       });
     } catch (e) {
       const code = (e as Partial<AppError>).code ?? "internal_error";
@@ -189,6 +203,7 @@ export class InferenceRunner {
       unnormKey: result.unnormKey,
       status: "ok",
       errorCode: null,
+      safetyStatus: outcome.safety.status,
       preprocessMs: result.timing.preprocess_ms,
       queueMs: result.timing.queue_ms,
       modelMs: result.timing.model_ms,
@@ -211,6 +226,7 @@ export class InferenceRunner {
       unnormKey: typeof info.unnormKey === "string" ? info.unnormKey.slice(0, 128) : null,
       status: "error",
       errorCode: code,
+      safetyStatus: null,
       preprocessMs: null,
       queueMs: null,
       modelMs: null,

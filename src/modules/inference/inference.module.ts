@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../../app.ts";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
 import type { ModuleOptions } from "../index.ts";
+import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";
 import { type InferenceLogEntry, InferenceLogsRepo } from "./inference-logs.repo.ts";
@@ -64,6 +65,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     logInstructions: platform.config.inference.logInstructions,
     counter: createInferenceApiMetrics(platform.metrics.registry),
     now: platform.now,
+    safety: safetyServices.get(platform),
   });
   inferenceRunners.set(platform, runner);
   await app.register(inferenceRoutes, { platform, runner, repo });

@@ -70,6 +70,7 @@ function toApi(r: InferenceLogRow) {
     action: r.action,
     action_chunk: r.actionChunk,
     unnorm_key: r.unnormKey,
+    safety_status: r.safetyStatus,
     timing: { preprocess_ms: r.preprocessMs, queue_ms: r.queueMs, model_ms: r.modelMs, total_ms: r.totalMs },
   };
 }

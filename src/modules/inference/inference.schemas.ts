@@ -176,6 +176,12 @@ export const InferenceLogSchema = Type.Object(
     action: Type.Union([Type.Array(Type.Number()), Type.Null()]),
     action_chunk: Type.Union([Type.Array(Type.Array(Type.Number())), Type.Null()]),
     unnorm_key: nullable(Type.String()),
+    safety_status: nullable(
+      Type.String({
+        description:
+          "Safety verdict on the returned action: pass, clamped, rejected, emergency_stop or not_evaluated; null for failed requests.",
+      }),
+    ),
     timing: Type.Object({
       preprocess_ms: nullable(Type.Number()),
       queue_ms: nullable(Type.Number()),
@@ -201,6 +207,7 @@ export const InferenceLogSchema = Type.Object(
         action: [0.0012, -0.0031, 0.0071, 0.0005, -0.0075, -0.0017, 0.996],
         action_chunk: null,
         unnorm_key: "bridge_orig",
+        safety_status: "pass",
         timing: { preprocess_ms: 1.2, queue_ms: 0.4, model_ms: 0.1, total_ms: 2.3 },
       },
     ],

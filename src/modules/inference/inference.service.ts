@@ -6,7 +6,7 @@ import type { Lifecycle } from "../../platform/lifecycle.ts";
 import { decodeAction, unnormalize } from "../models/action-codec.ts";
 import { createBackend } from "../models/backends/index.ts";
 import type { BackendOutput, BackendRequest, ModelBackend } from "../models/backends/types.ts";
-import { selectUnnormKey } from "../models/dataset-statistics.ts";
+import { type DatasetStatistics, selectUnnormKey } from "../models/dataset-statistics.ts";
 import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
 import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
 import { loadRegistry, renderPrompt } from "../models/registry.ts";
@@ -141,6 +141,11 @@ export class InferenceEngine {
     const m = this.models.get(id ?? this.defaultModel);
     if (m === undefined) throw errors.unknownModel(id ?? this.defaultModel, this.modelIds());
     return m;
+  }
+
+  /** The model's dataset statistics (safety's OOD classifier reads the action moments). */
+  statistics(id: string): DatasetStatistics {
+    return this.get(id).def.statistics;
   }
 
   describe(id: string): ModelInfo {

@@ -8,6 +8,8 @@ import type { RedisHandle } from "../../platform/redis.ts";
 export interface RobotStateStore {
   /** The previous action if one was stored less than `periods` control periods ago. */
   get(customerId: string, robotId: string, controlHz: number): Promise<readonly number[] | undefined>;
+  /** The stored action with its time (ms), whatever its age: callers that learn control_hz later check validity. */
+  getEntry(customerId: string, robotId: string): Promise<StoredAction | undefined>;
   set(customerId: string, robotId: string, action: readonly number[], controlHz: number): Promise<void>;
   delete(customerId: string, robotId: string): Promise<void>;
 }
@@ -21,10 +23,11 @@ export interface StateStoreOptions {
   readonly now?: () => number;
 }
 
-interface Entry {
+export interface StoredAction {
   readonly action: readonly number[];
   readonly at: number;
 }
+type Entry = StoredAction;
 
 export const DEFAULT_PERIODS = 3;
 
@@ -53,6 +56,10 @@ export class MemoryRobotStateStore implements RobotStateStore {
 
   async get(customerId: string, robotId: string, controlHz: number): Promise<readonly number[] | undefined> {
     return this.getSync(customerId, robotId, controlHz);
+  }
+
+  async getEntry(customerId: string, robotId: string): Promise<StoredAction | undefined> {
+    return this.map.get(memKey(customerId, robotId));
   }
 
   getSync(customerId: string, robotId: string, controlHz: number): readonly number[] | undefined {
@@ -117,17 +124,22 @@ export class RedisRobotStateStore implements RobotStateStore {
   }
 
   async get(customerId: string, robotId: string, controlHz: number): Promise<readonly number[] | undefined> {
+    const e = await this.getEntry(customerId, robotId);
+    if (e === undefined || this.now() - e.at >= validityMs(controlHz, this.periods)) return undefined;
+    return e.action;
+  }
+
+  async getEntry(customerId: string, robotId: string): Promise<StoredAction | undefined> {
     const c = this.client();
-    if (c === null) return this.local.getSync(customerId, robotId, controlHz);
+    if (c === null) return this.local.getEntry(customerId, robotId);
     try {
       const raw = await c.get(this.key(customerId, robotId));
       if (raw === null) return undefined;
       const e = JSON.parse(raw) as { a?: unknown; t?: unknown };
       if (!Array.isArray(e.a) || typeof e.t !== "number") return undefined;
-      if (this.now() - e.t >= validityMs(controlHz, this.periods)) return undefined;
-      return e.a as number[];
+      return { action: e.a as number[], at: e.t };
     } catch {
-      return this.local.getSync(customerId, robotId, controlHz);
+      return this.local.getEntry(customerId, robotId);
     }
   }
 

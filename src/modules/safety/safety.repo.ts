@@ -1,6 +1,6 @@
-import { and, count, desc, eq, gte, inArray, lt, or, sql } from "drizzle-orm";
+import { and, count, desc, eq, gt, gte, inArray, lt, or, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
-import { robotProfiles, safetyIncidents } from "../../platform/db/schema/index.ts";
+import { customers, robotProfiles, safetyIncidents } from "../../platform/db/schema/index.ts";
 import type { IncidentRow } from "./incidents.ts";
 
 export interface RobotRecord {
@@ -123,11 +123,25 @@ export class SafetyRepo {
   }
 
   /** Record activity of robots (one statement for a batch; forward-only). */
-  async touchLastSeen(seen: readonly { customerId: string; robotId: string; at: Date }[]): Promise<void> {
+  async touchLastSeen(seen: readonly { customerId: string; robotId: string; at: Date | string }[]): Promise<void> {
     if (seen.length === 0) return;
+    // One row per robot (a statement may not update a row twice), latest time wins; deleted customers dropped.
+    const latest = new Map<string, { customerId: string; robotId: string; at: Date }>();
+    for (const s of seen) {
+      const at = new Date(s.at);
+      const k = `${s.customerId}\u0000${s.robotId}`;
+      const prev = latest.get(k);
+      if (prev === undefined || prev.at < at) latest.set(k, { customerId: s.customerId, robotId: s.robotId, at });
+    }
+    const ids = [...new Set(seen.map((s) => s.customerId))];
+    const alive = new Set(
+      (await this.db.select({ id: customers.id }).from(customers).where(inArray(customers.id, ids))).map((r) => r.id),
+    );
+    const values = [...latest.values()].filter((v) => alive.has(v.customerId));
+    if (values.length === 0) return;
     await this.db
       .insert(robotProfiles)
-      .values(seen.map((s) => ({ customerId: s.customerId, robotId: s.robotId, lastSeenAt: s.at })))
+      .values(values.map((s) => ({ customerId: s.customerId, robotId: s.robotId, lastSeenAt: s.at })))
       .onConflictDoUpdate({
         target: [robotProfiles.customerId, robotProfiles.robotId],
         set: {
@@ -136,11 +150,14 @@ export class SafetyRepo {
       });
   }
 
-  async listRobots(customerId: string, limit = 1000): Promise<RobotRecord[]> {
+  /** Ordered by robot id; `after` = the last robot id of the previous page. */
+  async listRobots(customerId: string, limit = 1000, after?: string): Promise<RobotRecord[]> {
+    const conds = [eq(robotProfiles.customerId, customerId)];
+    if (after !== undefined) conds.push(gt(robotProfiles.robotId, after));
     const rows = await this.db
       .select()
       .from(robotProfiles)
-      .where(eq(robotProfiles.customerId, customerId))
+      .where(and(...conds))
       .orderBy(robotProfiles.robotId)
       .limit(limit);
     return rows.map(toRecord);
@@ -149,8 +166,16 @@ export class SafetyRepo {
   /** One multi-row INSERT for a batch (the sink of platform.batchWriter). */
   async insertIncidents(batch: readonly IncidentRow[]): Promise<void> {
     if (batch.length === 0) return;
+    // Rows of a customer deleted while they were buffered would fail the foreign key and, with it,
+    // the whole batch on every retry: drop them (the customer's data is gone by design).
+    const ids = [...new Set(batch.map((i) => i.customerId))];
+    const alive = new Set(
+      (await this.db.select({ id: customers.id }).from(customers).where(inArray(customers.id, ids))).map((r) => r.id),
+    );
+    const rows = batch.filter((i) => alive.has(i.customerId));
+    if (rows.length === 0) return;
     await this.db.insert(safetyIncidents).values(
-      batch.map((i) => ({
+      rows.map((i) => ({
         customerId: i.customerId,
         robotId: i.robotId,
         inferenceId: i.inferenceId,
@@ -161,7 +186,8 @@ export class SafetyRepo {
         limitValue: i.limit,
         step: i.step,
         message: i.message,
-        at: i.at,
+        // Journal replays bring the time back as a string.
+        at: new Date(i.at),
       })),
     );
   }

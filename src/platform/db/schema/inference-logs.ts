@@ -35,6 +35,8 @@ export const inferenceLogs = pgTable(
     queueMs: real("queue_ms"),
     modelMs: real("model_ms"),
     totalMs: doublePrecision("total_ms").notNull(),
+    /** The safety verdict on the returned action: pass, clamped, rejected, emergency_stop, not_evaluated. */
+    safetyStatus: text("safety_status"),
     /** `rest`, `act`, `stream` or `openpi`. */
     source: text("source").notNull(),
   },

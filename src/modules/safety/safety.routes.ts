@@ -1,0 +1,356 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { Static } from "typebox";
+import type { Platform } from "../../app.ts";
+import { errors } from "../../platform/errors.ts";
+import type { EstopRecord } from "./estop.ts";
+import { EMBODIMENT_DEFAULTS, resolveProfile, type SafetyProfile, UNNORM_KEY_EMBODIMENT } from "./profile.ts";
+import { InvalidCursorError, type RobotRecord, type SafetyRepo } from "./safety.repo.ts";
+import {
+  ClearStopResponseSchema,
+  type EffectiveProfileSchema,
+  IncidentPageSchema,
+  IncidentQuery,
+  ProfileBodySchema,
+  ProfileQuery,
+  RobotIdParams,
+  RobotListQuery,
+  RobotListSchema,
+  RobotProfileResponseSchema,
+  SummaryQuery,
+  SummarySchema,
+} from "./safety.route-schemas.ts";
+import type { SafetyService } from "./safety.service.ts";
+
+const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
+const PROBLEM = (description: string) => ({ $ref: "Problem#", description });
+
+export interface SafetyRouteOptions {
+  readonly platform: Platform;
+  readonly service: SafetyService;
+  readonly repo: SafetyRepo;
+}
+
+/** The profile as the response schema types it (the same data; TypeBox arrays are mutable). */
+const apiProfile = (p: SafetyProfile) => p as unknown as Static<typeof EffectiveProfileSchema>;
+
+const iso = (d: Date | null) => (d === null ? null : d.toISOString());
+
+function stopOf(rec: EstopRecord | undefined) {
+  if (rec === undefined) return null;
+  return { at: rec.at, reason: rec.reason, inference_id: rec.inferenceId ?? null };
+}
+
+function embodimentOf(unnormKey: string | undefined): string {
+  if (unnormKey === undefined) return "global";
+  const name = UNNORM_KEY_EMBODIMENT[unnormKey] ?? unnormKey;
+  return EMBODIMENT_DEFAULTS[name] === undefined ? "global" : name;
+}
+
+/**
+ * Robots and their safety profiles, emergency-stop clearing, incidents and their summary.
+ * Everything is scoped to the caller's customer: another customer's robot id is simply a robot
+ * this customer has never configured (defaults, no incidents).
+ */
+export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async (app, { platform, service, repo }) => {
+  const reader = platform.auth.require({ scopes: ["inference"] });
+  const admin = platform.auth.require({ scopes: ["admin"] });
+  const customerOf = (p: { customerId: string } | null) => {
+    if (p === null) throw errors.unauthorized();
+    return p.customerId;
+  };
+
+  app.get(
+    "/v1/robots",
+    {
+      preHandler: reader,
+      schema: {
+        tags: ["safety"],
+        summary: "Your robots",
+        description:
+          "Robots of your customer: those with a safety profile and those seen in inference requests (with their " +
+          "last activity, updated at most once a second), plus any that are emergency-stopped. Ordered by robot_id; " +
+          "`limit` (default 100, max 1000) and `after` (the last robot_id of the previous page) paginate.",
+        security: SECURITY,
+        querystring: RobotListQuery,
+        response: { 200: RobotListSchema },
+      },
+    },
+    async (request) => {
+      const customerId = customerOf(request.principal);
+      const { limit, after } = request.query;
+      const [rows, stops] = await Promise.all([
+        repo.listRobots(customerId, limit + 1, after),
+        service.stoppedRobots(customerId),
+      ]);
+      const page = rows.slice(0, limit);
+      const more = rows.length > limit;
+      const byId = new Map<string, RobotRecord | undefined>(page.map((r) => [r.robotId, r]));
+      // A stop recorded while the robot's row was not written yet still shows.
+      const last = more ? page[page.length - 1]?.robotId : undefined;
+      for (const id of stops.keys()) {
+        if (byId.has(id) || (after !== undefined && id <= after) || (last !== undefined && id > last)) continue;
+        byId.set(id, undefined);
+      }
+      const ids = [...byId.keys()].sort();
+      return {
+        data: ids.map((id) => {
+          const r = byId.get(id);
+          return {
+            robot_id: id,
+            has_custom_profile: r?.profile != null,
+            last_seen_at: r === undefined ? null : iso(r.lastSeenAt),
+            created_at: r === undefined ? null : iso(r.createdAt),
+            updated_at: r === undefined ? null : iso(r.updatedAt),
+            emergency_stop: stopOf(stops.get(id)),
+          };
+        }),
+        next_after: more ? (last ?? null) : null,
+      };
+    },
+  );
+
+  app.get(
+    "/v1/robots/:robot_id/safety-profile",
+    {
+      preHandler: reader,
+      schema: {
+        tags: ["safety"],
+        summary: "A robot's safety profile",
+        description:
+          "The effective profile (every field filled in) and the stored one (what was PUT, or null when the robot " +
+          "runs on defaults). Defaults depend on the model's unnorm key (embodiment); pass `unnorm_key` to see the " +
+          "profile as it applies to that model (and `model` for its gripper convention), else the global default fills " +
+          "the gaps. Also says whether the robot " +
+          "is emergency-stopped.",
+        security: SECURITY,
+        params: RobotIdParams,
+        querystring: ProfileQuery,
+        response: { 200: RobotProfileResponseSchema },
+      },
+    },
+    async (request) => {
+      const customerId = customerOf(request.principal);
+      const { robot_id } = request.params;
+      const { unnorm_key: unnormKey, model } = request.query;
+      if (model !== undefined && !platform.engine.modelIds().includes(model)) {
+        throw errors.unknownModel(model, platform.engine.modelIds());
+      }
+      const [stored, stop] = await Promise.all([
+        repo.getProfile(customerId, robot_id),
+        service.stopOf(customerId, robot_id),
+      ]);
+      const base = service.baseProfile(model, unnormKey);
+      const r = resolveProfile(stored ?? undefined, base);
+      return {
+        robot_id,
+        source: stored === undefined ? ("default" as const) : ("custom" as const),
+        defaults: embodimentOf(unnormKey),
+        profile: apiProfile(r.ok ? r.profile : base),
+        stored: stored ?? null,
+        emergency_stop: stopOf(stop),
+      };
+    },
+  );
+
+  app.put(
+    "/v1/robots/:robot_id/safety-profile",
+    {
+      preHandler: admin,
+      bodyLimit: 64 * 1024,
+      // The profile's own validator reports every problem at once as 422 invalid_safety_profile.
+      attachValidation: true,
+      schema: {
+        tags: ["safety"],
+        summary: "Set a robot's safety profile",
+        description:
+          "Replaces the robot's profile. Every field is optional; missing ones come from the default of the " +
+          "model's embodiment (per request's unnorm key), else the global default. Validated: finite numbers, " +
+          "ranges with min < max, positive limits, control_hz <= 1000, at most 32 keep-out zones, a policy that " +
+          "never gets less strict as severity rises. Errors: 422 `invalid_safety_profile` listing every problem. " +
+          "Takes effect on every instance within a second. Needs the owner or an `admin` key.",
+        security: SECURITY,
+        params: RobotIdParams,
+        body: ProfileBodySchema,
+        response: {
+          200: RobotProfileResponseSchema,
+          422: PROBLEM("invalid_safety_profile: every problem with its JSON Pointer."),
+        },
+      },
+    },
+    async (request) => {
+      const invalid = request.validationError as (Error & { validationContext?: string }) | undefined;
+      if (invalid !== undefined && invalid.validationContext !== "body") throw invalid;
+      const customerId = customerOf(request.principal);
+      const { robot_id } = request.params;
+      const body: unknown = request.body;
+      if (body === null || typeof body !== "object" || Array.isArray(body)) {
+        throw errors.invalidSafetyProfile([{ in: "body", path: "", message: "must be a JSON object" }]);
+      }
+      const r = resolveProfile(body);
+      if (!r.ok) throw errors.invalidSafetyProfile(r.errors);
+      const stored = body as Record<string, unknown>;
+      await repo.upsertProfile(customerId, robot_id, stored);
+      await service.profileChanged(customerId, robot_id);
+      return {
+        robot_id,
+        source: "custom" as const,
+        defaults: "global",
+        profile: apiProfile(r.profile),
+        stored,
+        emergency_stop: stopOf(await service.stopOf(customerId, robot_id)),
+      };
+    },
+  );
+
+  app.delete(
+    "/v1/robots/:robot_id/safety-profile",
+    {
+      preHandler: admin,
+      schema: {
+        tags: ["safety"],
+        summary: "Remove a robot's safety profile",
+        description:
+          "The robot goes back to the defaults of its model's embodiment. 204 when a profile was removed, 404 " +
+          "`not_found` when the robot had none. Needs the owner or an `admin` key.",
+        security: SECURITY,
+        params: RobotIdParams,
+        response: { 204: { type: "null", description: "Removed." }, 404: PROBLEM("No custom profile.") },
+      },
+    },
+    async (request, reply) => {
+      const customerId = customerOf(request.principal);
+      const { robot_id } = request.params;
+      const had = await repo.deleteProfile(customerId, robot_id);
+      if (!had) throw errors.notFound("Safety profile");
+      await service.profileChanged(customerId, robot_id);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    "/v1/robots/:robot_id/clear-stop",
+    {
+      preHandler: admin,
+      schema: {
+        tags: ["safety"],
+        summary: "Clear a robot's emergency stop",
+        description:
+          "After an `emergency_stop` the robot's requests are refused with 409 `robot_stopped` until its owner " +
+          "clears the stop here. Clearing also forgets the robot's previous action (motion restarts from rest). " +
+          "Answers `was_stopped: false` when the robot was not stopped. Needs the owner or an `admin` key.",
+        security: SECURITY,
+        params: RobotIdParams,
+        response: { 200: ClearStopResponseSchema },
+      },
+    },
+    async (request) => {
+      const customerId = customerOf(request.principal);
+      const { robot_id } = request.params;
+      const stop = await service.stopOf(customerId, robot_id);
+      const cleared = await service.clearStop(customerId, robot_id);
+      request.log.info({ robot_id, cleared }, "emergency stop cleared");
+      return { robot_id, was_stopped: cleared || stop !== undefined, stop: stopOf(stop) };
+    },
+  );
+
+  app.get(
+    "/v1/safety/incidents",
+    {
+      preHandler: reader,
+      schema: {
+        tags: ["safety"],
+        summary: "Safety incidents",
+        description:
+          "One row per violation found on an action the service returned, newest first. Filters: robot_id, " +
+          "severity and type (comma-separated lists), a time range [from, to). `limit` default 50, max 500; pass " +
+          "`next_cursor` back as `cursor`. Rows are written in batches and appear within about a second.",
+        security: SECURITY,
+        querystring: IncidentQuery,
+        response: { 200: IncidentPageSchema },
+      },
+    },
+    async (request) => {
+      const customerId = customerOf(request.principal);
+      const q = request.query;
+      try {
+        const page = await repo.listIncidents(
+          customerId,
+          {
+            robotId: q.robot_id,
+            severity: splitList(q.severity),
+            type: splitList(q.type),
+            from: q.from === undefined ? undefined : new Date(q.from),
+            to: q.to === undefined ? undefined : new Date(q.to),
+          },
+          { limit: q.limit, cursor: q.cursor },
+        );
+        return {
+          data: page.items.map((i) => ({
+            id: i.id,
+            at: i.at.toISOString(),
+            robot_id: i.robotId,
+            inference_id: i.inferenceId,
+            type: i.violationType,
+            severity: i.severity,
+            action_taken: i.actionTaken,
+            measured: i.measured,
+            limit: i.limit,
+            step: i.step,
+            message: i.message,
+          })),
+          next_cursor: page.nextCursor,
+        };
+      } catch (e) {
+        if (e instanceof InvalidCursorError) {
+          throw errors.invalidRequest([{ in: "query", path: "/cursor", message: "is not a cursor from this API" }]);
+        }
+        throw e;
+      }
+    },
+  );
+
+  app.get(
+    "/v1/safety/summary",
+    {
+      preHandler: reader,
+      schema: {
+        tags: ["safety"],
+        summary: "Incident counts",
+        description:
+          "Incident counts by type, severity and robot over [from, to) (default: the last 24 hours), optionally for " +
+          "one robot.",
+        security: SECURITY,
+        querystring: SummaryQuery,
+        response: { 200: SummarySchema },
+      },
+    },
+    async (request) => {
+      const customerId = customerOf(request.principal);
+      const q = request.query;
+      const to = q.to === undefined ? new Date(platform.now()) : new Date(q.to);
+      const from = q.from === undefined ? new Date(to.getTime() - 86_400_000) : new Date(q.from);
+      if (!(from.getTime() < to.getTime())) {
+        throw errors.invalidRequest([{ in: "query", path: "/from", message: "must be before to" }]);
+      }
+      const s = await repo.summary(customerId, { robotId: q.robot_id, from, to });
+      return {
+        from: from.toISOString(),
+        to: to.toISOString(),
+        robot_id: q.robot_id ?? null,
+        total: s.total,
+        by_type: s.byType,
+        by_severity: s.bySeverity,
+        by_robot: s.byRobot,
+      };
+    },
+  );
+};
+
+function splitList(v: string | undefined): string[] | undefined {
+  if (v === undefined) return undefined;
+  const parts = v
+    .split(",")
+    .map((x) => x.trim())
+    .filter((x) => x !== "");
+  return parts.length === 0 ? undefined : parts;
+}
