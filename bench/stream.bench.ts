@@ -16,7 +16,7 @@
  * Bounded: fixed durations, loopback only; the child is stopped at the end.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os, { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -375,6 +375,7 @@ async function main(): Promise<void> {
     // Warm-up: the first sessions pay for JIT and sharp's first decode.
     await step(port, key, 5, images, child.pid as number);
     let best = 0;
+    const steps: (StepResult & { pass: boolean })[] = [];
     console.log(
       "| streams | frames sent | actions | dropped or unanswered | p50 ms | p99 ms | server p50 / p99 ms | FPS per stream | server CPU ms per action | pass |",
     );
@@ -388,6 +389,7 @@ async function main(): Promise<void> {
       console.log(
         `| ${n} | ${r.sent} | ${r.actions} | ${r.dropped} (${(dropRate * 100).toFixed(2)} %) | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.serverP50.toFixed(1)} / ${r.serverP99.toFixed(1)} | ${r.achievedFps.toFixed(2)} | ${r.serverCpuMsPerAction.toFixed(2)} | ${pass ? "yes" : "no"} |`,
       );
+      steps.push({ ...r, pass });
       if (!pass) break;
       best = n;
     }
@@ -396,6 +398,21 @@ async function main(): Promise<void> {
     console.log(
       `openpi, one client, 224x224x3 uint8: ${o.roundTripsPerSecond.toFixed(0)} round trips/s, p50 ${o.p50.toFixed(2)} ms, p99 ${o.p99.toFixed(2)} ms`,
     );
+    const out = path.join(import.meta.dirname, "results");
+    mkdirSync(out, { recursive: true });
+    const result = {
+      at: new Date().toISOString(),
+      cores: os.cpus().length,
+      node: process.version,
+      loadavg: os.loadavg(),
+      seconds_per_step: SECONDS,
+      frame: FRAME,
+      database: DATABASE_URL === undefined ? "pglite" : "postgresql",
+      steps,
+      largest_passing_streams: best,
+      openpi: o,
+    };
+    writeFileSync(path.join(out, "stream-latest.json"), `${JSON.stringify(result, null, 2)}\n`);
   } finally {
     child.kill("SIGTERM");
   }
