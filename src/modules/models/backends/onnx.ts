@@ -1,14 +1,11 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { Worker } from "node:worker_threads";
+import * as ort from "onnxruntime-node";
 import { errors } from "../../../platform/errors.ts";
 import type { CheckResult } from "../../../platform/health.ts";
 import { MIN_ACTION_TOKEN, N_BINS } from "../action-codec.ts";
 import { type HashWordsTokenizer, tokenize } from "../tokenizer.ts";
-import type { OnnxRunMessage, OnnxWorkerData, OnnxWorkerReply } from "./onnx-worker.ts";
 import type { BackendRequest, BackendResult, ModelBackend } from "./types.ts";
-
-type RunReply = Extract<OnnxWorkerReply, { type: "result" | "error" }>;
 
 /**
  * An ONNX model directory (docs/models.md, "Model directory"):
@@ -145,21 +142,13 @@ export function logitsToTokens(logits: Float32Array, offset: number, dim: number
   return tokens;
 }
 
-/**
- * onnxruntime-node in process; one session, true batched runs over the dynamic batch dimension.
- * The session lives on its own worker thread (onnx-worker.ts): onnxruntime-node's `run` is
- * synchronous, and on the main thread it would stall every other request for the length of
- * each batch. Batches are posted with their input buffers transferred, not copied.
- */
+/** onnxruntime-node in process; one session, true batched runs over the dynamic batch dimension. */
 export class OnnxBackend implements ModelBackend {
   readonly kind = "onnx" as const;
   private readonly options: OnnxBackendOptions;
-  private worker: Worker | undefined;
-  private loading: Promise<Worker> | undefined;
+  private session: ort.InferenceSession | undefined;
+  private loading: Promise<ort.InferenceSession> | undefined;
   private lastError: string | undefined;
-  private closing = false;
-  private nextId = 1;
-  private readonly calls = new Map<number, { resolve: (r: RunReply) => void; reject: (e: unknown) => void }>();
   /** Reused input buffers by byte length: a fresh multi-MB allocation per batch costs more than the run. */
   private readonly scratch = new Map<number, Uint8Array[]>();
 
@@ -167,54 +156,28 @@ export class OnnxBackend implements ModelBackend {
     this.options = options;
   }
 
-  private load(): Promise<Worker> {
-    this.loading ??= new Promise<Worker>((resolve, reject) => {
-      const { config, modelDir } = this.options;
-      const data: OnnxWorkerData = {
-        modelPath: path.join(modelDir, "model.onnx"),
-        executionProviders: [...this.options.executionProviders],
-        intraOpThreads: this.options.intraOpThreads,
-        interOpThreads: this.options.interOpThreads,
-        imageName: config.image.name,
-        tokensName: config.instruction.name,
-        outputName: config.output.name,
-        height: config.image.height,
-        width: config.image.width,
-        seq: config.instruction.tokenizer.maxLength,
-      };
-      const w = new Worker(new URL("./onnx-worker.ts", import.meta.url), { workerData: data });
-      w.unref();
-      let ready = false;
-      const fail = (e: Error) => {
-        this.lastError = e.message;
-        if (this.worker === w) this.worker = undefined;
-        this.loading = undefined;
-        for (const c of this.calls.values()) c.reject(e);
-        this.calls.clear();
-        if (!ready) reject(e);
-      };
-      w.on("message", (m: OnnxWorkerReply) => {
-        if (m.type === "ready") {
-          ready = true;
-          this.worker = w;
-          this.lastError = undefined;
-          resolve(w);
-        } else if (m.type === "load-error") {
-          fail(m.modelDir ? new ModelDirError(m.message) : new Error(m.message));
-          void w.terminate();
-        } else {
-          const call = this.calls.get(m.id);
-          if (call === undefined) return;
-          this.calls.delete(m.id);
-          if (this.calls.size === 0) w.unref();
-          call.resolve(m);
+  private load(): Promise<ort.InferenceSession> {
+    this.loading ??= ort.InferenceSession.create(path.join(this.options.modelDir, "model.onnx"), {
+      executionProviders: [...this.options.executionProviders],
+      intraOpNumThreads: this.options.intraOpThreads,
+      interOpNumThreads: this.options.interOpThreads,
+      graphOptimizationLevel: "all",
+    }).then(
+      (s) => {
+        const { image, instruction, output } = this.options.config;
+        for (const name of [image.name, instruction.name]) {
+          if (!s.inputNames.includes(name)) throw new ModelDirError(`model.onnx has no input "${name}"`);
         }
-      });
-      w.on("error", (e) => fail(e instanceof Error ? e : new Error(String(e))));
-      w.on("exit", (code) => {
-        if (!this.closing) fail(new Error(`the ONNX worker exited (code ${code})`));
-      });
-    });
+        if (!s.outputNames.includes(output.name)) throw new ModelDirError(`model.onnx has no output "${output.name}"`);
+        this.session = s;
+        return s;
+      },
+      (e: unknown) => {
+        this.loading = undefined;
+        this.lastError = e instanceof Error ? e.message : String(e);
+        throw e;
+      },
+    );
     return this.loading;
   }
 
@@ -222,21 +185,11 @@ export class OnnxBackend implements ModelBackend {
     await this.load();
   }
 
-  private post(w: Worker, b: number, images: Uint8Array, tokens: BigInt64Array): Promise<RunReply> {
-    return new Promise<RunReply>((resolve, reject) => {
-      const id = this.nextId++;
-      if (this.calls.size === 0) w.ref();
-      this.calls.set(id, { resolve, reject });
-      const message: OnnxRunMessage = { id, b, images, tokens };
-      w.postMessage(message, [images.buffer as ArrayBuffer, tokens.buffer as ArrayBuffer]);
-    });
-  }
-
   async infer(batch: readonly BackendRequest[]): Promise<BackendResult[]> {
     const { config, modelId } = this.options;
-    let worker: Worker;
+    let session: ort.InferenceSession;
     try {
-      worker = this.worker ?? (await this.load());
+      session = this.session ?? (await this.load());
     } catch (e) {
       throw errors.modelUnavailable(modelId, "the ONNX session could not be created", e);
     }
@@ -253,28 +206,32 @@ export class OnnxBackend implements ModelBackend {
       images.set(req.image.data, i * pixels);
       tokens.set(tokenize(req.prompt, config.instruction.tokenizer), i * seq);
     });
-    let reply: RunReply;
+    const feeds = {
+      [config.image.name]: new ort.Tensor("uint8", images, [b, h, w, 3]),
+      [config.instruction.name]: new ort.Tensor("int64", tokens, [b, seq]),
+    };
+    let result: ort.InferenceSession.OnnxValueMapType;
     try {
-      reply = await this.post(worker, b, images, tokens);
+      result = await session.run(feeds, [config.output.name]);
     } catch (e) {
       throw errors.modelUnavailable(modelId, "the ONNX run failed", e);
+    } finally {
+      const free = this.scratch.get(images.byteLength) ?? [];
+      if (free.length < 4) free.push(images);
+      this.scratch.set(images.byteLength, free);
     }
-    const free = this.scratch.get(reply.images.byteLength) ?? [];
-    if (free.length < 4) free.push(reply.images);
-    this.scratch.set(reply.images.byteLength, free);
-    if (reply.type === "error") {
-      throw errors.modelUnavailable(modelId, "the ONNX run failed", new Error(reply.message));
-    }
-    if (reply.data === undefined) {
+    const out = result[config.output.name];
+    if (out === undefined || out.type !== "float32") {
       throw errors.invalidModelOutput(`ONNX output "${config.output.name}" is missing or not float32.`);
     }
-    const data = reply.data;
-    const dims = reply.dims;
+    const data = out.data as Float32Array;
     const o = config.output;
     if (o.kind === "action_token_logits") {
       const expected = [b, o.actionDim, o.bins];
-      if (dims.join() !== expected.join()) {
-        throw errors.invalidModelOutput(`ONNX output shape [${dims.join(", ")}], expected [${expected.join(", ")}].`);
+      if (out.dims.join() !== expected.join()) {
+        throw errors.invalidModelOutput(
+          `ONNX output shape [${out.dims.join(", ")}], expected [${expected.join(", ")}].`,
+        );
       }
       const per = o.actionDim * o.bins;
       return batch.map((_, i) => {
@@ -286,8 +243,8 @@ export class OnnxBackend implements ModelBackend {
       });
     }
     const expected = [b, o.chunk, o.actionDim];
-    if (dims.join() !== expected.join()) {
-      throw errors.invalidModelOutput(`ONNX output shape [${dims.join(", ")}], expected [${expected.join(", ")}].`);
+    if (out.dims.join() !== expected.join()) {
+      throw errors.invalidModelOutput(`ONNX output shape [${out.dims.join(", ")}], expected [${expected.join(", ")}].`);
     }
     const per = o.chunk * o.actionDim;
     return batch.map((_, i) => ({
@@ -299,20 +256,17 @@ export class OnnxBackend implements ModelBackend {
   }
 
   async health(): Promise<CheckResult> {
-    if (this.worker !== undefined)
+    if (this.session !== undefined)
       return { status: "ok", detail: `onnxruntime ${this.options.executionProviders.join(",")}` };
     if (this.lastError !== undefined) return { status: "down", detail: this.lastError };
     return { status: "degraded", detail: "loading" };
   }
 
   async close(): Promise<void> {
-    this.closing = true;
     const loading = this.loading;
     this.loading = undefined;
-    const w = this.worker ?? (await loading?.catch(() => undefined));
-    this.worker = undefined;
-    for (const c of this.calls.values()) c.reject(new Error("the ONNX backend is closing"));
-    this.calls.clear();
-    await w?.terminate();
+    const s = this.session ?? (await loading?.catch(() => undefined));
+    this.session = undefined;
+    await s?.release();
   }
 }
