@@ -5,12 +5,7 @@ import { encodeModel, type Node, type Tensor, TensorDataType } from "./onnx-prot
  *
  *   image  uint8 [B, 224, 224, 3] -> float -> 4x4 grid average pooling (two ReduceMeans) -> [B, 48] / 255 - 0.5
  *   tokens int64 [B, 16]          -> embedding [512, 32] -> mean over tokens -> [B, 32]
- *   concat [B, 80] -> Gemm 80x240 + ReLU -> Gemm 240x(7*256) -> reshape [B, 7, 256] logits
- *
- * The hidden layer is wide on purpose: 1.8 MB of float32 MLP weights (the file stays under
- * 2 MB) that every run reads once, whatever its batch size. Like a real VLA at batch 1, a
- * single-item run then pays for reading the weights, and a batch shares that cost; with the
- * former 64-wide layer the network was so cheap that batching had nothing to amortize.
+ *   concat [B, 80] -> Gemm 80x64 + ReLU -> Gemm 64x(7*256) -> reshape [B, 7, 256] logits
  *
  * Bin k of dimension d corresponds to action token id 31744 + k. The weights come from a
  * seeded PRNG, so `scripts/make-demo-model.ts` always writes the same bytes.
@@ -22,7 +17,7 @@ export const DEMO = {
   vocabSize: 512,
   embedDim: 32,
   maxTokens: 16,
-  hidden: 240,
+  hidden: 64,
   actionDim: 7,
   bins: 256,
 } as const;
