@@ -2,6 +2,9 @@
  * demo-vla-tiny through the InferenceEngine (preprocessing + batching scheduler + onnxruntime),
  * 16 concurrent callers, batching on (max batch 16, max wait 3 ms) vs off (max batch 1).
  * Run: `npx node bench/engine.bench.ts [seconds-per-mode]` (default 10). Prints a Markdown table.
+ * The two modes of each comparison run in alternating slices (BENCH_ROUNDS, default 4), and
+ * the process's CPU time per request is reported beside the throughput: on a shared machine
+ * the CPU cost is steadier than the wall-clock rate.
  */
 import os from "node:os";
 import sharp from "sharp";
@@ -11,6 +14,8 @@ import { EMBEDDED_REGISTRY, PROJECT_ROOT, parseRegistry } from "../src/modules/m
 
 const CALLERS = 16;
 const seconds = Number(process.argv[2] ?? 10);
+/** Alternating slices per comparison (BENCH_ROUNDS, default 4). */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
 
 async function frames(n: number): Promise<Buffer[]> {
   return Promise.all(
@@ -36,11 +41,27 @@ interface Row {
   p99: number;
   meanBatch: number;
   modelMs: number;
+  /** Process CPU time (every thread: event loop, ONNX worker, libuv pool) per request. */
+  cpuMs: number;
 }
 
 type Input = { imageBytes: Buffer } | { imageArray: NdArray };
 
-async function run(mode: string, maxBatchSize: number, inputs: Input[], concurrentBatches = 1): Promise<Row> {
+interface Mode {
+  readonly name: string;
+  readonly maxBatchSize: number;
+  readonly inputs: Input[];
+  readonly concurrentBatches?: number;
+}
+
+interface Acc {
+  latencies: number[];
+  modelMs: number;
+  elapsed: number;
+  cpuMs: number;
+}
+
+async function makeEngine(maxBatchSize: number, concurrentBatches: number): Promise<InferenceEngine> {
   const demo = EMBEDDED_REGISTRY.models.find((m) => m.id === "demo-vla-tiny");
   const registry = parseRegistry(
     {
@@ -60,14 +81,14 @@ async function run(mode: string, maxBatchSize: number, inputs: Input[], concurre
   );
   const engine = new InferenceEngine(registry);
   await engine.warmUp();
-  // Warm the runtime and sharp before measuring.
-  await Promise.all(
-    inputs.map((input) => engine.infer({ model: "demo-vla-tiny", ...input, instruction: "warm up", customerId: "w" })),
-  );
-  const latencies: number[] = [];
-  let modelMs = 0;
-  const stopAt = performance.now() + seconds * 1000;
+  return engine;
+}
+
+/** One slice of `ms` with CALLERS concurrent callers looping on `infer`. */
+async function slice(engine: InferenceEngine, inputs: Input[], ms: number, acc: Acc): Promise<void> {
+  const stopAt = performance.now() + ms;
   const started = performance.now();
+  const cpu0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: CALLERS }, async (_, c) => {
       let i = c;
@@ -79,25 +100,59 @@ async function run(mode: string, maxBatchSize: number, inputs: Input[], concurre
           instruction: `pick up object ${i % 5}`,
           customerId: `robot-${c}`,
         });
-        latencies.push(performance.now() - t0);
-        modelMs += r.timing.model_ms;
+        acc.latencies.push(performance.now() - t0);
+        acc.modelMs += r.timing.model_ms;
         i += CALLERS;
       }
     }),
   );
-  const elapsed = (performance.now() - started) / 1000;
-  const info = engine.describe("demo-vla-tiny");
-  await engine.close();
-  latencies.sort((a, b) => a - b);
-  return {
-    mode,
-    requests: latencies.length,
-    rps: latencies.length / elapsed,
-    p50: percentile(latencies, 0.5),
-    p99: percentile(latencies, 0.99),
-    meanBatch: info.stats.mean_batch_size ?? 1,
-    modelMs: modelMs / latencies.length,
-  };
+  const cpu = process.cpuUsage(cpu0);
+  acc.cpuMs += (cpu.user + cpu.system) / 1000;
+  acc.elapsed += (performance.now() - started) / 1000;
+}
+
+/**
+ * The modes of one comparison run in alternating slices (ROUNDS rounds, order flipped every
+ * round), so that drifts in the load of a shared machine hit every mode alike.
+ */
+async function compare(modes: readonly Mode[]): Promise<Row[]> {
+  const engines = await Promise.all(modes.map((m) => makeEngine(m.maxBatchSize, m.concurrentBatches ?? 1)));
+  // Warm the runtime and sharp before measuring.
+  for (const [k, m] of modes.entries()) {
+    const engine = engines[k] as InferenceEngine;
+    await Promise.all(
+      m.inputs.map((input) =>
+        engine.infer({ model: "demo-vla-tiny", ...input, instruction: "warm up", customerId: "w" }),
+      ),
+    );
+  }
+  const accs: Acc[] = modes.map(() => ({ latencies: [], modelMs: 0, elapsed: 0, cpuMs: 0 }));
+  const sliceMs = (seconds * 1000) / ROUNDS;
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = modes.map((_, k) => k);
+    if (round % 2 === 1) order.reverse();
+    for (const k of order)
+      await slice(engines[k] as InferenceEngine, (modes[k] as Mode).inputs, sliceMs, accs[k] as Acc);
+  }
+  const rows: Row[] = [];
+  for (const [k, m] of modes.entries()) {
+    const engine = engines[k] as InferenceEngine;
+    const acc = accs[k] as Acc;
+    const info = engine.describe("demo-vla-tiny");
+    await engine.close();
+    acc.latencies.sort((a, b) => a - b);
+    rows.push({
+      mode: m.name,
+      requests: acc.latencies.length,
+      rps: acc.latencies.length / acc.elapsed,
+      p50: percentile(acc.latencies, 0.5),
+      p99: percentile(acc.latencies, 0.99),
+      meanBatch: info.stats.mean_batch_size ?? 1,
+      modelMs: acc.modelMs / acc.latencies.length,
+      cpuMs: acc.cpuMs / acc.latencies.length,
+    });
+  }
+  return rows;
 }
 
 const jpegs: Input[] = (await frames(8)).map((imageBytes) => ({ imageBytes }));
@@ -110,22 +165,40 @@ const arrays: Input[] = await Promise.all(
   }),
 );
 const rows = [
-  await run("224x224 JPEG, batching off (max batch 1)", 1, jpegs),
-  await run("224x224 JPEG, batching on (max batch 16, wait 3 ms)", 16, jpegs),
-  await run("uint8 224x224x3 array, batching off", 1, arrays),
-  await run("uint8 224x224x3 array, batching on", 16, arrays),
-  await run("uint8 224x224x3 array, batching off, 2 concurrent runs", 1, arrays, 2),
-  await run("uint8 224x224x3 array, batching on, 2 concurrent batches", 16, arrays, 2),
+  ...(await compare([
+    { name: "224x224 JPEG, batching off (max batch 1)", maxBatchSize: 1, inputs: jpegs },
+    { name: "224x224 JPEG, batching on (max batch 16, wait 3 ms)", maxBatchSize: 16, inputs: jpegs },
+  ])),
+  ...(await compare([
+    { name: "uint8 224x224x3 array, batching off", maxBatchSize: 1, inputs: arrays },
+    { name: "uint8 224x224x3 array, batching on", maxBatchSize: 16, inputs: arrays },
+  ])),
+  ...(await compare([
+    {
+      name: "uint8 224x224x3 array, batching off, 2 concurrent runs",
+      maxBatchSize: 1,
+      inputs: arrays,
+      concurrentBatches: 2,
+    },
+    {
+      name: "uint8 224x224x3 array, batching on, 2 concurrent batches",
+      maxBatchSize: 16,
+      inputs: arrays,
+      concurrentBatches: 2,
+    },
+  ])),
 ];
 console.log(
   `demo-vla-tiny, ${CALLERS} concurrent callers, ${seconds} s per mode, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), Node ${process.version}`,
 );
 console.log("");
-console.log("| mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | mean batch | mean model time (ms) |");
-console.log("|---|---|---|---|---|---|---|");
+console.log(
+  "| mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | mean batch | mean model time (ms) | CPU per request (ms) |",
+);
+console.log("|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   console.log(
-    `| ${r.mode} | ${r.requests} | ${r.rps.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.meanBatch.toFixed(2)} | ${r.modelMs.toFixed(2)} |`,
+    `| ${r.mode} | ${r.requests} | ${r.rps.toFixed(1)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.meanBatch.toFixed(2)} | ${r.modelMs.toFixed(2)} | ${r.cpuMs.toFixed(3)} |`,
   );
 }
 const [off, on, aoff, aon, aoff2, aon2] = rows as [Row, Row, Row, Row, Row, Row];
@@ -136,4 +209,7 @@ console.log(
 );
 console.log(
   `array, 2 concurrent: throughput on/off ${(aon2.rps / aoff2.rps).toFixed(2)}x, p99 on/off ${(aon2.p99 / aoff2.p99).toFixed(2)}x`,
+);
+console.log(
+  `CPU per request off/on: JPEG ${(off.cpuMs / on.cpuMs).toFixed(2)}x, array ${(aoff.cpuMs / aon.cpuMs).toFixed(2)}x, array 2 concurrent ${(aoff2.cpuMs / aon2.cpuMs).toFixed(2)}x`,
 );

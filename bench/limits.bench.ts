@@ -226,7 +226,9 @@ async function saturate(port: number, target: Target, seconds: number) {
 }
 
 async function main(): Promise<void> {
-  const child: ChildProcess = spawn(process.execPath, [new URL(import.meta.url).pathname, "--serve"], {
+  // Diagnosis: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (or --trace-gc) for the server only.
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, new URL(import.meta.url).pathname, "--serve"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   try {

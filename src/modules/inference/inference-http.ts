@@ -70,6 +70,28 @@ export function failureInfoOf(body: unknown): FailureInfo {
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const BASE64URL = /^[A-Za-z0-9_-]*={0,2}$/;
 
+/**
+ * The common case checked without scanning the string with a regular expression (a 50 KB
+ * base64 string took about 0.25 ms per regex pass, and the slow path makes up to three):
+ * Node's decoder skips anything outside the alphabet, so the input is well-formed exactly
+ * when re-encoding the decoded bytes gives it back (standard alphabet, with or without
+ * padding, or base64url). Undefined when that does not hold (whitespace, a bad character,
+ * non-zero trailing bits): the caller then applies the full rules.
+ */
+function decodeCanonicalBase64(s: string): Buffer | undefined {
+  let end = s.length;
+  if (end > 0 && s.charCodeAt(end - 1) === 61) end--; // "="
+  if (end > 0 && s.charCodeAt(end - 1) === 61) end--;
+  const core = end === s.length ? s : s.slice(0, end);
+  const bytes = Buffer.from(core, "base64");
+  const std = bytes.toString("base64");
+  let stdEnd = std.length;
+  while (stdEnd > 0 && std.charCodeAt(stdEnd - 1) === 61) stdEnd--;
+  if (stdEnd === core.length && std.startsWith(core)) return bytes;
+  if (bytes.toString("base64url") === core) return bytes;
+  return undefined;
+}
+
 /** A base64 (or base64url) image string, optionally a `data:image/...;base64,` URL, to bytes. */
 export function decodeBase64Image(value: string, maxBytes: number): Uint8Array {
   let s = value;
@@ -79,6 +101,10 @@ export function decodeBase64Image(value: string, maxBytes: number): Uint8Array {
       throw errors.invalidImage("A data: URL image must be base64 encoded.");
     }
     s = s.slice(comma + 1);
+  }
+  if (s.length % 4 !== 1 && Math.floor((s.length * 3) / 4) <= maxBytes + 2) {
+    const fast = decodeCanonicalBase64(s);
+    if (fast !== undefined) return new Uint8Array(fast.buffer, fast.byteOffset, fast.byteLength);
   }
   if (/\s/.test(s)) s = s.replace(/\s+/g, "");
   if (Math.floor((s.length * 3) / 4) > maxBytes + 2) {

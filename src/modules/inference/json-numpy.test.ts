@@ -48,6 +48,9 @@ describe("json_numpy", () => {
     ["wrong byte length", doc([1, 2, 3], "|u1", [2, 2])],
     ["non-base64", { __numpy__: "@@@@", dtype: "|u1", shape: [3] }],
     ["unpadded base64", { __numpy__: "AQI", dtype: "|u1", shape: [2] }],
+    ["base64url characters", { __numpy__: "__8A", dtype: "|u1", shape: [3] }],
+    ["a stray character inside", { __numpy__: "AQ.IDBA==", dtype: "|u1", shape: [5] }],
+    ["padding in the middle", { __numpy__: "AQ==AQID", dtype: "|u1", shape: [4] }],
     ["object dtype", doc([1], "|O", [1])],
     ["void dtype", doc([1], "|V1", [1])],
     ["complex dtype", doc([1, 2, 3, 4, 5, 6, 7, 8], "<c8", [1])],
@@ -59,6 +62,11 @@ describe("json_numpy", () => {
     ["missing __numpy__ string", { __numpy__: 5, dtype: "|u1", shape: [1] }],
   ])("refuses %s with invalid_array", (_name, d) => {
     expect(code(() => decodeJsonNumpy(d))).toBe("invalid_array");
+  });
+
+  it("accepts padded base64 whose last character carries non-zero spare bits, as before", () => {
+    // "AQJ=" is "AQI=" (bytes 1, 2) with the spare low bits set: not canonical, still valid base64.
+    expect(toNumbers(decodeJsonNumpy({ __numpy__: "AQJ=", dtype: "|u1", shape: [2] }))).toEqual([1, 2]);
   });
 
   it("bounds the size before decoding", () => {

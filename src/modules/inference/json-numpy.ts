@@ -42,10 +42,15 @@ export function decodeJsonNumpy(doc: unknown, limits: ArrayLimits = DEFAULT_ARRA
   if (b64.length > Math.ceil(limits.maxBytes / 3) * 4) {
     throw errors.invalidArray(`Array data exceeds the limit of ${limits.maxBytes} bytes.`);
   }
-  if (b64.length % 4 !== 0 || !BASE64.test(b64)) {
+  if (b64.length % 4 !== 0) throw errors.invalidArray('"__numpy__" is not standard padded base64.');
+  // Node's decoder skips characters outside the alphabet: when re-encoding gives the input back
+  // it was well-formed, which spares the regex scan (about 1.3 ms for a 224x224x3 image's
+  // 200 KB). Anything else (a bad character, non-zero trailing bits) goes through the regex.
+  const bytes = Buffer.from(b64, "base64");
+  if (bytes.toString("base64") !== b64 && !BASE64.test(b64)) {
     throw errors.invalidArray('"__numpy__" is not standard padded base64.');
   }
-  return fromBytes(Buffer.from(b64, "base64"), dtype, shape, bigEndian, limits);
+  return fromBytes(bytes, dtype, shape, bigEndian, limits);
 }
 
 /** Encodes a typed array as json_numpy (`dtype` overrides, e.g. `|b1` for a Uint8Array of bools). */

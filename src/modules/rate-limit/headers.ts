@@ -37,12 +37,15 @@ export function windowResetSeconds(r: MeterResult, w: WindowName): number {
 }
 
 export function rateLimitHeader(r: MeterResult): string {
-  const items: string[] = [];
+  // Built by concatenation (no array, no join): it runs on every metered request.
+  let v = "";
   for (const w of WINDOWS) {
     const remaining = windowRemaining(r, w);
-    if (remaining !== null) items.push(`"${w}";r=${remaining};t=${windowResetSeconds(r, w)}`);
+    if (remaining === null) continue;
+    if (v !== "") v += ", ";
+    v += `"${w}";r=${remaining};t=${windowResetSeconds(r, w)}`;
   }
-  return items.join(", ");
+  return v;
 }
 
 export function rateLimitHeaders(r: MeterResult): Record<string, string> {

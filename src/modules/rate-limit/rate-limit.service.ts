@@ -37,6 +37,12 @@ export interface RateLimitServiceOptions {
 
 class RedisTimeout extends Error {}
 
+interface PendingCall {
+  readonly at: number;
+  settled: boolean;
+  readonly reject: (e: unknown) => void;
+}
+
 /**
  * Customer rate limits and quotas. With Redis every instance shares one count (one Lua
  * round trip per request); without it, or while Redis fails or answers slower than
@@ -50,6 +56,9 @@ export class RateLimitService {
   private degradedUntil = 0;
   private inFallback = false;
   private lastFailure: string | undefined;
+  /** Redis calls in flight, oldest first, for the shared timeout watchdog. */
+  private readonly pending: PendingCall[] = [];
+  private watchdog: NodeJS.Timeout | undefined;
 
   constructor(opts: RateLimitServiceOptions) {
     this.opts = opts;
@@ -153,14 +162,48 @@ export class RateLimitService {
     return seeded;
   }
 
+  /**
+   * `p`, or a RedisTimeout once it has taken `redisTimeoutMs`. One shared watchdog timer serves
+   * every call in flight (calls on the one connection are answered in order, so the oldest is
+   * first in `pending`): no timer, timeout promise or race per request.
+   */
   private bounded<T>(p: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new RedisTimeout(`no answer within ${this.opts.redisTimeoutMs} ms`)),
-        this.opts.redisTimeoutMs,
+    return new Promise<T>((resolve, reject) => {
+      const call: PendingCall = { at: performance.now(), settled: false, reject };
+      this.pending.push(call);
+      this.watchdog ??= setTimeout(this.expire, this.opts.redisTimeoutMs).unref();
+      p.then(
+        (v) => {
+          if (call.settled) return;
+          call.settled = true;
+          resolve(v);
+        },
+        (e: unknown) => {
+          if (call.settled) return;
+          call.settled = true;
+          reject(e);
+        },
       );
     });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
+
+  /** The watchdog: fails calls older than the timeout, drops settled ones, re-arms for the oldest left. */
+  private readonly expire = (): void => {
+    this.watchdog = undefined;
+    const now = performance.now();
+    const limit = this.opts.redisTimeoutMs;
+    let i = 0;
+    for (; i < this.pending.length; i++) {
+      const call = this.pending[i] as PendingCall;
+      if (call.settled) continue;
+      if (now - call.at < limit) break;
+      call.settled = true;
+      call.reject(new RedisTimeout(`no answer within ${limit} ms`));
+    }
+    this.pending.splice(0, i);
+    const oldest = this.pending[0];
+    if (oldest !== undefined) {
+      this.watchdog = setTimeout(this.expire, Math.max(1, limit - (now - oldest.at))).unref();
+    }
+  };
 }

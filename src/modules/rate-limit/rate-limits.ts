@@ -10,7 +10,7 @@ import type { Lifecycle } from "../../platform/lifecycle.ts";
 import type { Metrics } from "../../platform/metrics.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
 import { CustomerLimitsCache } from "./customer-limits.ts";
-import { rateLimitHeaders } from "./headers.ts";
+import { policyHeader, rateLimitHeader, rateLimitHeaders } from "./headers.ts";
 import { type MeterResult, RateLimitService } from "./rate-limit.service.ts";
 import { UsageRepo } from "./usage.repo.ts";
 import { UsageRecorder } from "./usage-recorder.ts";
@@ -141,8 +141,11 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
         if (principal === null) throw errors.unauthorized();
         const r = await service.consume(principal.customerId);
         if (!r.allowed) throw quotaError(r);
-        const h = rateLimitHeaders(r);
-        if (h["RateLimit-Policy"] !== "") reply.headers(h);
+        const policy = policyHeader(r.limits);
+        if (policy !== "") {
+          reply.header("RateLimit-Policy", policy);
+          reply.header("RateLimit", rateLimitHeader(r));
+        }
       };
     },
     consume: (principal) => service.consume(principal.customerId),

@@ -100,11 +100,19 @@ export function limitKeys(prefix: string, customerId: string, day: string, month
 
 const unlimited = (n: number | null) => (n === null ? -1 : n);
 
+interface PendingCheck {
+  readonly keys: string[];
+  readonly args: number[];
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (e: unknown) => void;
+}
+
 export class RedisLimiter implements Limiter {
   private readonly client: Redis;
   private readonly prefix: string;
   /** Key names per customer for the current day, so the hot path builds no strings. */
   private readonly keyCache = new Map<string, { day: string; keys: [string, string, string] }>();
+  private pending: PendingCheck[] = [];
 
   constructor(client: Redis, prefix: string) {
     this.client = client;
@@ -129,7 +137,7 @@ export class RedisLimiter implements Limiter {
       req.monthSeed ?? -1,
       req.cost,
     ];
-    const out = (await this.run(keys, args)) as number[];
+    const out = (await this.submit(keys, args)) as number[];
     if (out[0] === -1) return "needs-seed";
     const [violatedBits = 0, retry = 0, day = 0, month = 0, remaining = -1, reset = 0] = out;
     const violated: WindowName[] = [];
@@ -144,6 +152,44 @@ export class RedisLimiter implements Limiter {
       month,
     };
   }
+
+  /**
+   * Calls made in one event-loop turn go out together at its end (setImmediate): one write of
+   * a pipeline under load (fewer syscalls for us and for Redis), a single EVALSHA otherwise.
+   * Unlike ioredis' auto-pipelining, a batch never waits for the previous one's replies, so a
+   * lone request is not held back by a round trip already in flight.
+   */
+  private submit(keys: string[], args: number[]): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ keys, args, resolve, reject });
+      if (this.pending.length === 1) setImmediate(this.flush);
+    });
+  }
+
+  private readonly flush = (): void => {
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 1) {
+      const c = batch[0] as PendingCheck;
+      this.run(c.keys, c.args).then(c.resolve, c.reject);
+      return;
+    }
+    const pipeline = this.client.pipeline();
+    for (const c of batch) pipeline.evalsha(SCRIPT_SHA, 3, ...c.keys, ...c.args);
+    pipeline.exec().then(
+      (results) => {
+        batch.forEach((c, i) => {
+          const [err, value] = results?.[i] ?? [new Error("no reply in the pipeline"), undefined];
+          if (err === null) c.resolve(value);
+          else if (err.message.startsWith("NOSCRIPT")) this.run(c.keys, c.args).then(c.resolve, c.reject);
+          else c.reject(err);
+        });
+      },
+      (e: unknown) => {
+        for (const c of batch) c.reject(e);
+      },
+    );
+  };
 
   /** EVALSHA first; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets EVAL once. */
   private async run(keys: string[], args: number[]): Promise<unknown> {

@@ -1,11 +1,11 @@
-import type { MonthIncrement, UsageRepo } from "./usage.repo.ts";
+import type { UsageRepo } from "./usage.repo.ts";
 
 /**
  * Durable monthly usage, aggregated in memory and written in batches (never per request).
  * A failed flush keeps its counts for the next attempt; shutdown flushes what is left.
  */
 export class UsageRecorder {
-  private pending = new Map<string, MonthIncrement>();
+  private pending = new Map<string, { customerId: string; month: string; requests: number }>();
   private readonly repo: UsageRepo;
   private flushing: Promise<void> | undefined;
 
@@ -16,7 +16,9 @@ export class UsageRecorder {
   record(customerId: string, month: string, requests = 1): void {
     const key = `${customerId}|${month}`;
     const cur = this.pending.get(key);
-    this.pending.set(key, { customerId, month, requests: (cur?.requests ?? 0) + requests });
+    // Counted in place: no allocation per request once the customer's month has an entry.
+    if (cur !== undefined) cur.requests += requests;
+    else this.pending.set(key, { customerId, month, requests });
   }
 
   /** Database count plus what this instance has not written yet. */

@@ -1,0 +1,82 @@
+import type { Redis } from "ioredis";
+import { describe, expect, it } from "vitest";
+import { calendar } from "./calendar.ts";
+import type { LimitRequest } from "./limiter.ts";
+import { RedisLimiter } from "./redis-limiter.ts";
+
+/** {violated, retry, day, month, minute remaining, minute reset} for a request numbered n. */
+const reply = (n: number) => [0, 0, n, n, 9, 6_000];
+
+function request(customerId: string): LimitRequest {
+  const now = Date.UTC(2026, 10, 27, 1, 0, 0);
+  return {
+    customerId,
+    limits: { perMinute: 10, perDay: 100, perMonth: 1_000 },
+    now,
+    cal: calendar(now),
+    cost: 1,
+  };
+}
+
+function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
+  const log: string[] = [];
+  let n = 0;
+  const client = {
+    evalsha: async (..._args: unknown[]) => {
+      log.push("evalsha");
+      return reply(++n);
+    },
+    eval: async (..._args: unknown[]) => {
+      log.push("eval");
+      return reply(++n);
+    },
+    pipeline: () => {
+      const queued: unknown[][] = [];
+      const p = {
+        evalsha: (...args: unknown[]) => {
+          queued.push(args);
+          return p;
+        },
+        exec: async () => {
+          log.push(`pipeline x${queued.length}`);
+          return queued.map((_, i) =>
+            options.noscriptInPipeline === true && i === 1
+              ? [new Error("NOSCRIPT No matching script."), null]
+              : [null, reply(++n)],
+          );
+        },
+      };
+      return p;
+    },
+  };
+  return { client: client as unknown as Redis, log };
+}
+
+describe("RedisLimiter: calls of one event-loop turn share a write", () => {
+  it("sends a lone call as one EVALSHA", async () => {
+    const redis = fakeRedis();
+    const limiter = new RedisLimiter(redis.client, "t:");
+    const r = await limiter.check(request("a"));
+    expect(r).not.toBe("needs-seed");
+    expect(redis.log).toEqual(["evalsha"]);
+  });
+
+  it("pipelines the calls made in the same turn and answers each with its own reply", async () => {
+    const redis = fakeRedis();
+    const limiter = new RedisLimiter(redis.client, "t:");
+    const results = await Promise.all(["a", "b", "c"].map((c) => limiter.check(request(c))));
+    expect(redis.log).toEqual(["pipeline x3"]);
+    expect(results.map((r) => (r === "needs-seed" ? -1 : r.day))).toEqual([1, 2, 3]);
+    // The next turn starts a new batch.
+    await limiter.check(request("d"));
+    expect(redis.log).toEqual(["pipeline x3", "evalsha"]);
+  });
+
+  it("retries a call whose script Redis lost (NOSCRIPT) on its own", async () => {
+    const redis = fakeRedis({ noscriptInPipeline: true });
+    const limiter = new RedisLimiter(redis.client, "t:");
+    const results = await Promise.all(["a", "b", "c"].map((c) => limiter.check(request(c))));
+    expect(results.every((r) => r !== "needs-seed")).toBe(true);
+    expect(redis.log).toEqual(["pipeline x3", "evalsha"]);
+  });
+});
