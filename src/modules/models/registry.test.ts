@@ -87,6 +87,10 @@ describe("model registry", () => {
     [{ ...base, dataset_statistics: "nope.json" }, /model "m1".*dataset_statistics: .*nope\.json/],
     [{ ...base, batching: { max_batch_size: 0 } }, /model "m1".*batching\.max_batch_size/],
     [{ ...base, backend: { kind: "onnx", model_dir: "models/none" } }, /model "m1".*backend\.model_dir/],
+    [
+      { ...base, backend: { kind: "onnx", model_dir: "models/demo-vla-tiny", run_in_worker: "yes" } },
+      /model "m1".*backend\.run_in_worker: expected true or false/,
+    ],
     [{ ...base, backend: { kind: "openvla-http", endpoints: ["ftp://x"] } }, /model "m1".*backend\.endpoints\[0\]/],
     [{ ...base, backend: { kind: "kserve-v2", endpoints: ["http://x:1"] } }, /model "m1".*backend\.model_name/],
     [{ ...base, id: "Bad Id" }, /model "Bad Id".*id:/],

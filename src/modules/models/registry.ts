@@ -51,6 +51,7 @@ export type BackendSettings =
       readonly executionProviders: readonly string[];
       readonly intraOpThreads: number;
       readonly interOpThreads: number;
+      readonly runInWorker: boolean;
       readonly onnx: OnnxModelConfig;
     }
   | ({ readonly kind: "openvla-http" } & RemoteSettings)
@@ -218,6 +219,7 @@ function parseBackend(v: unknown, baseDir: string): BackendSettings {
         executionProviders: eps as string[],
         intraOpThreads: int(b, "intra_op_threads", "backend", 1, 0, 256),
         interOpThreads: int(b, "inter_op_threads", "backend", 1, 0, 256),
+        runInWorker: bool(b, "run_in_worker", "backend", false),
         onnx,
       };
     }

@@ -24,6 +24,7 @@ export function createBackend(def: ModelDefinition): ModelBackend {
         executionProviders: b.executionProviders,
         intraOpThreads: b.intraOpThreads,
         interOpThreads: b.interOpThreads,
+        runInWorker: b.runInWorker,
       });
     case "openvla-http":
       return new OpenVlaHttpBackend(def.id, b, def.action);

@@ -1,10 +1,12 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { Worker } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { errors } from "../../../platform/errors.ts";
 import type { CheckResult } from "../../../platform/health.ts";
 import { MIN_ACTION_TOKEN, N_BINS } from "../action-codec.ts";
 import { type HashWordsTokenizer, tokenize } from "../tokenizer.ts";
+import type { OnnxRunMessage, OnnxWorkerData, OnnxWorkerReply } from "./onnx-worker.ts";
 import type { BackendRequest, BackendResult, ModelBackend } from "./types.ts";
 
 /**
@@ -121,6 +123,188 @@ export interface OnnxBackendOptions {
   readonly executionProviders: readonly string[];
   readonly intraOpThreads: number;
   readonly interOpThreads: number;
+  /**
+   * Run the session on its own worker thread. onnxruntime-node's `run` is synchronous (deferred
+   * by a setImmediate only), so on the main thread every batch stalls the event loop for its
+   * whole duration. Worth it for any model whose batch takes more than about a millisecond; the
+   * tiny demo model runs faster than the thread hop costs.
+   */
+  readonly runInWorker?: boolean;
+}
+
+/** One run's output, wherever the session lives; `images` is the input buffer, handed back for reuse. */
+interface RunOutput {
+  readonly outputType: string;
+  readonly data: Float32Array | undefined;
+  readonly dims: readonly number[];
+  readonly images: Uint8Array;
+}
+
+/** Where the ONNX session lives: on the event loop's thread, or on a worker thread. */
+interface SessionHost {
+  load(): Promise<void>;
+  /** Rejects on a failed run; `images` may be transferred away and comes back in the output. */
+  run(b: number, images: Uint8Array, tokens: BigInt64Array): Promise<RunOutput>;
+  readonly loaded: boolean;
+  release(): Promise<void>;
+}
+
+function checkNames(inputs: readonly string[], outputs: readonly string[], c: OnnxModelConfig): string | undefined {
+  for (const name of [c.image.name, c.instruction.name]) {
+    if (!inputs.includes(name)) return `model.onnx has no input "${name}"`;
+  }
+  if (!outputs.includes(c.output.name)) return `model.onnx has no output "${c.output.name}"`;
+  return undefined;
+}
+
+/** The session on the calling thread (the default: cheapest for tiny models). */
+class InThreadHost implements SessionHost {
+  private session: ort.InferenceSession | undefined;
+  private loading: Promise<ort.InferenceSession> | undefined;
+  private readonly o: OnnxBackendOptions;
+  constructor(o: OnnxBackendOptions) {
+    this.o = o;
+  }
+  get loaded(): boolean {
+    return this.session !== undefined;
+  }
+  async load(): Promise<void> {
+    this.loading ??= ort.InferenceSession.create(path.join(this.o.modelDir, "model.onnx"), {
+      executionProviders: [...this.o.executionProviders],
+      intraOpNumThreads: this.o.intraOpThreads,
+      interOpNumThreads: this.o.interOpThreads,
+      graphOptimizationLevel: "all",
+    }).then(
+      (s) => {
+        const problem = checkNames(s.inputNames, s.outputNames, this.o.config);
+        if (problem !== undefined) throw new ModelDirError(problem);
+        this.session = s;
+        return s;
+      },
+      (e: unknown) => {
+        this.loading = undefined;
+        throw e;
+      },
+    );
+    await this.loading;
+  }
+  async run(b: number, images: Uint8Array, tokens: BigInt64Array): Promise<RunOutput> {
+    const { config } = this.o;
+    const session = this.session;
+    if (session === undefined) throw new Error("the ONNX session is not loaded");
+    const { height: h, width: w } = config.image;
+    const feeds = {
+      [config.image.name]: new ort.Tensor("uint8", images, [b, h, w, 3]),
+      [config.instruction.name]: new ort.Tensor("int64", tokens, [b, config.instruction.tokenizer.maxLength]),
+    };
+    const result = await session.run(feeds, [config.output.name]);
+    const out = result[config.output.name];
+    return {
+      outputType: out?.type ?? "missing",
+      data: out?.type === "float32" ? (out.data as Float32Array) : undefined,
+      dims: out?.dims ?? [],
+      images,
+    };
+  }
+  async release(): Promise<void> {
+    const loading = this.loading;
+    this.loading = undefined;
+    const s = this.session ?? (await loading?.catch(() => undefined));
+    this.session = undefined;
+    await s?.release();
+  }
+}
+
+type RunReply = Extract<OnnxWorkerReply, { type: "result" | "error" }>;
+
+/** The session on a worker thread (onnx-worker.ts); input buffers are transferred, not copied. */
+class WorkerHost implements SessionHost {
+  private worker: Worker | undefined;
+  private loading: Promise<Worker> | undefined;
+  private closing = false;
+  private nextId = 1;
+  private readonly calls = new Map<number, { resolve: (r: RunReply) => void; reject: (e: unknown) => void }>();
+  private readonly o: OnnxBackendOptions;
+  constructor(o: OnnxBackendOptions) {
+    this.o = o;
+  }
+  get loaded(): boolean {
+    return this.worker !== undefined;
+  }
+  async load(): Promise<void> {
+    this.loading ??= new Promise<Worker>((resolve, reject) => {
+      const { config, modelDir } = this.o;
+      const data: OnnxWorkerData = {
+        modelPath: path.join(modelDir, "model.onnx"),
+        executionProviders: [...this.o.executionProviders],
+        intraOpThreads: this.o.intraOpThreads,
+        interOpThreads: this.o.interOpThreads,
+        imageName: config.image.name,
+        tokensName: config.instruction.name,
+        outputName: config.output.name,
+        height: config.image.height,
+        width: config.image.width,
+        seq: config.instruction.tokenizer.maxLength,
+      };
+      const w = new Worker(new URL("./onnx-worker.ts", import.meta.url), { workerData: data });
+      w.unref();
+      let ready = false;
+      const fail = (e: Error) => {
+        if (this.worker === w) this.worker = undefined;
+        this.loading = undefined;
+        for (const c of this.calls.values()) c.reject(e);
+        this.calls.clear();
+        if (!ready) reject(e);
+      };
+      w.on("message", (m: OnnxWorkerReply) => {
+        if (m.type === "ready") {
+          ready = true;
+          this.worker = w;
+          resolve(w);
+        } else if (m.type === "load-error") {
+          fail(m.modelDir ? new ModelDirError(m.message) : new Error(m.message));
+          void w.terminate();
+        } else {
+          const call = this.calls.get(m.id);
+          if (call === undefined) return;
+          this.calls.delete(m.id);
+          // An idle worker must not keep the process alive.
+          if (this.calls.size === 0) w.unref();
+          call.resolve(m);
+        }
+      });
+      w.on("error", (e) => fail(e instanceof Error ? e : new Error(String(e))));
+      w.on("exit", (code) => {
+        if (!this.closing) fail(new Error(`the ONNX worker exited (code ${code})`));
+      });
+    });
+    await this.loading;
+  }
+  async run(b: number, images: Uint8Array, tokens: BigInt64Array): Promise<RunOutput> {
+    const w = this.worker;
+    if (w === undefined) throw new Error("the ONNX worker is not running");
+    const reply = await new Promise<RunReply>((resolve, reject) => {
+      const id = this.nextId++;
+      if (this.calls.size === 0) w.ref();
+      this.calls.set(id, { resolve, reject });
+      const message: OnnxRunMessage = { id, b, images, tokens };
+      w.postMessage(message, [images.buffer as ArrayBuffer, tokens.buffer as ArrayBuffer]);
+    });
+    if (reply.type === "error") {
+      throw Object.assign(new Error(reply.message), { images: reply.images });
+    }
+    return { outputType: reply.outputType, data: reply.data, dims: reply.dims, images: reply.images };
+  }
+  async release(): Promise<void> {
+    this.closing = true;
+    const loading = this.loading;
+    this.loading = undefined;
+    const w = this.worker ?? (await loading?.catch(() => undefined));
+    this.worker = undefined;
+    for (const c of this.calls.values()) c.reject(new Error("the ONNX backend is closing"));
+    this.calls.clear();
+    await w?.terminate();
+  }
 }
 
 /** argmax over each dimension's bins -> token id 31744 + k. NaN logits make the item invalid. */
@@ -142,54 +326,48 @@ export function logitsToTokens(logits: Float32Array, offset: number, dim: number
   return tokens;
 }
 
-/** onnxruntime-node in process; one session, true batched runs over the dynamic batch dimension. */
+/**
+ * onnxruntime-node in process; one session, true batched runs over the dynamic batch dimension,
+ * on the event loop's thread or (`runInWorker`) on a worker thread of its own.
+ */
 export class OnnxBackend implements ModelBackend {
   readonly kind = "onnx" as const;
   private readonly options: OnnxBackendOptions;
-  private session: ort.InferenceSession | undefined;
-  private loading: Promise<ort.InferenceSession> | undefined;
+  private readonly host: SessionHost;
   private lastError: string | undefined;
   /** Reused input buffers by byte length: a fresh multi-MB allocation per batch costs more than the run. */
   private readonly scratch = new Map<number, Uint8Array[]>();
 
   constructor(options: OnnxBackendOptions) {
     this.options = options;
+    this.host = options.runInWorker === true ? new WorkerHost(options) : new InThreadHost(options);
   }
 
-  private load(): Promise<ort.InferenceSession> {
-    this.loading ??= ort.InferenceSession.create(path.join(this.options.modelDir, "model.onnx"), {
-      executionProviders: [...this.options.executionProviders],
-      intraOpNumThreads: this.options.intraOpThreads,
-      interOpNumThreads: this.options.interOpThreads,
-      graphOptimizationLevel: "all",
-    }).then(
-      (s) => {
-        const { image, instruction, output } = this.options.config;
-        for (const name of [image.name, instruction.name]) {
-          if (!s.inputNames.includes(name)) throw new ModelDirError(`model.onnx has no input "${name}"`);
-        }
-        if (!s.outputNames.includes(output.name)) throw new ModelDirError(`model.onnx has no output "${output.name}"`);
-        this.session = s;
-        return s;
-      },
-      (e: unknown) => {
-        this.loading = undefined;
-        this.lastError = e instanceof Error ? e.message : String(e);
-        throw e;
-      },
-    );
-    return this.loading;
+  private async load(): Promise<void> {
+    try {
+      await this.host.load();
+      this.lastError = undefined;
+    } catch (e) {
+      this.lastError = e instanceof Error ? e.message : String(e);
+      throw e;
+    }
   }
 
   async warmUp(): Promise<void> {
     await this.load();
   }
 
+  private recycle(images: Uint8Array | undefined): void {
+    if (images === undefined || images.byteLength === 0) return;
+    const free = this.scratch.get(images.byteLength) ?? [];
+    if (free.length < 4) free.push(images);
+    this.scratch.set(images.byteLength, free);
+  }
+
   async infer(batch: readonly BackendRequest[]): Promise<BackendResult[]> {
     const { config, modelId } = this.options;
-    let session: ort.InferenceSession;
     try {
-      session = this.session ?? (await this.load());
+      if (!this.host.loaded) await this.load();
     } catch (e) {
       throw errors.modelUnavailable(modelId, "the ONNX session could not be created", e);
     }
@@ -206,25 +384,18 @@ export class OnnxBackend implements ModelBackend {
       images.set(req.image.data, i * pixels);
       tokens.set(tokenize(req.prompt, config.instruction.tokenizer), i * seq);
     });
-    const feeds = {
-      [config.image.name]: new ort.Tensor("uint8", images, [b, h, w, 3]),
-      [config.instruction.name]: new ort.Tensor("int64", tokens, [b, seq]),
-    };
-    let result: ort.InferenceSession.OnnxValueMapType;
+    let out: RunOutput;
     try {
-      result = await session.run(feeds, [config.output.name]);
+      out = await this.host.run(b, images, tokens);
     } catch (e) {
+      this.recycle((e as { images?: Uint8Array }).images ?? (this.options.runInWorker === true ? undefined : images));
       throw errors.modelUnavailable(modelId, "the ONNX run failed", e);
-    } finally {
-      const free = this.scratch.get(images.byteLength) ?? [];
-      if (free.length < 4) free.push(images);
-      this.scratch.set(images.byteLength, free);
     }
-    const out = result[config.output.name];
-    if (out === undefined || out.type !== "float32") {
+    this.recycle(out.images);
+    if (out.data === undefined) {
       throw errors.invalidModelOutput(`ONNX output "${config.output.name}" is missing or not float32.`);
     }
-    const data = out.data as Float32Array;
+    const data = out.data;
     const o = config.output;
     if (o.kind === "action_token_logits") {
       const expected = [b, o.actionDim, o.bins];
@@ -256,17 +427,14 @@ export class OnnxBackend implements ModelBackend {
   }
 
   async health(): Promise<CheckResult> {
-    if (this.session !== undefined)
-      return { status: "ok", detail: `onnxruntime ${this.options.executionProviders.join(",")}` };
+    const where = this.options.runInWorker === true ? ", worker thread" : "";
+    if (this.host.loaded)
+      return { status: "ok", detail: `onnxruntime ${this.options.executionProviders.join(",")}${where}` };
     if (this.lastError !== undefined) return { status: "down", detail: this.lastError };
     return { status: "degraded", detail: "loading" };
   }
 
   async close(): Promise<void> {
-    const loading = this.loading;
-    this.loading = undefined;
-    const s = this.session ?? (await loading?.catch(() => undefined));
-    this.session = undefined;
-    await s?.release();
+    await this.host.release();
   }
 }
