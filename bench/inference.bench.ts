@@ -27,12 +27,10 @@ import autocannon from "autocannon";
 import sharp from "sharp";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
-import { ApiKeysRepo } from "../src/modules/api-keys/api-keys.repo.ts";
-import { generateKey } from "../src/modules/api-keys/key-format.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
 import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../src/modules/models/registry.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
-import { customers } from "../src/platform/db/schema/index.ts";
+import { seedUnlimitedKey, serveForBench } from "./lib/server.ts";
 
 /**
  * Optional PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/infer_bench, an empty database you
@@ -140,36 +138,8 @@ async function serve(): Promise<void> {
     );
   };
   const app = await buildApp(config, { database, migrate: true, plugins: [probe] });
-  const [customer] = await database.db
-    .insert(customers)
-    .values({
-      name: "bench",
-      email: `bench-${process.pid}@example.com`,
-      tier: "enterprise",
-      rateLimitPerMinute: 2_000_000_000,
-      quotaPerDay: 2_000_000_000,
-      quotaPerMonth: 2_000_000_000,
-    })
-    .returning();
-  if (customer === undefined) throw new Error("no customer");
-  const key = generateKey();
-  await new ApiKeysRepo(database.db).insert({
-    customerId: customer.id,
-    name: "bench",
-    keyHash: key.hash,
-    displayPrefix: key.displayPrefix,
-    scopes: ["inference"],
-    expiresAt: null,
-    createdByUserId: null,
-  });
-  const address = await app.listen({ host: "127.0.0.1", port: 0 });
-  process.stdout.write(`READY ${JSON.stringify({ port: Number(new URL(address).port), key: key.key })}\n`);
-  process.on("SIGTERM", () => {
-    void app.close().then(async () => {
-      await database.close();
-      process.exit(0);
-    });
-  });
+  const { key } = await seedUnlimitedKey(database);
+  await serveForBench(app, database, key);
 }
 
 // ---------------------------------------------------------------- load (parent)

@@ -27,13 +27,12 @@ import { eq } from "drizzle-orm";
 import { Type } from "typebox";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
-import { ApiKeysRepo } from "../src/modules/api-keys/api-keys.repo.ts";
-import { generateKey } from "../src/modules/api-keys/key-format.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
 import { calendar } from "../src/modules/rate-limit/calendar.ts";
 import { limitKeys } from "../src/modules/rate-limit/redis-limiter.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
+import { seedUnlimitedKey } from "./lib/server.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 /**
@@ -102,28 +101,7 @@ async function serve(): Promise<void> {
     });
   };
   const app = await buildApp(config, { database, migrate: true, plugins: [routes] });
-  const [customer] = await database.db
-    .insert(customers)
-    .values({
-      name: "bench",
-      email: `bench-${process.pid}-${Date.now()}@example.com`,
-      tier: "enterprise",
-      rateLimitPerMinute: 2_000_000_000,
-      quotaPerDay: 2_000_000_000,
-      quotaPerMonth: 2_000_000_000,
-    })
-    .returning();
-  if (customer === undefined) throw new Error("no customer");
-  const key = generateKey();
-  await new ApiKeysRepo(database.db).insert({
-    customerId: customer.id,
-    name: "bench",
-    keyHash: key.hash,
-    displayPrefix: key.displayPrefix,
-    scopes: ["inference"],
-    expiresAt: null,
-    createdByUserId: null,
-  });
+  const { customerId, key } = await seedUnlimitedKey(database);
   const client = app.platform.redis.client;
   if (USE_REDIS) {
     if (client === null) throw new Error("the benchmark needs Redis");
@@ -132,14 +110,14 @@ async function serve(): Promise<void> {
   }
   const address = await app.listen({ host: "127.0.0.1", port: 0 });
   const port = Number(new URL(address).port);
-  process.stdout.write(`READY ${JSON.stringify({ port, key: key.key })}\n`);
+  process.stdout.write(`READY ${JSON.stringify({ port, key })}\n`);
 
   const stop = async () => {
     const cal = calendar(Date.now());
-    await app.platform.redis.client?.del(...limitKeys(prefix, customer.id, cal.day, cal.month));
+    await app.platform.redis.client?.del(...limitKeys(prefix, customerId, cal.day, cal.month));
     await app.close();
     // Cascades to its key and usage rows.
-    if (DATABASE_URL !== undefined) await database.db.delete(customers).where(eq(customers.id, customer.id));
+    if (DATABASE_URL !== undefined) await database.db.delete(customers).where(eq(customers.id, customerId));
     await database.close();
     process.exit(0);
   };

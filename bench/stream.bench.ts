@@ -25,12 +25,10 @@ import sharp from "sharp";
 import WebSocket from "ws";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
-import { ApiKeysRepo } from "../src/modules/api-keys/api-keys.repo.ts";
-import { generateKey } from "../src/modules/api-keys/key-format.ts";
 import { packMsgpackNumpy } from "../src/modules/inference/msgpack-numpy.ts";
 import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../src/modules/models/registry.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
-import { customers } from "../src/platform/db/schema/index.ts";
+import { seedUnlimitedKey, serveForBench } from "./lib/server.ts";
 
 const DATABASE_URL = process.env.BENCH_DATABASE_URL;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -79,36 +77,8 @@ async function serve(): Promise<void> {
   );
   const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
   const app = await buildApp(config, { database, migrate: true });
-  const [customer] = await database.db
-    .insert(customers)
-    .values({
-      name: "bench",
-      email: `bench-${process.pid}@example.com`,
-      tier: "enterprise",
-      rateLimitPerMinute: 2_000_000_000,
-      quotaPerDay: 2_000_000_000,
-      quotaPerMonth: 2_000_000_000,
-    })
-    .returning();
-  if (customer === undefined) throw new Error("no customer");
-  const key = generateKey();
-  await new ApiKeysRepo(database.db).insert({
-    customerId: customer.id,
-    name: "bench",
-    keyHash: key.hash,
-    displayPrefix: key.displayPrefix,
-    scopes: ["inference"],
-    expiresAt: null,
-    createdByUserId: null,
-  });
-  const address = await app.listen({ host: "127.0.0.1", port: 0 });
-  process.stdout.write(`READY ${JSON.stringify({ port: Number(new URL(address).port), key: key.key })}\n`);
-  process.on("SIGTERM", () => {
-    void app.close().then(async () => {
-      await database.close();
-      process.exit(0);
-    });
-  });
+  const { key } = await seedUnlimitedKey(database);
+  await serveForBench(app, database, key);
 }
 
 // ---------------------------------------------------------------- load (parent)

@@ -1,0 +1,49 @@
+import type { App } from "../../src/app.ts";
+import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
+import { generateKey } from "../../src/modules/api-keys/key-format.ts";
+import type { Database } from "../../src/platform/db/client.ts";
+import { customers } from "../../src/platform/db/schema/index.ts";
+
+/**
+ * Helpers of the benchmarks' server child processes: an enterprise customer whose limits never
+ * bind (2e9 per window) with one `inference` key, and the READY line the parent waits for.
+ */
+export async function seedUnlimitedKey(database: Database): Promise<{ customerId: string; key: string }> {
+  const [customer] = await database.db
+    .insert(customers)
+    .values({
+      name: "bench",
+      email: `bench-${process.pid}-${Date.now()}@example.com`,
+      tier: "enterprise",
+      rateLimitPerMinute: 2_000_000_000,
+      quotaPerDay: 2_000_000_000,
+      quotaPerMonth: 2_000_000_000,
+    })
+    .returning();
+  if (customer === undefined) throw new Error("no customer");
+  const key = generateKey();
+  await new ApiKeysRepo(database.db).insert({
+    customerId: customer.id,
+    name: "bench",
+    keyHash: key.hash,
+    displayPrefix: key.displayPrefix,
+    scopes: ["inference"],
+    expiresAt: null,
+    createdByUserId: null,
+  });
+  return { customerId: customer.id, key: key.key };
+}
+
+/** Listens on a free loopback port, prints `READY {port, key}`, and closes cleanly on SIGTERM. */
+export async function serveForBench(app: App, database: Database, key: string): Promise<number> {
+  const address = await app.listen({ host: "127.0.0.1", port: 0 });
+  const port = Number(new URL(address).port);
+  process.stdout.write(`READY ${JSON.stringify({ port, key })}\n`);
+  process.on("SIGTERM", () => {
+    void app.close().then(async () => {
+      await database.close();
+      process.exit(0);
+    });
+  });
+  return port;
+}
