@@ -112,7 +112,7 @@ export interface Config {
   readonly stream: {
     /** Largest WebSocket message accepted; larger ones close the connection with 1009. */
     readonly maxFrameBytes: number;
-    /** Concurrent stream sessions (both endpoints) per customer and tier, per instance. */
+    /** Concurrent stream sessions (both endpoints) per customer and tier (across instances with Redis). */
     readonly maxSessions: { readonly free: number; readonly pro: number; readonly enterprise: number };
     /** A session with no client message for this long is stopped (close 1000). */
     readonly idleTimeoutMs: number;

@@ -1,6 +1,8 @@
+import { randomUUID } from "node:crypto";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { WebSocket } from "ws";
 import type { Tier } from "../../platform/auth.ts";
+import type { RedisHandle } from "../../platform/redis.ts";
 import type { DropReason } from "./session-stats.ts";
 
 export type Endpoint = "stream" | "openpi";
@@ -47,16 +49,45 @@ export interface StreamConnection {
 }
 
 /**
- * Every open stream connection of this instance, and the authenticated sessions per customer
- * (the tier's session limit is enforced here, per instance).
+ * Takes a slot, or refuses when the customer already holds `limit`: KEYS[1] is the customer's
+ * sorted set (member = slot id, score = expiry in ms). Expired members (an instance that died
+ * without releasing) are dropped first, so a crash frees its slots within one TTL.
+ */
+const ACQUIRE_LUA = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`;
+
+/**
+ * Every open stream connection of this instance, and the authenticated sessions per customer.
+ * With Redis the tier's session limit holds across all instances: each session holds a member
+ * of `{prefix}stream:sessions:{customerId}` (a sorted set scored by expiry), refreshed every
+ * heartbeat and removed on close; a crashed instance's slots expire after three heartbeats.
+ * Without Redis (or while it is unreachable) the limit is counted per instance.
  */
 export class ConnectionRegistry {
   private readonly connections = new Set<StreamConnection>();
-  private readonly perCustomer = new Map<string, number>();
+  /** Slots held by this instance: customer -> slot ids. */
+  private readonly held = new Map<string, Set<string>>();
   private readonly maxSessions: Readonly<Record<Tier, number>>;
+  private readonly redis: RedisHandle | undefined;
+  private readonly slotTtlMs: number;
+  private readonly now: () => number;
 
-  constructor(maxSessions: Readonly<Record<Tier, number>>) {
+  constructor(
+    maxSessions: Readonly<Record<Tier, number>>,
+    shared: {
+      readonly redis?: RedisHandle | undefined;
+      readonly heartbeatMs?: number;
+      readonly now?: () => number;
+    } = {},
+  ) {
     this.maxSessions = maxSessions;
+    this.redis = shared.redis;
+    this.slotTtlMs = 3 * (shared.heartbeatMs ?? 30_000);
+    this.now = shared.now ?? Date.now;
   }
 
   limitFor(tier: Tier): number {
@@ -71,26 +102,65 @@ export class ConnectionRegistry {
     this.connections.delete(connection);
   }
 
-  /** Takes one session slot of the customer; false when the tier's limit is reached. */
-  acquire(customerId: string, tier: Tier): boolean {
-    const n = this.perCustomer.get(customerId) ?? 0;
-    if (n >= this.limitFor(tier)) return false;
-    this.perCustomer.set(customerId, n + 1);
-    return true;
+  private key(customerId: string): string {
+    return `${this.redis?.keyPrefix ?? ""}stream:sessions:{${customerId}}`;
   }
 
-  release(customerId: string): void {
-    const n = (this.perCustomer.get(customerId) ?? 0) - 1;
-    if (n <= 0) this.perCustomer.delete(customerId);
-    else this.perCustomer.set(customerId, n);
+  private client() {
+    const c = this.redis?.client ?? null;
+    return c !== null && c.status === "ready" ? c : null;
+  }
+
+  /** Takes one session slot of the customer; undefined when the tier's limit is reached, else the slot id. */
+  async acquire(customerId: string, tier: Tier): Promise<string | undefined> {
+    const limit = this.limitFor(tier);
+    const mine = this.held.get(customerId) ?? new Set<string>();
+    if (mine.size >= limit) return undefined;
+    const slot = randomUUID();
+    const c = this.client();
+    if (c !== null) {
+      try {
+        const ok = await c.eval(ACQUIRE_LUA, 1, this.key(customerId), this.now(), this.slotTtlMs, limit, slot);
+        if (ok !== 1) return undefined;
+      } catch {
+        // Redis trouble: this instance's own count decides (checked above).
+      }
+    }
+    mine.add(slot);
+    this.held.set(customerId, mine);
+    return slot;
+  }
+
+  release(customerId: string, slot: string): void {
+    const mine = this.held.get(customerId);
+    if (mine === undefined || !mine.delete(slot)) return;
+    if (mine.size === 0) this.held.delete(customerId);
+    void this.client()
+      ?.zrem(this.key(customerId), slot)
+      .catch(() => {});
   }
 
   sessionsOf(customerId: string): number {
-    return this.perCustomer.get(customerId) ?? 0;
+    return this.held.get(customerId)?.size ?? 0;
   }
 
-  /** One heartbeat round: drop sockets that missed the previous ping, ping the rest. */
+  /** Pushes the expiry of every slot this instance holds (called with the heartbeat). */
+  refreshSlots(): void {
+    const c = this.client();
+    if (c === null || this.held.size === 0) return;
+    const expiry = this.now() + this.slotTtlMs;
+    const p = c.pipeline();
+    for (const [customerId, slots] of this.held) {
+      const key = this.key(customerId);
+      for (const slot of slots) p.zadd(key, "XX", expiry, slot);
+      p.pexpire(key, this.slotTtlMs);
+    }
+    void p.exec().catch(() => {});
+  }
+
+  /** One heartbeat round: drop sockets that missed the previous ping, ping the rest, refresh slots. */
   heartbeat(): void {
+    this.refreshSlots();
     for (const c of this.connections) {
       if (!c.alive) {
         c.socket.terminate();

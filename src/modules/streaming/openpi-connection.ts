@@ -101,7 +101,8 @@ export class OpenpiConnection implements StreamConnection {
   private principal: Principal | undefined;
   private model: ModelInfo | undefined;
   private unnormKey = "";
-  private holdsSlot = false;
+  /** The session slot this connection holds (see ConnectionRegistry.acquire). */
+  private slot: string | undefined;
   private closing = false;
   private busy: Promise<void> = Promise.resolve();
   private backlog = 0;
@@ -175,12 +176,18 @@ export class OpenpiConnection implements StreamConnection {
     }
     const model = platform.engine.describe(this.query.model ?? platform.engine.defaultModel);
     this.unnormKey = resolveUnnormKey(this.query.unnorm_key, model.unnorm_keys, model.default_unnorm_key);
-    if (!registry.acquire(principal.customerId, principal.tier)) {
+    const slot = await registry.acquire(principal.customerId, principal.tier);
+    if (this.closing) {
+      // The client left while the slot was being taken.
+      if (slot !== undefined) registry.release(principal.customerId, slot);
+      return;
+    }
+    if (slot === undefined) {
       metrics.rejected.inc({ endpoint: "openpi", reason: "too_many_sessions" });
       this.fail(errors.tooManySessions(registry.limitFor(principal.tier)), CLOSE.policyViolation);
       return;
     }
-    this.holdsSlot = true;
+    this.slot = slot;
     this.principal = principal;
     this.model = model;
     metrics.sessions.inc({ endpoint: "openpi" });
@@ -307,9 +314,9 @@ export class OpenpiConnection implements StreamConnection {
       this.request.log.info({ close_code: code, model: this.model?.id }, "openpi session ended");
     }
     this.deps.registry.delete(this);
-    if (this.holdsSlot && this.principal !== undefined) {
-      this.holdsSlot = false;
-      this.deps.registry.release(this.principal.customerId);
+    if (this.slot !== undefined && this.principal !== undefined) {
+      this.deps.registry.release(this.principal.customerId, this.slot);
+      this.slot = undefined;
       this.deps.metrics.sessions.dec({ endpoint: "openpi" });
     }
   }

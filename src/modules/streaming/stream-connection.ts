@@ -39,7 +39,8 @@ export class NativeStreamConnection implements StreamConnection {
   private readonly limits: ParseLimits;
   private encoding: Encoding | undefined;
   private principal: Principal | undefined;
-  private holdsSlot = false;
+  /** The session slot this connection holds (see ConnectionRegistry.acquire). */
+  private slot: string | undefined;
   private session: StreamSession | undefined;
   private stopping = false;
   private closing = false;
@@ -149,7 +150,13 @@ export class NativeStreamConnection implements StreamConnection {
     clearTimeout(this.authTimer);
     if (this.closing) return;
     const { registry, metrics } = this.deps;
-    if (!registry.acquire(principal.customerId, principal.tier)) {
+    const slot = await registry.acquire(principal.customerId, principal.tier);
+    if (this.closing) {
+      // The client left while the slot was being taken.
+      if (slot !== undefined) registry.release(principal.customerId, slot);
+      return;
+    }
+    if (slot === undefined) {
       this.reject(
         "too_many_sessions",
         errors.tooManySessions(registry.limitFor(principal.tier)),
@@ -157,7 +164,7 @@ export class NativeStreamConnection implements StreamConnection {
       );
       return;
     }
-    this.holdsSlot = true;
+    this.slot = slot;
     this.principal = principal;
     metrics.sessions.inc({ endpoint: "stream" });
     // Only an auth message is answered; header-authenticated clients just send start.
@@ -367,9 +374,9 @@ export class NativeStreamConnection implements StreamConnection {
       );
     }
     this.deps.registry.delete(this);
-    if (this.holdsSlot && this.principal !== undefined) {
-      this.holdsSlot = false;
-      this.deps.registry.release(this.principal.customerId);
+    if (this.slot !== undefined && this.principal !== undefined) {
+      this.deps.registry.release(this.principal.customerId, this.slot);
+      this.slot = undefined;
       this.deps.metrics.sessions.dec({ endpoint: "stream" });
     }
   }

@@ -48,7 +48,10 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
   const runner = inferenceRunners.get(platform);
   if (runner === undefined) throw new Error("the streaming module needs the inference module registered first");
   const cfg = platform.config.stream;
-  const registry = new ConnectionRegistry(cfg.maxSessions);
+  const registry = new ConnectionRegistry(cfg.maxSessions, {
+    redis: platform.redis.client === null ? undefined : platform.redis,
+    heartbeatMs: cfg.heartbeatMs,
+  });
   streamRegistries.set(platform, registry);
   const deps: StreamDeps = { platform, runner, registry, metrics: createStreamMetrics(platform.metrics.registry) };
 
