@@ -106,10 +106,12 @@ describe("WS /v1/stream: limits", () => {
     const b = await newKey(t, { tier: "free" });
     const first = await connect(t, a.key);
     const second = await connect(t, a.key);
+    const registry = streamRegistries.get(t.app.platform);
+    // Both hold their slot (taking one is asynchronous with Redis) before the first one goes.
+    await until(() => registry?.sessionsOf(a.customerId) === 2);
     // A protocol violation closes the first one (stats before start): its slot is free again.
     first.json({ type: "stats" });
     await first.closed;
-    const registry = streamRegistries.get(t.app.platform);
     await until(() => registry?.sessionsOf(a.customerId) === 1);
     const third = await connect(t, a.key);
     const other = await connect(t, b.key);

@@ -39,6 +39,26 @@ describe.skipIf(!hasRedis)("stream session limits shared through Redis", () => {
     }
   });
 
+  it("concurrent acquires of one customer on one instance count each other", async () => {
+    const r = testRedis();
+    await ready(r);
+    try {
+      const reg = new ConnectionRegistry({ ...limits, free: 2 }, { redis: r, heartbeatMs: 1_000 });
+      const slots = await Promise.all([reg.acquire("c", "free"), reg.acquire("c", "free"), reg.acquire("c", "free")]);
+      expect(slots.filter((x) => x !== undefined)).toHaveLength(2);
+      expect(reg.sessionsOf("c")).toBe(2);
+      for (const x of slots) if (x !== undefined) reg.release("c", x);
+      expect(reg.sessionsOf("c")).toBe(0);
+      // The releases reached Redis: two new slots fit again.
+      await new Promise((x) => setTimeout(x, 50));
+      expect(await reg.acquire("c", "free")).toBeDefined();
+      expect(await reg.acquire("c", "free")).toBeDefined();
+    } finally {
+      await clearRedisPrefix(r);
+      await r.close();
+    }
+  });
+
   it("slots of an instance that died without releasing expire after three heartbeats; live ones are refreshed", async () => {
     const prefix = `t:${randomBytes(6).toString("hex")}:`;
     const ra = testRedis(prefix);

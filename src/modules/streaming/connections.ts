@@ -116,25 +116,35 @@ export class ConnectionRegistry {
     const limit = this.limitFor(tier);
     const mine = this.held.get(customerId) ?? new Set<string>();
     if (mine.size >= limit) return undefined;
+    // Reserved locally before Redis answers, so concurrent acquires of one customer count each other.
     const slot = randomUUID();
+    mine.add(slot);
+    this.held.set(customerId, mine);
     const c = this.client();
     if (c !== null) {
+      let ok: unknown = 1;
       try {
-        const ok = await c.eval(ACQUIRE_LUA, 1, this.key(customerId), this.now(), this.slotTtlMs, limit, slot);
-        if (ok !== 1) return undefined;
+        ok = await c.eval(ACQUIRE_LUA, 1, this.key(customerId), this.now(), this.slotTtlMs, limit, slot);
       } catch {
         // Redis trouble: this instance's own count decides (checked above).
       }
+      if (ok !== 1) {
+        this.forget(customerId, slot);
+        return undefined;
+      }
     }
-    mine.add(slot);
-    this.held.set(customerId, mine);
     return slot;
   }
 
-  release(customerId: string, slot: string): void {
+  private forget(customerId: string, slot: string): boolean {
     const mine = this.held.get(customerId);
-    if (mine === undefined || !mine.delete(slot)) return;
+    if (mine === undefined || !mine.delete(slot)) return false;
     if (mine.size === 0) this.held.delete(customerId);
+    return true;
+  }
+
+  release(customerId: string, slot: string): void {
+    if (!this.forget(customerId, slot)) return;
     void this.client()
       ?.zrem(this.key(customerId), slot)
       .catch(() => {});
