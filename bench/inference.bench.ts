@@ -28,9 +28,8 @@ import sharp from "sharp";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
-import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../src/modules/models/registry.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
-import { seedUnlimitedKey, serveForBench } from "./lib/server.ts";
+import { seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
 /**
  * Optional PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/infer_bench, an empty database you
@@ -97,21 +96,7 @@ function cameraFrame(): Buffer {
 
 async function serve(): Promise<void> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "vla-bench-infer-"));
-  const mock = EMBEDDED_REGISTRY.models.find((m) => m.id === "mock-openvla-7b");
-  const registryFile = path.join(dataDir, "models.json");
-  writeFileSync(
-    registryFile,
-    JSON.stringify({
-      default_model: "mock-openvla-7b",
-      models: [
-        {
-          ...mock,
-          dataset_statistics: path.join(PROJECT_ROOT, "models/mock-openvla-7b/dataset_statistics.json"),
-          batching: { max_batch_size: 16, max_wait_ms: MAX_WAIT_MS },
-        },
-      ],
-    }),
-  );
+  const registryFile = writeMockRegistry(dataDir, { batching: { max_batch_size: 16, max_wait_ms: MAX_WAIT_MS } });
   const config = loadConfig(
     {
       NODE_ENV: "development",

@@ -26,9 +26,8 @@ import WebSocket from "ws";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { packMsgpackNumpy } from "../src/modules/inference/msgpack-numpy.ts";
-import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../src/modules/models/registry.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
-import { seedUnlimitedKey, serveForBench } from "./lib/server.ts";
+import { seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
 const DATABASE_URL = process.env.BENCH_DATABASE_URL;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -46,22 +45,10 @@ async function serve(): Promise<void> {
   // BENCH_SHARP_CONCURRENCY=n: libvips threads per image (sharp's default: the core count).
   if (process.env.BENCH_SHARP_CONCURRENCY !== undefined) sharp.concurrency(Number(process.env.BENCH_SHARP_CONCURRENCY));
   const dataDir = mkdtempSync(path.join(tmpdir(), "vla-bench-stream-"));
-  const mock = EMBEDDED_REGISTRY.models.find((m) => m.id === "mock-openvla-7b");
-  const registryFile = path.join(dataDir, "models.json");
-  writeFileSync(
-    registryFile,
-    JSON.stringify({
-      default_model: "mock-openvla-7b",
-      models: [
-        {
-          ...mock,
-          dataset_statistics: path.join(PROJECT_ROOT, "models/mock-openvla-7b/dataset_statistics.json"),
-          default_unnorm_key: "bridge_orig",
-          batching: { max_batch_size: 32, max_wait_ms: 0 },
-        },
-      ],
-    }),
-  );
+  const registryFile = writeMockRegistry(dataDir, {
+    default_unnorm_key: "bridge_orig",
+    batching: { max_batch_size: 32, max_wait_ms: 0 },
+  });
   const config = loadConfig(
     {
       NODE_ENV: "development",

@@ -1,6 +1,9 @@
+import { writeFileSync } from "node:fs";
+import path from "node:path";
 import type { App } from "../../src/app.ts";
 import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
 import { generateKey } from "../../src/modules/api-keys/key-format.ts";
+import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../../src/modules/models/registry.ts";
 import type { Database } from "../../src/platform/db/client.ts";
 import { customers } from "../../src/platform/db/schema/index.ts";
 
@@ -46,4 +49,21 @@ export async function serveForBench(app: App, database: Database, key: string): 
     });
   });
   return port;
+}
+
+/**
+ * Writes a registry with only `mock-openvla-7b` (0 ms, its statistics by absolute path) into
+ * `dataDir` and returns the file for `MODELS_CONFIG`; `overrides` adjust the model entry.
+ */
+export function writeMockRegistry(dataDir: string, overrides: Record<string, unknown>): string {
+  const mock = EMBEDDED_REGISTRY.models.find((m) => m.id === "mock-openvla-7b");
+  if (mock === undefined) throw new Error("no mock-openvla-7b in the embedded registry");
+  const file = path.join(dataDir, "models.json");
+  const entry = {
+    ...mock,
+    dataset_statistics: path.join(PROJECT_ROOT, "models/mock-openvla-7b/dataset_statistics.json"),
+    ...overrides,
+  };
+  writeFileSync(file, JSON.stringify({ default_model: "mock-openvla-7b", models: [entry] }));
+  return file;
 }

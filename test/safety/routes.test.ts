@@ -426,6 +426,19 @@ describe("robots list, incidents and summary", () => {
     const other = await newKey(t);
     const none = await t.app.inject({ method: "GET", url: "/v1/safety/incidents", headers: xKey(other.key) });
     expect(none.json().data).toEqual([]);
+    const backwards = await t.app.inject({
+      method: "GET",
+      url: "/v1/safety/summary?from=2100-01-01T00:00:00Z&to=2000-01-01T00:00:00Z",
+      headers: xKey(c.key),
+    });
+    expect(backwards.statusCode).toBe(400);
+    expect(backwards.json()).toMatchObject({ code: "invalid_request" });
+    const notADate = await t.app.inject({
+      method: "GET",
+      url: "/v1/safety/summary?from=yesterday",
+      headers: xKey(c.key),
+    });
+    expect(notADate.statusCode).toBe(400);
     const zero = await t.app.inject({ method: "GET", url: "/v1/safety/summary", headers: xKey(other.key) });
     expect(zero.json()).toMatchObject({ total: 0, by_type: {}, by_robot: {} });
   });
