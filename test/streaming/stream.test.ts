@@ -29,7 +29,7 @@ describe("WS /v1/stream: the protocol", () => {
     const a = await c.type("action");
     expect(a).toMatchObject({ seq: 1, timestamp: 12.5 });
     expect(a.action).toHaveLength(7);
-    expect(Object.keys(a.timing as object).sort()).toEqual(["model_ms", "queue_ms", "total_ms"]);
+    expect(Object.keys(a.timing as object).sort()).toEqual(["model_ms", "preprocess_ms", "queue_ms", "total_ms"]);
     expect((a.safety as { status: string }).status).toBeDefined();
     c.json({ type: "stats" });
     const st = (await c.type("stats")).stats as Record<string, unknown>;

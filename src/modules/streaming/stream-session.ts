@@ -182,7 +182,12 @@ export class StreamSession {
         action: out.action,
         ...(out.actionChunk === undefined ? {} : { action_chunk: out.actionChunk }),
         safety: out.safety,
-        timing: { queue_ms: out.result.timing.queue_ms, model_ms: out.result.timing.model_ms, total_ms: totalMs },
+        timing: {
+          preprocess_ms: out.result.timing.preprocess_ms,
+          queue_ms: out.result.timing.queue_ms,
+          model_ms: out.result.timing.model_ms,
+          total_ms: totalMs,
+        },
         ...(frame.timestamp === undefined ? {} : { timestamp: frame.timestamp }),
       });
     } catch (e) {
