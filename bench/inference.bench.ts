@@ -6,7 +6,8 @@
  * A child process serves the real app on 127.0.0.1 (embedded PGlite, in-process limiter, the
  * embedded registry: mock-openvla-7b at 0 ms model latency) plus a probe route `/bench/decode`
  * registered through buildApp's `plugins` option that only base64-decodes the same JSON body
- * and decodes the 224x224 JPEG with sharp. The customer has huge limits (enterprise + overrides).
+ * and decodes the 224x224 JPEG as the engine does (prepareImage: decode threads for small
+ * JPEGs, sharp otherwise). The customer has huge limits (enterprise + overrides).
  * The parent measures, in one run:
  *   1. saturation throughput (autocannon, 16 connections) of POST /v1/inference vs the probe,
  *      order probe, inference, inference, probe so load drifts hit both alike -> ratio;
@@ -28,6 +29,8 @@ import sharp from "sharp";
 import { buildApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
+import { DEFAULT_IMAGE_LIMITS, prepareImage } from "../src/modules/inference/images.ts";
+import { createJpegDecoder } from "../src/modules/inference/jpeg-pool.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
 import { seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
@@ -110,15 +113,20 @@ async function serve(): Promise<void> {
     { dotenv: false, persistGeneratedSecret: false },
   );
   const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
+  // The probe decodes exactly as the engine does (small JPEGs on the decode threads, the rest in
+  // sharp), with its own threads of the same count.
+  const probeDecoder = createJpegDecoder(config.models.jpegDecodeThreads);
+  const spec = { width: 224, height: 224, strategy: "resize-naive" as const };
   const probe: FastifyPluginAsyncTypebox<ModuleOptions> = async (app) => {
+    app.addHook("onClose", () => probeDecoder.close());
     app.post(
       "/bench/decode",
       { bodyLimit: config.http.inferenceBodyLimitBytes, schema: { hide: true, tags: ["meta"], summary: "bench" } },
       async (request) => {
         const body = request.body as { image: string };
         const bytes = Buffer.from(body.image, "base64");
-        const out = await sharp(bytes).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-        return { ok: true, width: out.info.width };
+        const out = await prepareImage({ bytes }, spec, DEFAULT_IMAGE_LIMITS, probeDecoder);
+        return { ok: true, width: out.width };
       },
     );
   };

@@ -59,6 +59,8 @@ export interface Config {
     readonly configPath: string | undefined;
     readonly imageMaxBytes: number;
     readonly imageMaxPixels: number;
+    /** Worker threads decoding small model-sized JPEGs (0: on the event loop). */
+    readonly jpegDecodeThreads: number;
     /** Load/check every backend at startup (in the background; models report `loading` until done). */
     readonly warmUp: boolean;
   };
@@ -358,6 +360,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       configPath: r.raw("MODELS_CONFIG") === undefined ? undefined : path.resolve(r.str("MODELS_CONFIG", "")),
       imageMaxBytes: r.int("IMAGE_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
       imageMaxPixels: r.int("IMAGE_MAX_PIXELS", 4096 * 4096, 64, 1024 * 1024 * 1024),
+      jpegDecodeThreads: r.int("JPEG_DECODE_THREADS", 2, 0, 16),
       warmUp: r.bool("MODELS_WARM_UP", true),
     },
     inference: {

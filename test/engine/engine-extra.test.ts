@@ -146,7 +146,15 @@ describe("createEngine", () => {
     const metrics = new Registry();
     let closed = 0;
     const engine = createEngine(
-      { models: { configPath: undefined, imageMaxBytes: 1024 * 1024, imageMaxPixels: 1e6, warmUp: true } },
+      {
+        models: {
+          configPath: undefined,
+          imageMaxBytes: 1024 * 1024,
+          imageMaxPixels: 1e6,
+          jpegDecodeThreads: 0,
+          warmUp: true,
+        },
+      },
       { metrics, health, lifecycle },
       {
         backendFactory: (def): ModelBackend => {
@@ -200,6 +208,7 @@ describe("createEngine", () => {
             configPath: `${PROJECT_ROOT}/models/demo-vla-tiny/config.json`,
             imageMaxBytes: 1,
             imageMaxPixels: 1,
+            jpegDecodeThreads: 0,
             warmUp: false,
           },
         },

@@ -11,6 +11,7 @@ interface OutputInfo {
 }
 
 import { errors } from "../../platform/errors.ts";
+import { inlineJpegDecoder, type JpegDecoder } from "./jpeg-pool.ts";
 import type { NdArray } from "./ndarray.ts";
 
 /**
@@ -132,6 +133,7 @@ export async function prepareImage(
   input: ImageInput,
   spec: ImageSpec,
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+  jpeg: JpegDecoder = inlineJpegDecoder,
 ): Promise<PreparedImage> {
   let pipeline: Sharp;
   let source: PreparedImage["source"];
@@ -163,6 +165,12 @@ export async function prepareImage(
     }
     hash = sha256(bytes);
     source = { format, width: w, height: h };
+    // A small JPEG already at the model's size (the usual camera frame): decode in place, no
+    // libvips pipeline and no thread-pool hop. Declines anything unusual; sharp decides those.
+    if (format === "jpeg" && w === spec.width && h === spec.height && spec.strategy !== "center-crop") {
+      const fast = await jpeg.decode(bytes, w, h);
+      if (fast !== undefined) return { data: fast, width: w, height: h, sha256: hash, source };
+    }
     pipeline = sharp(bytes, options);
   } else {
     const a = input.array;

@@ -12,6 +12,7 @@ import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
 import { loadRegistry, renderPrompt } from "../models/registry.ts";
 import { createEngineMetrics, type EngineMetrics } from "./engine-metrics.ts";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, prepareImage } from "./images.ts";
+import { createJpegDecoder, inlineJpegDecoder, type JpegDecoder } from "./jpeg-pool.ts";
 import type { NdArray } from "./ndarray.ts";
 import { BatchScheduler } from "./scheduler.ts";
 
@@ -72,6 +73,8 @@ interface LoadedModel {
 
 export interface EngineOptions {
   readonly imageLimits?: ImageLimits;
+  /** Small model-sized JPEGs (default: decoded on the calling thread); closed with the engine. */
+  readonly jpegDecoder?: JpegDecoder;
   readonly metrics?: EngineMetrics;
   /** Replace backends (tests). */
   readonly backendFactory?: (def: ModelDefinition) => ModelBackend;
@@ -87,12 +90,14 @@ export class InferenceEngine {
   readonly defaultModel: string;
   private readonly models = new Map<string, LoadedModel>();
   private readonly imageLimits: ImageLimits;
+  private readonly jpegDecoder: JpegDecoder;
   private readonly metrics: EngineMetrics | undefined;
   private closed = false;
 
   constructor(registry: RegistryDocument, options: EngineOptions = {}) {
     this.defaultModel = registry.defaultModel;
     this.imageLimits = options.imageLimits ?? DEFAULT_IMAGE_LIMITS;
+    this.jpegDecoder = options.jpegDecoder ?? inlineJpegDecoder;
     this.metrics = options.metrics;
     const factory = options.backendFactory ?? createBackend;
     for (const def of registry.models) {
@@ -217,6 +222,7 @@ export class InferenceEngine {
       req.imageBytes !== undefined ? { bytes: req.imageBytes } : { array: req.imageArray as NdArray },
       def.image,
       this.imageLimits,
+      this.jpegDecoder,
     );
     const preprocessMs = performance.now() - t0;
     const scheduled = await m.scheduler.submit(
@@ -309,6 +315,7 @@ export class InferenceEngine {
     this.closed = true;
     await Promise.all([...this.models.values()].map((m) => m.scheduler.close()));
     await Promise.allSettled([...this.models.values()].map((m) => m.backend.close()));
+    await this.jpegDecoder.close();
   }
 }
 
@@ -325,6 +332,7 @@ export function createEngine(
   const registry = loadRegistry(config.models.configPath);
   const engine = new InferenceEngine(registry, {
     imageLimits: { maxEncodedBytes: config.models.imageMaxBytes, maxPixels: config.models.imageMaxPixels },
+    jpegDecoder: createJpegDecoder(config.models.jpegDecodeThreads),
     metrics: createEngineMetrics(platform.metrics),
     ...options,
   });
