@@ -50,4 +50,48 @@ describe.skipIf(!hasRedis)("the Lua script and the in-process limiter agree", ()
       { numRuns: 40 },
     );
   });
+
+  it("on every decision when calls of one customer arrive in the same turn (one batched script call)", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({ perMinute: nullable(20), perDay: nullable(30), perMonth: nullable(40) }),
+        fc.integer({ min: 0, max: 50 }),
+        fc.array(fc.record({ gap: fc.integer({ min: 0, max: 20_000 }), burst: fc.integer({ min: 1, max: 12 }) }), {
+          minLength: 1,
+          maxLength: 12,
+        }),
+        async (limits: Limits, seed, steps) => {
+          const customerId = randomBytes(8).toString("hex");
+          const other = randomBytes(8).toString("hex");
+          const memory = new MemoryLimiter();
+          const lua = new RedisLimiter(redis.client as NonNullable<RedisHandle["client"]>, redis.keyPrefix);
+          let now = Date.UTC(2026, 10, 30, 23, 55, 0);
+          // Cold month counter and no seed: every call of the burst is asked for it.
+          const cold = { customerId, limits, now, cal: calendar(now), cost: 1 };
+          expect(await Promise.all([lua.check(cold), lua.check(cold)])).toEqual(["needs-seed", "needs-seed"]);
+          for (const { gap, burst } of steps) {
+            now += gap;
+            const req = { customerId, limits, now, cal: calendar(now), cost: 1, monthSeed: seed };
+            const expected = Array.from({ length: burst }, () => memory.check(req) as LimitResult);
+            // Another customer's call in the same turn rides in the same pipeline.
+            const mixed = await Promise.all([
+              ...Array.from({ length: burst }, () => lua.check(req)),
+              lua.check({ ...req, customerId: other }),
+            ]);
+            const got = mixed.slice(0, burst) as LimitResult[];
+            got.forEach((r, i) => {
+              const m = expected[i] as LimitResult;
+              expect(r.allowed).toBe(m.allowed);
+              expect(r.violated).toEqual(m.violated);
+              expect(r.day).toBe(m.day);
+              expect(r.month).toBe(m.month);
+              if (limits.perMinute !== null) expect(r.minuteRemaining).toBe(m.minuteRemaining);
+              expect(Math.abs(r.retryAfterMs - Math.ceil(m.retryAfterMs))).toBeLessThanOrEqual(1);
+            });
+          }
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
 });

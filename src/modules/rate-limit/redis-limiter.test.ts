@@ -22,9 +22,11 @@ function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
   const log: string[] = [];
   let n = 0;
   const client = {
-    evalsha: async (..._args: unknown[]) => {
-      log.push("evalsha");
-      return reply(++n);
+    evalsha: async (...args: unknown[]) => {
+      // [sha, 3, key x3, ...8 arguments] or, batched, [sha, 3, key x3, count, ...8 x count]
+      const calls = args.length === 13 ? 1 : Number(args[5]);
+      log.push(calls === 1 ? "evalsha" : `evalsha batch x${calls}`);
+      return calls === 1 ? reply(++n) : Array.from({ length: calls }, () => reply(++n)).flat();
     },
     eval: async (..._args: unknown[]) => {
       log.push("eval");
@@ -39,11 +41,12 @@ function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
         },
         exec: async () => {
           log.push(`pipeline x${queued.length}`);
-          return queued.map((_, i) =>
-            options.noscriptInPipeline === true && i === 1
-              ? [new Error("NOSCRIPT No matching script."), null]
-              : [null, reply(++n)],
-          );
+          return queued.map((args, i) => {
+            if (options.noscriptInPipeline === true && i === 1)
+              return [new Error("NOSCRIPT No matching script."), null];
+            const calls = args.length === 13 ? 1 : Number(args[5]);
+            return [null, calls === 1 ? reply(++n) : Array.from({ length: calls }, () => reply(++n)).flat()];
+          });
         },
       };
       return p;
@@ -78,5 +81,17 @@ describe("RedisLimiter: calls of one event-loop turn share a write", () => {
     const results = await Promise.all(["a", "b", "c"].map((c) => limiter.check(request(c))));
     expect(results.every((r) => r !== "needs-seed")).toBe(true);
     expect(redis.log).toEqual(["pipeline x3", "evalsha"]);
+  });
+
+  it("sends the calls of one customer in one turn as one batched script call, each answered in order", async () => {
+    const redis = fakeRedis();
+    const limiter = new RedisLimiter(redis.client, "t:");
+    const results = await Promise.all([1, 2, 3, 4].map(() => limiter.check(request("a"))));
+    expect(redis.log).toEqual(["evalsha batch x4"]);
+    expect(results.map((r) => (r === "needs-seed" ? -1 : r.day))).toEqual([1, 2, 3, 4]);
+    // Two customers: their groups share one pipeline write.
+    const mixed = await Promise.all(["a", "b", "a"].map((c) => limiter.check(request(c))));
+    expect(redis.log).toEqual(["evalsha batch x4", "pipeline x2"]);
+    expect(mixed.map((r) => (r === "needs-seed" ? -1 : r.day))).toEqual([5, 7, 6]);
   });
 });
