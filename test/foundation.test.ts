@@ -82,6 +82,32 @@ describe("security headers and CORS", () => {
     expect(res.headers["x-frame-options"]).toBeDefined();
   });
 
+  it("sends helmet's full set on every kind of response, and /docs keeps its own CSP", async () => {
+    const expected = {
+      "content-security-policy":
+        "default-src 'none';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'none';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
+      "cross-origin-opener-policy": "same-origin",
+      "cross-origin-resource-policy": "same-site",
+      "origin-agent-cluster": "?1",
+      "referrer-policy": "no-referrer",
+      "x-content-type-options": "nosniff",
+      "x-dns-prefetch-control": "off",
+      "x-download-options": "noopen",
+      "x-frame-options": "SAMEORIGIN",
+      "x-permitted-cross-domain-policies": "none",
+      "x-xss-protection": "0",
+    };
+    for (const url of ["/health/live", "/no/such/route", "/v1/models"]) {
+      const res = await t.app.inject({ method: "GET", url });
+      expect(res.headers).toMatchObject(expected);
+      // HSTS only in production.
+      expect(res.headers["strict-transport-security"]).toBeUndefined();
+    }
+    const docs = await t.app.inject({ method: "GET", url: "/docs" });
+    expect(docs.statusCode).toBe(200);
+    expect(docs.headers["content-security-policy"]).toContain("default-src 'self'");
+  });
+
   it("allows only configured origins", async () => {
     const ctx = await buildTestApp({ env: { CORS_ORIGINS: '["https://app.example.com"]' } });
     try {
