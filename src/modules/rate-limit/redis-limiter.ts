@@ -332,7 +332,9 @@ export class RedisLimiter implements Limiter {
   };
 
   private settle(group: PendingCheck[], replies: unknown[]): void {
-    group.forEach((c, i) => c.resolve(replies[i]));
+    group.forEach((c, i) => {
+      c.resolve(replies[i]);
+    });
   }
 
   /** One group on its own: LIMIT_SCRIPT for one call, LIMIT_BATCH_SCRIPT for several. */
