@@ -9,6 +9,7 @@
 import os from "node:os";
 import sharp from "sharp";
 import { InferenceEngine } from "../src/modules/inference/inference.service.ts";
+import { createJpegDecoder } from "../src/modules/inference/jpeg-pool.ts";
 import type { NdArray } from "../src/modules/inference/ndarray.ts";
 import { EMBEDDED_REGISTRY, PROJECT_ROOT, parseRegistry } from "../src/modules/models/registry.ts";
 
@@ -61,6 +62,9 @@ interface Acc {
   cpuMs: number;
 }
 
+/** Model-sized JPEGs decode as in production: JPEG_DECODE_THREADS threads (default 2), shared by the engines. */
+const jpegDecoder = createJpegDecoder(Number(process.env.JPEG_DECODE_THREADS ?? 2));
+
 async function makeEngine(maxBatchSize: number, concurrentBatches: number): Promise<InferenceEngine> {
   const demo = EMBEDDED_REGISTRY.models.find((m) => m.id === "demo-vla-tiny");
   const registry = parseRegistry(
@@ -79,7 +83,7 @@ async function makeEngine(maxBatchSize: number, concurrentBatches: number): Prom
     },
     PROJECT_ROOT,
   );
-  const engine = new InferenceEngine(registry);
+  const engine = new InferenceEngine(registry, { jpegDecoder });
   await engine.warmUp();
   return engine;
 }
@@ -126,6 +130,8 @@ async function compare(modes: readonly Mode[]): Promise<Row[]> {
       ),
     );
   }
+  // The decode threads start with the first JPEG (which sharp serves meanwhile): let them load.
+  await new Promise((r) => setTimeout(r, 500));
   const accs: Acc[] = modes.map(() => ({ latencies: [], modelMs: 0, elapsed: 0, cpuMs: 0 }));
   const sliceMs = (seconds * 1000) / ROUNDS;
   for (let round = 0; round < ROUNDS; round++) {
