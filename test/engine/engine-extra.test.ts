@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { Registry } from "prom-client";
 import { afterAll, describe, expect, it } from "vitest";
 import { createEngine, InferenceEngine } from "../../src/modules/inference/inference.service.ts";
+import { warmFastJpeg } from "../../src/modules/inference/jpeg-fast.ts";
 import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { decodeToken, unnormalize } from "../../src/modules/models/action-codec.ts";
 import { MockBackend } from "../../src/modules/models/backends/mock.ts";
@@ -180,6 +181,25 @@ describe("createEngine", () => {
     const report = await health.run();
     expect(Object.keys(report.checks).sort()).toEqual(["models", "queue"]);
     expect(await metrics.metrics()).toContain('vla_model_batch_size_count{model="demo-vla-tiny"} 1');
+    // Which path prepared each image: a 32x32 JPEG is resampled by sharp; a model-sized one takes
+    // the fast decoder (in line here: JPEG_DECODE_THREADS=0); a model-sized array is taken as is.
+    await warmFastJpeg();
+    await engine.infer({
+      model: "demo-vla-tiny",
+      imageBytes: await jpeg(224, 224, 2),
+      instruction: "go",
+      customerId: "c",
+    });
+    await engine.infer({
+      model: "demo-vla-tiny",
+      imageArray: { dtype: "|u1", shape: [224, 224, 3], data: new Uint8Array(224 * 224 * 3) },
+      instruction: "go",
+      customerId: "c",
+    });
+    const text = await metrics.metrics();
+    expect(text).toContain('vla_image_decodes_total{path="sharp"} 1');
+    expect(text).toContain('vla_image_decodes_total{path="jpeg_fast"} 1');
+    expect(text).toContain('vla_image_decodes_total{path="array"} 1');
     // The image limit from config applies.
     expect(
       await codeOf(

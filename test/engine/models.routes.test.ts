@@ -78,5 +78,6 @@ describe("GET /v1/models", () => {
     expect(metrics).toContain("vla_model_queue_depth");
     expect(metrics).toContain('vla_model_batch_size_count{model="mock-openvla-7b"} 1');
     expect(metrics).toContain('vla_inference_requests_total{model="mock-openvla-7b",backend="mock",outcome="ok"} 1');
+    expect(metrics).toContain('vla_image_decodes_total{path="sharp"} 1');
   });
 });

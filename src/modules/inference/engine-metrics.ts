@@ -7,6 +7,7 @@ export interface EngineMetrics {
   readonly batchSize: Histogram<"model">;
   readonly modelLatency: Histogram<"model">;
   readonly requests: Counter<"model" | "backend" | "outcome">;
+  readonly imageDecodes: Counter<"path">;
 }
 
 export function createEngineMetrics(registry: Registry): EngineMetrics {
@@ -42,6 +43,12 @@ export function createEngineMetrics(registry: Registry): EngineMetrics {
       name: "vla_inference_requests_total",
       help: "Inference requests by model, backend and outcome (ok or an error code).",
       labelNames: ["model", "backend", "outcome"],
+      registers: [registry],
+    }),
+    imageDecodes: new Counter({
+      name: "vla_image_decodes_total",
+      help: "Images prepared, by path: jpeg_fast (libjpeg on the decode threads or in line), sharp, array.",
+      labelNames: ["path"],
       registers: [registry],
     }),
   };

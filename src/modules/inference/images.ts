@@ -47,6 +47,8 @@ export interface PreparedImage {
   readonly height: number;
   /** SHA-256 (hex) of the raw bytes as received (encoded file, or the array's bytes). */
   readonly sha256: string;
+  /** Which path produced the pixels: the fast JPEG decoder, sharp, or a uint8 array taken as is. */
+  readonly path: "jpeg_fast" | "sharp" | "array";
   readonly source: {
     readonly format: "jpeg" | "png" | "webp" | "array";
     readonly width: number;
@@ -169,7 +171,7 @@ export async function prepareImage(
     // libvips pipeline and no thread-pool hop. Declines anything unusual; sharp decides those.
     if (format === "jpeg" && w === spec.width && h === spec.height && spec.strategy !== "center-crop") {
       const fast = await jpeg.decode(bytes, w, h);
-      if (fast !== undefined) return { data: fast, width: w, height: h, sha256: hash, source };
+      if (fast !== undefined) return { data: fast, width: w, height: h, sha256: hash, source, path: "jpeg_fast" };
     }
     pipeline = sharp(bytes, options);
   } else {
@@ -190,7 +192,7 @@ export async function prepareImage(
     source = { format: "array", width: w, height: h };
     // Already the model's size (clients usually resize before sending): nothing to resample.
     if (w === spec.width && h === spec.height && spec.strategy !== "center-crop") {
-      return { data: bytes, width: w, height: h, sha256: hash, source };
+      return { data: bytes, width: w, height: h, sha256: hash, source, path: "array" };
     }
     pipeline = sharp(bytes, { raw: { width: w, height: h, channels: 3 }, limitInputPixels: limits.maxPixels });
   }
@@ -232,5 +234,5 @@ export async function prepareImage(
     );
   }
   const data = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
-  return { data, width: spec.width, height: spec.height, sha256: hash, source };
+  return { data, width: spec.width, height: spec.height, sha256: hash, source, path: "sharp" };
 }

@@ -225,6 +225,7 @@ export class InferenceEngine {
       this.jpegDecoder,
     );
     const preprocessMs = performance.now() - t0;
+    this.metrics?.imageDecodes.inc({ path: image.path });
     const scheduled = await m.scheduler.submit(
       req.customerId,
       { modelId: def.id, image, prompt: renderPrompt(def, req.instruction), instruction: req.instruction, unnormKey },

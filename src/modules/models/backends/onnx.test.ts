@@ -31,6 +31,7 @@ function request(fill: number): BackendRequest {
       width: size,
       height: size,
       sha256: "",
+      path: "array",
       source: { format: "array", width: size, height: size },
     },
     prompt: "pick up the block",
