@@ -23,8 +23,8 @@ function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
   let n = 0;
   const client = {
     evalsha: async (...args: unknown[]) => {
-      // [sha, 3, key x3, ...8 arguments] or, batched, [sha, 3, key x3, count, ...8 x count]
-      const calls = args.length === 13 ? 1 : Number(args[5]);
+      // [sha, 3, key x3, count, ...8 arguments x count]
+      const calls = Number(args[5]);
       log.push(calls === 1 ? "evalsha" : `evalsha batch x${calls}`);
       return calls === 1 ? reply(++n) : Array.from({ length: calls }, () => reply(++n)).flat();
     },
@@ -44,7 +44,7 @@ function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
           return queued.map((args, i) => {
             if (options.noscriptInPipeline === true && i === 1)
               return [new Error("NOSCRIPT No matching script."), null];
-            const calls = args.length === 13 ? 1 : Number(args[5]);
+            const calls = Number(args[5]);
             return [null, calls === 1 ? reply(++n) : Array.from({ length: calls }, () => reply(++n)).flat()];
           });
         },

@@ -4,97 +4,22 @@ import type { Limiter, LimitRequest, LimitResult } from "./limiter.ts";
 import type { WindowName } from "./policy.ts";
 
 /**
- * Every window checked and consumed atomically in one round trip. Mirrors decide.ts: read the
- * three counters, decide, and write only when every window allows (a rejected request spends
- * nothing). Returns {-1} when the month counter is absent and no seed was given (cold Redis),
- * so the caller can seed it from the durable count and call again.
+ * Every window checked and consumed atomically in one round trip, for n calls of one customer
+ * made in the same event-loop turn (n = 1 when alone), in order, exactly as n calls one after
+ * the other would be decided (the GCRA time rounded to 0.001 ms between calls, as it is stored).
+ * Mirrors decide.ts: read the three counters once, decide each call, and write only what the
+ * allowed calls spent (a rejected call spends nothing): at most four writes for the lot. Under
+ * load most calls of a busy customer arrive together, and this is what Redis spends per call.
  *
  * KEYS: 1 GCRA TAT, 2 day counter, 3 month counter (one `{customerId}` hash tag: one slot).
- * ARGV: now ms, per-minute, per-day, per-month (-1 = unlimited), ms to next UTC day,
- *       ms to next UTC month, month seed (-1 = none), cost (0 = peek).
- * Returns {violated bitmask (1 minute, 2 day, 4 month), retry ms, day, month,
- *          minute remaining, minute reset ms}.
+ * ARGV: n, then n groups of: now ms, per-minute, per-day, per-month (-1 = unlimited), ms to
+ *       next UTC day, ms to next UTC month, month seed (-1 = none), cost (0 = peek).
+ * Returns n groups of {violated bitmask (1 minute, 2 day, 4 month), retry ms, day, month,
+ *          minute remaining, minute reset ms}, or {-1} when the month counter is absent and no
+ *          call brought a seed (cold Redis): the callers seed it from the durable count and call
+ *          again.
  */
 export const LIMIT_SCRIPT = `
-local now = tonumber(ARGV[1])
-local per_minute = tonumber(ARGV[2])
-local per_day = tonumber(ARGV[3])
-local per_month = tonumber(ARGV[4])
-local to_day = tonumber(ARGV[5])
-local to_month = tonumber(ARGV[6])
-local seed = tonumber(ARGV[7])
-local cost = tonumber(ARGV[8])
-local eps = 0.000001
-local window = 60000
-
-local got = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
-local month = got[3]
-if not month then
-  if seed < 0 then return {-1} end
-  month = seed
-  if cost > 0 then redis.call('SET', KEYS[3], seed, 'PX', to_month + 86400000) end
-else
-  month = tonumber(month)
-end
-local day = tonumber(got[2] or '0')
-local tat = tonumber(got[1] or '0')
-if tat < now then tat = now end
-
-local violated = 0
-local retry = 0
-local new_tat = tat
-local interval = 0
-if per_minute >= 0 then
-  if per_minute == 0 then
-    violated = 1
-    retry = window
-  else
-    interval = window / per_minute
-    new_tat = tat + interval * cost
-    if new_tat - now > window + eps then
-      violated = 1
-      retry = new_tat - window - now
-    end
-  end
-end
-if per_day >= 0 and day + cost > per_day then
-  violated = violated + 2
-  if to_day > retry then retry = to_day end
-end
-if per_month >= 0 and month + cost > per_month then
-  violated = violated + 4
-  if to_month > retry then retry = to_month end
-end
-
-if violated == 0 and cost > 0 then
-  tat = new_tat
-  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
-  day = redis.call('INCRBY', KEYS[2], cost)
-  if day == cost then redis.call('PEXPIRE', KEYS[2], to_day + 3600000) end
-  month = redis.call('INCRBY', KEYS[3], cost)
-end
-
-local remaining = -1
-if per_minute == 0 then
-  remaining = 0
-elseif per_minute > 0 then
-  remaining = math.floor((window - (tat - now)) / interval + eps)
-  if remaining < 0 then remaining = 0 end
-end
-return {violated, math.ceil(retry), day, month, remaining, math.ceil(tat - now)}
-`;
-
-/**
- * The same decision for n calls of one customer made in the same event-loop turn, in order, as
- * if LIMIT_SCRIPT ran n times back to back (the GCRA time rounded to 0.001 ms between calls as
- * the stored value is): one read of the three keys, at most four writes for the lot. Under load
- * most calls of a busy customer arrive together, and this is what Redis spends per call.
- *
- * KEYS as LIMIT_SCRIPT. ARGV: n, then n groups of LIMIT_SCRIPT's 8 arguments.
- * Returns n groups of LIMIT_SCRIPT's 6 results, or {-1} when the month counter is absent and
- * no call brought a seed.
- */
-export const LIMIT_BATCH_SCRIPT = `
 local n = tonumber(ARGV[1])
 local eps = 0.000001
 local window = 60000
@@ -199,7 +124,6 @@ return out
 `;
 
 const SCRIPT_SHA = createHash("sha1").update(LIMIT_SCRIPT).digest("hex");
-const BATCH_SCRIPT_SHA = createHash("sha1").update(LIMIT_BATCH_SCRIPT).digest("hex");
 
 const BITS: readonly [number, WindowName][] = [
   [1, "minute"],
@@ -270,7 +194,7 @@ export class RedisLimiter implements Limiter {
 
   /**
    * Calls made in one event-loop turn go out together at its end (setImmediate). Calls of the
-   * same customer (same keys) become one LIMIT_BATCH_SCRIPT call, decided in arrival order; the
+   * same customer (same keys) become one LIMIT_SCRIPT call, decided in arrival order; the
    * customers' calls go out as one pipeline write (fewer syscalls for us and for Redis), or as a
    * single EVALSHA when there is only one. Unlike ioredis' auto-pipelining, a batch never waits
    * for the previous one's replies, so a lone request is not held back by a round trip in flight.
@@ -305,16 +229,12 @@ export class RedisLimiter implements Limiter {
     }
     const list = [...groups.values()];
     const pipeline = this.client.pipeline();
-    for (const g of list) {
-      const first = g[0] as PendingCheck;
-      if (g.length === 1) pipeline.evalsha(SCRIPT_SHA, 3, ...first.keys, ...first.args);
-      else pipeline.evalsha(BATCH_SCRIPT_SHA, 3, ...first.keys, g.length, ...g.flatMap((c) => c.args));
-    }
+    for (const g of list) pipeline.evalsha(SCRIPT_SHA, 3, ...(g[0] as PendingCheck).keys, ...argsOf(g));
     pipeline.exec().then(
       (results) => {
         list.forEach((g, i) => {
           const [err, value] = results?.[i] ?? [new Error("no reply in the pipeline"), undefined];
-          if (err === null) this.settle(g, g.length === 1 ? [value] : split(value, g.length));
+          if (err === null) this.settle(g, split(value, g.length));
           else if (err.message.startsWith("NOSCRIPT")) {
             this.runGroup(g).then(
               (replies) => this.settle(g, replies),
@@ -337,28 +257,32 @@ export class RedisLimiter implements Limiter {
     });
   }
 
-  /** One group on its own: LIMIT_SCRIPT for one call, LIMIT_BATCH_SCRIPT for several. */
+  /**
+   * One group on its own: EVALSHA first; a Redis that lost its script cache (restart, SCRIPT
+   * FLUSH) gets EVAL once.
+   */
   private async runGroup(group: PendingCheck[]): Promise<unknown[]> {
-    const first = group[0] as PendingCheck;
-    if (group.length === 1) return [await this.run(SCRIPT_SHA, LIMIT_SCRIPT, first.keys, first.args)];
-    const args = [group.length, ...group.flatMap((c) => c.args)];
-    return split(await this.run(BATCH_SCRIPT_SHA, LIMIT_BATCH_SCRIPT, first.keys, args), group.length);
-  }
-
-  /** EVALSHA first; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets EVAL once. */
-  private async run(sha: string, script: string, keys: string[], args: number[]): Promise<unknown> {
+    const keys = (group[0] as PendingCheck).keys;
+    const args = argsOf(group);
     try {
-      return await this.client.evalsha(sha, 3, ...keys, ...args);
+      return split(await this.client.evalsha(SCRIPT_SHA, 3, ...keys, ...args), group.length);
     } catch (e) {
       if (e instanceof Error && e.message.startsWith("NOSCRIPT")) {
-        return this.client.eval(script, 3, ...keys, ...args);
+        return split(await this.client.eval(LIMIT_SCRIPT, 3, ...keys, ...args), group.length);
       }
       throw e;
     }
   }
 }
 
-/** LIMIT_BATCH_SCRIPT's flat reply as n LIMIT_SCRIPT replies ({-1}: every call needs the seed). */
+/** LIMIT_SCRIPT's arguments for a group of calls: their count, then each call's eight. */
+function argsOf(group: PendingCheck[]): number[] {
+  const args = [group.length];
+  for (const c of group) args.push(...c.args);
+  return args;
+}
+
+/** LIMIT_SCRIPT's flat reply as n replies of six ({-1}: every call needs the seed). */
 function split(value: unknown, n: number): unknown[] {
   const flat = value as number[];
   if (flat.length === 1 && flat[0] === -1) return Array.from({ length: n }, () => [-1]);
