@@ -10,6 +10,16 @@ import type { RedisHandle } from "../../src/platform/redis.ts";
 import { testRedis } from "../helpers/app.ts";
 import { hasRedis } from "../helpers/limits.ts";
 
+/** The Lua decision `r` equals the in-process one `m` (retry-after within the 1 ms rounding). */
+function expectSameDecision(r: LimitResult, m: LimitResult, limits: Limits): void {
+  expect(r.allowed).toBe(m.allowed);
+  expect(r.violated).toEqual(m.violated);
+  expect(r.day).toBe(m.day);
+  expect(r.month).toBe(m.month);
+  if (limits.perMinute !== null) expect(r.minuteRemaining).toBe(m.minuteRemaining);
+  expect(Math.abs(r.retryAfterMs - Math.ceil(m.retryAfterMs))).toBeLessThanOrEqual(1);
+}
+
 describe.skipIf(!hasRedis)("the Lua script and the in-process limiter agree", () => {
   let redis: RedisHandle;
   beforeAll(async () => {
@@ -37,13 +47,7 @@ describe.skipIf(!hasRedis)("the Lua script and the in-process limiter agree", ()
             now += gap;
             const req = { customerId, limits, now, cal: calendar(now), cost: 1, monthSeed: seed };
             const m = memory.check(req) as LimitResult;
-            const r = (await lua.check(req)) as LimitResult;
-            expect(r.allowed).toBe(m.allowed);
-            expect(r.violated).toEqual(m.violated);
-            expect(r.day).toBe(m.day);
-            expect(r.month).toBe(m.month);
-            if (limits.perMinute !== null) expect(r.minuteRemaining).toBe(m.minuteRemaining);
-            expect(Math.abs(r.retryAfterMs - Math.ceil(m.retryAfterMs))).toBeLessThanOrEqual(1);
+            expectSameDecision((await lua.check(req)) as LimitResult, m, limits);
           }
         },
       ),
@@ -80,13 +84,7 @@ describe.skipIf(!hasRedis)("the Lua script and the in-process limiter agree", ()
             ]);
             const got = mixed.slice(0, burst) as LimitResult[];
             got.forEach((r, i) => {
-              const m = expected[i] as LimitResult;
-              expect(r.allowed).toBe(m.allowed);
-              expect(r.violated).toEqual(m.violated);
-              expect(r.day).toBe(m.day);
-              expect(r.month).toBe(m.month);
-              if (limits.perMinute !== null) expect(r.minuteRemaining).toBe(m.minuteRemaining);
-              expect(Math.abs(r.retryAfterMs - Math.ceil(m.retryAfterMs))).toBeLessThanOrEqual(1);
+              expectSameDecision(r, expected[i] as LimitResult, limits);
             });
           }
         },
