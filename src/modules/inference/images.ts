@@ -167,8 +167,9 @@ export async function prepareImage(
     }
     hash = sha256(bytes);
     source = { format, width: w, height: h };
-    // A small JPEG already at the model's size (the usual camera frame): decode in place, no
-    // libvips pipeline and no thread-pool hop. Declines anything unusual; sharp decides those.
+    // A small JPEG already at the model's size (the usual camera frame): the fast decoder (on
+    // the decode threads in the app), no libvips pipeline. It declines anything unusual, and
+    // sharp decides those below.
     if (format === "jpeg" && w === spec.width && h === spec.height && spec.strategy !== "center-crop") {
       const fast = await jpeg.decode(bytes, w, h);
       if (fast !== undefined) return { data: fast, width: w, height: h, sha256: hash, source, path: "jpeg_fast" };
