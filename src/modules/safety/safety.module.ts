@@ -49,12 +49,7 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
     metrics: createSafetyMetrics(platform.metrics.registry),
     invalidation: platform.invalidation,
     statistics: (modelId) => platform.engine.statistics(modelId),
-    classifiers: config.classifiers,
-    oodK: config.oodK,
-    classifierTimeoutMs: config.classifierTimeoutMs,
-    classifierFailMode: config.classifierFailMode,
-    profileCacheMs: config.profileCacheMs,
-    previousActionPeriods: config.previousActionPeriods,
+    ...config,
     now: platform.now,
   });
   safetyServices.set(platform, service);

@@ -1,3 +1,4 @@
+import type { Config } from "../../config.ts";
 import { errors } from "../../platform/errors.ts";
 import type { InvalidationBus } from "../../platform/invalidation.ts";
 import type { SafetyCheck, SafetyGate, SafetyOutcome } from "../inference/inference-runner.ts";
@@ -17,7 +18,10 @@ export const UNIDENTIFIED_ROBOT = "(unidentified)";
 
 export const PROFILE_TOPIC = "safety-profile";
 
-export interface SafetyServiceOptions {
+type SafetySettings = Config["safety"];
+
+/** The safety settings of the config (classifiers, OOD k, timeouts, caches) plus the service's collaborators. */
+export interface SafetyServiceOptions extends SafetySettings {
   readonly repo: SafetyRepo;
   readonly estops: EstopRegistry;
   readonly states: RobotStateStore;
@@ -27,13 +31,6 @@ export interface SafetyServiceOptions {
   readonly invalidation: InvalidationBus;
   /** The model's dataset statistics (for the OOD classifier); throws for unknown models. */
   readonly statistics: (modelId: string) => DatasetStatistics;
-  readonly classifiers: readonly "ood"[];
-  readonly oodK: number;
-  readonly classifierTimeoutMs: number;
-  readonly classifierFailMode: "closed" | "open";
-  readonly profileCacheMs: number;
-  /** Control periods a stored previous action stays valid. */
-  readonly previousActionPeriods: number;
   readonly now: () => number;
 }
 
