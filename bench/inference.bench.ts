@@ -27,12 +27,11 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import autocannon from "autocannon";
 import sharp from "sharp";
 import { buildApp } from "../src/app.ts";
-import { loadConfig } from "../src/config.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
 import { DEFAULT_IMAGE_LIMITS, prepareImage } from "../src/modules/inference/images.ts";
 import { createJpegDecoder } from "../src/modules/inference/jpeg-pool.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
-import { seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
+import { benchConfig, seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
 /**
  * Optional PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/infer_bench, an empty database you
@@ -100,18 +99,7 @@ function cameraFrame(): Buffer {
 async function serve(): Promise<void> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "vla-bench-infer-"));
   const registryFile = writeMockRegistry(dataDir, { batching: { max_batch_size: 16, max_wait_ms: MAX_WAIT_MS } });
-  const config = loadConfig(
-    {
-      NODE_ENV: "development",
-      LOG_LEVEL: "silent",
-      DATA_DIR: dataDir,
-      MAX_EVENT_LOOP_DELAY_MS: "0",
-      BOOTSTRAP_DEMO: "off",
-      MODELS_CONFIG: registryFile,
-      SECRET_KEY: "bench-secret-key-that-is-long-enough-0123456789",
-    },
-    { dotenv: false, persistGeneratedSecret: false },
-  );
+  const config = benchConfig(dataDir, { MODELS_CONFIG: registryFile });
   const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
   // The probe decodes exactly as the engine does (small JPEGs on the decode threads, the rest in
   // sharp), with its own threads of the same count.

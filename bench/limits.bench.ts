@@ -26,13 +26,12 @@ import autocannon from "autocannon";
 import { eq } from "drizzle-orm";
 import { Type } from "typebox";
 import { buildApp } from "../src/app.ts";
-import { loadConfig } from "../src/config.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
 import { calendar } from "../src/modules/rate-limit/calendar.ts";
 import { limitKeys } from "../src/modules/rate-limit/redis-limiter.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
-import { seedUnlimitedKey } from "./lib/server.ts";
+import { benchConfig, seedUnlimitedKey } from "./lib/server.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 /**
@@ -55,19 +54,7 @@ const PROTECTED = "/bench/protected";
 async function serve(): Promise<void> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "vla-bench-"));
   const prefix = `bench:${process.pid}:`;
-  const config = loadConfig(
-    {
-      NODE_ENV: "development",
-      LOG_LEVEL: "silent",
-      DATA_DIR: dataDir,
-      ...(USE_REDIS ? { REDIS_URL } : {}),
-      REDIS_KEY_PREFIX: prefix,
-      MAX_EVENT_LOOP_DELAY_MS: "0",
-      BOOTSTRAP_DEMO: "off",
-      SECRET_KEY: "bench-secret-key-that-is-long-enough-0123456789",
-    },
-    { dotenv: false, persistGeneratedSecret: false },
-  );
+  const config = benchConfig(dataDir, { ...(USE_REDIS ? { REDIS_URL } : {}), REDIS_KEY_PREFIX: prefix });
   const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
   const Ok = Type.Object({ ok: Type.Boolean() });
   // Server-side time per request (onRequest -> onResponse), free of client scheduling noise.

@@ -24,10 +24,9 @@ import { pack, unpack } from "msgpackr";
 import sharp from "sharp";
 import WebSocket from "ws";
 import { buildApp } from "../src/app.ts";
-import { loadConfig } from "../src/config.ts";
 import { packMsgpackNumpy } from "../src/modules/inference/msgpack-numpy.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
-import { seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
+import { benchConfig, seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
 const DATABASE_URL = process.env.BENCH_DATABASE_URL;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -49,23 +48,7 @@ async function serve(): Promise<void> {
     default_unnorm_key: "bridge_orig",
     batching: { max_batch_size: 32, max_wait_ms: 0 },
   });
-  const config = loadConfig(
-    {
-      NODE_ENV: "development",
-      LOG_LEVEL: "silent",
-      DATA_DIR: dataDir,
-      MAX_EVENT_LOOP_DELAY_MS: "0",
-      BOOTSTRAP_DEMO: "off",
-      MODELS_CONFIG: registryFile,
-      SECRET_KEY: "bench-secret-key-that-is-long-enough-0123456789",
-      STREAM_MAX_SESSIONS_ENTERPRISE: "10000",
-      // JPEG_DECODE_THREADS=n to compare decode thread counts (0: on the event loop).
-      ...(process.env.JPEG_DECODE_THREADS === undefined
-        ? {}
-        : { JPEG_DECODE_THREADS: process.env.JPEG_DECODE_THREADS }),
-    },
-    { dotenv: false, persistGeneratedSecret: false },
-  );
+  const config = benchConfig(dataDir, { MODELS_CONFIG: registryFile, STREAM_MAX_SESSIONS_ENTERPRISE: "10000" });
   const database = await createDatabase(DATABASE_URL === undefined ? {} : { url: DATABASE_URL, poolMax: 5 });
   const app = await buildApp(config, { database, migrate: true });
   const { key } = await seedUnlimitedKey(database);

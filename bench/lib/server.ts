@@ -1,6 +1,7 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import type { App } from "../../src/app.ts";
+import { type Config, loadConfig } from "../../src/config.ts";
 import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
 import { generateKey } from "../../src/modules/api-keys/key-format.ts";
 import { EMBEDDED_REGISTRY, PROJECT_ROOT } from "../../src/modules/models/registry.ts";
@@ -35,6 +36,29 @@ export async function seedUnlimitedKey(database: Database): Promise<{ customerId
     createdByUserId: null,
   });
   return { customerId: customer.id, key: key.key };
+}
+
+/**
+ * The benchmarks' server config: development mode, silent logs, load shedding and the demo
+ * bootstrap off, a fixed secret, data under `dataDir`, plus `env`. `JPEG_DECODE_THREADS` from
+ * the environment passes through, to compare decode thread counts (0: on the event loop).
+ */
+export function benchConfig(dataDir: string, env: Record<string, string> = {}): Config {
+  return loadConfig(
+    {
+      NODE_ENV: "development",
+      LOG_LEVEL: "silent",
+      DATA_DIR: dataDir,
+      MAX_EVENT_LOOP_DELAY_MS: "0",
+      BOOTSTRAP_DEMO: "off",
+      SECRET_KEY: "bench-secret-key-that-is-long-enough-0123456789",
+      ...(process.env.JPEG_DECODE_THREADS === undefined
+        ? {}
+        : { JPEG_DECODE_THREADS: process.env.JPEG_DECODE_THREADS }),
+      ...env,
+    },
+    { dotenv: false, persistGeneratedSecret: false },
+  );
 }
 
 /** Listens on a free loopback port, prints `READY {port, key}`, and closes cleanly on SIGTERM. */
