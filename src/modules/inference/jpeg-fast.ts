@@ -70,6 +70,9 @@ function instantiate(): Promise<Decoder> {
     return d;
   });
   current = p;
+  // Callers that only start the load (`void instantiate()`) must not leave an unhandled
+  // rejection behind if the WebAssembly cannot load: the fast path then simply stays off.
+  p.catch(() => undefined);
   return p;
 }
 
