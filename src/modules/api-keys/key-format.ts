@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 
 /**
  * Key format: `vla_live_` (or `vla_test_`, reserved for test-mode keys) followed by the
@@ -30,7 +30,9 @@ export function base58(bytes: Uint8Array): string {
 }
 
 export function hashKey(key: string): string {
-  return createHash("sha256").update(key).digest("hex");
+  // One-shot hash: a third of createHash().update().digest() for a key-sized input (every
+  // authenticated request hashes its key once).
+  return hash("sha256", key, "hex");
 }
 
 export interface GeneratedKey {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { hash, randomBytes, randomUUID } from "node:crypto";
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import { errors } from "../../platform/errors.ts";
 
@@ -9,7 +9,7 @@ export function randomToken(): string {
 
 /** High-entropy tokens need a fast hash, not a password hash: SHA-256, hex. */
 export function sha256(value: string): string {
-  return createHash("sha256").update(value, "utf8").digest("hex");
+  return hash("sha256", value, "hex");
 }
 
 /** Header `typ` of our access tokens (RFC 9068 media type), checked on every verification. */

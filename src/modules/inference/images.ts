@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import sharp from "sharp";
 
 type Sharp = ReturnType<typeof sharp>;
@@ -112,7 +112,7 @@ export function headerSize(
  * was tried: it cost 0.1 ms more CPU per 150 KB array than it took off the event loop.)
  */
 function sha256(b: Uint8Array): string {
-  return createHash("sha256").update(b).digest("hex");
+  return hash("sha256", b, "hex");
 }
 
 function message(e: unknown): string {

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { hash, randomUUID } from "node:crypto";
 import { Counter, type Registry } from "prom-client";
 import type { Principal } from "../../platform/auth.ts";
 import type { AppError } from "../../platform/errors.ts";
@@ -112,7 +112,7 @@ export const NO_SAFETY_GATE: SafetyGate = {
   },
 };
 
-const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
+const sha256 = (s: string) => hash("sha256", s, "hex");
 const round = (v: number) => Math.round(v * 1000) / 1000;
 
 /** API-level counter: per entry point, including requests that fail before reaching a model. */
