@@ -12,8 +12,8 @@ function fakeRedis() {
     status: "ready",
     evalsha: () => new Promise((resolve) => waiting.push(resolve)),
   };
-  // {violated, retry, day, month, minute remaining, minute reset}
-  const answer = (i: number) => waiting[i]?.([0, 0, 1, 1, 9, 6_000]);
+  // LIMIT_SCRIPT's reply for one call: the counters before it (TAT, day, month), then its verdict.
+  const answer = (i: number) => waiting[i]?.(["0", "0", 0, 0]);
   return { client: client as unknown as Redis, waiting, answer };
 }
 

@@ -4,8 +4,16 @@ import { calendar } from "./calendar.ts";
 import type { LimitRequest } from "./limiter.ts";
 import { RedisLimiter } from "./redis-limiter.ts";
 
-/** {violated, retry, day, month, minute remaining, minute reset} for a request numbered n. */
-const reply = (n: number) => [0, 0, n, n, 9, 6_000];
+/**
+ * LIMIT_SCRIPT's reply for `calls` allowed calls after `before` earlier ones: the counters before
+ * (TAT, day, month), then a verdict per call (0 = allowed).
+ */
+const reply = (before: number, calls: number) => [
+  "0",
+  String(before),
+  before,
+  ...Array.from({ length: calls }, () => 0),
+];
 
 function request(customerId: string): LimitRequest {
   const now = Date.UTC(2026, 10, 27, 1, 0, 0);
@@ -23,14 +31,17 @@ function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
   let n = 0;
   const client = {
     evalsha: async (...args: unknown[]) => {
-      // [sha, 3, key x3, count, ...8 arguments x count]
+      // [sha, 3, key x3, count, ...]
       const calls = Number(args[5]);
       log.push(calls === 1 ? "evalsha" : `evalsha batch x${calls}`);
-      return calls === 1 ? reply(++n) : Array.from({ length: calls }, () => reply(++n)).flat();
+      n += calls;
+      return reply(n - calls, calls);
     },
-    eval: async (..._args: unknown[]) => {
+    eval: async (...args: unknown[]) => {
       log.push("eval");
-      return reply(++n);
+      const calls = Number(args[4]);
+      n += calls;
+      return reply(n - calls, calls);
     },
     pipeline: () => {
       const queued: unknown[][] = [];
@@ -45,7 +56,8 @@ function fakeRedis(options: { noscriptInPipeline?: boolean } = {}) {
             if (options.noscriptInPipeline === true && i === 1)
               return [new Error("NOSCRIPT No matching script."), null];
             const calls = Number(args[5]);
-            return [null, calls === 1 ? reply(++n) : Array.from({ length: calls }, () => reply(++n)).flat()];
+            n += calls;
+            return [null, reply(n - calls, calls)];
           });
         },
       };
@@ -93,5 +105,25 @@ describe("RedisLimiter: calls of one event-loop turn share a write", () => {
     const mixed = await Promise.all(["a", "b", "a"].map((c) => limiter.check(request(c))));
     expect(redis.log).toEqual(["evalsha batch x4", "pipeline x2"]);
     expect(mixed.map((r) => (r === "needs-seed" ? -1 : r.day))).toEqual([5, 7, 6]);
+  });
+});
+
+describe("RedisLimiter: the caller replays the script's decisions", () => {
+  it("fails the whole group when a verdict differs from the replay (never trusts half an answer)", async () => {
+    // Counters before: nothing spent; the script says the second call broke the minute window.
+    const client = { evalsha: async () => ["0", "0", 0, 0, 1] } as unknown as Redis;
+    const limiter = new RedisLimiter(client, "t:");
+    const calls = [limiter.check(request("a")), limiter.check(request("a"))];
+    for (const c of calls) await expect(c).rejects.toThrow(/verdict 1 differs from the replay's 0/);
+  });
+
+  it("derives each call's counts, remaining and reset from the counters before the batch", async () => {
+    // Day 5 and month 40 spent, and a GCRA time 30 s ahead: 10/min leaves room for 5 more this minute.
+    const now = request("a").now;
+    const client = { evalsha: async () => [String(now + 30_000), "5", 40, 0, 0] } as unknown as Redis;
+    const limiter = new RedisLimiter(client, "t:");
+    const [a, b] = await Promise.all([limiter.check(request("a")), limiter.check(request("a"))]);
+    expect(a).toMatchObject({ allowed: true, day: 6, month: 41, minuteRemaining: 4, minuteResetMs: 36_000 });
+    expect(b).toMatchObject({ allowed: true, day: 7, month: 42, minuteRemaining: 3, minuteResetMs: 42_000 });
   });
 });

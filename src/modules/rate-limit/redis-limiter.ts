@@ -1,29 +1,32 @@
 import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
+import { type CounterState, decide } from "./decide.ts";
 import type { Limiter, LimitRequest, LimitResult } from "./limiter.ts";
 import type { WindowName } from "./policy.ts";
 
 /**
  * Every window checked and consumed atomically in one round trip, for n calls of one customer
  * made in the same event-loop turn (n = 1 when alone), in order, exactly as n calls one after
- * the other would be decided (the GCRA time is stored with 17 significant digits, which reads
- * back as the same double, so nothing is rounded between calls).
- * Mirrors decide.ts: read the three counters once, decide each call, and write only what the
- * allowed calls spent (a rejected call spends nothing): at most four writes for the lot. Under
- * load most calls of a busy customer arrive together, and this is what Redis spends per call.
+ * the other would be decided. Mirrors decide.ts: read the three counters once, decide each call,
+ * and write only what the allowed calls spent (a rejected call spends nothing): at most four
+ * writes for the lot. Under load most calls of a busy customer arrive together, and this is what
+ * Redis spends per call.
  *
  * What the calls share (limits, calendar, seed) is passed once; each call adds only its time and
- * cost, so Redis parses 8 + 2n arguments rather than 8 per call (measured: the per-call part of
- * the script fell from about 3.4 to 1.3 us of Redis CPU).
+ * cost. The reply is the counters as they were before the calls, plus each call's verdict: the
+ * caller replays the same decisions from that state with decide.ts (the same double arithmetic
+ * in the same order) for the remaining figures and the headers, and checks that its verdicts
+ * match. The GCRA time is stored with 17 significant digits, which reads back as the same double,
+ * so nothing is rounded between calls or between batches.
  *
  * KEYS: 1 GCRA TAT, 2 day counter, 3 month counter (one `{customerId}` hash tag: one slot).
  * ARGV: 1 n, 2 base time (ms), 3 per-minute, 4 per-day, 5 per-month (-1 = unlimited),
  *       6 ms from base to the next UTC day, 7 ms from base to the next UTC month,
  *       8 month seed (-1 = none), then n pairs: ms after base, cost (0 = peek).
- * Returns n groups of {violated bitmask (1 minute, 2 day, 4 month), retry ms, day, month,
- *          minute remaining, minute reset ms}, or {-1} when the month counter is absent and no
- *          seed came with the calls (cold Redis): the callers seed it from the durable count and
- *          call again.
+ * Returns {TAT before (string), day before (string), month before, then n violated bitmasks
+ *          (0 = allowed; 1 minute, 2 day, 4 month)}, or {-1} when the month counter is absent and
+ *          no seed came with the calls (cold Redis): the callers seed it from the durable count
+ *          and call again.
  */
 export const LIMIT_SCRIPT = `
 local n = tonumber(ARGV[1])
@@ -47,15 +50,16 @@ if not got[3] then
 else
   month = tonumber(got[3])
 end
-local day = tonumber(got[2] or '0')
-local stored_tat = tonumber(got[1] or '0')
+local tat_before = got[1] or '0'
+local day_before = got[2] or '0'
+local out = {tat_before, day_before, month}
+local day = tonumber(day_before)
+local stored_tat = tonumber(tat_before)
 local interval = 0
 if per_minute > 0 then interval = window / per_minute end
 local spends = false
 local spent = 0
 local last_at = 0
-local out = {}
-local k = 0
 
 for i = 1, n do
   local at = tonumber(ARGV[7 + 2 * i])
@@ -66,50 +70,24 @@ for i = 1, n do
   if tat < now then tat = now end
 
   local violated = 0
-  local retry = 0
   local new_tat = tat
   if per_minute == 0 then
     violated = 1
-    retry = window
   elseif per_minute > 0 then
     new_tat = tat + interval * cost
-    if new_tat - now > window + eps then
-      violated = 1
-      retry = new_tat - window - now
-    end
+    if new_tat - now > window + eps then violated = 1 end
   end
-  if per_day >= 0 and day + cost > per_day then
-    violated = violated + 2
-    if to_day - at > retry then retry = to_day - at end
-  end
-  if per_month >= 0 and month + cost > per_month then
-    violated = violated + 4
-    if to_month - at > retry then retry = to_month - at end
-  end
+  if per_day >= 0 and day + cost > per_day then violated = violated + 2 end
+  if per_month >= 0 and month + cost > per_month then violated = violated + 4 end
 
   if violated == 0 and cost > 0 then
-    tat = new_tat
-    stored_tat = tat
+    stored_tat = new_tat
     day = day + cost
     month = month + cost
     spent = spent + cost
     last_at = at
   end
-
-  local remaining = -1
-  if per_minute == 0 then
-    remaining = 0
-  elseif per_minute > 0 then
-    remaining = math.floor((window - (tat - now)) / interval + eps)
-    if remaining < 0 then remaining = 0 end
-  end
-  out[k + 1] = violated
-  out[k + 2] = math.ceil(retry)
-  out[k + 3] = day
-  out[k + 4] = month
-  out[k + 5] = remaining
-  out[k + 6] = math.ceil(tat - now)
-  k = k + 6
+  out[3 + i] = violated
 end
 
 if cold and spends then redis.call('SET', KEYS[3], seed, 'PX', to_month + 86400000) end
@@ -123,11 +101,7 @@ return out
 
 const SCRIPT_SHA = createHash("sha1").update(LIMIT_SCRIPT).digest("hex");
 
-const BITS: readonly [number, WindowName][] = [
-  [1, "minute"],
-  [2, "day"],
-  [4, "month"],
-];
+const BIT: Record<WindowName, number> = { minute: 1, day: 2, month: 4 };
 
 /** Redis Cluster routes by the `{...}` hash tag: every key of one customer lands in one slot. */
 export function limitKeys(prefix: string, customerId: string, day: string, month: string): [string, string, string] {
@@ -142,7 +116,7 @@ interface PendingCheck {
   readonly group: string;
   readonly keys: [string, string, string];
   readonly req: LimitRequest;
-  readonly resolve: (v: unknown) => void;
+  readonly resolve: (v: LimitResult | "needs-seed") => void;
   readonly reject: (e: unknown) => void;
 }
 
@@ -158,7 +132,7 @@ export class RedisLimiter implements Limiter {
     this.prefix = prefix;
   }
 
-  async check(req: LimitRequest): Promise<LimitResult | "needs-seed"> {
+  check(req: LimitRequest): Promise<LimitResult | "needs-seed"> {
     let cached = this.keyCache.get(req.customerId);
     if (cached === undefined || cached.day !== req.cal.day) {
       if (this.keyCache.size > 100_000) this.keyCache.clear();
@@ -168,20 +142,7 @@ export class RedisLimiter implements Limiter {
     const { perMinute, perDay, perMonth } = req.limits;
     // The day key names the calendar (day and month); the limits are what else the calls share.
     const group = `${req.customerId} ${req.cal.day} ${perMinute} ${perDay} ${perMonth}`;
-    const out = (await this.submit(group, cached.keys, req)) as number[];
-    if (out[0] === -1) return "needs-seed";
-    const [violatedBits = 0, retry = 0, day = 0, month = 0, remaining = -1, reset = 0] = out;
-    const violated: WindowName[] = [];
-    for (const [bit, name] of BITS) if ((violatedBits & bit) !== 0) violated.push(name);
-    return {
-      allowed: violatedBits === 0,
-      violated,
-      retryAfterMs: retry,
-      minuteRemaining: remaining < 0 ? Number.POSITIVE_INFINITY : remaining,
-      minuteResetMs: reset,
-      day,
-      month,
-    };
+    return this.submit(group, cached.keys, req);
   }
 
   /**
@@ -192,7 +153,11 @@ export class RedisLimiter implements Limiter {
    * waits for the previous one's replies, so a lone request is not held back by a round trip in
    * flight.
    */
-  private submit(group: string, keys: [string, string, string], req: LimitRequest): Promise<unknown> {
+  private submit(
+    group: string,
+    keys: [string, string, string],
+    req: LimitRequest,
+  ): Promise<LimitResult | "needs-seed"> {
     return new Promise((resolve, reject) => {
       this.pending.push({ group, keys, req, resolve, reject });
       if (this.pending.length === 1) setImmediate(this.flush);
@@ -227,7 +192,7 @@ export class RedisLimiter implements Limiter {
       (results) => {
         list.forEach((g, i) => {
           const [err, value] = results?.[i] ?? [new Error("no reply in the pipeline"), undefined];
-          if (err === null) this.settle(g, split(value, g.length));
+          if (err === null) this.settle(g, value);
           else if (err.message.startsWith("NOSCRIPT")) {
             this.runGroup(g).then(
               (replies) => this.settle(g, replies),
@@ -244,24 +209,34 @@ export class RedisLimiter implements Limiter {
     );
   };
 
-  private settle(group: PendingCheck[], replies: unknown[]): void {
-    group.forEach((c, i) => {
-      c.resolve(replies[i]);
-    });
+  /**
+   * Replays the group's calls from the counters the script read, with decide.ts: the script's
+   * verdicts decide, the replay supplies the rest (retry, remaining, reset, counts) and must
+   * agree with every verdict, or the whole group fails (and the service falls back).
+   */
+  private settle(group: PendingCheck[], reply: unknown): void {
+    try {
+      const results = replay(group, reply);
+      group.forEach((c, i) => {
+        c.resolve(results[i] as LimitResult | "needs-seed");
+      });
+    } catch (e) {
+      for (const c of group) c.reject(e);
+    }
   }
 
   /**
    * One group on its own: EVALSHA first; a Redis that lost its script cache (restart, SCRIPT
    * FLUSH) gets EVAL once.
    */
-  private async runGroup(group: PendingCheck[]): Promise<unknown[]> {
+  private async runGroup(group: PendingCheck[]): Promise<unknown> {
     const keys = (group[0] as PendingCheck).keys;
     const args = argsOf(group);
     try {
-      return split(await this.client.evalsha(SCRIPT_SHA, 3, ...keys, ...args), group.length);
+      return await this.client.evalsha(SCRIPT_SHA, 3, ...keys, ...args);
     } catch (e) {
       if (e instanceof Error && e.message.startsWith("NOSCRIPT")) {
-        return split(await this.client.eval(LIMIT_SCRIPT, 3, ...keys, ...args), group.length);
+        return await this.client.eval(LIMIT_SCRIPT, 3, ...keys, ...args);
       }
       throw e;
     }
@@ -296,10 +271,36 @@ function argsOf(group: PendingCheck[]): number[] {
   return args;
 }
 
-/** LIMIT_SCRIPT's flat reply as n replies of six ({-1}: every call needs the seed). */
-function split(value: unknown, n: number): unknown[] {
-  const flat = value as number[];
-  if (flat.length === 1 && flat[0] === -1) return Array.from({ length: n }, () => [-1]);
-  if (flat.length !== n * 6) throw new Error(`the limit script answered ${flat.length} values for ${n} calls`);
-  return Array.from({ length: n }, (_, i) => flat.slice(i * 6, i * 6 + 6));
+/** The results of a group's calls from LIMIT_SCRIPT's reply (see there). */
+function replay(group: readonly PendingCheck[], reply: unknown): (LimitResult | "needs-seed")[] {
+  const flat = reply as (string | number)[];
+  if (flat.length === 1 && flat[0] === -1) return group.map(() => "needs-seed");
+  if (flat.length !== 3 + group.length) {
+    throw new Error(`the limit script answered ${flat.length} values for ${group.length} calls`);
+  }
+  let state: CounterState = { tat: Number(flat[0]), day: Number(flat[1]), month: Number(flat[2]) };
+  return group.map(({ req }, i) => {
+    const d = decide(
+      state,
+      req.limits,
+      req.now,
+      { msUntilNextDay: req.cal.nextDayAt - req.now, msUntilNextMonth: req.cal.nextMonthAt - req.now },
+      req.cost,
+    );
+    let bits = 0;
+    for (const w of d.violated) bits += BIT[w];
+    if (bits !== flat[3 + i]) {
+      throw new Error(`the limit script's verdict ${flat[3 + i]} differs from the replay's ${bits}`);
+    }
+    if (d.allowed && req.cost > 0) state = d.state;
+    return {
+      allowed: d.allowed,
+      violated: d.violated,
+      retryAfterMs: Math.ceil(d.retryAfterMs),
+      minuteRemaining: d.minuteRemaining,
+      minuteResetMs: Math.ceil(d.minuteResetMs),
+      day: state.day,
+      month: state.month,
+    };
+  });
 }
