@@ -11,7 +11,13 @@
  *      machine load hit both alike; client-side (process.hrtime; autocannon
  *      rounds latency to whole milliseconds, too coarse here) and server-side
  *      (onRequest -> onResponse, free of client scheduling noise);
- *   2. throughput at saturation with autocannon (order open, protected, protected, open).
+ *   2. throughput at saturation with autocannon: at 16, 32, 64 and 128 connections, in two
+ *      rounds (open then protected, then protected then open, at each concurrency). A route's
+ *      saturation throughput is its peak over these concurrencies, and the target compares the
+ *      two peaks. The open route never waits, so it is flat across them; the protected route
+ *      waits for a Redis round trip per event-loop turn, so it needs more requests in flight to
+ *      keep the server busy, and more of them then share each round trip (the requests per
+ *      Redis call are reported beside each row).
  * Bounded: fixed durations, loopback only; the child is stopped at the end. Results go to
  * stdout and bench/results/limits-latest.json.
  */
@@ -24,6 +30,7 @@ import { createInterface } from "node:readline";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import autocannon from "autocannon";
 import { eq } from "drizzle-orm";
+import { Redis } from "ioredis";
 import { Type } from "typebox";
 import { buildApp } from "../src/app.ts";
 import type { ModuleOptions } from "../src/modules/index.ts";
@@ -44,8 +51,8 @@ const DATABASE_URL = process.env.BENCH_DATABASE_URL;
 const USE_REDIS = process.env.BENCH_LIMITER !== "memory";
 const FIXED_RATE = 1_000;
 const FIXED_SECONDS = 10;
-const SATURATION_S = 8;
-const SATURATION_CONNECTIONS = 32;
+const SATURATION_S = 5;
+const SATURATION_CONNECTIONS = [16, 32, 64, 128] as const;
 const OPEN = "/bench/open";
 const PROTECTED = "/bench/protected";
 
@@ -180,17 +187,18 @@ async function fixedRate(port: number, targets: readonly Target[], rate: number,
   return { latencies, errors };
 }
 
-async function saturate(port: number, target: Target, seconds: number) {
+async function saturate(port: number, target: Target, seconds: number, connections = 32) {
   const result = await autocannon({
     url: `http://127.0.0.1:${port}${target.route}`,
     headers: target.headers,
-    connections: SATURATION_CONNECTIONS,
+    connections,
     duration: seconds,
   });
-  return { rps: result.requests.average, non2xx: result.non2xx, errors: result.errors };
+  return { rps: result.requests.average, total: result.requests.total, non2xx: result.non2xx, errors: result.errors };
 }
 
 async function main(): Promise<void> {
+  let redis: Redis | null = null;
   // Diagnosis: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (or --trace-gc) for the server only.
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, new URL(import.meta.url).pathname, "--serve"], {
@@ -207,6 +215,8 @@ async function main(): Promise<void> {
     const open: Target = { route: OPEN, headers: {} };
     const guarded: Target = { route: PROTECTED, headers: { "x-api-key": key } };
 
+    // The parent's own connection, only to read INFO commandstats around the protected runs.
+    redis = USE_REDIS ? new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 1 }) : null;
     const limiter = `${USE_REDIS ? `Redis ${REDIS_URL}` : "in-process limiter (BENCH_LIMITER=memory)"}; database ${DATABASE_URL === undefined ? "PGlite in memory" : "PostgreSQL"}`;
     process.stdout.write(`server on 127.0.0.1:${port}; ${limiter}; node ${process.version}\nwarm-up...\n`);
     await saturate(port, open, 2);
@@ -242,21 +252,56 @@ async function main(): Promise<void> {
     };
 
     process.stdout.write(
-      `saturation (${SATURATION_CONNECTIONS} connections, ${SATURATION_S} s per run, order A B B A)...\n`,
+      `saturation (connections ${SATURATION_CONNECTIONS.join(", ")}; ${SATURATION_S} s per run, two rounds, open and protected alternating)...\n`,
     );
-    const s1 = await saturate(port, open, SATURATION_S);
-    const s2 = await saturate(port, guarded, SATURATION_S);
-    const s3 = await saturate(port, guarded, SATURATION_S);
-    const s4 = await saturate(port, open, SATURATION_S);
-    const openRps = (s1.rps + s4.rps) / 2;
-    const guardedRps = (s2.rps + s3.rps) / 2;
+    // Script calls Redis served while the protected route ran: requests per call = batch size.
+    const scriptCalls = async (): Promise<number | null> => {
+      if (redis === null) return null;
+      const m = /cmdstat_evalsha:calls=(\d+)/.exec(await redis.info("commandstats"));
+      return m === null ? 0 : Number(m[1]);
+    };
+    // Two rounds over the concurrencies, open/protected then protected/open, so drifts in machine
+    // load over the minute spread over every row rather than landing on one.
+    type Run = Awaited<ReturnType<typeof saturate>>;
+    const runs = new Map(SATURATION_CONNECTIONS.map((c) => [c, { open: [] as Run[], guarded: [] as Run[], calls: 0 }]));
+    for (let round = 0; round < 2; round++) {
+      for (const connections of SATURATION_CONNECTIONS) {
+        const at = runs.get(connections) as NonNullable<ReturnType<typeof runs.get>>;
+        for (const which of round === 0 ? (["open", "guarded"] as const) : (["guarded", "open"] as const)) {
+          const calls0 = await scriptCalls();
+          at[which].push(await saturate(port, which === "open" ? open : guarded, SATURATION_S, connections));
+          const calls1 = await scriptCalls();
+          if (which === "guarded" && calls0 !== null && calls1 !== null) at.calls += calls1 - calls0;
+        }
+      }
+    }
+    const mean = (xs: Run[]) => xs.reduce((a, x) => a + x.rps, 0) / xs.length;
+    const levels = SATURATION_CONNECTIONS.map((connections) => {
+      const at = runs.get(connections) as NonNullable<ReturnType<typeof runs.get>>;
+      const all = [...at.open, ...at.guarded];
+      const openRps = mean(at.open);
+      const guardedRps = mean(at.guarded);
+      return {
+        connections,
+        open_rps: Math.round(openRps),
+        protected_rps: Math.round(guardedRps),
+        ratio: guardedRps / openRps,
+        requests_per_redis_call:
+          at.calls === 0 ? null : Math.round((at.guarded.reduce((a, x) => a + x.total, 0) / at.calls) * 10) / 10,
+        non2xx: all.reduce((a, x) => a + x.non2xx, 0),
+        errors: all.reduce((a, x) => a + x.errors, 0),
+      };
+    });
+    const peakOpen = Math.max(...levels.map((l) => l.open_rps));
+    const peakProtected = Math.max(...levels.map((l) => l.protected_rps));
     const saturation = {
-      connections: SATURATION_CONNECTIONS,
-      open_rps: Math.round(openRps),
-      protected_rps: Math.round(guardedRps),
-      ratio: guardedRps / openRps,
-      non2xx: s1.non2xx + s2.non2xx + s3.non2xx + s4.non2xx,
-      errors: s1.errors + s2.errors + s3.errors + s4.errors,
+      seconds_per_run: SATURATION_S,
+      levels,
+      open_rps: peakOpen,
+      protected_rps: peakProtected,
+      ratio: peakProtected / peakOpen,
+      non2xx: levels.reduce((a, l) => a + l.non2xx, 0),
+      errors: levels.reduce((a, l) => a + l.errors, 0),
     };
 
     const result = { when: new Date().toISOString(), node: process.version, limiter, fixed, saturation };
@@ -274,7 +319,12 @@ async function main(): Promise<void> {
         row("server open", serverOpen),
         row("server protected", serverProt),
         `${addedRow("server added", fixed.server_ms.added)}   (targets: p50 <= 0.5, p99 <= 2)`,
-        `saturation: open ${saturation.open_rps} req/s, protected ${saturation.protected_rps} req/s, ratio ${(saturation.ratio * 100).toFixed(1)}% (target >= 70%)`,
+        "saturation    open req/s   protected req/s   ratio   requests per Redis call",
+        ...levels.map(
+          (l) =>
+            `  ${String(l.connections).padEnd(12)}${String(l.open_rps).padStart(10)}${String(l.protected_rps).padStart(18)}${`${(l.ratio * 100).toFixed(1)}%`.padStart(8)}   ${l.requests_per_redis_call ?? "-"}`,
+        ),
+        `  peak        ${String(saturation.open_rps).padStart(10)}${String(saturation.protected_rps).padStart(18)}${`${(saturation.ratio * 100).toFixed(1)}%`.padStart(8)}   (target >= 70%)`,
         `errors: fixed-rate ${run.errors}, saturation non-2xx ${saturation.non2xx}, socket errors ${saturation.errors}`,
         "",
       ].join("\n"),
@@ -286,6 +336,7 @@ async function main(): Promise<void> {
       `${JSON.stringify(result, null, 2)}\n`,
     );
   } finally {
+    redis?.disconnect();
     child.kill("SIGTERM");
   }
 }
