@@ -172,7 +172,7 @@ export class RedisLimiter implements Limiter {
     for (const c of batch) if (c.group !== first.group) single = false;
     if (single) {
       this.runGroup(batch).then(
-        (replies) => this.settle(batch, replies),
+        (reply) => this.settle(batch, reply),
         (e: unknown) => {
           for (const c of batch) c.reject(e);
         },
@@ -195,7 +195,7 @@ export class RedisLimiter implements Limiter {
           if (err === null) this.settle(g, value);
           else if (err.message.startsWith("NOSCRIPT")) {
             this.runGroup(g).then(
-              (replies) => this.settle(g, replies),
+              (reply) => this.settle(g, reply),
               (e: unknown) => {
                 for (const c of g) c.reject(e);
               },
