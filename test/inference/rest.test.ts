@@ -224,6 +224,27 @@ describe("POST /v1/inference: bad input", () => {
     await expectProblem(await post('{"image": "x", ', { "content-type": "application/json" }), 400, "invalid_json");
   });
 
+  it("a request with a bad body still counts: the key is checked and metered before the body is read", async () => {
+    const { key, customerId } = await newKey(t);
+    const minuteUsed = async () => {
+      const res = await t.app.inject({ method: "GET", url: "/v1/usage", headers: { "x-api-key": key } });
+      expect(res.statusCode, res.body).toBe(200);
+      return (res.json() as { minute: { used: number } }).minute.used;
+    };
+    expect(await minuteUsed()).toBe(0);
+    await expectProblem(
+      await post('{"image": "x", ', { "content-type": "application/json" }, key),
+      400,
+      "invalid_json",
+    );
+    await expectProblem(await post({ image: [1, 2], ...ok }, {}, key), 422, "validation_failed");
+    expect(await minuteUsed()).toBe(2);
+    // A key of the same customer without the inference scope is refused (403) and costs nothing.
+    const adminOnly = await seedKey(t.database, customerId, { scopes: ["admin"] });
+    await expectProblem(await post({ image: img, ...ok }, {}, adminOnly.key), 403, "forbidden");
+    expect(await minuteUsed()).toBe(2);
+  });
+
   it("wrong types, missing instruction, 1001 characters, bad robot_id -> 422 validation_failed", async () => {
     // (Scalars are coerced to strings by the validator, as on every route; objects and lists are not.)
     await expectProblem(await post({ image: [1, 2], ...ok }), 422, "validation_failed");
