@@ -263,21 +263,25 @@ async function main(): Promise<void> {
     // Two rounds over the concurrencies, open/protected then protected/open, so drifts in machine
     // load over the minute spread over every row rather than landing on one.
     type Run = Awaited<ReturnType<typeof saturate>>;
-    const runs = new Map(SATURATION_CONNECTIONS.map((c) => [c, { open: [] as Run[], guarded: [] as Run[], calls: 0 }]));
+    const runs = SATURATION_CONNECTIONS.map(() => ({ open: [] as Run[], guarded: [] as Run[], calls: 0 }));
     for (let round = 0; round < 2; round++) {
-      for (const connections of SATURATION_CONNECTIONS) {
-        const at = runs.get(connections) as NonNullable<ReturnType<typeof runs.get>>;
+      for (const [i, connections] of SATURATION_CONNECTIONS.entries()) {
+        const at = runs[i] as (typeof runs)[number];
         for (const which of round === 0 ? (["open", "guarded"] as const) : (["guarded", "open"] as const)) {
+          if (which === "open") {
+            at.open.push(await saturate(port, open, SATURATION_S, connections));
+            continue;
+          }
           const calls0 = await scriptCalls();
-          at[which].push(await saturate(port, which === "open" ? open : guarded, SATURATION_S, connections));
+          at.guarded.push(await saturate(port, guarded, SATURATION_S, connections));
           const calls1 = await scriptCalls();
-          if (which === "guarded" && calls0 !== null && calls1 !== null) at.calls += calls1 - calls0;
+          if (calls0 !== null && calls1 !== null) at.calls += calls1 - calls0;
         }
       }
     }
     const mean = (xs: Run[]) => xs.reduce((a, x) => a + x.rps, 0) / xs.length;
-    const levels = SATURATION_CONNECTIONS.map((connections) => {
-      const at = runs.get(connections) as NonNullable<ReturnType<typeof runs.get>>;
+    const levels = SATURATION_CONNECTIONS.map((connections, i) => {
+      const at = runs[i] as (typeof runs)[number];
       const all = [...at.open, ...at.guarded];
       const openRps = mean(at.open);
       const guardedRps = mean(at.guarded);

@@ -1,8 +1,10 @@
 import type { Limits, WindowName } from "./policy.ts";
 
 /**
- * The limiter's arithmetic, shared by the in-process limiter and (mirrored line for line) the
- * Redis Lua script in redis-limiter.ts, so both have the same semantics.
+ * The limiter's arithmetic. The in-process limiter runs it; the Redis Lua script in
+ * redis-limiter.ts mirrors its verdict part line for line (same doubles, same order), and the
+ * Redis limiter replays it from the counters the script read for everything else, so both
+ * limiters have the same semantics.
  *
  * Minute: GCRA (generic cell rate algorithm): one "theoretical arrival time" per customer.
  * Each request moves it forward by the emission interval T = 60 s / limit; a request is
