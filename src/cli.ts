@@ -1,10 +1,13 @@
+import { hostname } from "node:os";
+import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { ConfigError, loadConfig } from "./config.ts";
+import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { hashPassword } from "./modules/auth/password.ts";
 import { passwordProblem } from "./modules/auth/password-policy.ts";
 import { UsersRepo } from "./modules/users/users.repo.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
+import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from "./platform/db/data-dir-lock.ts";
 
 /**
  * Operator commands: `npm run cli -- <command> [options]`.
@@ -17,6 +20,9 @@ commands:
   migrate                    apply pending database migrations
   create-admin --email <e>   create a superuser, or promote an existing user; the password is
                              prompted on a terminal or read from standard input
+
+On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
+server or another command has the same DATA_DIR open: stop the server first.
 `;
 
 async function readPassword(): Promise<string> {
@@ -41,9 +47,49 @@ async function readPassword(): Promise<string> {
     .replace(/\r?\n$/, "");
 }
 
-async function withDatabase<T>(fn: (db: Database) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const database = await createDatabase({ url: config.db.url, dataDir: config.dataDir, poolMax: 2 });
+/** EX_TEMPFAIL: the embedded database is in use by another process; run again once it stops. */
+const EXIT_DATA_DIR_LOCKED = 75;
+
+/** The refusal printed when another process (usually the server) has the embedded database open. */
+function lockedMessage(command: string, dataDir: string, owner: LockOwner, lockFile: string): string {
+  const who = owner.role === "server" ? "the server" : `\`${owner.role}\``;
+  const where = owner.hostname === hostname() ? `pid ${owner.pid}` : `pid ${owner.pid} on host ${owner.hostname}`;
+  return [
+    `${command}: ${who} is running on DATA_DIR ${dataDir} (${where}, since ${owner.since}).`,
+    "The embedded database belongs to one process at a time: what a second process writes is lost.",
+    owner.role === "server"
+      ? "Stop the server, run this command, then start the server again; nothing was changed."
+      : "Wait for it to finish and run this command again; nothing was changed.",
+    ...(owner.hostname === hostname() ? [] : [`If ${owner.hostname} no longer runs it, delete ${lockFile}.`]),
+    "",
+  ].join("\n");
+}
+
+/** A refusal to print as is (no "error:" prefix), with exit code EXIT_DATA_DIR_LOCKED. */
+class Refused extends Error {}
+
+/** Refuses before any prompt when a live process holds DATA_DIR (the open below still decides). */
+function refuseIfDataDirBusy(command: string, config: Config): void {
+  if (config.db.url !== undefined) return; // PostgreSQL: the CLI runs alongside the server
+  const owner = dataDirLockOwner(config.dataDir);
+  if (owner !== undefined) {
+    throw new Refused(lockedMessage(command, config.dataDir, owner, path.join(config.dataDir, LOCK_FILE)));
+  }
+}
+
+async function withDatabase<T>(command: string, config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
+  let database: Database;
+  try {
+    database = await createDatabase({
+      url: config.db.url,
+      dataDir: config.dataDir,
+      role: `cli ${command}`,
+      poolMax: 2,
+    });
+  } catch (e) {
+    if (e instanceof DataDirLockedError) throw new Refused(lockedMessage(command, e.dataDir, e.owner, e.lockFile));
+    throw e;
+  }
   try {
     return await fn(database);
   } finally {
@@ -55,7 +101,8 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case "migrate": {
-      await withDatabase(async (db) => {
+      const config = loadConfig();
+      await withDatabase("migrate", config, async (db) => {
         await db.migrate();
         process.stdout.write(`migrations applied to ${db.description}\n`);
       });
@@ -68,6 +115,8 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write("create-admin: --email <address> is required and must be an email address\n");
         return 2;
       }
+      const config = loadConfig();
+      refuseIfDataDirBusy("create-admin", config);
       const password = await readPassword();
       const problem = passwordProblem(password);
       if (problem !== undefined) {
@@ -75,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       const passwordHash = await hashPassword(password);
-      return withDatabase(async (db) => {
+      return withDatabase("create-admin", config, async (db) => {
         await db.migrate();
         const repo = new UsersRepo(db.db);
         const existing = await repo.findByEmail(email);
@@ -107,6 +156,10 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
+    if (err instanceof Refused) {
+      process.stderr.write(err.message);
+      process.exit(EXIT_DATA_DIR_LOCKED);
+    }
     if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`);
     else process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

@@ -1,5 +1,6 @@
 import { buildApp } from "./app.ts";
 import { ConfigError, loadConfig } from "./config.ts";
+import { DataDirLockedError } from "./platform/db/data-dir-lock.ts";
 
 /** Process entry: config -> app -> listen, and graceful shutdown on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
@@ -15,7 +16,17 @@ async function main(): Promise<void> {
   }
 
   const startedAt = performance.now();
-  const app = await buildApp(config);
+  let app: Awaited<ReturnType<typeof buildApp>>;
+  try {
+    app = await buildApp(config);
+  } catch (e) {
+    if (e instanceof DataDirLockedError) {
+      // A second server (or a CLI command) on the same DATA_DIR: the embedded database is one process's.
+      process.stderr.write(`cannot start: ${e.message}; stop it or give this server another DATA_DIR\n`);
+      process.exit(75); // EX_TEMPFAIL
+    }
+    throw e;
+  }
   const address = await app.listen({ host: config.http.host, port: config.http.port });
   const { database, redis, notices, engine } = app.platform;
   const base = config.http.publicBaseUrl;

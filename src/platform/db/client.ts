@@ -9,6 +9,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
+import { acquireDataDirLock } from "./data-dir-lock.ts";
 import * as schema from "./schema/index.ts";
 
 export type Schema = typeof schema;
@@ -36,6 +37,11 @@ export interface DatabaseOptions {
   readonly url?: string | undefined;
   /** Directory for the embedded database files; undefined keeps PGlite in memory (tests). */
   readonly dataDir?: string | undefined;
+  /**
+   * What opens the embedded database ("server", "cli migrate"), named in the refusal another
+   * opener of the same DATA_DIR gets. Default "server".
+   */
+  readonly role?: string;
   readonly poolMax?: number;
   readonly statementTimeoutMs?: number;
 }
@@ -54,18 +60,32 @@ function redactUrl(url: string): string {
 }
 
 export async function createDatabase(options: DatabaseOptions): Promise<Database> {
-  return options.url === undefined ? createPglite(options.dataDir) : createPostgres(options);
+  return options.url === undefined ? createPglite(options.dataDir, options.role ?? "server") : createPostgres(options);
 }
 
-async function createPglite(dataDir: string | undefined): Promise<Database> {
+/**
+ * PGlite is one process's database: a second process on the same files writes into the void
+ * (its changes are lost when the first one checkpoints). So whoever opens it holds DATA_DIR's
+ * lock until close, and a second opener fails with DataDirLockedError (data-dir-lock.ts).
+ */
+async function createPglite(dataDir: string | undefined, role: string): Promise<Database> {
   if (dataDir === undefined) return wrapPglite(new PGlite(), "embedded PGlite (in memory)");
   const dir = path.join(dataDir, "pgdata");
   mkdirSync(dir, { recursive: true });
-  return wrapPglite(new PGlite(dir), `embedded PGlite at ${dir}`);
+  const lock = acquireDataDirLock(dataDir, role);
+  try {
+    return await wrapPglite(new PGlite(dir), `embedded PGlite at ${dir}`, () => lock.release());
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
 }
 
-/** Wraps an existing PGlite instance (tests clone a migrated template instead of migrating each time). */
-export async function wrapPglite(client: PGlite, description: string): Promise<Database> {
+/**
+ * Wraps an existing PGlite instance (tests clone a migrated template instead of migrating each
+ * time). `afterClose` runs once the client is closed (releases the DATA_DIR lock).
+ */
+export async function wrapPglite(client: PGlite, description: string, afterClose?: () => void): Promise<Database> {
   await client.waitReady;
   const db = drizzlePglite({ client, schema });
   let closed = false;
@@ -83,7 +103,11 @@ export async function wrapPglite(client: PGlite, description: string): Promise<D
     async close() {
       if (closed) return;
       closed = true;
-      if (!client.closed) await client.close();
+      try {
+        if (!client.closed) await client.close();
+      } finally {
+        afterClose?.();
+      }
     },
   };
 }
