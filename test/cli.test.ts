@@ -1,25 +1,33 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { type App, buildApp } from "../src/app.ts";
 import { verifyPassword } from "../src/modules/auth/password.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
+import { DataDirLockedError, LOCK_FILE } from "../src/platform/db/data-dir-lock.ts";
+import { testConfig } from "./helpers/app.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const dataDir = mkdtempSync(path.join(tmpdir(), "vla-cli-"));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-function cli(args: string[], input = "") {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, NODE_ENV: "development" };
+function run(script: string, args: string[], input = "", dir = dataDir, extraEnv: NodeJS.ProcessEnv = {}) {
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dir, NODE_ENV: "development", ...extraEnv };
   delete env.DATABASE_URL;
-  return spawnSync(process.execPath, [path.join(root, "src/cli.ts"), ...args], {
-    cwd: dataDir,
+  delete env.REDIS_URL;
+  return spawnSync(process.execPath, [path.join(root, script), ...args], {
+    cwd: dir,
     input,
     encoding: "utf8",
     env,
     timeout: 60_000,
   });
+}
+
+function cli(args: string[], input = "", dir = dataDir) {
+  return run("src/cli.ts", args, input, dir);
 }
 
 async function readUser(email: string) {
@@ -67,5 +75,92 @@ describe("cli", () => {
     const unknown = cli(["frobnicate"]);
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toContain("unknown command");
+  });
+});
+
+describe("cli while the server runs on the same DATA_DIR", () => {
+  const serverDir = mkdtempSync(path.join(tmpdir(), "vla-cli-server-"));
+  afterAll(() => rmSync(serverDir, { recursive: true, force: true }));
+  const startServer = () => buildApp(testConfig({}, serverDir));
+
+  function signIn(app: App, username: string, password: string) {
+    return app.inject({
+      method: "POST",
+      url: "/auth/token",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      payload: new URLSearchParams({ grant_type: "password", username, password }).toString(),
+    });
+  }
+
+  it("refuses every database command with a clear message, and nothing is lost", async () => {
+    // The server (the same buildApp server.ts runs) opens the embedded database under serverDir.
+    const server = await startServer();
+    let serverClosed = false;
+    try {
+      const reg = await server.inject({
+        method: "POST",
+        url: "/auth/register",
+        payload: { email: "owner@example.com", password: "owner long passphrase" },
+      });
+      expect(reg.statusCode, reg.body).toBe(201);
+
+      const refused = cli(["create-admin", "--email", "ops@example.com"], "ops long passphrase\n", serverDir);
+      expect(refused.status).toBe(75);
+      expect(refused.stdout).not.toContain("created superuser");
+      expect(refused.stderr).toContain(
+        `create-admin: the server is running on DATA_DIR ${serverDir} (pid ${process.pid}`,
+      );
+      expect(refused.stderr).toContain("Stop the server, run this command, then start the server again");
+
+      const migrate = cli(["migrate"], "", serverDir);
+      expect(migrate.status).toBe(75);
+      expect(migrate.stderr).toContain("migrate: the server is running on DATA_DIR");
+
+      // The server is unharmed and never saw the refused admin.
+      expect((await signIn(server, "owner@example.com", "owner long passphrase")).statusCode).toBe(200);
+      expect((await signIn(server, "ops@example.com", "ops long passphrase")).statusCode).toBe(401);
+
+      await server.close();
+      serverClosed = true;
+    } finally {
+      if (!serverClosed) await server.close();
+    }
+    expect(existsSync(path.join(serverDir, LOCK_FILE))).toBe(false);
+
+    // The supported way: with the server stopped.
+    const created = cli(["create-admin", "--email", "ops@example.com"], "ops long passphrase\n", serverDir);
+    expect(created.stderr).toBe("");
+    expect(created.status).toBe(0);
+    expect(created.stdout).toContain("created superuser ops@example.com");
+
+    const restarted = await startServer();
+    try {
+      const ops = await signIn(restarted, "ops@example.com", "ops long passphrase");
+      expect(ops.statusCode, ops.body).toBe(200);
+      const me = await restarted.inject({
+        method: "GET",
+        url: "/auth/me",
+        headers: { authorization: `Bearer ${(ops.json() as { access_token: string }).access_token}` },
+      });
+      expect(me.json()).toMatchObject({ email: "ops@example.com", is_superuser: true });
+      expect((await signIn(restarted, "owner@example.com", "owner long passphrase")).statusCode).toBe(200);
+    } finally {
+      await restarted.close();
+    }
+  });
+
+  it("a second server on the same DATA_DIR refuses to start", async () => {
+    const server = await startServer();
+    try {
+      await expect(startServer()).rejects.toBeInstanceOf(DataDirLockedError);
+      const second = run("src/server.ts", [], "", serverDir, { HOST: "127.0.0.1", PORT: "0", BOOTSTRAP_DEMO: "off" });
+      expect(second.status).toBe(75);
+      expect(second.stderr).toContain(
+        `cannot start: the embedded database in DATA_DIR ${serverDir} is in use by the server`,
+      );
+      expect(second.stdout).not.toContain("listening");
+    } finally {
+      await server.close();
+    }
   });
 });
