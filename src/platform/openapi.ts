@@ -23,6 +23,10 @@ export const TAGS = [
     description:
       "Run a policy: `POST /v1/inference` (JSON, multipart or json_numpy image), inference history, and the OpenVLA-compatible `POST /act`.",
   },
+  {
+    name: "safety",
+    description: "Per-robot safety profiles, emergency stops, and the incident log with summaries (docs/safety.md).",
+  },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
   {
     name: "streaming",

@@ -130,5 +130,25 @@ export const RotatedKeySchema = Type.Object(
     api_key: CreatedKeySchema,
     rotated: ApiKeySchema,
   },
-  { description: "The new key (with its secret, once) and the old one, now rotating." },
+  {
+    description: "The new key (with its secret, once) and the old one, now rotating.",
+    examples: [
+      {
+        api_key: {
+          ...keyExample,
+          id: "7c2e9d14-6b3a-4f0e-8a1d-5e4f3c2b1a09",
+          display_prefix: "vla_live_Q4mT",
+          created_at: "2026-11-27T09:00:00.000Z",
+          last_used_at: null,
+          key: "vla_live_Q4mTz3...",
+        },
+        rotated: {
+          ...keyExample,
+          status: "rotating",
+          revokes_at: "2026-11-27T10:00:00.000Z",
+          replaced_by: "7c2e9d14-6b3a-4f0e-8a1d-5e4f3c2b1a09",
+        },
+      },
+    ],
+  },
 );

@@ -12,12 +12,29 @@ import type { AuthService } from "./auth.service.ts";
  * (`Referrer-Policy: no-referrer`) and the pages load nothing from elsewhere.
  */
 const TokenQuery = Type.Object({ token: Type.Optional(Type.String({ maxLength: 512 })) });
-const VerifyForm = Type.Object({ token: Type.String({ maxLength: 512 }) }, { additionalProperties: false });
+const EXAMPLE_TOKEN = "q3Zl0lU8yJ1kq0d3mW2o6bXo9kLrj5q5c2Yc0Wc1XQ8";
+const VerifyForm = Type.Object(
+  { token: Type.String({ maxLength: 512 }) },
+  { additionalProperties: false, examples: [{ token: EXAMPLE_TOKEN }] },
+);
 const ResetForm = Type.Object(
   { token: Type.String({ maxLength: 512 }), new_password: Type.String({ maxLength: 1024 }) },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ token: EXAMPLE_TOKEN, new_password: "a much longer passphrase 2026" }] },
 );
-const Html = Type.String({ description: "An HTML page." });
+/** The response schema of a page; the example is the page's main content, shortened. */
+const Html = (title: string, main: string) =>
+  Type.String({
+    description: "An HTML page.",
+    examples: [
+      `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title></head>` +
+        `<body><main><h1>${title}</h1>${main}</main></body></html>\n`,
+    ],
+  });
+const HIDDEN_TOKEN = `<input type="hidden" name="token" value="${EXAMPLE_TOKEN}">`;
+const RESET_FORM =
+  `<form method="post" action="/reset-password">${HIDDEN_TOKEN}` +
+  `<label>New password (8 to 128 characters) <input type="password" name="new_password" required></label> ` +
+  `<button type="submit">Set the new password</button></form>`;
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -60,7 +77,12 @@ export const authPages: FastifyPluginAsyncTypebox<{ service: AuthService }> = as
         description: "The page the verification email links to: one button that confirms the address.",
         querystring: TokenQuery,
         produces: ["text/html"],
-        response: { 200: Html },
+        response: {
+          200: Html(
+            "Confirm your email address",
+            `<form method="post" action="/verify-email">${HIDDEN_TOKEN}<button type="submit">Confirm my email address</button></form>`,
+          ),
+        },
       },
     },
     async (request, reply) => {
@@ -86,7 +108,7 @@ export const authPages: FastifyPluginAsyncTypebox<{ service: AuthService }> = as
         consumes: ["application/x-www-form-urlencoded"],
         body: VerifyForm,
         produces: ["text/html"],
-        response: { 200: Html },
+        response: { 200: Html("Email address confirmed", "<p>Thank you. You can close this page.</p>") },
       },
     },
     async (request, reply) => {
@@ -115,7 +137,7 @@ export const authPages: FastifyPluginAsyncTypebox<{ service: AuthService }> = as
         description: "The page the reset email links to: a form for the new password.",
         querystring: TokenQuery,
         produces: ["text/html"],
-        response: { 200: Html },
+        response: { 200: Html("Choose a new password", RESET_FORM) },
       },
     },
     async (request, reply) => page(reply, 200, "Choose a new password", resetForm(request.query.token ?? "")),
@@ -132,7 +154,12 @@ export const authPages: FastifyPluginAsyncTypebox<{ service: AuthService }> = as
         consumes: ["application/x-www-form-urlencoded"],
         body: ResetForm,
         produces: ["text/html"],
-        response: { 200: Html },
+        response: {
+          200: Html(
+            "Password changed",
+            "<p>Your password was changed and every session was signed out. Sign in with the new password.</p>",
+          ),
+        },
       },
     },
     async (request, reply) => {

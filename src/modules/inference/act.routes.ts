@@ -136,6 +136,14 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
           200: Type.Unknown({
             description:
               'json_numpy float64 [7]: `{"__numpy__": base64 of 56 bytes, "dtype": "<f8", "shape": [7]}`; a JSON string holding it for the `encoded` variant.',
+            // [0.0012, -0.0031, 0.0071, 0.0005, -0.0075, -0.0017, 0.996] as little-endian float64.
+            examples: [
+              {
+                __numpy__: "YTJVMCqpUz8TYcPTK2Vpv4Za07zjFH0//Knx0k1iQD+4HoXrUbh+v18HzhlR2lu/rBxaZDvf7z8=",
+                dtype: "<f8",
+                shape: [7],
+              },
+            ],
           }),
           "4XX": Type.Literal("error", {
             description: 'The JSON string "error"; see X-Problem-Code and X-Problem-Detail.',

@@ -103,7 +103,18 @@ export const InferenceMultipartBody = Type.Object(
     unnorm_key: Type.Optional(unnormKey),
     robot_state: Type.Optional(Type.String({ maxLength: 4096, description: "robot_state as a JSON text." })),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    examples: [
+      {
+        image: "<the JPEG file's bytes>",
+        instruction: "pick up the red block",
+        robot_id: "arm-3",
+        unnorm_key: "bridge_orig",
+        robot_state: '{"ee_position":[0.3,0,0.2]}',
+      },
+    ],
+  },
 );
 
 const ms = (description: string) => Type.Number({ description });
@@ -159,6 +170,26 @@ export type InferenceResponse = Static<typeof InferenceResponseSchema>;
 const nullable = <T extends ReturnType<typeof Type.String> | ReturnType<typeof Type.Number>>(t: T) =>
   Type.Union([t, Type.Null()]);
 
+const inferenceLogExample = {
+  id: "0f8b1c1e-5d0a-4a57-9a43-0c3f8f0d2b11",
+  created_at: "2026-11-26T12:00:00.000Z",
+  source: "rest",
+  status: "ok",
+  error_code: null,
+  model: "mock-openvla-7b",
+  backend: "mock",
+  robot_id: "arm-3",
+  api_key_id: "5d2b7f5e-9d4c-4c1e-8f0a-2b7c9e1d3a44",
+  instruction: "pick up the red block",
+  instruction_sha256: "9c1f0e7e3b0f6f3c2c0a4e8d7b6a5f4e3d2c1b0a99887766554433221100ffee",
+  image_sha256: "4a44dc15364204a80fe80e9039455cc1608281820fe2b24f1e5233ade6af1dd5",
+  action: [0.0012, -0.0031, 0.0071, 0.0005, -0.0075, -0.0017, 0.996],
+  action_chunk: null,
+  unnorm_key: "bridge_orig",
+  safety_status: "pass",
+  timing: { preprocess_ms: 1.2, queue_ms: 0.4, model_ms: 0.1, total_ms: 2.3 },
+};
+
 export const InferenceLogSchema = Type.Object(
   {
     id: Type.String({ format: "uuid" }),
@@ -189,29 +220,7 @@ export const InferenceLogSchema = Type.Object(
       total_ms: Type.Number(),
     }),
   },
-  {
-    examples: [
-      {
-        id: "0f8b1c1e-5d0a-4a57-9a43-0c3f8f0d2b11",
-        created_at: "2026-11-26T12:00:00.000Z",
-        source: "rest",
-        status: "ok",
-        error_code: null,
-        model: "mock-openvla-7b",
-        backend: "mock",
-        robot_id: "arm-3",
-        api_key_id: "5d2b7f5e-9d4c-4c1e-8f0a-2b7c9e1d3a44",
-        instruction: "pick up the red block",
-        instruction_sha256: "9c1f0e7e3b0f6f3c2c0a4e8d7b6a5f4e3d2c1b0a99887766554433221100ffee",
-        image_sha256: "4a44dc15364204a80fe80e9039455cc1608281820fe2b24f1e5233ade6af1dd5",
-        action: [0.0012, -0.0031, 0.0071, 0.0005, -0.0075, -0.0017, 0.996],
-        action_chunk: null,
-        unnorm_key: "bridge_orig",
-        safety_status: "pass",
-        timing: { preprocess_ms: 1.2, queue_ms: 0.4, model_ms: 0.1, total_ms: 2.3 },
-      },
-    ],
-  },
+  { examples: [inferenceLogExample] },
 );
 
 export const HistoryQuery = Type.Object(
@@ -231,12 +240,22 @@ export const HistoryQuery = Type.Object(
 );
 export type HistoryQuery = Static<typeof HistoryQuery>;
 
-export const HistoryPageSchema = Type.Object({
-  data: Type.Array(InferenceLogSchema, { description: "Newest first." }),
-  next_cursor: Type.Union([Type.String(), Type.Null()], {
-    description: "Pass as `cursor` for the next page; null at the end.",
-  }),
-});
+export const HistoryPageSchema = Type.Object(
+  {
+    data: Type.Array(InferenceLogSchema, { description: "Newest first." }),
+    next_cursor: Type.Union([Type.String(), Type.Null()], {
+      description: "Pass as `cursor` for the next page; null at the end.",
+    }),
+  },
+  {
+    examples: [
+      {
+        data: [inferenceLogExample],
+        next_cursor: "WyIyMDI2LTExLTI2VDEyOjAwOjAwLjAwMFoiLCIwZjhiMWMxZS01ZDBhLTRhNTctOWE0My0wYzNmOGYwZDJiMTEiXQ",
+      },
+    ],
+  },
+);
 
 export const InferenceIdParams = Type.Object({
   id: Type.String({ format: "uuid", description: "An inference_id." }),

@@ -2,6 +2,29 @@ import { type Static, Type } from "typebox";
 
 const nullableNumber = (description: string) => Type.Union([Type.Number(), Type.Null()], { description });
 
+const modelExample = {
+  id: "mock-openvla-7b",
+  description: "Mock with OpenVLA-7B's interface.",
+  backend: "mock",
+  status: "ready",
+  action: { dim: 7, chunk: 1 },
+  unnorm_keys: ["bridge_orig", "fractal20220817_data"],
+  default_unnorm_key: null,
+  input: {
+    image: { width: 224, height: 224, strategy: "resize-naive" },
+    image_formats: ["jpeg", "png", "webp", "uint8 HxWx3 array"],
+    prompt_template: "In: What action should the robot take to {instruction}?\nOut:",
+  },
+  batching: { max_batch_size: 16, max_wait_ms: 2, max_queue: 256 },
+  stats: {
+    requests: 120,
+    errors: 1,
+    latency_ms: { p50: 3.1, p95: 5.2, p99: 8.4 },
+    queue_depth: 0,
+    mean_batch_size: 2.4,
+  },
+};
+
 export const ModelSchema = Type.Object(
   {
     id: Type.String({ description: "Model id, used as `model` in inference requests." }),
@@ -60,36 +83,16 @@ export const ModelSchema = Type.Object(
   },
   {
     $id: "Model",
-    examples: [
-      {
-        id: "mock-openvla-7b",
-        description: "Mock with OpenVLA-7B's interface.",
-        backend: "mock",
-        status: "ready",
-        action: { dim: 7, chunk: 1 },
-        unnorm_keys: ["bridge_orig", "fractal20220817_data"],
-        default_unnorm_key: null,
-        input: {
-          image: { width: 224, height: 224, strategy: "resize-naive" },
-          image_formats: ["jpeg", "png", "webp", "uint8 HxWx3 array"],
-          prompt_template: "In: What action should the robot take to {instruction}?\nOut:",
-        },
-        batching: { max_batch_size: 16, max_wait_ms: 2, max_queue: 256 },
-        stats: {
-          requests: 120,
-          errors: 1,
-          latency_ms: { p50: 3.1, p95: 5.2, p99: 8.4 },
-          queue_depth: 0,
-          mean_batch_size: 2.4,
-        },
-      },
-    ],
+    examples: [modelExample],
   },
 );
 
 export type ModelDto = Static<typeof ModelSchema>;
 
-export const ModelListSchema = Type.Object({ data: Type.Array(ModelSchema), default_model: Type.String() });
+export const ModelListSchema = Type.Object(
+  { data: Type.Array(ModelSchema), default_model: Type.String() },
+  { examples: [{ data: [modelExample], default_model: "mock-openvla-7b" }] },
+);
 
 export const ModelParams = Type.Object({
   model_id: Type.String({ minLength: 1, maxLength: 64, description: "A model id from GET /v1/models." }),

@@ -26,6 +26,15 @@ export const HealthSchema = Type.Object(
         checks: {
           database: { status: "ok", detail: "pglite", latency_ms: 0.41 },
           redis: { status: "disabled", detail: "REDIS_URL not set; in-process fallbacks", latency_ms: 0.01 },
+          email: { status: "ok", detail: "outbox ./data/outbox; 0 queued", latency_ms: 0.02 },
+          rate_limiter: { status: "ok", detail: "in-process limiter (no Redis configured)", latency_ms: 0.02 },
+          models: {
+            status: "ok",
+            detail:
+              "mock-openvla-7b: ready (mock backend (deterministic, not a policy)); demo-vla-tiny: ready (onnxruntime cpu)",
+            latency_ms: 0.05,
+          },
+          queue: { status: "ok", detail: "mock-openvla-7b: 0/256; demo-vla-tiny: 0/256", latency_ms: 0.02 },
         },
       },
     ],
@@ -57,4 +66,16 @@ export const ProblemTypeSchema = Type.Object(
   },
 );
 
-export const ProblemTypeListSchema = Type.Array(ProblemTypeSchema);
+export const ProblemTypeListSchema = Type.Array(ProblemTypeSchema, {
+  examples: [
+    [
+      {
+        code: "validation_failed",
+        status: 422,
+        title: "Request body failed validation",
+        documentation: "docs/errors.md#validation_failed",
+      },
+      { code: "quota_exceeded", status: 429, title: "Quota exceeded", documentation: "docs/errors.md#quota_exceeded" },
+    ],
+  ],
+});
