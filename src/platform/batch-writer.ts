@@ -193,7 +193,6 @@ export function classifyWriteError(err: unknown): WriteFailure {
 /** What became of a batch handed to `store`. */
 interface StoreOutcome<T> {
   readonly stored: number;
-  readonly deadLettered: number;
   /** Rows not attempted or failed because the database is away: the caller journals them. */
   readonly unwritten: T[];
   /** The `unavailable` error, when there are unwritten rows. */
@@ -301,7 +300,6 @@ export class BatchWriter<T> {
    */
   private async store(batch: readonly T[]): Promise<StoreOutcome<T>> {
     let stored = 0;
-    let deadLettered = 0;
     const unwritten: T[] = [];
     let halted = false;
     let error: unknown;
@@ -330,8 +328,8 @@ export class BatchWriter<T> {
         }
       }
     }
-    if (dead.length > 0) deadLettered = await this.deadLetter(dead);
-    return { stored, deadLettered, unwritten, error };
+    if (dead.length > 0) await this.deadLetter(dead);
+    return { stored, unwritten, error };
   }
 
   private get deadLetterFile(): string {
@@ -340,15 +338,16 @@ export class BatchWriter<T> {
 
   /**
    * Appends rows the database refused to the dead-letter file, one JSON line each with the error;
-   * the log line says how many and why, never what the rows hold. Returns how many were kept.
+   * the log line says how many and why, never what the rows hold. Rows the file cannot take are
+   * counted as dropped (putting them back in the journal would retry them forever).
    */
-  private async deadLetter(dead: readonly { row: T; err: unknown }[]): Promise<number> {
+  private async deadLetter(dead: readonly { row: T; err: unknown }[]): Promise<void> {
     const at = new Date().toISOString();
     const errors = dead.map((d) => describeWriteError(d.err));
-    const lines = dead.map((d, i) => JSON.stringify({ at, writer: this.opts.name, error: errors[i], row: d.row }));
     const codes = [...new Set(errors.map((e) => e.code ?? "none"))];
     const first = errors[0];
     try {
+      const lines = dead.map((d, i) => JSON.stringify({ at, writer: this.opts.name, error: errors[i], row: d.row }));
       await mkdir(this.opts.journalDir, { recursive: true });
       await appendFile(this.deadLetterFile, `${lines.join("\n")}\n`);
       this.opts.metrics.deadLettered.inc({ writer: this.opts.name }, dead.length);
@@ -356,14 +355,12 @@ export class BatchWriter<T> {
         { writer: this.opts.name, rows: dead.length, codes, error: first?.message, file: this.deadLetterFile },
         "rows rejected by the database; moved to the dead-letter file",
       );
-      return dead.length;
     } catch (err) {
       this.opts.metrics.dropped.inc({ writer: this.opts.name }, dead.length);
       this.opts.log.error(
         { err, writer: this.opts.name, rows: dead.length, codes, error: first?.message },
         "rows rejected by the database and the dead-letter file write failed; rows lost",
       );
-      return 0;
     }
   }
 
