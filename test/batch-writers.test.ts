@@ -7,10 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../src/app.ts";
 import { inferenceLogWriters } from "../src/modules/inference/inference.module.ts";
 import type { InferenceLogEntry } from "../src/modules/inference/inference-logs.repo.ts";
+import { UsageRepo } from "../src/modules/rate-limit/usage.repo.ts";
+import { UsageRecorder } from "../src/modules/rate-limit/usage-recorder.ts";
 import type { IncidentRow } from "../src/modules/safety/incidents.ts";
 import { safetyWriters } from "../src/modules/safety/safety.module.ts";
-import { inferenceLogs, safetyIncidents } from "../src/platform/db/schema/index.ts";
-import { usingRealServices } from "./helpers/app.ts";
+import { customers, inferenceLogs, safetyIncidents } from "../src/platform/db/schema/index.ts";
+import { isolatedDatabase, usingRealServices } from "./helpers/app.ts";
+import { seedCustomer } from "./helpers/limits.ts";
 import { buildInferenceApp, flushLogs, type InferenceTestContext, newKey } from "./inference/helpers.ts";
 
 /**
@@ -214,6 +217,27 @@ describe("a journal holding a bad row, replayed at start", () => {
     } finally {
       await t?.close();
       rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("usage counters (batched, not a platform batch writer)", () => {
+  it("a customer deleted while counts were pending does not hold back the other customers' counts", async () => {
+    const iso = await isolatedDatabase();
+    try {
+      const a = await seedCustomer(iso.database);
+      const gone = await seedCustomer(iso.database);
+      const repo = new UsageRepo(iso.database.db);
+      const recorder = new UsageRecorder(repo);
+      recorder.record(a, "2026-12-01", 3);
+      recorder.record(gone, "2026-12-01", 5);
+      await iso.database.db.delete(customers).where(eq(customers.id, gone));
+      await recorder.flush();
+      expect(recorder.pendingCount).toBe(0);
+      expect(await repo.monthCount(a, "2026-12-01")).toBe(3);
+      expect(await repo.monthCount(gone, "2026-12-01")).toBe(0);
+    } finally {
+      await iso.drop();
     }
   });
 });
