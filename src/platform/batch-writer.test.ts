@@ -244,6 +244,8 @@ describe("classifyWriteError", () => {
     const refused = Object.assign(new AggregateError([], ""), { code: "ECONNREFUSED" });
     expect(classifyWriteError(new Error("Failed query", { cause: refused }))).toBe("unavailable");
     expect(classifyWriteError(Object.assign(new Error("write EPIPE"), { code: "EPIPE" }))).toBe("unavailable");
+    const refusedEach = new AggregateError([Object.assign(new Error(""), { code: "ECONNREFUSED" })], "");
+    expect(classifyWriteError(new Error("Failed query", { cause: refusedEach }))).toBe("unavailable");
     for (const message of [
       "Connection terminated unexpectedly",
       "timeout exceeded when trying to connect",
@@ -261,6 +263,10 @@ describe("classifyWriteError", () => {
     expect(
       classifyWriteError(new Error("Failed query\nparams: connection closed", { cause: new TypeError("x") })),
     ).toBe("unknown");
+    expect(describeWriteError(new Error("Failed query: insert\nparams: secret instruction"))).toEqual({
+      code: null,
+      message: "Failed query",
+    });
     expect(describeWriteError(pgError("22021", "invalid byte sequence", "secret instruction"))).toEqual({
       code: "22021",
       message: "invalid byte sequence",

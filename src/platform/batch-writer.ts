@@ -140,13 +140,19 @@ const NODE_NETWORK_CODES = new Set([
 const UNAVAILABLE_MESSAGE =
   /connect|terminated|timed? ?out|timeout|closed|not queryable|after calling end|shutting down|socket|unavailable|ECONN/i;
 
-/** The error and its `cause` chain, outermost first (drizzle wraps driver errors in DrizzleQueryError). */
+/**
+ * The error and its `cause` chain, outermost first (drizzle wraps driver errors in
+ * DrizzleQueryError; a failed connect to several addresses is an AggregateError of them).
+ */
 function causeChain(err: unknown): unknown[] {
   const chain: unknown[] = [];
   let e = err;
   while (e !== undefined && e !== null && chain.length < 10 && !chain.includes(e)) {
     chain.push(e);
-    e = typeof e === "object" && "cause" in e ? (e as { cause: unknown }).cause : undefined;
+    if (typeof e !== "object") break;
+    if ("cause" in e && e.cause !== undefined) e = e.cause;
+    else if (e instanceof AggregateError) e = e.errors[0];
+    else break;
   }
   return chain;
 }
@@ -165,7 +171,9 @@ export function describeWriteError(err: unknown): { code: string | null; message
   const chain = causeChain(err);
   const withCode = chain.find((e) => codeOf(e) !== undefined);
   const root = withCode ?? chain[chain.length - 1];
-  const message = root instanceof Error ? root.message : String(root);
+  let message = root instanceof Error ? root.message : String(root);
+  // drizzle's own message goes on with the parameters: keep only its first words.
+  if (message.startsWith("Failed query")) message = "Failed query";
   return { code: codeOf(root) ?? null, message: message.slice(0, 300) };
 }
 
