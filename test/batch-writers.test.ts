@@ -3,14 +3,18 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { eq, inArray } from "drizzle-orm";
+import pino from "pino";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../src/app.ts";
 import { inferenceLogWriters } from "../src/modules/inference/inference.module.ts";
-import type { InferenceLogEntry } from "../src/modules/inference/inference-logs.repo.ts";
+import { type InferenceLogEntry, InferenceLogsRepo } from "../src/modules/inference/inference-logs.repo.ts";
 import { UsageRepo } from "../src/modules/rate-limit/usage.repo.ts";
 import { UsageRecorder } from "../src/modules/rate-limit/usage-recorder.ts";
 import type { IncidentRow } from "../src/modules/safety/incidents.ts";
 import { safetyWriters } from "../src/modules/safety/safety.module.ts";
+import { BatchWriter, createBatchWriterMetrics } from "../src/platform/batch-writer.ts";
+import { createDatabase, type Database } from "../src/platform/db/client.ts";
 import { customers, inferenceLogs, safetyIncidents } from "../src/platform/db/schema/index.ts";
 import { isolatedDatabase, usingRealServices } from "./helpers/app.ts";
 import { seedCustomer } from "./helpers/limits.ts";
@@ -240,4 +244,57 @@ describe("usage counters (batched, not a platform batch writer)", () => {
       await iso.drop();
     }
   });
+});
+
+describe("a database that is really away", () => {
+  // The drivers' own errors must read as "away", not as a bad row: the rows, the NUL one too,
+  // go to the journal for later, none to the dead-letter file, and the batch is not split.
+  const cases: [string, () => Promise<Database>][] = [
+    [
+      "closed",
+      async () => {
+        const iso = await isolatedDatabase();
+        await iso.drop();
+        return iso.database;
+      },
+    ],
+    // Loopback port 9 (discard): nothing listens there, the connection is refused.
+    ["refused", () => createDatabase({ url: "postgres://postgres@127.0.0.1:9/none" })],
+  ];
+  for (const [name, open] of cases) {
+    it(`journals every row when the connection is ${name}`, async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), "vla-journal-away-"));
+      const database = await open();
+      const repo = new InferenceLogsRepo(database.db);
+      const registry = new Registry();
+      let writes = 0;
+      const writer = new BatchWriter<InferenceLogEntry>({
+        name: "inference-logs",
+        journalDir: dir,
+        metrics: createBatchWriterMetrics(registry),
+        log: pino({ level: "silent" }),
+        flushIntervalMs: 60_000,
+        replayIntervalMs: 60_000,
+        sink: {
+          write: (rows) => {
+            writes++;
+            return repo.insertMany(rows);
+          },
+        },
+      });
+      try {
+        await writer.start();
+        const c = randomUUID();
+        for (let i = 0; i < 8; i++) writer.push(logEntry(c, i === 3 ? { instruction: "a\u0000b" } : {}));
+        await writer.flush();
+        expect(writes).toBe(1);
+        expect(readFileSync(path.join(dir, "inference-logs.jsonl"), "utf8").trim().split("\n")).toHaveLength(8);
+        expect(existsSync(path.join(dir, "inference-logs.dead.jsonl"))).toBe(false);
+      } finally {
+        await writer.close();
+        await database.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });
