@@ -9,10 +9,22 @@ import { Counter, Gauge, type Registry } from "prom-client";
  * failed batch is spilled to a journal file under DATA_DIR and replayed when the database
  * answers again, and on the next start. Shutdown flushes everything.
  *
+ * One bad row must not hold back the others: when a batch fails with an error a row can cause
+ * (a data exception, a constraint violation, anything unrecognised) rather than with the
+ * database being away, the batch is split in halves until the failing rows are alone; the good
+ * rows are written and each bad row goes to a dead-letter file `<name>.dead.jsonl` beside the
+ * journal, with the error. That costs O(k log n) writes for k bad rows in a batch of n. The
+ * same rule applies when the journal is replayed, so a replay never sticks on a row.
+ *
  * Rows must be plain JSON values (dates as ISO strings): replayed rows come back from JSON.
  */
 export interface BatchSink<T> {
-  /** Writes one batch; throws when the batch could not be stored (it is then journalled). */
+  /**
+   * Writes one batch; throws when the batch could not be stored (it is then journalled, or split
+   * to isolate a bad row). A failed call must have stored nothing (one statement, or one
+   * transaction), or storing a row twice must be harmless: parts of a failed batch are written
+   * again.
+   */
   write(rows: readonly T[]): Promise<void>;
 }
 
@@ -43,6 +55,7 @@ export interface BatchWriterMetrics {
   readonly spilled: Counter<"writer">;
   readonly replayed: Counter<"writer">;
   readonly dropped: Counter<"writer">;
+  readonly deadLettered: Counter<"writer">;
 }
 
 /** One set of metrics shared by every writer of an app, labelled by writer name. */
@@ -79,7 +92,119 @@ export function createBatchWriterMetrics(registry: Registry): BatchWriterMetrics
       labelNames: ["writer"],
       registers,
     }),
+    deadLettered: new Counter({
+      name: "vla_batch_rows_dead_lettered_total",
+      help: "Rows the database rejected on their own (bad data, constraint), moved to the writer's dead-letter file.",
+      labelNames: ["writer"],
+      registers,
+    }),
   };
+}
+
+/**
+ * Why a write failed, as far as the batch writer cares:
+ * - `unavailable`: not the rows' fault (connection refused or lost, timeouts, a closed pool or
+ *   PGlite, a read-only standby, a schema or permission problem): every row would fail the same
+ *   way, so the rows are journalled and retried later.
+ * - `row`: a data exception (SQLSTATE class 22, e.g. 22021 a NUL byte, 22P02 a malformed uuid),
+ *   an integrity violation (23, e.g. a foreign key to a deleted customer) or a program limit
+ *   (54, a value too large): some row of the batch is bad.
+ * - `unknown`: anything else (other SQLSTATEs, plain exceptions thrown by a sink while building
+ *   the statement). Treated like `row`, since a row may well be the cause and a journal must not
+ *   stick on it; splitting stops as soon as a part fails as `unavailable`.
+ */
+export type WriteFailure = "unavailable" | "row" | "unknown";
+
+const ROW_CLASSES = new Set(["22", "23", "54"]);
+/**
+ * 08 connection, 25 transaction state (25006 read-only standby), 28 authorization, 3D unknown
+ * database, 40 rollback (serialization, deadlock), 42 syntax or access rule (a missing table or
+ * grant: the statement, not a row), 53 resources (disk full, too many connections), 55 object
+ * state (lock not available), 57 operator intervention (statement timeout, shutdown), 58 I/O,
+ * XX internal.
+ */
+const UNAVAILABLE_CLASSES = new Set(["08", "25", "28", "3D", "40", "42", "53", "55", "57", "58", "XX"]);
+const NODE_NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+]);
+/** Messages of driver errors that carry no code: pg ("Connection terminated unexpectedly", "timeout exceeded when trying to connect", "Cannot use a pool after calling end on the pool"), PGlite ("PGlite is closed"). */
+const UNAVAILABLE_MESSAGE =
+  /connect|terminated|timed? ?out|timeout|closed|not queryable|after calling end|shutting down|socket|unavailable|ECONN/i;
+
+/**
+ * The error and its `cause` chain, outermost first (drizzle wraps driver errors in
+ * DrizzleQueryError; a failed connect to several addresses is an AggregateError of them).
+ */
+function causeChain(err: unknown): unknown[] {
+  const chain: unknown[] = [];
+  let e = err;
+  while (e !== undefined && e !== null && chain.length < 10 && !chain.includes(e)) {
+    chain.push(e);
+    if (typeof e !== "object") break;
+    if ("cause" in e && e.cause !== undefined) e = e.cause;
+    else if (e instanceof AggregateError) e = e.errors[0];
+    else break;
+  }
+  return chain;
+}
+
+function codeOf(e: unknown): string | undefined {
+  if (typeof e !== "object" || e === null || !("code" in e)) return undefined;
+  const code = (e as { code: unknown }).code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * The code and message worth recording for a failure: the innermost error's (the driver's own,
+ * not drizzle's wrapper, whose message carries the statement's parameters, i.e. the rows).
+ */
+export function describeWriteError(err: unknown): { code: string | null; message: string } {
+  const chain = causeChain(err);
+  const withCode = chain.find((e) => codeOf(e) !== undefined);
+  const root = withCode ?? chain[chain.length - 1];
+  let message = root instanceof Error ? root.message : String(root);
+  // drizzle's own message goes on with the parameters: keep only its first words.
+  if (message.startsWith("Failed query")) message = "Failed query";
+  return { code: codeOf(root) ?? null, message: message.slice(0, 300) };
+}
+
+export function classifyWriteError(err: unknown): WriteFailure {
+  const chain = causeChain(err);
+  for (const e of chain) {
+    const code = codeOf(e);
+    if (code === undefined) continue;
+    if (NODE_NETWORK_CODES.has(code)) return "unavailable";
+    if (/^[0-9A-Z]{5}$/.test(code)) {
+      const cls = code.slice(0, 2);
+      if (ROW_CLASSES.has(cls)) return "row";
+      if (UNAVAILABLE_CLASSES.has(cls)) return "unavailable";
+      return "unknown";
+    }
+  }
+  const root = chain[chain.length - 1];
+  if (root instanceof Error) {
+    if (root.name === "AbortError" || root.name === "TimeoutError") return "unavailable";
+    if (UNAVAILABLE_MESSAGE.test(root.message)) return "unavailable";
+  }
+  return "unknown";
+}
+
+/** What became of a batch handed to `store`. */
+interface StoreOutcome<T> {
+  readonly stored: number;
+  /** Rows not attempted or failed because the database is away: the caller journals them. */
+  readonly unwritten: T[];
+  /** The `unavailable` error, when there are unwritten rows. */
+  readonly error: unknown;
 }
 
 export class BatchWriter<T> {
@@ -136,18 +261,19 @@ export class BatchWriter<T> {
     return this.buffer.length;
   }
 
-  /** Writes everything buffered now (in batches). Resolves when done or journalled. */
+  /** Writes everything buffered now (in batches). Resolves when done, journalled or dead-lettered. */
   flush(): Promise<void> {
     return this.enqueue(async () => {
       while (this.buffer.length > 0) {
         const batch = this.buffer.splice(0, this.opts.maxBatch);
         this.opts.metrics.buffered.set({ writer: this.opts.name }, this.buffer.length);
-        try {
-          await this.opts.sink.write(batch);
-          this.opts.metrics.written.inc({ writer: this.opts.name }, batch.length);
-        } catch (err) {
-          this.opts.log.warn({ err, writer: this.opts.name, rows: batch.length }, "batch write failed; journalling");
-          await this.spill(batch);
+        const out = await this.store(batch);
+        if (out.unwritten.length > 0) {
+          this.opts.log.warn(
+            { writer: this.opts.name, rows: out.unwritten.length, ...describeWriteError(out.error) },
+            "batch write failed; journalling",
+          );
+          await this.spill(out.unwritten);
           // The rest would fail the same way: journal it too rather than hammer the database.
           const rest = this.buffer.splice(0);
           if (rest.length > 0) await this.spill(rest);
@@ -171,6 +297,79 @@ export class BatchWriter<T> {
     const next = this.chain.then(task, task);
     this.chain = next.catch(() => {});
     return this.chain;
+  }
+
+  /**
+   * Writes a batch; when it fails because of its rows (not because the database is away), splits
+   * it in halves, left part first, until each failing part is a single row, which goes to the
+   * dead-letter file. Stops at the first `unavailable` failure: that part and every part not yet
+   * tried come back as `unwritten`, in order. Each failing part of size > 1 costs two more writes,
+   * and a bad row makes at most log2(n) + 1 parts fail: O(k log n) writes for k bad rows.
+   */
+  private async store(batch: readonly T[]): Promise<StoreOutcome<T>> {
+    let stored = 0;
+    const unwritten: T[] = [];
+    let halted = false;
+    let error: unknown;
+    const dead: { row: T; err: unknown }[] = [];
+    // A stack of parts, the next to write on top.
+    const parts: (readonly T[])[] = [batch];
+    for (let part = parts.pop(); part !== undefined; part = parts.pop()) {
+      if (halted) {
+        unwritten.push(...part);
+        continue;
+      }
+      try {
+        await this.opts.sink.write(part);
+        stored += part.length;
+        this.opts.metrics.written.inc({ writer: this.opts.name }, part.length);
+      } catch (err) {
+        if (classifyWriteError(err) === "unavailable") {
+          halted = true;
+          error = err;
+          unwritten.push(...part);
+        } else if (part.length === 1) {
+          dead.push({ row: part[0] as T, err });
+        } else {
+          const mid = Math.ceil(part.length / 2);
+          parts.push(part.slice(mid), part.slice(0, mid));
+        }
+      }
+    }
+    if (dead.length > 0) await this.deadLetter(dead);
+    return { stored, unwritten, error };
+  }
+
+  private get deadLetterFile(): string {
+    return path.join(this.opts.journalDir, `${this.opts.name}.dead.jsonl`);
+  }
+
+  /**
+   * Appends rows the database refused to the dead-letter file, one JSON line each with the error;
+   * the log line says how many and why, never what the rows hold. Rows the file cannot take are
+   * counted as dropped (putting them back in the journal would retry them forever).
+   */
+  private async deadLetter(dead: readonly { row: T; err: unknown }[]): Promise<void> {
+    const at = new Date().toISOString();
+    const errors = dead.map((d) => describeWriteError(d.err));
+    const codes = [...new Set(errors.map((e) => e.code ?? "none"))];
+    const first = errors[0];
+    try {
+      const lines = dead.map((d, i) => JSON.stringify({ at, writer: this.opts.name, error: errors[i], row: d.row }));
+      await mkdir(this.opts.journalDir, { recursive: true });
+      await appendFile(this.deadLetterFile, `${lines.join("\n")}\n`);
+      this.opts.metrics.deadLettered.inc({ writer: this.opts.name }, dead.length);
+      this.opts.log.error(
+        { writer: this.opts.name, rows: dead.length, codes, error: first?.message, file: this.deadLetterFile },
+        "rows rejected by the database; moved to the dead-letter file",
+      );
+    } catch (err) {
+      this.opts.metrics.dropped.inc({ writer: this.opts.name }, dead.length);
+      this.opts.log.error(
+        { err, writer: this.opts.name, rows: dead.length, codes, error: first?.message },
+        "rows rejected by the database and the dead-letter file write failed; rows lost",
+      );
+    }
   }
 
   /** Appends rows to the journal; `fresh` is false when rows come back from a failed replay. */
@@ -230,26 +429,22 @@ export class BatchWriter<T> {
             return [];
           }
         });
-      let i = 0;
-      try {
-        for (; i < rows.length; i += this.opts.maxBatch) {
-          const batch = rows.slice(i, i + this.opts.maxBatch);
-          await this.opts.sink.write(batch);
-          this.opts.metrics.replayed.inc({ writer: this.opts.name }, batch.length);
-          this.opts.metrics.written.inc({ writer: this.opts.name }, batch.length);
+      for (let i = 0; i < rows.length; i += this.opts.maxBatch) {
+        const out = await this.store(rows.slice(i, i + this.opts.maxBatch));
+        this.opts.metrics.replayed.inc({ writer: this.opts.name }, out.stored);
+        if (out.unwritten.length > 0) {
+          // Still failing: keep the unwritten rows for the next attempt.
+          const remaining = [...out.unwritten, ...rows.slice(i + this.opts.maxBatch)];
+          await unlink(work);
+          this.opts.log.warn(
+            { writer: this.opts.name, rows: remaining.length, ...describeWriteError(out.error) },
+            "journal replay failed; will retry",
+          );
+          await this.spill(remaining, false);
+          return;
         }
-        await unlink(work);
-      } catch (err) {
-        // Still failing: keep the unwritten rows for the next attempt.
-        const remaining = rows.slice(i);
-        await unlink(work);
-        this.opts.log.warn(
-          { err, writer: this.opts.name, rows: remaining.length },
-          "journal replay failed; will retry",
-        );
-        await this.spill(remaining, false);
-        return;
       }
+      await unlink(work);
     }
   }
 }

@@ -1,4 +1,4 @@
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Tier } from "../../platform/auth.ts";
 import type { Db } from "../../platform/db/client.ts";
 import { customers, usageCounters } from "../../platform/db/schema/index.ts";
@@ -32,9 +32,18 @@ export class UsageRepo {
   /** One statement for the whole batch; counts add up, so replays after a failure are safe only once. */
   async addMonthly(batch: readonly MonthIncrement[]): Promise<void> {
     if (batch.length === 0) return;
+    // Counts of a customer deleted while they were pending (erased on another instance, or a
+    // request finishing after the erasure) would fail the foreign key, and with it every other
+    // customer's counts on every flush: drop them (the customer's data is gone by design).
+    const ids = [...new Set(batch.map((b) => b.customerId))];
+    const alive = new Set(
+      (await this.db.select({ id: customers.id }).from(customers).where(inArray(customers.id, ids))).map((r) => r.id),
+    );
+    const rows = batch.filter((b) => alive.has(b.customerId));
+    if (rows.length === 0) return;
     await this.db
       .insert(usageCounters)
-      .values(batch.map((b) => ({ customerId: b.customerId, month: b.month, requests: b.requests })))
+      .values(rows.map((b) => ({ customerId: b.customerId, month: b.month, requests: b.requests })))
       .onConflictDoUpdate({
         target: [usageCounters.customerId, usageCounters.month],
         set: { requests: sql`${usageCounters.requests} + excluded.requests`, updatedAt: sql`now()` },
