@@ -1,12 +1,14 @@
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   acquireDataDirLock,
   DataDirLockedError,
   dataDirLockOwner,
+  FOREIGN_STALE_MS,
+  HEARTBEAT_MS,
   LOCK_FILE,
   type LockOwner,
 } from "./data-dir-lock.ts";
@@ -137,12 +139,33 @@ describe("data dir lock", () => {
     acquireDataDirLock(dir, "server").release();
   });
 
-  it("never takes over a lock from another host, and says how to clear it", () => {
+  it("holds a lock from another host while it is touched, and takes it over once it is not", () => {
     const dir = freshDir();
+    const file = path.join(dir, LOCK_FILE);
     writeLock(dir, { pid: deadPid(), hostname: "some-other-host.invalid" });
     const err = lockError(() => acquireDataDirLock(dir, "server"));
     expect(err.message).toContain("on host some-other-host.invalid");
-    expect(err.message).toContain(`delete ${path.join(dir, LOCK_FILE)}`);
+    // Its holder stopped touching it (a recreated container, a dead writer on a shared volume).
+    const old = new Date(Date.now() - FOREIGN_STALE_MS - 1_000);
+    utimesSync(file, old, old);
+    const lock = acquireDataDirLock(dir, "server");
+    expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ pid: process.pid, hostname: hostname() });
+    lock.release();
+  });
+
+  it("touches its lock file while held", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "Date"] });
+    try {
+      const dir = freshDir();
+      const lock = acquireDataDirLock(dir, "server");
+      const old = new Date(Date.now() - FOREIGN_STALE_MS);
+      utimesSync(lock.file, old, old);
+      vi.advanceTimersByTime(HEARTBEAT_MS);
+      expect(Date.now() - statSync(lock.file).mtimeMs).toBeLessThan(FOREIGN_STALE_MS / 2);
+      lock.release();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("release leaves a lock that is no longer this process's", () => {

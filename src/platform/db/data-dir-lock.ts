@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { linkSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import path from "node:path";
 
@@ -14,9 +14,13 @@ import path from "node:path";
  * process is gone (crash, SIGKILL, power loss) is stale and taken over: liveness is
  * `process.kill(pid, 0)` on the same host plus, where /proc exists, the pid's start time, so a
  * pid reused by an unrelated process (a restarted container's pid 1) does not hold it either.
- * A lock from another host (a shared volume) cannot be checked and is never taken over.
+ * A lock from another host cannot be checked by pid: its holder touches the file every
+ * HEARTBEAT_MS, and one not touched for FOREIGN_STALE_MS is stale. That covers a recreated
+ * container (new hostname, same volume) as well as a shared volume whose writer died.
  */
 export const LOCK_FILE = "pgdata.lock";
+export const HEARTBEAT_MS = 10_000;
+export const FOREIGN_STALE_MS = 60_000;
 
 export interface LockOwner {
   readonly pid: number;
@@ -40,7 +44,9 @@ export class DataDirLockedError extends Error {
     super(
       `the embedded database in DATA_DIR ${dataDir} is in use by ${who} (${where}, since ${owner.since}); ` +
         "only one process may open it at a time" +
-        (owner.hostname === hostname() ? "" : `; if that host no longer runs it, delete ${lockFile}`),
+        (owner.hostname === hostname()
+          ? ""
+          : `; it counts as held while touched within the last ${FOREIGN_STALE_MS / 1000} s`),
     );
     this.name = "DataDirLockedError";
     this.dataDir = dataDir;
@@ -101,7 +107,14 @@ function readOwner(file: string): { text: string; owner: LockOwner | undefined }
 
 /** Whether the process that wrote `owner` may still be running. */
 function isAlive(owner: LockOwner, file: string): boolean {
-  if (owner.hostname !== hostname()) return true; // cannot tell: never take over another host's lock
+  if (owner.hostname !== hostname()) {
+    // No pid to check on another host: alive while its holder keeps touching the file.
+    try {
+      return Date.now() - statSync(file).mtimeMs < FOREIGN_STALE_MS;
+    } catch {
+      return false;
+    }
+  }
   if (owner.pid === process.pid) return held.has(file); // ours, or a previous process that had our pid
   try {
     process.kill(owner.pid, 0);
@@ -190,9 +203,20 @@ function removeStale(file: string, staleText: string): void {
 
 function lockHandle(file: string, owner: LockOwner): DataDirLock {
   let released = false;
+  // Keeps the lock fresh for processes on other hosts (or containers) that cannot see our pid.
+  const heartbeat = setInterval(() => {
+    try {
+      const t = new Date();
+      utimesSync(file, t, t);
+    } catch {
+      // Gone or unwritable: the next opener decides by pid or age, as for any crash.
+    }
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
   const release = () => {
     if (released) return;
     released = true;
+    clearInterval(heartbeat);
     held.delete(file);
     process.off("exit", release);
     // Never remove a lock that is no longer ours (taken over while this process hung, say).
