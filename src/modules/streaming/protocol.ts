@@ -297,9 +297,14 @@ export function parseBare(o: Record<string, unknown>, type: "stats" | "stop"): {
   return { type };
 }
 
-/** A close reason is at most 123 bytes of UTF-8. */
+/**
+ * A close reason is at most 123 bytes of UTF-8. Cut to 123 UTF-16 units first (each is at least
+ * one byte), so a reason quoting a megabyte of client input costs nothing, and never end on half
+ * a surrogate pair.
+ */
 export function closeReason(text: string): string {
-  let s = text;
+  let s = text.length > 123 ? text.slice(0, 123) : text;
   while (Buffer.byteLength(s) > 123) s = s.slice(0, -1);
-  return s;
+  const last = s.charCodeAt(s.length - 1);
+  return last >= 0xd800 && last <= 0xdbff ? s.slice(0, -1) : s;
 }
