@@ -1,0 +1,70 @@
+import { AppError, type FieldError } from "../../platform/errors.ts";
+
+/**
+ * PostgreSQL `text` cannot hold U+0000: one such character in a logged instruction, robot id or
+ * model fails the whole batched INSERT of inference logs. Decoded stream and openpi messages are
+ * therefore scanned (member names and string values, at any depth) and refused with
+ * `invalid_character` before anything is used or logged. Lone surrogates need no refusal: the
+ * drivers encode them as U+FFFD.
+ */
+
+/** Reported problems per message: enough to fix it, never an amplified reply. */
+const MAX_REPORTED = 10;
+/** Pointers into client-chosen member names are cut to this many characters. */
+const MAX_PATH_CHARS = 200;
+
+export interface TextProblem {
+  readonly path: string;
+  readonly message: string;
+}
+
+const token = (k: string) => k.replaceAll("~", "~0").replaceAll("/", "~1");
+
+function pointer(path: string): string {
+  return path.length <= MAX_PATH_CHARS ? path : `${path.slice(0, MAX_PATH_CHARS)}...`;
+}
+
+/**
+ * Where `value` (a decoded JSON or msgpack document) holds U+0000: a JSON Pointer per string
+ * value containing it, or to the object whose member name contains it (the name itself is not
+ * repeated). Binary values (typed arrays, msgpack bin) are not text and are skipped. Iterative,
+ * so a deeply nested document cannot exhaust the stack; at most MAX_REPORTED problems.
+ */
+export function nulProblems(value: unknown, root = ""): TextProblem[] {
+  const problems: TextProblem[] = [];
+  const stack: [unknown, string][] = [[value, root]];
+  while (stack.length > 0 && problems.length < MAX_REPORTED) {
+    const [v, path] = stack.pop() as [unknown, string];
+    if (typeof v === "string") {
+      if (v.includes("\u0000")) problems.push({ path: pointer(path), message: "contains U+0000 (NUL)" });
+      continue;
+    }
+    if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) continue;
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], `${path}/${i}`]);
+      continue;
+    }
+    const keys = Object.keys(v);
+    let badName = false;
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const k = keys[i] as string;
+      if (k.includes("\u0000")) badName = true;
+      else stack.push([(v as Record<string, unknown>)[k], `${path}/${token(k)}`]);
+    }
+    if (badName) problems.push({ path: pointer(path), message: "has a member name containing U+0000 (NUL)" });
+  }
+  return problems;
+}
+
+/** The `invalid_character` error (422) for problems found in `what` (e.g. "The start message"). */
+export function invalidCharacter(
+  problems: readonly TextProblem[],
+  what: string,
+  where: FieldError["in"] = "body",
+): AppError {
+  const paths = problems.map((p) => (p.path === "" ? "the top level" : p.path)).join(", ");
+  return new AppError("invalid_character", {
+    detail: `${what} contains U+0000 (NUL) at ${paths}; text must not contain NUL characters.`,
+    errors: problems.map((p) => ({ in: where, path: p.path, message: p.message })),
+  });
+}
