@@ -302,8 +302,8 @@ describe("WS /v1/openpi: U+0000 and field names", () => {
 
   const promptCases: [string, unknown, string][] = [
     ["missing", undefined, "/prompt is required (str or bytes)"],
-    ["a number", 5, "/prompt must be str or bytes"],
-    ["a list", ["pick"], "/prompt must be str or bytes"],
+    ["numeric", 5, "/prompt must be str or bytes"],
+    ["list", ["pick"], "/prompt must be str or bytes"],
     ["blank", "  ", "/prompt must not be empty"],
     ["too long", "x".repeat(1001), "/prompt must be at most 1000 characters"],
   ];
