@@ -2,13 +2,14 @@ import type { FastifyRequest } from "fastify";
 import type { RawData, WebSocket } from "ws";
 import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
-import type { ModelInfo } from "../inference/inference.service.ts";
+import { MAX_INSTRUCTION_CHARS, type ModelInfo } from "../inference/inference.service.ts";
 import type { RunInput } from "../inference/inference-runner.ts";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
 import type { NdArray } from "../inference/ndarray.ts";
 import type { StreamConnection } from "./connections.ts";
 import { CLOSE, closeReason } from "./protocol.ts";
 import { resolveUnnormKey } from "./stream-connection.ts";
+import { invalidCharacter, nulProblems } from "./text-guard.ts";
 import { describeError, type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
 /** Query parameters of `WS /v1/openpi` (validated by the route schema). */
@@ -76,14 +77,36 @@ export function findImage(obs: Record<string, unknown>): RunInput["image"] {
   throw errors.invalidImage(`No image in the observation; put it under one of ${OPENPI_IMAGE_KEYS.join(", ")}.`);
 }
 
-/** The prompt as str or bytes (UTF-8). */
+function invalidObservation(path: string, message: string): AppError {
+  return errors.validation([{ in: "body", path, message }], "The observation is invalid.");
+}
+
+/** The prompt as str or bytes (UTF-8); problems name `/prompt`. */
 export function promptOf(obs: Record<string, unknown>): string {
   const p = obs.prompt;
+  if (p === undefined || p === null) throw invalidObservation("/prompt", "is required (str or bytes)");
   const text = typeof p === "string" ? p : p instanceof Uint8Array ? Buffer.from(p).toString("utf8") : undefined;
-  if (text === undefined || text.trim() === "") {
-    throw errors.validation([{ in: "body", path: "/prompt", message: "is required (str or bytes)" }]);
+  if (text === undefined) throw invalidObservation("/prompt", "must be str or bytes");
+  if (text.trim() === "") throw invalidObservation("/prompt", "must not be empty");
+  if (text.length > MAX_INSTRUCTION_CHARS) {
+    throw invalidObservation("/prompt", `must be at most ${MAX_INSTRUCTION_CHARS} characters`);
   }
+  // Bytes are not scanned with the rest of the observation: check the decoded text.
+  const nul = nulProblems(text, "/prompt");
+  if (nul.length > 0) throw invalidCharacter(nul, "The observation");
   return text;
+}
+
+/**
+ * openpi's error text, `code: detail`, with the field problems spelled out: the stock client
+ * raises it as a RuntimeError, and nothing else of the error reaches the user.
+ */
+export function openpiErrorText(e: unknown): string {
+  const { code, message } = describeError(e);
+  const fields = isAppError(e) ? (e.errors ?? []) : [];
+  if (fields.length === 0) return `${code}: ${message}`;
+  const list = fields.map((f) => `${f.path === "" ? "the observation" : f.path} ${f.message}`).join("; ");
+  return `${code}: ${message} (${list})`;
 }
 
 /**
@@ -149,10 +172,9 @@ export class OpenpiConnection implements StreamConnection {
   private fail(e: unknown, code: number): void {
     if (this.closing) return;
     this.closing = true;
-    const { code: errorCode, message } = describeError(e);
     if (this.socket.readyState === this.socket.OPEN) {
-      this.socket.send(`${errorCode}: ${message}`);
-      this.socket.close(code, closeReason(errorCode));
+      this.socket.send(openpiErrorText(e));
+      this.socket.close(code, closeReason(describeError(e).code));
     }
   }
 
@@ -231,6 +253,8 @@ export class OpenpiConnection implements StreamConnection {
         throw errors.badRequest("An observation must be a msgpack map.");
       }
       const o = obs as Record<string, unknown>;
+      const nul = nulProblems(o);
+      if (nul.length > 0) throw invalidCharacter(nul, "The observation");
       if (o.__ctrl__ !== undefined) {
         this.acknowledge(o.__ctrl__);
         return;
@@ -244,7 +268,10 @@ export class OpenpiConnection implements StreamConnection {
       };
     } catch (e) {
       this.backlog--;
-      if (isAppError(e)) runner.recordFailure(ctx, { model: model.id, robotId: this.query.robot_id }, e.code);
+      // U+0000 is refused without a log row, like on the native stream.
+      if (isAppError(e) && e.code !== "invalid_character") {
+        runner.recordFailure(ctx, { model: model.id, robotId: this.query.robot_id }, e.code);
+      }
       metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
       throw e;
     }

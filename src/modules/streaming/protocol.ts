@@ -8,6 +8,7 @@ import { unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
 import type { NdArray } from "../inference/ndarray.ts";
 import type { RobotState } from "../safety/types.ts";
 import { type ChunkAggregation, DEFAULT_SMOOTHING, type SmoothingOptions } from "./smoothing.ts";
+import { invalidCharacter, nulProblems, type TextProblem } from "./text-guard.ts";
 
 /**
  * The native stream protocol (docs/streaming.md): client and server messages, their parsing
@@ -105,17 +106,25 @@ export function decodeEnvelope(data: Buffer, isBinary: boolean, limits: ParseLim
   return o;
 }
 
-/** Collects field problems of one message, then throws them together as validation_failed. */
+/** Field problems reported per message; a message with thousands of unknown members gets a short answer. */
+export const MAX_FIELD_PROBLEMS = 20;
+
+/**
+ * Collects field problems of one message, then throws them together as validation_failed.
+ * U+0000 anywhere in the message (member names, nested values) wins: invalid_character.
+ */
 class Check {
   readonly problems: FieldError[] = [];
   private readonly o: Record<string, unknown>;
+  private readonly nul: TextProblem[];
   constructor(o: Record<string, unknown>, allowed: readonly string[]) {
     this.o = o;
+    this.nul = nulProblems(o);
     for (const k of Object.keys(o))
       if (k !== "type" && !allowed.includes(k)) this.fail(`/${k}`, "is not a known member");
   }
   fail(path: string, message: string): void {
-    this.problems.push({ in: "body", path, message });
+    if (this.problems.length < MAX_FIELD_PROBLEMS) this.problems.push({ in: "body", path, message });
   }
   str(name: string, required: boolean, max = 1000): string | undefined {
     const v = this.o[name];
@@ -130,6 +139,7 @@ class Check {
     return v;
   }
   done(type: string): AppError | undefined {
+    if (this.nul.length > 0) return invalidCharacter(this.nul, `The ${type} message`);
     return this.problems.length === 0 ? undefined : errors.validation(this.problems, `The ${type} message is invalid.`);
   }
 }
@@ -251,7 +261,10 @@ function parseImage(v: unknown, limits: ParseLimits): RunInput["image"] {
   );
 }
 
-/** Parses a frame; a field problem throws validation_failed, a bad image invalid_image / invalid_array. */
+/**
+ * Parses a frame; a field problem throws validation_failed (invalid_character for U+0000), a bad
+ * image invalid_image / invalid_array.
+ */
 export function parseFrame(o: Record<string, unknown>, limits: ParseLimits): FrameMessage {
   const c = new Check(o, ["seq", "image", "instruction", "robot_state", "timestamp", "must_go"]);
   const seq = o.seq;
@@ -297,9 +310,14 @@ export function parseBare(o: Record<string, unknown>, type: "stats" | "stop"): {
   return { type };
 }
 
-/** A close reason is at most 123 bytes of UTF-8. */
+/**
+ * A close reason is at most 123 bytes of UTF-8. Cut to 123 UTF-16 units first (each is at least
+ * one byte), so a reason quoting a megabyte of client input costs nothing, and never end on half
+ * a surrogate pair.
+ */
 export function closeReason(text: string): string {
-  let s = text;
+  let s = text.length > 123 ? text.slice(0, 123) : text;
   while (Buffer.byteLength(s) > 123) s = s.slice(0, -1);
-  return s;
+  const last = s.charCodeAt(s.length - 1);
+  return last >= 0xd800 && last <= 0xdbff ? s.slice(0, -1) : s;
 }

@@ -312,17 +312,20 @@ export class NativeStreamConnection implements StreamConnection {
     } catch (e) {
       if (!isAppError(e)) throw e;
       session.recordInvalid();
-      // A bad frame is answered and logged like a failed REST call; the session goes on.
-      this.deps.runner.recordFailure(
-        { principal, source: "stream", elapsedMs: () => 0 },
-        {
-          model: session.settings.model,
-          unnormKey: session.settings.unnormKey,
-          instruction: typeof o.instruction === "string" ? o.instruction : session.instruction,
-          robotId: session.settings.robotId,
-        },
-        e.code,
-      );
+      // A bad frame is answered and logged like a failed REST call; the session goes on. A frame
+      // holding U+0000 is not logged at all: its text would fail the log batch's INSERT.
+      if (e.code !== "invalid_character") {
+        this.deps.runner.recordFailure(
+          { principal, source: "stream", elapsedMs: () => 0 },
+          {
+            model: session.settings.model,
+            unnormKey: session.settings.unnormKey,
+            instruction: typeof o.instruction === "string" ? o.instruction : session.instruction,
+            robotId: session.settings.robotId,
+          },
+          e.code,
+        );
+      }
       this.deps.metrics.frames.inc({ endpoint: "stream", outcome: "error" });
       this.sendError(e, seqOf(o));
     }
