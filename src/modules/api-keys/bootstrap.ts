@@ -41,6 +41,17 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
   const [existingCustomers] = await db.select({ n: count() }).from(customers);
   if ((existing?.n ?? 0) > 0 || (existingCustomers?.n ?? 0) > 0) return [];
 
+  // Written before anything is created: the credentials are printed once, so nothing after
+  // their creation may fail. A frame that cannot be written only costs the ready-made file.
+  let frame: string;
+  let frameNote: string | undefined;
+  try {
+    frame = await writeSampleFrame(config.dataDir);
+  } catch (e) {
+    frame = "frame.jpg";
+    frameNote = `  (could not write a sample frame into ${config.dataDir}: ${e instanceof Error ? e.message : String(e)}; send any JPEG)`;
+  }
+
   const password = randomBytes(18).toString("base64url");
   const account = await new UsersRepo(db).createAccount({
     email: BOOTSTRAP_ADMIN_EMAIL,
@@ -66,7 +77,6 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
     createdByUserId: null,
   });
   const base = config.http.publicBaseUrl;
-  const frame = await writeSampleFrame(config.dataDir);
   return [
     "",
     "First run: created demo credentials (shown once; only hashes are stored).",
@@ -76,6 +86,7 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
     `    curl -H "X-API-Key: ${key.key}" ${base}/v1/usage`,
     `    curl -H "X-API-Key: ${key.key}" -F ${shellQuote(curlFileField("image", frame))} -F "instruction=pick up the cup" \\`,
     `         -F robot_id=arm-1 -F model=demo-vla-tiny ${base}/v1/inference`,
+    ...(frameNote === undefined ? [] : [frameNote]),
     "  Set BOOTSTRAP_DEMO=off to skip this on an empty database.",
     "",
   ];
