@@ -147,7 +147,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       statementTimeoutMs: config.db.statementTimeoutMs,
     }));
   const ownsRedis = options.redis === undefined;
-  const redis = options.redis ?? createRedis(config.redis);
+  const redis = options.redis ?? createRedis({ ...config.redis, log: app.log });
 
   if (options.migrate ?? config.db.migrateOnStart) await database.migrate();
 

@@ -19,10 +19,50 @@ export interface RedisHandle {
   close(): Promise<void>;
 }
 
+/** The two levels of a pino logger that connection changes are logged at. */
+export interface RedisLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
 export interface RedisOptions {
   readonly url?: string | undefined;
   readonly keyPrefix: string;
   readonly commandTimeoutMs: number;
+  /** Where connection state changes are logged (once per change, not per retry). */
+  readonly log?: RedisLog | undefined;
+}
+
+/**
+ * Logs the state changes of one connection: connected (info), unreachable at start or lost
+ * (warn, with the reason), reconnected (info, with how long it was down). ioredis emits
+ * error/close/reconnecting on every retry; only the first one after a change is logged.
+ */
+function logStateChanges(r: Redis, log: RedisLog, redis: string, closing: () => boolean, now = Date.now): void {
+  let state: "starting" | "up" | "down" = "starting";
+  let downSince = 0;
+  let lastError: string | undefined;
+  r.on("error", (e: Error) => {
+    lastError = e.message;
+  });
+  r.on("ready", () => {
+    if (state === "up") return;
+    if (state === "starting") log.info({ redis }, "redis connected");
+    else log.info({ redis, down_ms: now() - downSince }, "redis reconnected");
+    state = "up";
+    lastError = undefined;
+  });
+  r.on("close", () => {
+    if (state === "down" || closing()) return;
+    const reason = lastError ?? "connection closed";
+    if (state === "starting") {
+      log.warn({ redis, reason }, "redis unreachable; using in-process fallbacks and retrying");
+    } else {
+      log.warn({ redis, reason }, "redis connection lost; using in-process fallbacks and reconnecting");
+    }
+    state = "down";
+    downSince = now();
+  });
 }
 
 function redactUrl(url: string): string {
@@ -43,6 +83,8 @@ export function createRedis(options: RedisOptions): RedisHandle {
     };
   }
   const url = options.url;
+  const description = redactUrl(url);
+  let closing = false;
   const make = (): Redis => {
     const r = new Redis(url, {
       lazyConnect: false,
@@ -64,11 +106,14 @@ export function createRedis(options: RedisOptions): RedisHandle {
     return r;
   };
   const client = make();
+  // The main connection's state is Redis's state for this instance; the subscriber
+  // connections (duplicate()) follow it and are not logged separately.
+  if (options.log !== undefined) logStateChanges(client, options.log, description, () => closing);
   const extra: Redis[] = [];
   return {
     client,
     keyPrefix: options.keyPrefix,
-    description: redactUrl(url),
+    description,
     status: () => (client.status === "ready" ? "ok" : "down"),
     async ping(timeoutMs = 1_000) {
       let timer: NodeJS.Timeout | undefined;
@@ -89,6 +134,7 @@ export function createRedis(options: RedisOptions): RedisHandle {
       return d;
     },
     async close() {
+      closing = true;
       for (const r of [client, ...extra]) {
         try {
           await r.quit();

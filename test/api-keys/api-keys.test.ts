@@ -326,20 +326,69 @@ describe("bad input is problem+json", () => {
 });
 
 describe("invalid-key throttle", () => {
-  it("answers 429 rate_limited with Retry-After after too many bad keys from one IP", async () => {
+  const bad = (n: number) => `vla_live_${String(n).repeat(44)}`;
+
+  it("answers 429 rate_limited with Retry-After to bad keys after too many from one IP", async () => {
     const ctx = await buildLimitsApp({ env: { API_KEY_INVALID_ATTEMPTS_PER_MINUTE: "3" } });
     try {
       const c = await seedCustomer(ctx.database, { tier: "pro" });
       const good = await seedKey(ctx.database, c);
       const hit = (headers: Record<string, string>, ip: string) =>
         ctx.app.inject({ method: "GET", url: "/probe", headers, remoteAddress: ip });
-      for (let i = 0; i < 3; i++)
-        problem(await hit(xKey(`vla_live_${String(i + 2).repeat(44)}`), "10.0.0.1"), 401, "invalid_api_key");
-      const limited = await hit(xKey(`vla_live_${"9".repeat(44)}`), "10.0.0.1");
+      for (let i = 0; i < 3; i++) problem(await hit(xKey(bad(i + 2)), "10.0.0.1"), 401, "invalid_api_key");
+      const limited = await hit(xKey(bad(9)), "10.0.0.1");
       problem(limited, 429, "rate_limited");
       expect(Number(limited.headers["retry-after"])).toBeGreaterThan(0);
-      problem(await hit(xKey(good.key), "10.0.0.1"), 429, "rate_limited");
+      // A malformed key, too, gets the 429 and not the reason.
+      problem(await hit(xKey("vla_live_nope"), "10.0.0.1"), 429, "rate_limited");
       expect((await hit(xKey(good.key), "10.0.0.2")).statusCode).toBe(200);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it("serves valid keys from a throttled IP (a shared NAT), while its bad keys keep getting 429", async () => {
+    const ctx = await buildLimitsApp({ env: { API_KEY_INVALID_ATTEMPTS_PER_MINUTE: "3" } });
+    try {
+      const c = await seedCustomer(ctx.database, { tier: "pro" });
+      const good = await seedKey(ctx.database, c);
+      const expired = await seedKey(ctx.database, c, { expiresAt: new Date(Date.UTC(2026, 0, 1)) });
+      const nat = "10.0.0.7";
+      const hit = (key: string) =>
+        ctx.app.inject({ method: "GET", url: "/probe", headers: xKey(key), remoteAddress: nat });
+      // One misconfigured robot retries its wrong key.
+      for (let i = 0; i < 3; i++) problem(await hit(bad(2)), 401, "invalid_api_key");
+      for (let i = 0; i < 5; i++) problem(await hit(bad(2)), 429, "rate_limited");
+      // Its neighbours' valid key is verified and served, again and again.
+      for (let i = 0; i < 5; i++) expect((await hit(good.key)).statusCode).toBe(200);
+      // An expired key is a failure like any other while throttled: 429, not the reason.
+      problem(await hit(expired.key), 429, "rate_limited");
+      problem(await hit(bad(2)), 429, "rate_limited");
+      expect((await hit(good.key)).statusCode).toBe(200);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it("is no oracle: a throttled IP gets its limit of distinct keys looked up per window, then 429 whatever the key", async () => {
+    const ctx = await buildLimitsApp({ env: { API_KEY_INVALID_ATTEMPTS_PER_MINUTE: "3" } });
+    try {
+      const c = await seedCustomer(ctx.database, { tier: "pro" });
+      const first = await seedKey(ctx.database, c);
+      const unseen = await seedKey(ctx.database, c);
+      const hit = (key: string, ip = "10.0.0.9") =>
+        ctx.app.inject({ method: "GET", url: "/probe", headers: xKey(key), remoteAddress: ip });
+      for (let i = 0; i < 3; i++) problem(await hit(bad(i + 2)), 401, "invalid_api_key");
+      // Throttled: three distinct keys are still looked up (two guesses and one valid key)...
+      problem(await hit(bad(5)), 429, "rate_limited");
+      expect((await hit(first.key)).statusCode).toBe(200);
+      problem(await hit(bad(6)), 429, "rate_limited");
+      // ...and a fourth is not, even a valid one: a guesser learns nothing more this minute.
+      problem(await hit(unseen.key), 429, "rate_limited");
+      problem(await hit(bad(7)), 429, "rate_limited");
+      // The keys already looked up keep their answers; other addresses are not affected.
+      expect((await hit(first.key)).statusCode).toBe(200);
+      expect((await hit(unseen.key, "10.0.0.10")).statusCode).toBe(200);
     } finally {
       await ctx.close();
     }

@@ -1,3 +1,6 @@
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
 import { BOOTSTRAP_ADMIN_EMAIL } from "../../src/modules/api-keys/bootstrap.ts";
@@ -62,6 +65,47 @@ describe("first-run demo bootstrap", () => {
     }
   });
 
+  it("prints an inference command that works as printed: its frame exists and the request succeeds", async () => {
+    const ctx = await buildLimitsApp({ env: { BOOTSTRAP_DEMO: "auto", MODELS_WARM_UP: "false" }, realClock: true });
+    try {
+      const command = curlCommands(ctx.app.platform.notices).find((c) => c.url.endsWith("/v1/inference"));
+      if (command === undefined) throw new Error("no inference command printed");
+      const image = command.files.get("image");
+      expect(image).toBeDefined();
+      const file = image as string;
+      expect(path.isAbsolute(file)).toBe(true);
+      expect(path.dirname(file)).toBe(path.resolve(ctx.app.platform.config.dataDir));
+      expect(existsSync(file)).toBe(true);
+      const meta = await sharp(file).metadata();
+      expect(meta).toMatchObject({ format: "jpeg", width: 224, height: 224 });
+
+      // The request curl would send, field for field.
+      const boundary = "----firstrun";
+      const parts: Buffer[] = [];
+      for (const [name, value] of command.fields) {
+        parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`));
+      }
+      parts.push(
+        Buffer.from(
+          `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="${path.basename(file)}"\r\nContent-Type: image/jpeg\r\n\r\n`,
+        ),
+        readFileSync(file),
+        Buffer.from(`\r\n--${boundary}--\r\n`),
+      );
+      const res = await ctx.app.inject({
+        method: "POST",
+        url: new URL(command.url).pathname,
+        headers: { ...command.headers, "content-type": `multipart/form-data; boundary=${boundary}` },
+        payload: Buffer.concat(parts),
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json().action).toHaveLength(7);
+      expect(res.json().model).toBe("demo-vla-tiny");
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it("does nothing unless asked", async () => {
     const ctx = await buildLimitsApp();
     try {
@@ -71,3 +115,66 @@ describe("first-run demo bootstrap", () => {
     }
   });
 });
+
+interface CurlCommand {
+  readonly url: string;
+  readonly headers: Record<string, string>;
+  readonly fields: Map<string, string>;
+  readonly files: Map<string, string>;
+}
+
+/** The curl commands of the notice, split into words as a POSIX shell would (quotes, line continuations). */
+function curlCommands(lines: readonly string[]): CurlCommand[] {
+  const text = lines.join("\n").replace(/\\\n/g, " ");
+  const out: CurlCommand[] = [];
+  for (const line of text.split("\n")) {
+    const start = line.indexOf("curl ");
+    if (start === -1) continue;
+    const words: string[] = [];
+    let word: string | null = null;
+    const src = line.slice(start);
+    for (let i = 0; i < src.length; i++) {
+      const ch = src[i] as string;
+      if (ch === "'") {
+        const end = src.indexOf("'", i + 1);
+        word = (word ?? "") + src.slice(i + 1, end);
+        i = end;
+      } else if (ch === '"') {
+        let j = i + 1;
+        let v = "";
+        while (src[j] !== '"') {
+          if (src[j] === "\\") j++;
+          v += src[j];
+          j++;
+        }
+        word = (word ?? "") + v;
+        i = j;
+      } else if (ch === " ") {
+        if (word !== null) words.push(word);
+        word = null;
+      } else {
+        word = (word ?? "") + ch;
+      }
+    }
+    if (word !== null) words.push(word);
+    const cmd: CurlCommand = { url: "", headers: {}, fields: new Map(), files: new Map() };
+    for (let i = 1; i < words.length; i++) {
+      const w = words[i] as string;
+      if (w === "-H") {
+        const [k, ...v] = (words[++i] as string).split(":");
+        cmd.headers[(k as string).toLowerCase()] = v.join(":").trim();
+      } else if (w === "-F") {
+        const f = words[++i] as string;
+        const eq = f.indexOf("=");
+        const name = f.slice(0, eq);
+        const value = f.slice(eq + 1);
+        if (value.startsWith("@")) cmd.files.set(name, value.slice(1));
+        else cmd.fields.set(name, value);
+      } else {
+        Object.assign(cmd, { url: w });
+      }
+    }
+    out.push(cmd);
+  }
+  return out;
+}

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
-import { safetyWriters } from "../../src/modules/safety/safety.module.ts";
+import { safetyServices, safetyWriters } from "../../src/modules/safety/safety.module.ts";
 import { jpeg, pattern } from "../engine/helpers.ts";
 import { buildLimitsApp, FakeClock, hasRedis, owner, seedCustomer, seedKey, xKey } from "../helpers/limits.ts";
 import { buildInferenceApp, type InferenceTestContext, newKey } from "../inference/helpers.ts";
@@ -54,6 +54,110 @@ const tight = (policy: string) => ({
 
 const norm3 = (a: number[]) => Math.hypot(a[0] as number, a[1] as number, a[2] as number);
 
+describe("the profile view shows the profile the gate applies", () => {
+  const view = async (robotId: string, query: string) => {
+    const res = await t.app.inject({
+      method: "GET",
+      url: `/v1/robots/${robotId}/safety-profile${query}`,
+      headers: xKey(t.key),
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json() as {
+      applies_to: { model: string | null; unnorm_key: string | null };
+      profile: { gripper: [number, number] } & Record<string, unknown>;
+    };
+  };
+  const service = () => {
+    const s = safetyServices.get(t.app.platform);
+    if (s === undefined) throw new Error("no safety service");
+    return s;
+  };
+  const gate = (modelId: string, unnormKey: string, gripper: number) =>
+    service().check({
+      customerId: t.customerId,
+      robotId: undefined,
+      inferenceId: `view-${randomBytes(4).toString("hex")}`,
+      modelId,
+      unnormKey,
+      decoded: { action: [0, 0, 0, 0, 0, 0, gripper] },
+      previousAction: null,
+    });
+
+  it("for every model and unnorm key: equal profiles, and a gripper outside the shown range is flagged", async () => {
+    const engine = t.app.platform.engine;
+    // One robot on defaults, one with a stored profile that leaves the gripper to the defaults.
+    expect((await putProfile("arm-view", { control_hz: 10, max_linear_velocity: 0.4 })).statusCode).toBe(200);
+    let pairs = 0;
+    for (const model of engine.modelIds()) {
+      const info = engine.describe(model);
+      for (const key of info.unnorm_keys) {
+        for (const robot of ["arm-defaults", "arm-view"]) {
+          const shown = await view(robot, `?model=${model}&unnorm_key=${key}`);
+          expect(shown.applies_to).toEqual({ model, unnorm_key: key });
+          const applied = await service().profileFor(t.customerId, robot, key, model);
+          expect(shown.profile, `${model} ${key} ${robot}`).toEqual(applied);
+          if (key === info.default_unnorm_key) expect((await view(robot, `?model=${model}`)).profile).toEqual(applied);
+          if (model === engine.defaultModel) expect((await view(robot, `?unnorm_key=${key}`)).profile).toEqual(applied);
+        }
+        const [lo, hi] = (await view("arm-defaults", `?model=${model}&unnorm_key=${key}`)).profile.gripper;
+        // These statistics put the gripper in RLDS's [0, 1] (0 = closed, 1 = open).
+        expect([lo, hi]).toEqual([0, 1]);
+        for (const g of [lo - 0.48, lo - 0.85, hi + 0.3]) {
+          const out = await gate(model, key, g);
+          expect(
+            out.safety.violations.map((v) => v.type),
+            `${model} ${key} gripper ${g}`,
+          ).toContain("gripper");
+          expect(out.action[6]).toBeGreaterThanOrEqual(lo);
+          expect(out.action[6]).toBeLessThanOrEqual(hi);
+        }
+        for (const g of [lo, (lo + hi) / 2, hi]) {
+          const out = await gate(model, key, g);
+          expect(out.safety.violations.map((v) => v.type)).not.toContain("gripper");
+        }
+        pairs++;
+      }
+    }
+    expect(pairs).toBeGreaterThanOrEqual(3); // demo-vla-tiny: bridge_orig; mock: bridge_orig, fractal
+    // With neither, the view is what a request naming neither gets: the default model's default
+    // key, or (a default model with several keys and no default, which inference refuses) the
+    // global default.
+    const def = engine.describe(engine.defaultModel).default_unnorm_key;
+    const plain = await view("arm-view", "");
+    if (def === null) {
+      expect(plain.applies_to).toEqual({ model: null, unnorm_key: null });
+      expect(plain.profile).toEqual(await service().profileFor(t.customerId, "arm-view"));
+    } else {
+      expect(plain.applies_to).toEqual({ model: engine.defaultModel, unnorm_key: def });
+      expect(plain.profile).toEqual(await service().profileFor(t.customerId, "arm-view", def, engine.defaultModel));
+    }
+  });
+
+  it("a stored gripper range wins, in the view and in the gate alike", async () => {
+    expect((await putProfile("arm-wide", { gripper: [-1, 1] })).statusCode).toBe(200);
+    const shown = await view("arm-wide", "?model=demo-vla-tiny");
+    expect(shown.profile.gripper).toEqual([-1, 1]);
+    expect(shown.profile).toEqual(await service().profileFor(t.customerId, "arm-wide", "bridge_orig", "demo-vla-tiny"));
+  });
+
+  it("refuses a model or unnorm key that inference would refuse", async () => {
+    const unknownModel = await t.app.inject({
+      method: "GET",
+      url: "/v1/robots/arm-x/safety-profile?model=nope",
+      headers: xKey(t.key),
+    });
+    expect(unknownModel.statusCode).toBe(404);
+    expect(unknownModel.json().code).toBe("unknown_model");
+    const unknownKey = await t.app.inject({
+      method: "GET",
+      url: "/v1/robots/arm-x/safety-profile?model=demo-vla-tiny&unnorm_key=fractal20220817_data",
+      headers: xKey(t.key),
+    });
+    expect(unknownKey.statusCode).toBe(400);
+    expect(unknownKey.json().code).toBe("invalid_unnorm_key");
+  });
+});
+
 describe("robot safety profiles", () => {
   it("GET gives defaults for an unconfigured robot; PUT stores, GET shows effective and stored", async () => {
     const before = await t.app.inject({ method: "GET", url: "/v1/robots/arm-p/safety-profile", headers: xKey(t.key) });
@@ -91,8 +195,9 @@ describe("robot safety profiles", () => {
       url: "/v1/robots/arm-p/safety-profile?unnorm_key=bridge_orig&model=mock-openvla-7b",
       headers: xKey(t.key),
     });
-    // OpenVLA statistics leave the gripper normalized: its range is [-1, 1].
-    expect(bridge.json().profile.gripper).toEqual([-1, 1]);
+    // The gripper range of the model's bridge_orig statistics (RLDS: 0 = closed, 1 = open).
+    expect(bridge.json().profile.gripper).toEqual([0, 1]);
+    expect(bridge.json().applies_to).toEqual({ model: "mock-openvla-7b", unnorm_key: "bridge_orig" });
   });
 
   it("refuses invalid profiles with 422 invalid_safety_profile listing every problem", async () => {

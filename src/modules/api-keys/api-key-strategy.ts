@@ -2,9 +2,9 @@ import type { FastifyRequest } from "fastify";
 import { Counter } from "prom-client";
 import type { AuthStrategy, Credential, Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
-import { WindowCounter } from "../../platform/http/window-counter.ts";
 import type { Metrics } from "../../platform/metrics.ts";
 import type { ApiKeysService, VerifyFailure } from "./api-keys.service.ts";
+import { KeyFailureThrottle } from "./key-throttle.ts";
 
 const FAILURES: Readonly<Record<VerifyFailure, () => AppError>> = {
   malformed: errors.malformedApiKey,
@@ -15,18 +15,18 @@ const FAILURES: Readonly<Record<VerifyFailure, () => AppError>> = {
 
 /**
  * Turns an API-key credential into a principal. Failed attempts are counted per client IP;
- * past `attemptsPerMinute` the IP gets 429 before any lookup, so guessing keys is slow.
- * The key itself is never logged (the logger redacts the headers that carry it).
+ * past `attemptsPerMinute` the IP's failing attempts get 429, so guessing keys is slow, while
+ * valid keys from the same IP are still served (`KeyFailureThrottle` says how that stays a
+ * throttle). The key itself is never logged (the logger redacts the headers that carry it).
  */
 export class ApiKeyStrategy implements AuthStrategy {
   private readonly service: ApiKeysService;
-  private readonly failures = new WindowCounter(60_000);
-  private readonly attemptsPerMinute: number;
+  private readonly throttle: KeyFailureThrottle;
   private readonly outcomes: Record<"ok" | VerifyFailure | "throttled", { inc(): void }>;
 
   constructor(service: ApiKeysService, attemptsPerMinute: number, metrics: Metrics) {
     this.service = service;
-    this.attemptsPerMinute = attemptsPerMinute;
+    this.throttle = new KeyFailureThrottle(attemptsPerMinute);
     const c = new Counter({
       name: "vla_api_key_verifications_total",
       help: "API key verifications by result (ok, malformed, unknown, revoked, expired, throttled).",
@@ -46,14 +46,8 @@ export class ApiKeyStrategy implements AuthStrategy {
   async verify(credential: Credential, request: FastifyRequest): Promise<Principal> {
     if (credential.kind !== "api_key") throw errors.invalidToken();
     const ip = request.ip;
-    if (this.failures.peek(ip) >= this.attemptsPerMinute) {
-      this.outcomes.throttled.inc();
-      const hit = this.failures.hit(ip);
-      throw errors.rateLimited(
-        hit.resetInMs / 1000,
-        "Too many invalid API key attempts from this address; wait a minute.",
-      );
-    }
+    const decision = this.throttle.check(ip, credential.key);
+    if (decision.throttled && !decision.lookup) throw this.throttled(ip);
     let outcome = this.service.verify(credential.key);
     if (outcome instanceof Promise) {
       try {
@@ -66,12 +60,22 @@ export class ApiKeyStrategy implements AuthStrategy {
       this.outcomes.ok.inc();
       return outcome.principal;
     }
+    // While throttled, every failure is a 429 that does not say why the key failed.
+    if (decision.throttled) throw this.throttled(ip);
     this.outcomes[outcome.reason].inc();
-    this.failures.hit(ip);
+    this.throttle.fail(ip);
     throw FAILURES[outcome.reason]();
   }
 
+  private throttled(ip: string): AppError {
+    this.outcomes.throttled.inc();
+    return errors.rateLimited(
+      this.throttle.fail(ip),
+      "Too many invalid API key attempts from this address; wait a minute.",
+    );
+  }
+
   close(): void {
-    this.failures.close();
+    this.throttle.close();
   }
 }

@@ -7,6 +7,7 @@ import { hashPassword } from "../auth/password.ts";
 import { UsersRepo } from "../users/users.repo.ts";
 import type { ApiKeysRepo } from "./api-keys.repo.ts";
 import { generateKey } from "./key-format.ts";
+import { writeSampleFrame } from "./sample-frame.ts";
 
 export const BOOTSTRAP_ADMIN_EMAIL = "admin@vla.local";
 export const BOOTSTRAP_DEMO_EMAIL = "demo@vla.local";
@@ -16,10 +17,22 @@ export function bootstrapAllowed(config: Config): boolean {
   return config.bootstrap.demo === "auto" && config.env !== "production" && config.db.url === undefined;
 }
 
+/** Quotes one word for a POSIX shell, so a printed command works whatever the path holds. */
+function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** curl's `-F name=@file`, with the file name in curl's own quotes when `;` or `,` would split it. */
+function curlFileField(name: string, file: string): string {
+  return `${name}=@${/[;,"\\]/.test(file) ? `"${file.replace(/[\\"]/g, "\\$&")}"` : file}`;
+}
+
 /**
  * First run on an empty embedded database: an admin (superuser) with a generated password and
  * a demo customer with one `inference` key. Both secrets are stored hashed and returned once
- * as notice lines for server.ts to print after listening. Returns [] when anything exists.
+ * as notice lines for server.ts to print after listening, with `curl` commands that work as
+ * printed: the inference one sends a sample frame written into DATA_DIR
+ * (`sample-frame.jpg`). Returns [] when anything exists.
  */
 export async function bootstrapDemo(config: Config, database: Database, keys: ApiKeysRepo): Promise<string[]> {
   if (!bootstrapAllowed(config)) return [];
@@ -27,6 +40,17 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
   const [existing] = await db.select({ n: count() }).from(users);
   const [existingCustomers] = await db.select({ n: count() }).from(customers);
   if ((existing?.n ?? 0) > 0 || (existingCustomers?.n ?? 0) > 0) return [];
+
+  // Written before anything is created: the credentials are printed once, so nothing after
+  // their creation may fail. A frame that cannot be written only costs the ready-made file.
+  let frame: string;
+  let frameNote: string | undefined;
+  try {
+    frame = await writeSampleFrame(config.dataDir);
+  } catch (e) {
+    frame = "frame.jpg";
+    frameNote = `  (could not write a sample frame into ${config.dataDir}: ${e instanceof Error ? e.message : String(e)}; send any JPEG)`;
+  }
 
   const password = randomBytes(18).toString("base64url");
   const account = await new UsersRepo(db).createAccount({
@@ -60,8 +84,9 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
     `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference)`,
     "  try it:",
     `    curl -H "X-API-Key: ${key.key}" ${base}/v1/usage`,
-    `    curl -H "X-API-Key: ${key.key}" -F image=@frame.jpg -F "instruction=pick up the cup" \\`,
+    `    curl -H "X-API-Key: ${key.key}" -F ${shellQuote(curlFileField("image", frame))} -F "instruction=pick up the cup" \\`,
     `         -F robot_id=arm-1 -F model=demo-vla-tiny ${base}/v1/inference`,
+    ...(frameNote === undefined ? [] : [frameNote]),
     "  Set BOOTSTRAP_DEMO=off to skip this on an empty database.",
     "",
   ];

@@ -25,10 +25,12 @@ export type {
   Severity,
 } from "./profile.ts";
 export {
+  datasetGripperRange,
   defaultProfile,
   EMBODIMENT_DEFAULTS,
   EXAMPLE_PROFILE,
   GLOBAL_DEFAULT_PROFILE,
+  modelDefaultProfile,
   resolveProfile,
   SafetyProfileInputSchema,
   UNNORM_KEY_EMBODIMENT,

@@ -1,10 +1,12 @@
 import { Compile } from "typebox/compile";
 import { describe, expect, it } from "vitest";
 import {
+  datasetGripperRange,
   defaultProfile,
   EMBODIMENT_DEFAULTS,
   EXAMPLE_PROFILE,
   GLOBAL_DEFAULT_PROFILE,
+  modelDefaultProfile,
   resolveProfile,
   SafetyProfileInputSchema,
 } from "./profile.ts";
@@ -110,5 +112,33 @@ describe("wire schemas", () => {
     const r = evaluateSync({ action: [0.12, 0, 0, 0, 0, 0, 1], profile: GLOBAL_DEFAULT_PROFILE, robotState: state });
     const { action: _safe, ...wire } = r;
     expect(Compile(SafetyResultSchema).Check(wire)).toBe(true);
+  });
+});
+
+describe("the gripper range of a model's statistics", () => {
+  const seven = (gripper: { min?: number; max?: number; q01: number; q99: number }) => ({
+    q01: [-1, -1, -1, -1, -1, -1, gripper.q01],
+    q99: [1, 1, 1, 1, 1, 1, gripper.q99],
+    ...(gripper.min === undefined ? {} : { min: [-2, -2, -2, -2, -2, -2, gripper.min] }),
+    ...(gripper.max === undefined ? {} : { max: [2, 2, 2, 2, 2, 2, gripper.max] }),
+    mask: [true, true, true, true, true, true, false],
+  });
+
+  it("is the dataset's own gripper range: OpenVLA's mask-false gripper is in RLDS [0, 1], not [-1, 1]", () => {
+    expect(datasetGripperRange(seven({ min: 0, max: 1, q01: 0, q99: 1 }))).toEqual([0, 1]);
+    expect(datasetGripperRange(seven({ q01: 0.05, q99: 0.95 }))).toEqual([0.05, 0.95]);
+    expect(datasetGripperRange(seven({ min: -1, max: 1, q01: -1, q99: 1 }))).toEqual([-1, 1]);
+  });
+
+  it("is undefined when the statistics cannot say", () => {
+    expect(datasetGripperRange(undefined)).toBeUndefined();
+    expect(datasetGripperRange(seven({ min: 1, max: 1, q01: 1, q99: 1 }))).toBeUndefined();
+    expect(datasetGripperRange({ q01: [0, 0], q99: [1, 1] })).toBeUndefined();
+  });
+
+  it("replaces the embodiment default's gripper and nothing else", () => {
+    const p = modelDefaultProfile("droid", seven({ min: 0.1, max: 0.9, q01: 0.1, q99: 0.9 }));
+    expect(p).toEqual({ ...defaultProfile("droid"), gripper: [0.1, 0.9] });
+    expect(modelDefaultProfile("droid", undefined)).toEqual(defaultProfile("droid"));
   });
 });

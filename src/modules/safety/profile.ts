@@ -1,5 +1,6 @@
 import { type Static, Type } from "typebox";
 import type { FieldError } from "../../platform/errors.ts";
+import type { ArrayStats } from "../models/dataset-statistics.ts";
 
 /**
  * A robot safety profile. Units: metres, radians, seconds, in the robot base frame.
@@ -218,6 +219,42 @@ export function defaultProfile(embodimentOrUnnormKey?: string): SafetyProfile {
   const r = resolveProfile(over, GLOBAL_DEFAULT_PROFILE);
   if (!r.ok) throw new Error(`built-in profile ${name} is invalid: ${JSON.stringify(r.errors)}`);
   return r.profile;
+}
+
+/** Index of the gripper in a `delta_ee` action. */
+export const GRIPPER_INDEX = 6;
+
+/**
+ * The gripper range of a model's training data for one unnorm key: [min, max] of the gripper
+ * dimension of the action statistics ([q01, q99] when min/max are absent); undefined when the
+ * statistics are not 7-D or give no proper range.
+ *
+ * OpenVLA leaves the gripper out of normalization (`mask` false): it was trained on, and
+ * un-normalization passes through, the dataset's own gripper values, which follow the RLDS
+ * convention 0 = closed, 1 = open (`bridge_orig`: min 0, max 1). The action tokens span
+ * [-1, 1], so a decoded gripper can be negative, but that is outside what the model was
+ * trained to send and what the robot takes: it is a violation, not an ordinary output.
+ */
+export function datasetGripperRange(action: ArrayStats | undefined): Range | undefined {
+  if (action === undefined || action.q01.length !== ACTION_DIM) return undefined;
+  const lo = action.min?.[GRIPPER_INDEX] ?? action.q01[GRIPPER_INDEX];
+  const hi = action.max?.[GRIPPER_INDEX] ?? action.q99[GRIPPER_INDEX];
+  if (lo === undefined || hi === undefined || !Number.isFinite(lo) || !Number.isFinite(hi) || !(lo < hi)) {
+    return undefined;
+  }
+  return [lo, hi];
+}
+
+/**
+ * The defaults a model's actions are judged against for an unnorm key: the default of the
+ * key's embodiment, with the gripper range of the model's statistics for that key. The one
+ * function behind both the gate (`SafetyService.profileFor`) and the profile view
+ * (`GET /v1/robots/{id}/safety-profile`), so the view shows what is applied.
+ */
+export function modelDefaultProfile(unnormKey: string | undefined, action: ArrayStats | undefined): SafetyProfile {
+  const base = defaultProfile(unnormKey);
+  const gripper = datasetGripperRange(action);
+  return gripper === undefined ? base : { ...base, gripper };
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);

@@ -82,7 +82,9 @@ export const ProfileQuery = Type.Object(
       Type.String({
         minLength: 1,
         maxLength: 128,
-        description: "Show the profile as it applies to a model using this unnorm key (its embodiment's defaults).",
+        description:
+          "Show the profile as it applies to actions un-normalized with this key (its embodiment's defaults); with " +
+          "no model, the default model's if it has the key, else the first model's that has it.",
       }),
     ),
     model: Type.Optional(
@@ -90,7 +92,8 @@ export const ProfileQuery = Type.Object(
         minLength: 1,
         maxLength: 128,
         description:
-          "With unnorm_key: the model whose statistics decide the gripper range ([-1, 1] when the gripper is left normalized).",
+          "Show the profile as it applies to this model's actions (its statistics give the gripper range); with no " +
+          "unnorm_key, the model's default key, as in inference.",
       }),
     ),
   },
@@ -132,6 +135,18 @@ export const RobotProfileResponseSchema = Type.Object(
     defaults: Type.String({
       description: "Which defaults fill the gaps: global, widowx_bridge, franka or google_robot.",
     }),
+    applies_to: Type.Object(
+      {
+        model: Type.Union([Type.String(), Type.Null()]),
+        unnorm_key: Type.Union([Type.String(), Type.Null()]),
+      },
+      {
+        description:
+          "The model and unnorm key the effective profile is shown for, resolved as an inference request resolves " +
+          "them; the profile is exactly what the safety gate applies to that model's actions. Nulls: no model " +
+          "applies (PUT's answer, or an unnorm key no model has).",
+      },
+    ),
     profile: EffectiveProfileSchema,
     stored: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
       description: "The profile as it was PUT, or null.",
@@ -143,7 +158,8 @@ export const RobotProfileResponseSchema = Type.Object(
       {
         robot_id: "arm-3",
         source: "custom",
-        defaults: "global",
+        defaults: "widowx_bridge",
+        applies_to: { model: "demo-vla-tiny", unnorm_key: "bridge_orig" },
         profile: { action_space: "delta_ee", ...EXAMPLE_PROFILE },
         stored: EXAMPLE_PROFILE,
         emergency_stop: null,

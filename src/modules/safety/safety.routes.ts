@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Static } from "typebox";
 import type { Platform } from "../../app.ts";
 import { errors } from "../../platform/errors.ts";
+import { selectUnnormKey } from "../models/dataset-statistics.ts";
 import type { EstopRecord } from "./estop.ts";
 import { EMBODIMENT_DEFAULTS, resolveProfile, type SafetyProfile, UNNORM_KEY_EMBODIMENT } from "./profile.ts";
 import { InvalidCursorError, type RobotRecord, type SafetyRepo } from "./safety.repo.ts";
@@ -109,6 +110,30 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
     },
   );
 
+  /**
+   * The model and unnorm key a profile view is for, resolved as an inference request resolves
+   * them: `model` (else the default model) and `unnorm_key` (else the model's default; unknown
+   * model or key: the same 400s as inference). With only `unnorm_key`: the default model if it
+   * has that key, else the first model that does; a key no model has shows its embodiment's
+   * defaults alone.
+   */
+  const appliesTo = (model?: string, unnormKey?: string): { model?: string; unnormKey?: string } => {
+    const engine = platform.engine;
+    const ids = engine.modelIds();
+    const defaultKey = (id: string) => engine.describe(id).default_unnorm_key ?? undefined;
+    if (model !== undefined) {
+      if (!ids.includes(model)) throw errors.unknownModel(model, ids);
+      return { model, unnormKey: selectUnnormKey(engine.statistics(model), unnormKey, defaultKey(model)).key };
+    }
+    if (!ids.includes(engine.defaultModel)) return unnormKey === undefined ? {} : { unnormKey };
+    if (unnormKey === undefined) {
+      const key = defaultKey(engine.defaultModel);
+      return key === undefined ? {} : { model: engine.defaultModel, unnormKey: key };
+    }
+    const withKey = [engine.defaultModel, ...ids].find((id) => engine.statistics(id).entries.has(unnormKey));
+    return withKey === undefined ? { unnormKey } : { model: withKey, unnormKey };
+  };
+
   app.get(
     "/v1/robots/:robot_id/safety-profile",
     {
@@ -117,11 +142,11 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
         tags: ["safety"],
         summary: "A robot's safety profile",
         description:
-          "The effective profile (every field filled in) and the stored one (what was PUT, or null when the robot " +
-          "runs on defaults). Defaults depend on the model's unnorm key (embodiment); pass `unnorm_key` to see the " +
-          "profile as it applies to that model (and `model` for its gripper convention), else the global default fills " +
-          "the gaps. Also says whether the robot " +
-          "is emergency-stopped.",
+          "The effective profile (every field filled in) exactly as the safety gate applies it to a model's actions, " +
+          "and the stored one (what was PUT, or null when the robot runs on defaults). Defaults depend on the model " +
+          "and unnorm key: the key's embodiment, and the gripper range of the model's statistics for that key. " +
+          "`model` and `unnorm_key` resolve as in inference (defaults: the default model, its default key); " +
+          "`applies_to` says which were used. Also says whether the robot is emergency-stopped.",
         security: SECURITY,
         params: RobotIdParams,
         querystring: ProfileQuery,
@@ -131,22 +156,20 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
     async (request) => {
       const customerId = customerOf(request.principal);
       const { robot_id } = request.params;
-      const { unnorm_key: unnormKey, model } = request.query;
-      if (model !== undefined && !platform.engine.modelIds().includes(model)) {
-        throw errors.unknownModel(model, platform.engine.modelIds());
-      }
-      const [stored, stop] = await Promise.all([
-        repo.getProfile(customerId, robot_id),
+      const target = appliesTo(request.query.model, request.query.unnorm_key);
+      // Through the service, as the gate reads them: same cache, same base, same resolution.
+      const [stored, profile, stop] = await Promise.all([
+        service.storedProfile(customerId, robot_id),
+        service.profileFor(customerId, robot_id, target.unnormKey, target.model),
         service.stopOf(customerId, robot_id),
       ]);
-      const base = service.baseProfile(model, unnormKey);
-      const r = resolveProfile(stored ?? undefined, base);
       return {
         robot_id,
-        source: stored === undefined ? ("default" as const) : ("custom" as const),
-        defaults: embodimentOf(unnormKey),
-        profile: apiProfile(r.ok ? r.profile : base),
-        stored: stored ?? null,
+        source: stored === null ? ("default" as const) : ("custom" as const),
+        defaults: embodimentOf(target.unnormKey),
+        applies_to: { model: target.model ?? null, unnorm_key: target.unnormKey ?? null },
+        profile: apiProfile(profile),
+        stored,
         emergency_stop: stopOf(stop),
       };
     },
@@ -195,6 +218,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
         robot_id,
         source: "custom" as const,
         defaults: "global",
+        applies_to: { model: null, unnorm_key: null },
         profile: apiProfile(r.profile),
         stored,
         emergency_stop: stopOf(await service.stopOf(customerId, robot_id)),

@@ -2,12 +2,12 @@ import type { Config } from "../../config.ts";
 import { errors } from "../../platform/errors.ts";
 import type { InvalidationBus } from "../../platform/invalidation.ts";
 import type { SafetyCheck, SafetyGate, SafetyOutcome } from "../inference/inference-runner.ts";
-import type { DatasetStatistics } from "../models/dataset-statistics.ts";
+import type { ArrayStats, DatasetStatistics } from "../models/dataset-statistics.ts";
 import type { EstopRecord, EstopRegistry } from "./estop.ts";
 import { evaluate, evaluateSync } from "./evaluator.ts";
 import { type IncidentRow, incidentsFromResult } from "./incidents.ts";
 import { momentsFromDatasetStatistics, OodClassifier } from "./ood-classifier.ts";
-import { defaultProfile, resolveProfile, type SafetyProfile } from "./profile.ts";
+import { modelDefaultProfile, resolveProfile, type SafetyProfile } from "./profile.ts";
 import { type RobotStateStore, type StoredAction, validityMs } from "./robot-state-store.ts";
 import type { SafetyMetrics } from "./safety.metrics.ts";
 import type { SafetyRepo } from "./safety.repo.ts";
@@ -49,7 +49,6 @@ const cacheKey = (customerId: string, robotId: string) => `${customerId}\u0000${
 /** Last-seen writes per robot at most this often (the column has no use for finer resolution). */
 const LAST_SEEN_EVERY_MS = 1_000;
 const MAX_CACHED = 100_000;
-const GRIPPER = 6;
 
 /**
  * The safety gate of every inference path: refuses stopped robots, evaluates each decoded action
@@ -154,24 +153,23 @@ export class SafetyService implements SafetyGate {
   }
 
   /**
-   * The defaults a model's actions are judged against: the embodiment default of the unnorm key,
-   * with the gripper range widened to [-1, 1] when the statistics leave the gripper normalized
-   * (OpenVLA's `mask` false: the model's gripper output passes through in [-1, 1]).
+   * The defaults a model's actions are judged against for an unnorm key (`modelDefaultProfile`:
+   * the embodiment default with the gripper range of the model's statistics). The gate and the
+   * profile view both come through here.
    */
   baseProfile(modelId: string | undefined, unnormKey: string | undefined): SafetyProfile {
     const k = `${modelId ?? ""}\u0000${unnormKey ?? ""}`;
     const hit = this.bases.get(k);
     if (hit !== undefined) return hit;
-    let base = defaultProfile(unnormKey);
+    let action: ArrayStats | undefined;
     if (modelId !== undefined && unnormKey !== undefined) {
-      let mask: readonly boolean[] | undefined;
       try {
-        mask = this.o.statistics(modelId).entries.get(unnormKey)?.action.mask;
+        action = this.o.statistics(modelId).entries.get(unnormKey)?.action;
       } catch {
-        mask = undefined;
+        action = undefined;
       }
-      if (mask !== undefined && mask[GRIPPER] === false) base = { ...base, gripper: [-1, 1] };
     }
+    const base = modelDefaultProfile(unnormKey, action);
     if (this.bases.size >= 10_000) this.bases.clear();
     this.bases.set(k, base);
     return base;
