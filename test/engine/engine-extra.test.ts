@@ -57,6 +57,7 @@ describe("action chunks", () => {
     const tokens = MockBackend.tokens(
       { modelId: "chunky", prompt: "In: What action should the robot take to stack?\nOut:", imageSha256: sha },
       28,
+      7,
     );
     expect(r.actionChunk?.[3]).toEqual(unnormalize(tokens.slice(21, 28).map(decodeToken), s));
     await engine.close();

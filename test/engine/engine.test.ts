@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { prepareImage } from "../../src/modules/inference/images.ts";
 import { InferenceEngine } from "../../src/modules/inference/inference.service.ts";
-import { decodeAction } from "../../src/modules/models/action-codec.ts";
+import { decodeAction, decodeToken } from "../../src/modules/models/action-codec.ts";
 import { MockBackend } from "../../src/modules/models/backends/mock.ts";
 import {
   EMBEDDED_REGISTRY,
@@ -59,6 +59,13 @@ describe("InferenceEngine with the mock backend", () => {
     const stats = def.statistics.entries.get("bridge_orig")?.action;
     if (stats === undefined) throw new Error("missing");
     expect(a.action).toEqual(decodeAction(tokens, stats));
+    // The absolute gripper stays in [0, 1] (RLDS convention), as the safety gate expects.
+    for (let i = 0; i < 32; i++) {
+      const g = MockBackend.tokens({ modelId: def.id, prompt: `p${i}`, imageSha256: a.imageSha256 }, 70, 7)
+        .filter((_, k) => k % 7 === 6)
+        .map(decodeToken);
+      for (const v of g) expect(v >= 0 && v <= 1).toBe(true);
+    }
     const other = await engine.infer({ ...req, instruction: "open the drawer" });
     expect(other.action).not.toEqual(a.action);
     expect(a.timing.preprocess_ms).toBeGreaterThanOrEqual(0);

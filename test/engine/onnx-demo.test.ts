@@ -123,6 +123,24 @@ describe("demo-vla-tiny", () => {
     expect(checked).toBe(4);
   });
 
+  it("keeps the absolute gripper in [0, 1] (RLDS: 0 closed, 1 open), as the safety gate expects", async () => {
+    const grippers = new Set<number>();
+    for (let seed = 0; seed < 16; seed++) {
+      const served = await engine.infer({
+        model: "demo-vla-tiny",
+        imageBytes: await png(224, 224, seed),
+        instruction: `task ${seed}`,
+        customerId: "t",
+      });
+      const g = served.action[DEMO.actionDim - 1] as number;
+      expect(g).toBeGreaterThanOrEqual(0);
+      expect(g).toBeLessThanOrEqual(1);
+      grippers.add(g);
+    }
+    // Still a function of the input, not one constant.
+    expect(grippers.size).toBeGreaterThan(1);
+  });
+
   it("different inputs give different actions (the network depends on image and instruction)", async () => {
     const a = await engine.infer({
       model: "demo-vla-tiny",

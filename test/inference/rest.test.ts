@@ -71,14 +71,7 @@ describe("POST /v1/inference: happy paths", () => {
     expect(ja.unnorm_key).toBe("bridge_orig");
     expect(ja.action).toHaveLength(7);
     for (const v of ja.action) expect(Number.isFinite(v)).toBe(true);
-    // The mock's tokens are arbitrary, so its gripper may fall outside bridge_orig's [0, 1]
-    // (RLDS: 0 = closed, 1 = open); then, and only then, the gate flags it.
-    const rawGripper = ja.safety.raw_action[6] as number;
-    if (rawGripper >= 0 && rawGripper <= 1) {
-      expect(ja.safety).toMatchObject({ violations: [], action_taken: "none", raw_action: ja.action });
-    } else {
-      expect(ja.safety.violations.map((v: { type: string }) => v.type)).toEqual(["gripper"]);
-    }
+    expect(ja.safety).toMatchObject({ violations: [], action_taken: "none", raw_action: ja.action });
     expect(Object.keys(ja.timing).sort()).toEqual(["model_ms", "preprocess_ms", "queue_ms", "total_ms"]);
     expect(ja.timing.total_ms).toBeGreaterThanOrEqual(ja.timing.model_ms);
     expect(a.headers["server-timing"]).toMatch(

@@ -59,8 +59,20 @@ export function demoWeights(seed: number = DEMO.seed): DemoWeights {
     w1: fill(DEMO_FEATURES * DEMO.hidden, 2 / Math.sqrt(DEMO_FEATURES)),
     b1: fill(DEMO.hidden, 0.1),
     w2: fill(DEMO.hidden * DEMO.actionDim * DEMO.bins, 2 / Math.sqrt(DEMO.hidden)),
-    b2: fill(DEMO.actionDim * DEMO.bins, 0.1),
+    b2: gripperOpenClosed(fill(DEMO.actionDim * DEMO.bins, 0.1)),
   };
+}
+
+/**
+ * The gripper is absolute (RLDS: 0 = closed, 1 = open) and passes through un-normalized, so a
+ * policy trained on such data only ever picks bins in [0, 1]. The untrained demo would pick
+ * any bin; its gripper bins below 0 (bins 128..255: token ids count down from +1) get a
+ * bias no logit can beat, so its answers respect the convention the safety gate checks.
+ */
+function gripperOpenClosed(b2: Float32Array): Float32Array {
+  const gripper = (DEMO.actionDim - 1) * DEMO.bins;
+  b2.fill(-100, gripper + DEMO.bins / 2, gripper + DEMO.bins);
+  return b2;
 }
 
 const f32 = (name: string, dims: number[], data: Float32Array): Tensor => ({

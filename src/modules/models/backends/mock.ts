@@ -27,7 +27,11 @@ export class MockBackend implements ModelBackend {
   }
 
   /** The token ids the mock produces for one request (exported for tests). */
-  static tokens(req: Pick<BackendRequest, "modelId" | "prompt"> & { imageSha256: string }, count: number): number[] {
+  static tokens(
+    req: Pick<BackendRequest, "modelId" | "prompt"> & { imageSha256: string },
+    count: number,
+    actionDim = count,
+  ): number[] {
     const out: number[] = [];
     for (let block = 0; out.length < count; block++) {
       const digest = createHash("sha256")
@@ -35,7 +39,10 @@ export class MockBackend implements ModelBackend {
         .digest();
       for (const byte of digest) {
         if (out.length === count) break;
-        out.push(MIN_ACTION_TOKEN + byte);
+        // The last dimension is the absolute gripper (RLDS: 0 = closed, 1 = open), which passes
+        // through un-normalized: keep it to the bins in [0, 1] (the lower token ids).
+        const gripper = out.length % actionDim === actionDim - 1;
+        out.push(MIN_ACTION_TOKEN + (gripper ? byte >> 1 : byte));
       }
     }
     return out;
@@ -46,7 +53,7 @@ export class MockBackend implements ModelBackend {
     if (delay > 0) await sleep(delay);
     const { actionDim: d, chunk: h } = this.options;
     return batch.map((req) => {
-      const tokens = MockBackend.tokens({ ...req, imageSha256: req.image.sha256 }, d * h);
+      const tokens = MockBackend.tokens({ ...req, imageSha256: req.image.sha256 }, d * h, d);
       if (h === 1) return { kind: "tokens", tokens };
       const actions = Array.from({ length: h }, (_, i) => tokens.slice(i * d, (i + 1) * d).map(decodeToken));
       return { kind: "normalized", actions };
