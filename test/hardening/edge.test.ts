@@ -178,6 +178,28 @@ describe("bad bodies on POST /v1/inference never answer 500", () => {
     problem(res, 400, "bad_request");
   });
 
+  it("a valid multipart body cut at any of 60 points, or 40 seeded garbage bodies: a 4xx problem every time", async () => {
+    const full = Buffer.concat([Buffer.from(head), jpegBytes, Buffer.from(`\r\n--${boundary}--\r\n`)]);
+    const headers = { "content-type": `multipart/form-data; boundary=${boundary}` };
+    const bodies: Buffer[] = [];
+    for (let i = 0; i < 60; i++) bodies.push(full.subarray(0, Math.floor((full.length * i) / 60)));
+    let seed = 42;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let i = 0; i < 40; i++) {
+      const b = Buffer.from(full.subarray(0, 100 + Math.floor(rand() * 400)));
+      for (let j = 0; j < 8; j++) b[Math.floor(rand() * b.length)] = Math.floor(rand() * 256);
+      bodies.push(b);
+    }
+    for (const body of bodies) {
+      const res = await postRaw("/v1/inference", body, headers);
+      expect([400, 413, 422], `${body.length} bytes: ${res.body}`).toContain(res.statusCode);
+      expect(res.headers["content-type"]).toMatch(/^application\/problem\+json/);
+    }
+  });
+
   it("multipart/form-data without a boundary -> 400 naming the boundary", async () => {
     const res = await postRaw("/v1/inference", Buffer.from(head), { "content-type": "multipart/form-data" });
     const p = problem(res, 400, "bad_request");
