@@ -243,6 +243,19 @@ describe("bad bodies on POST /v1/inference never answer 500", () => {
     });
     const p = problem(res, 415, "unsupported_media_type");
     expect(String(p.detail)).toContain("application/json");
+    // A route without a body schema: a body it cannot read is refused the same way...
+    const stop = (headers: Record<string, string>, payload?: string) =>
+      t.app.inject({
+        method: "POST",
+        url: "/v1/robots/arm-415/clear-stop",
+        headers: { ...owner(), ...headers },
+        payload,
+      });
+    const refused = problem(await stop({ "content-type": "application/xml" }, "<x/>"), 415, "unsupported_media_type");
+    expect(String(refused.detail)).toContain("application/json");
+    problem(await stop({ "content-type": "text/plain" }, "x"), 415, "unsupported_media_type");
+    // ...while a Content-Type without a body is no body at all.
+    expect((await stop({ "content-type": "text/plain" })).statusCode).not.toBe(415);
   });
 });
 

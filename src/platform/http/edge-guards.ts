@@ -117,11 +117,18 @@ function hasBody(request: FastifyRequest): boolean {
   return h["transfer-encoding"] !== undefined || (h["content-length"] !== undefined && h["content-length"] !== "0");
 }
 
-/** The media types a route takes: `consumes`, the keys of a per-type body schema, or JSON. */
-function acceptedTypes(schema: RouteOptions["schema"]): readonly string[] | undefined {
-  const s = schema as { consumes?: unknown; body?: unknown } | undefined;
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/**
+ * The media types a route takes: `consumes`, the keys of a per-type body schema, or JSON. A
+ * route without a body schema ignores a body, but one it could not parse still gets the 415.
+ */
+function acceptedTypes(route: RouteOptions): readonly string[] | undefined {
+  const s = route.schema as { consumes?: unknown; body?: unknown } | undefined;
   if (Array.isArray(s?.consumes)) return s.consumes.map((t) => String(t).toLowerCase());
-  if (s?.body === undefined || s.body === null) return undefined;
+  if (s?.body === undefined || s.body === null) {
+    return listOf(route.method).some((m) => BODY_METHODS.has(m)) ? ["application/json"] : undefined;
+  }
   const content = (s.body as { content?: unknown }).content;
   if (content !== null && typeof content === "object") return Object.keys(content).map((t) => t.toLowerCase());
   return ["application/json"];
@@ -130,7 +137,7 @@ function acceptedTypes(schema: RouteOptions["schema"]): readonly string[] | unde
 function mediaTypeCheck(accepted: readonly string[]): preParsingHookHandler {
   return (request, _reply, payload, done) => {
     const raw = request.headers["content-type"];
-    if (raw === undefined && !hasBody(request)) {
+    if (!hasBody(request) && (raw === undefined || request.routeOptions.schema?.body === undefined)) {
       done(null, payload);
       return;
     }
@@ -222,7 +229,7 @@ export function installEdgeGuards(app: FastifyInstance): void {
   app.addHook("onRequest", urlNulCheck);
   app.addHook("preHandler", finiteNumbers);
   app.addHook("onRoute", (route) => {
-    const accepted = acceptedTypes(route.schema);
+    const accepted = acceptedTypes(route);
     if (accepted === undefined) return;
     route.preParsing = [mediaTypeCheck(accepted), ...listOf(route.preParsing)];
     if (accepted.includes(FORM)) route.preValidation = [formNulCheck, ...listOf(route.preValidation)];
