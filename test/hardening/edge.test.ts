@@ -280,6 +280,12 @@ describe("date-time and number query parameters out of range -> 400, never 500",
     problem(await get(url, owner()), 400, "invalid_request");
   });
 
+  it("summary: the default window (the 24 hours before `to`) does not reach before year 1", async () => {
+    const res = await get("/v1/safety/summary?to=0001-01-01T06:00:00Z", owner());
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toMatchObject({ from: "0001-01-01T00:00:00.000Z", to: "0001-01-01T06:00:00.000Z", total: 0 });
+  });
+
   it("an expires_at on a leap second (valid RFC 3339, no JS Date) -> 422, not 500", async () => {
     const res = await t.app.inject({
       method: "POST",

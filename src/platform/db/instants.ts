@@ -1,4 +1,5 @@
-const FIRST_INSTANT = Date.parse("0001-01-01T00:00:00.000Z");
+/** 0001-01-01T00:00:00Z, the first instant of `isStorableInstant`. */
+export const FIRST_INSTANT = Date.parse("0001-01-01T00:00:00.000Z");
 const LAST_INSTANT = Date.parse("9999-12-31T23:59:59.999Z");
 
 /**
