@@ -57,6 +57,13 @@ describe("NUL characters are refused at the edge", () => {
     }
   });
 
+  it("the same with a charset parameter and an upper-case media type", async () => {
+    const res = await postRaw("/v1/inference", `{"image":"${img}","instruction":"a\\u0000","robot_id":"a"}`, {
+      "content-type": "Application/JSON; charset=utf-8",
+    });
+    problem(res, 400, "invalid_character");
+  });
+
   it("an escaped backslash followed by u0000 is plain text, not NUL", async () => {
     const body = `{"image":"${img}","instruction":"pick \\\\u0000 up","robot_id":"arm-1","unnorm_key":"bridge_orig"}`;
     const res = await postRaw("/v1/inference", body, { "content-type": "application/json" });
