@@ -23,6 +23,7 @@ import { DeletionRegistry } from "./platform/deletion.ts";
 import { Mailer, outboxTransport, smtpTransport } from "./platform/email.ts";
 import { errors } from "./platform/errors.ts";
 import { HealthRegistry } from "./platform/health.ts";
+import { installEdgeGuards, storableDateTimeFormat } from "./platform/http/edge-guards.ts";
 import { installErrorHandler } from "./platform/http/error-handler.ts";
 import { installNotFound } from "./platform/http/not-found.ts";
 import { ProblemSchema } from "./platform/http/problem.ts";
@@ -99,10 +100,12 @@ function bodyStrictValidatorFactory(
   externalSchemas: Parameters<ReturnType<typeof AjvCompiler>>[0],
   options: Parameters<ReturnType<typeof AjvCompiler>>[1],
 ) {
-  const coercing = ajvCompilers(externalSchemas, options);
   const base = (options ?? {}) as { customOptions?: Record<string, unknown> };
+  // date-time: only instants PostgreSQL and JS Dates can hold (see edge-guards.ts).
+  const withFormats = { ...base, onCreate: storableDateTimeFormat } as typeof options;
+  const coercing = ajvCompilers(externalSchemas, withFormats);
   const strict = ajvCompilers(externalSchemas, {
-    ...base,
+    ...withFormats,
     customOptions: { ...base.customOptions, coerceTypes: false },
   } as typeof options);
   return (route: Parameters<typeof coercing>[0]) => (route.httpPart === "body" ? strict(route) : coercing(route));
@@ -246,6 +249,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   installErrorHandler(app, config.http.publicBaseUrl);
+  installEdgeGuards(app);
   app.addSchema(ProblemSchema);
 
   // Helmet's headers, computed once: @fastify/helmet rebuilt the middleware (and re-parsed the

@@ -8,6 +8,7 @@ export const ERROR_CATALOGUE = {
   bad_request: { status: 400, title: "Bad request" },
   invalid_json: { status: 400, title: "Malformed JSON body" },
   invalid_request: { status: 400, title: "Invalid request parameters" },
+  invalid_character: { status: 400, title: "Text holds a character that cannot be stored" },
   validation_failed: { status: 422, title: "Request body failed validation" },
   invalid_character: { status: 422, title: "Invalid character" },
   unauthorized: { status: 401, title: "Authentication required" },
@@ -106,12 +107,25 @@ export function isAppError(e: unknown): e is AppError {
   return e instanceof AppError;
 }
 
+const PART_NAMES: Record<FieldError["in"], string> = {
+  body: "body field",
+  query: "query parameter",
+  params: "path parameter",
+  headers: "header",
+};
+
 /** Factories, so call sites read as sentences and never invent codes. */
 export const errors = {
   badRequest: (detail: string) => new AppError("bad_request", { detail }),
   invalidJson: (detail = "The request body is not valid JSON.") => new AppError("invalid_json", { detail }),
   invalidRequest: (fieldErrors: readonly FieldError[], detail = "Request parameters are invalid.") =>
     new AppError("invalid_request", { detail, errors: fieldErrors }),
+  /** U+0000 in a field: PostgreSQL text cannot hold it, so it is refused before anything stores it. */
+  invalidCharacter: (part: FieldError["in"], path: string) =>
+    new AppError("invalid_character", {
+      detail: `The ${PART_NAMES[part]} ${path} holds the character U+0000 (NUL), which cannot be stored; remove it.`,
+      errors: [{ in: part, path, message: "must not contain the character U+0000 (NUL)" }],
+    }),
   validation: (fieldErrors: readonly FieldError[], detail = "The request body failed validation.") =>
     new AppError("validation_failed", { detail, errors: fieldErrors }),
   unauthorized: (detail = "Authentication is required for this route.") =>
@@ -141,6 +155,8 @@ export const errors = {
   conflict: (detail: string) => new AppError("conflict", { detail }),
   payloadTooLarge: (limitBytes: number) =>
     new AppError("payload_too_large", { detail: `The request body exceeds the limit of ${limitBytes} bytes.` }),
+  /** A limit smaller than the body limit was hit (a multipart part, the number of parts); name it. */
+  partTooLarge: (detail: string) => new AppError("payload_too_large", { detail }),
   unsupportedMediaType: (contentType: string | undefined, accepted: readonly string[]) =>
     new AppError("unsupported_media_type", {
       detail: `Content-Type ${contentType ?? "(none)"} is not supported here; send ${accepted.join(" or ")}.`,

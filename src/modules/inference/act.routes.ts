@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
 import { errors } from "../../platform/errors.ts";
+import { jsonMayHoldNul, refuseNul, secureJsonParser } from "../../platform/http/edge-guards.ts";
 import type { InferenceRouteOptions } from "./inference.routes.ts";
 import { ROBOT_ID_PATTERN } from "./inference.schemas.ts";
 import {
@@ -42,19 +43,26 @@ function robotIdOf(header: string | string[] | undefined): string | undefined {
   return v;
 }
 
-/** The deploy.py body, or the `{"encoded": "<JSON text of it>"}` variant. */
-function readBody(body: unknown): { doc: ActDocument; encoded: boolean } {
+type JsonParser = ReturnType<typeof secureJsonParser>;
+
+/**
+ * The deploy.py body, or the `{"encoded": "<JSON text of it>"}` variant. The inner document gets
+ * the outer body's rules: no `__proto__` / `constructor.prototype` keys, no U+0000.
+ */
+function readBody(body: unknown, parseJson: JsonParser): { doc: ActDocument; encoded: boolean } {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw errors.validation([{ in: "body", path: "/", message: "must be a JSON object" }]);
   }
   const b = body as Record<string, unknown>;
   if (typeof b.encoded === "string") {
-    let inner: unknown;
-    try {
-      inner = JSON.parse(b.encoded);
-    } catch {
-      throw errors.invalidJson('"encoded" does not hold valid JSON.');
+    const parsed = parseJson(b.encoded);
+    if (parsed === undefined) {
+      throw errors.invalidJson(
+        '"encoded" does not hold valid JSON (or holds a __proto__ or constructor.prototype key).',
+      );
     }
+    const inner = parsed.value;
+    if (jsonMayHoldNul(b.encoded)) refuseNul(inner, "body", "/encoded");
     if (inner === null || typeof inner !== "object" || Array.isArray(inner)) {
       throw errors.validation([{ in: "body", path: "/encoded", message: "must hold a JSON object" }]);
     }
@@ -87,10 +95,11 @@ function checkDoc(doc: ActDocument): { instruction: string; unnormKey: string | 
 export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async (app, { platform, runner }) => {
   const requireInference = platform.auth.require({ scopes: ["inference"] });
   const meter = platform.limits.meter();
+  const parseJson = secureJsonParser(app);
   const failureInfo = (body: unknown, robotId: string | undefined) => {
     let info: ReturnType<typeof failureInfoOf>;
     try {
-      info = failureInfoOf(readBody(body).doc);
+      info = failureInfoOf(readBody(body, parseJson).doc);
     } catch {
       info = failureInfoOf(body);
     }
@@ -173,7 +182,7 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
     },
     async (request, reply) => {
       const robotId = robotIdOf(request.headers["x-robot-id"]);
-      const { doc, encoded } = readBody(request.body);
+      const { doc, encoded } = readBody(request.body, parseJson);
       const { instruction, unnormKey } = checkDoc(doc);
       const image = imageInput(doc.image, platform);
       if (image.imageArray === undefined) {

@@ -1,6 +1,7 @@
 import multipart from "@fastify/multipart";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Platform } from "../../app.ts";
+import { isStorableInstant } from "../../platform/db/instants.ts";
 import type { InferenceLogRow } from "../../platform/db/schema/index.ts";
 import { errors } from "../../platform/errors.ts";
 import { sendProblem } from "../../platform/http/error-handler.ts";
@@ -25,6 +26,7 @@ import {
 } from "./inference-http.ts";
 import type { HistoryCursor, InferenceLogsRepo } from "./inference-logs.repo.ts";
 import type { InferenceRunner } from "./inference-runner.ts";
+import { type MultipartLimits, readMultipartBody } from "./multipart-body.ts";
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 
@@ -45,7 +47,7 @@ function decodeCursor(s: string): HistoryCursor {
     const v: unknown = JSON.parse(Buffer.from(s, "base64url").toString("utf8"));
     if (Array.isArray(v) && v.length === 2 && typeof v[0] === "string" && typeof v[1] === "string") {
       const [createdAt, id] = v as [string, string];
-      if (UUID.test(id) && !Number.isNaN(Date.parse(createdAt))) return { createdAt, id };
+      if (UUID.test(id) && isStorableInstant(Date.parse(createdAt))) return { createdAt, id };
     }
   } catch {
     // fall through
@@ -111,23 +113,24 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
   const requireInference = platform.auth.require({ scopes: ["inference"] });
   const meter = platform.limits.meter();
 
-  await app.register(multipart, {
-    attachFieldsToBody: "keyValues",
-    limits: {
-      fileSize: config.inference.multipartMaxFileBytes,
-      files: 1,
-      fields: 10,
-      parts: 11,
-      fieldSize: 16 * 1024,
-      fieldNameSize: 64,
-    },
-  });
+  const multipartLimits: MultipartLimits = {
+    fileSize: config.inference.multipartMaxFileBytes,
+    files: 1,
+    fields: 10,
+    parts: 11,
+  };
+  // The body is read by readMultipartBody (below), not by the plugin's attachFieldsToBody, so
+  // a malformed body maps onto the catalogue.
+  await app.register(multipart, { limits: { ...multipartLimits, fieldSize: 16 * 1024, fieldNameSize: 64 } });
 
   app.post(
     "/v1/inference",
     {
       // Authenticate and meter before the body is read: a stranger's 12 MB upload costs nothing.
       onRequest: [requireInference, meter],
+      preValidation: async (request) => {
+        if (request.isMultipart()) request.body = await readMultipartBody(request, multipartLimits);
+      },
       bodyLimit: config.http.inferenceBodyLimitBytes,
       schema: {
         tags: ["inference"],

@@ -1,5 +1,6 @@
 import { and, count, desc, eq, gt, gte, inArray, lt, or, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
+import { isStorableInstant } from "../../platform/db/instants.ts";
 import { customers, robotProfiles, safetyIncidents } from "../../platform/db/schema/index.ts";
 import type { IncidentRow } from "./incidents.ts";
 
@@ -65,7 +66,7 @@ export function decodeCursor(cursor: string): { at: Date; id: string } {
   const sep = raw.indexOf("|");
   const at = new Date(raw.slice(0, sep));
   const id = raw.slice(sep + 1);
-  if (sep < 0 || Number.isNaN(at.getTime()) || !/^[0-9a-f-]{36}$/i.test(id)) throw new InvalidCursorError();
+  if (sep < 0 || !isStorableInstant(at.getTime()) || !/^[0-9a-f-]{36}$/i.test(id)) throw new InvalidCursorError();
   return { at, id };
 }
 

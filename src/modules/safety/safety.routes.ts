@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Static } from "typebox";
 import type { Platform } from "../../app.ts";
+import { FIRST_INSTANT } from "../../platform/db/instants.ts";
 import { errors } from "../../platform/errors.ts";
 import { selectUnnormKey } from "../models/dataset-statistics.ts";
 import type { EstopRecord } from "./estop.ts";
@@ -352,7 +353,9 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
       const customerId = customerOf(request.principal);
       const q = request.query;
       const to = q.to === undefined ? new Date(platform.now()) : new Date(q.to);
-      const from = q.from === undefined ? new Date(to.getTime() - 86_400_000) : new Date(q.from);
+      // The default window starts no earlier than the first storable instant (to may be in year 1).
+      const from =
+        q.from === undefined ? new Date(Math.max(to.getTime() - 86_400_000, FIRST_INSTANT)) : new Date(q.from);
       if (!(from.getTime() < to.getTime())) {
         throw errors.invalidRequest([{ in: "query", path: "/from", message: "must be before to" }]);
       }

@@ -4,6 +4,7 @@ import { PROBLEM_CONTENT_TYPE, renderProblem } from "./problem.ts";
 
 interface AjvIssue {
   instancePath?: string;
+  schemaPath?: string;
   keyword?: string;
   message?: string;
   params?: Record<string, unknown>;
@@ -16,17 +17,61 @@ const CONTEXT_TO_PART: Record<string, FieldError["in"]> = {
   headers: "headers",
 };
 
+function allowedValues(i: AjvIssue): unknown[] {
+  const params = i.params ?? {};
+  if (i.keyword === "const") return [params.allowedValue];
+  if (i.keyword === "enum" && Array.isArray(params.allowedValues)) return params.allowedValues;
+  return [];
+}
+
+function mustBeOneOf(values: readonly unknown[]): string {
+  const shown = [...new Set(values)].map((v) => (typeof v === "string" ? v : JSON.stringify(v)));
+  return shown.length === 1 ? `must be ${shown[0]}` : `must be one of: ${shown.join(", ")}`;
+}
+
+/**
+ * ajv reports a union of literals (TypeBox `Union([Literal, ...])`: anyOf of const) as one
+ * "must be equal to constant" per branch plus "must match a schema in anyOf". Collapse those into
+ * one issue per field that lists the allowed values; a lone const or enum lists its values too.
+ */
+function collapseChoices(issues: readonly AjvIssue[]): AjvIssue[] {
+  const dropped = new Set<AjvIssue>();
+  const replaced = new Map<AjvIssue, AjvIssue>();
+  for (const a of issues) {
+    if (a.keyword !== "anyOf" || a.schemaPath === undefined) continue;
+    const prefix = `${a.schemaPath}/`;
+    const branches = issues.filter(
+      (i) => i !== a && i.instancePath === a.instancePath && i.schemaPath?.startsWith(prefix) === true,
+    );
+    const values = branches.flatMap(allowedValues);
+    const onlyChoices = branches.every((b) => b.keyword === "const" || b.keyword === "enum" || b.keyword === "type");
+    if (values.length === 0 || !onlyChoices) continue;
+    for (const b of branches) dropped.add(b);
+    replaced.set(a, { ...a, message: mustBeOneOf(values) });
+  }
+  return issues
+    .filter((i) => !dropped.has(i))
+    .map((i) => {
+      const r = replaced.get(i);
+      if (r !== undefined) return r;
+      if (i.keyword === "const" || i.keyword === "enum") return { ...i, message: mustBeOneOf(allowedValues(i)) };
+      return i;
+    });
+}
+
 function fieldErrors(issues: readonly AjvIssue[], part: FieldError["in"]): FieldError[] {
-  return issues.slice(0, 50).map((i) => {
-    let p = i.instancePath ?? "";
-    const params = i.params ?? {};
-    if (i.keyword === "required" && typeof params.missingProperty === "string") {
-      p = `${p}/${params.missingProperty}`;
-    } else if (i.keyword === "additionalProperties" && typeof params.additionalProperty === "string") {
-      p = `${p}/${params.additionalProperty}`;
-    }
-    return { in: part, path: p === "" ? "/" : p, message: i.message ?? "is invalid" };
-  });
+  return collapseChoices(issues.slice(0, 200))
+    .slice(0, 50)
+    .map((i) => {
+      let p = i.instancePath ?? "";
+      const params = i.params ?? {};
+      if (i.keyword === "required" && typeof params.missingProperty === "string") {
+        p = `${p}/${params.missingProperty}`;
+      } else if (i.keyword === "additionalProperties" && typeof params.additionalProperty === "string") {
+        p = `${p}/${params.additionalProperty}`;
+      }
+      return { in: part, path: p === "" ? "/" : p, message: i.message ?? "is invalid" };
+    });
 }
 
 /** Maps anything thrown inside Fastify onto the catalogue. Unknown errors become internal_error. */
