@@ -10,7 +10,6 @@ export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, title: "Invalid request parameters" },
   invalid_character: { status: 400, title: "Text holds a character that cannot be stored" },
   validation_failed: { status: 422, title: "Request body failed validation" },
-  invalid_character: { status: 422, title: "Invalid character" },
   unauthorized: { status: 401, title: "Authentication required" },
   invalid_token: { status: 401, title: "Invalid or expired token" },
   invalid_credentials: { status: 401, title: "Invalid credentials" },

@@ -317,18 +317,18 @@ describe("WS /v1/openpi: U+0000 and field names", () => {
     });
   }
 
-  it("query parameters holding U+0000 are refused before the upgrade with 422 invalid_character", async () => {
+  it("query parameters holding U+0000 are refused before the upgrade with 400 invalid_character", async () => {
     for (const [param, path] of [
       ["model=a%00b", "/model"],
       ["unnorm_key=bridge_orig%00", "/unnorm_key"],
       ["robot_id=arm%00", "/robot_id"],
     ]) {
       const res = await t.app.inject({ method: "GET", url: `/v1/openpi?${param}` });
-      expect(res.statusCode).toBe(422);
+      expect(res.statusCode).toBe(400);
       expect(res.json()).toMatchObject({ code: "invalid_character", errors: [{ in: "query", path }] });
     }
     const c = new Client(`${t.baseUrl}/v1/openpi?model=a%00b`, { authorization: `Api-Key ${t.key}` });
-    await expect(c.opened()).rejects.toThrow(/422/);
+    await expect(c.opened()).rejects.toThrow(/400/);
   });
 
   const malformed: [string, () => Buffer, RegExp][] = [

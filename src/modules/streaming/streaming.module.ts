@@ -7,7 +7,6 @@ import { inferenceRunners } from "../inference/inference.module.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
 import { OpenpiConnection, type OpenpiQuery } from "./openpi-connection.ts";
 import { NativeStreamConnection } from "./stream-connection.ts";
-import { invalidCharacter, nulProblems } from "./text-guard.ts";
 import type { StreamDeps } from "./ws-common.ts";
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
@@ -121,15 +120,13 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
       querystring: OpenpiQuerySchema,
       response: {
         101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
-        400: { $ref: "Problem#", description: "invalid_request: a query parameter fails validation." },
-        422: { $ref: "Problem#", description: "invalid_character: a query parameter holds U+0000 (NUL)." },
+        400: {
+          $ref: "Problem#",
+          description:
+            "invalid_request: a query parameter fails validation; invalid_character: one holds U+0000 (NUL).",
+        },
         426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
       },
-    },
-    // Before the schema, so U+0000 in any parameter is named as such (422) rather than as a pattern mismatch.
-    preValidation: async (request) => {
-      const nul = nulProblems(request.query);
-      if (nul.length > 0) throw invalidCharacter(nul, "The query string", "query");
     },
     handler: upgradeOnly("/v1/openpi"),
     wsHandler: (socket, request) => {

@@ -78,7 +78,7 @@ export function nulProblems(value: unknown, root = ""): TextProblem[] {
   return problems;
 }
 
-/** The `invalid_character` error (422) for problems found in `what` (e.g. "The start message"). */
+/** The `invalid_character` error (400) for problems found in `what` (e.g. "The start message"). */
 export function invalidCharacter(
   problems: readonly TextProblem[],
   what: string,
