@@ -136,6 +136,81 @@ export interface SchemaCtx {
   readonly images: ImageSeeds;
 }
 
+/**
+ * The plainest valid value of `schema` (required members only), so a case can be a valid
+ * request with one member mutated and reach the handler rather than stop at validation.
+ */
+export function validFromSchema(schema: Schema | undefined, ctx: SchemaCtx, route: string, name = "", depth = 0): JV {
+  if (schema === undefined || depth > 6) return null;
+  if (name === "image") {
+    if (route === "/act") return validJsonNumpyImage;
+    return ctx.images.jpeg.toString("base64");
+  }
+  if (name === "robot_state") {
+    const v = obj({ ee_position: [0.1, 0.2, 0.3], gripper: 1 });
+    return schema.type === "string" ? toJson(v) : v;
+  }
+  const alts = (schema.anyOf ?? schema.oneOf) as Schema[] | undefined;
+  if (alts?.[0] !== undefined) return validFromSchema(alts[0], ctx, route, name, depth + 1);
+  if (Array.isArray(schema.enum)) return (schema.enum[0] ?? null) as JV;
+  switch (schema.type) {
+    case "string": {
+      const known = KNOWN_STRING_FIELDS[name]?.[0];
+      if (known !== undefined) return known;
+      if (schema.format === "date-time") return "2026-12-01T00:00:00Z";
+      if (schema.format === "uuid") return "00000000-0000-4000-8000-000000000000";
+      if (schema.format === "email") return "fuzz@example.com";
+      const ex = Array.isArray(schema.examples) ? schema.examples[0] : undefined;
+      if (typeof ex === "string") return ex;
+      return "x".repeat(Math.max(1, Number(schema.minLength ?? 1)));
+    }
+    case "integer":
+    case "number":
+      return typeof schema.minimum === "number" ? schema.minimum : 1;
+    case "boolean":
+      return true;
+    case "array": {
+      const n = Number(schema.minItems ?? 0);
+      return Array.from({ length: n }, () => validFromSchema(schema.items as Schema, ctx, route, name, depth + 1));
+    }
+    default: {
+      const props = (schema.properties ?? {}) as Record<string, Schema>;
+      const required = new Set((schema.required ?? []) as string[]);
+      const entries: [string, JV][] = [];
+      for (const [k, p] of Object.entries(props)) {
+        // unnorm_key too: the mock model has two sets of statistics and no default.
+        if (required.has(k) || k === "unnorm_key" || (route === "/act" && ["image", "instruction"].includes(k))) {
+          entries.push([k, validFromSchema(p, ctx, route, k, depth + 1)]);
+        }
+      }
+      return new Obj(entries);
+    }
+  }
+}
+
+const validJsonNumpyImage: JV = obj({
+  __numpy__: Buffer.alloc(16 * 16 * 3, 90).toString("base64"),
+  dtype: "|u1",
+  shape: [16, 16, 3],
+});
+
+/** A valid body with at most one member replaced by a generated (often hostile) value. */
+function mutatedValid(schema: Schema | undefined, ctx: SchemaCtx, route: string): fc.Arbitrary<JV> {
+  const base = validFromSchema(schema, ctx, route);
+  if (!(base instanceof Obj)) return fc.constant(base);
+  const props = (schema?.properties ?? {}) as Record<string, Schema>;
+  const names = Object.keys(props);
+  if (names.length === 0) return fc.constant(base);
+  return fc.oneof(
+    fc.constant(base),
+    fc
+      .constantFrom(...names)
+      .chain((k) =>
+        fromSchema(props[k], ctx, k).map((v) => new Obj([...base.entries.filter(([n]) => n !== k), [k, v]])),
+      ),
+  );
+}
+
 function stringFor(schema: Schema, ctx: SchemaCtx, name: string): fc.Arbitrary<JV> {
   if (name === "image") return imageValue(ctx);
   if (name === "encoded") return encodedDoc(ctx);
@@ -326,7 +401,7 @@ function multipart(parts: Part[], boundary: string, crlf: string): Buffer {
 /** multipart/form-data: the inference form, wrong part names, truncated, no or wrong boundary. */
 function multipartBody(ctx: SchemaCtx, schema: Schema | undefined): fc.Arbitrary<{ body: Buffer; type: string }> {
   const props = Object.keys((schema?.properties ?? { image: {}, instruction: {}, robot_id: {} }) as object);
-  const field = fc.tuple(
+  const field: fc.Arbitrary<[string, JV]> = fc.tuple(
     fc.oneof(
       fc.constantFrom(...props),
       hostileString.map((s) => s.replace(/"/g, "")),
@@ -351,7 +426,17 @@ function multipartBody(ctx: SchemaCtx, schema: Schema | undefined): fc.Arbitrary
     );
   return fc
     .record({
-      fields: fc.array(field, { maxLength: 6 }),
+      fields: fc.oneof<fc.Arbitrary<[string, JV][]>[]>(
+        fc.array(field, { maxLength: 6 }),
+        fc
+          .array(field, { maxLength: 1 })
+          .map((extra) => [
+            ["instruction", "pick up the red block"] as [string, JV],
+            ["robot_id", "arm-1"] as [string, JV],
+            ["unnorm_key", "bridge_orig"] as [string, JV],
+            ...extra,
+          ]),
+      ),
       files: fc.array(filePart, { maxLength: 3 }),
       nameless: fc.boolean(),
       boundary: fc.constantFrom("fuzzBoundary123", "x", "a".repeat(70), "-- --"),
@@ -362,7 +447,7 @@ function multipartBody(ctx: SchemaCtx, schema: Schema | undefined): fc.Arbitrary
     .map((r) => {
       const parts: Part[] = r.fields.map(([name, v]) => ({
         name: r.nameless ? null : name,
-        data: Buffer.from(String(v)),
+        data: Buffer.from(typeof v === "string" ? v : toJson(v)),
       }));
       // The usual layout: text fields first, then the file (what clients send).
       parts.push(...r.files);
@@ -384,8 +469,19 @@ function bodyArb(
   const content = route.op?.requestBody?.content ?? {};
   const jsonSchema = content["application/json"]?.schema ?? content["application/x-www-form-urlencoded"]?.schema;
   const shaped = fromSchema(jsonSchema, ctx);
+  const valid = mutatedValid(jsonSchema, ctx, route.path);
   const text = (t: string) => Buffer.from(t, "utf8");
+  const formOnly =
+    content["application/json"] === undefined && content["application/x-www-form-urlencoded"] !== undefined;
   return fc.oneof(
+    {
+      arbitrary: valid.map((v) =>
+        formOnly
+          ? { body: text(textEncoders.form?.(v) ?? ""), type: "application/x-www-form-urlencoded" }
+          : { body: text(toJson(v)), type: "application/json" },
+      ),
+      weight: jsonSchema === undefined ? 1 : 8,
+    },
     { arbitrary: shaped.map((v) => ({ body: text(toJson(v)), type: "application/json" })), weight: 8 },
     {
       arbitrary: shaped.map((v) => ({
@@ -620,9 +716,27 @@ function streamMessages(ctx: SchemaCtx): fc.Arbitrary<(binary: boolean) => WsMes
             ),
       ),
     );
+  const validFrame = fc.tuple(fc.nat(1000), fc.boolean()).map(
+    ([seq, asArray]) =>
+      (binary: boolean) =>
+        (binary ? asMsgpackMsg : asJsonMsg)(
+          obj({
+            type: "frame",
+            seq,
+            image: binary
+              ? asArray
+                ? validNdarray
+                : new Bin(ctx.images.jpeg)
+              : asArray
+                ? validJsonNumpyImage
+                : ctx.images.jpeg.toString("base64"),
+          }),
+        ),
+  );
   return fc.oneof(
     { arbitrary: start.map(encode), weight: 2 },
-    { arbitrary: frame, weight: 8 },
+    { arbitrary: validFrame, weight: 4 },
+    { arbitrary: frame, weight: 6 },
     {
       arbitrary: fc
         .constantFrom<JV>(obj({ type: "stats" }), obj({ type: "stop" }), obj({ type: "stats", x: 1 }))
@@ -701,7 +815,16 @@ function authMessage(): fc.Arbitrary<(key: string) => WsMessage> {
 export function streamCaseArb(ctx: SchemaCtx): fc.Arbitrary<WsCase> {
   return fc
     .record({
-      principal: fc.constantFrom<PrincipalKind>("apiKey", "apiKey", "apiKey", "session", "none", "junk"),
+      principal: fc.constantFrom<PrincipalKind>(
+        "apiKey",
+        "apiKey",
+        "apiKey",
+        "apiKey",
+        "apiKey",
+        "session",
+        "none",
+        "junk",
+      ),
       authStyle: fc.nat(3),
       binary: fc.boolean(),
       viaMessage: fc.boolean(),
@@ -806,7 +929,16 @@ export function openpiCaseArb(ctx: SchemaCtx): fc.Arbitrary<WsCase> {
   );
   return fc
     .record({
-      principal: fc.constantFrom<PrincipalKind>("apiKey", "apiKey", "apiKey", "session", "none", "junk"),
+      principal: fc.constantFrom<PrincipalKind>(
+        "apiKey",
+        "apiKey",
+        "apiKey",
+        "apiKey",
+        "apiKey",
+        "session",
+        "none",
+        "junk",
+      ),
       authStyle: fc.nat(3),
       query: fc.tuple(
         q("model", ["mock-openvla-7b", "demo-vla-tiny"]),

@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import { Writable } from "node:stream";
 import { eq } from "drizzle-orm";
 import fc from "fast-check";
+import { unpack } from "msgpackr";
 import WebSocket from "ws";
 import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
 import { generateKey } from "../../src/modules/api-keys/key-format.ts";
@@ -40,6 +41,7 @@ const PASSWORD = "fuzz correct horse battery staple";
 const HARNESS_IP = "127.1.0.1";
 const WS_ANSWER_MS = 5_000;
 const WS_CLOSE_MS = 3_000;
+const WS_SETTLE_MS = 300;
 
 /** The app's config for fuzzing: no load shedding, no per-IP throttles in the way, small WS frames. */
 export const FUZZ_ENV: Record<string, string> = {
@@ -324,7 +326,7 @@ async function runHttp(target: FuzzTarget, c: HttpCase): Promise<CaseOutcome> {
 async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
   const headers = c.authMessage === null ? authHeaders(target, c.principal, c.authStyle) : {};
   const ws = new WebSocket(`${target.baseUrl}${c.path}`, { headers, handshakeTimeout: WS_ANSWER_MS });
-  const received: { text: string; binary: boolean }[] = [];
+  const received: { text: string; binary: boolean; data: Buffer }[] = [];
   let receivedAfterLastSend = 0;
   let closed: { code: number; reason: string } | undefined;
   let upgradeStatus: number | undefined;
@@ -334,7 +336,7 @@ async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
   };
   ws.on("message", (data, isBinary) => {
     const buf = data as Buffer;
-    received.push({ text: isBinary ? "" : buf.toString("utf8"), binary: isBinary });
+    received.push({ text: isBinary ? "" : buf.toString("utf8"), binary: isBinary, data: buf });
     receivedAfterLastSend++;
     wake();
   });
@@ -384,6 +386,9 @@ async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
     ws.send(m.data, { binary: m.binary });
   }
   const answered = await waitFor(() => closed !== undefined || receivedAfterLastSend > 0, WS_ANSWER_MS);
+  // Answers to earlier messages (an inference) may come after the last one's: give them a moment.
+  const expected = received.length - receivedAfterLastSend + outgoing.length;
+  if (answered) await waitFor(() => closed !== undefined || received.length >= expected, WS_SETTLE_MS);
 
   // What the server said: a 5xx-class error code is a failure on both endpoints.
   let serverError: string | undefined;
@@ -409,7 +414,19 @@ async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
   const deadline = Date.now() + WS_CLOSE_MS;
   while (clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
 
-  const status = closed === undefined ? "no-close" : `close:${closed.code}`;
+  // The status column: the close code, and whether any inference came back (an action).
+  let inferred = false;
+  for (const m of received) {
+    if (m.binary && c.target === "WS /v1/openpi") inferred ||= received.indexOf(m) > 0;
+    else if (m.binary) {
+      try {
+        inferred ||= (unpack(m.data) as { type?: unknown }).type === "action";
+      } catch {
+        // not msgpack
+      }
+    } else inferred ||= m.text.startsWith('{"type":"action"');
+  }
+  const status = `${closed === undefined ? "no-close" : `close:${closed.code}`}${inferred ? "+action" : ""}`;
   if (!answered) return { status, failure: { kind: "unanswered", code: "no answer and no close" } };
   if (!closedInTime) return { status, failure: { kind: "unclosed", code: "client close not completed" } };
   if (clients.size > 0) return { status, failure: { kind: "unclosed", code: "server kept the socket" } };
