@@ -566,14 +566,16 @@ function pathArb(route: RouteInfo, ctx: SchemaCtx, known: KnownIds): fc.Arbitrar
 
 function queryArb(route: RouteInfo, ctx: SchemaCtx): fc.Arbitrary<string> {
   const params = (route.op?.parameters ?? []).filter((p) => p.in === "query");
-  const documented = params.map((p) =>
-    fc.option(
-      fc.tuple(
-        fc.constant(p.name),
-        fromSchema(p.schema, ctx, p.name).map((v) => encodeAny(typeof v === "string" ? v : toJson(v))),
-        fc.constantFrom(1, 1, 1, 1, 1, 1, 1, 1, 2, 3),
-      ),
-      { freq: 3 },
+  const text = (v: JV) => encodeAny(typeof v === "string" ? v : toJson(v));
+  // Half the cases: every parameter valid or absent but one, so the handler runs with that one.
+  const mutated = fc.integer({ min: -1, max: Math.max(0, params.length - 1) });
+  const documented = params.map((p, i) =>
+    fc.tuple(
+      fc.constant(p.name),
+      fromSchema(p.schema, ctx, p.name).map(text),
+      fc.constant(text(validFromSchema(p.schema, ctx, route.path, p.name))),
+      fc.constantFrom(0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3),
+      fc.constant(i),
     ),
   );
   const extra = fc.array(
@@ -595,12 +597,21 @@ function queryArb(route: RouteInfo, ctx: SchemaCtx): fc.Arbitrary<string> {
     { maxLength: 3 },
   );
   const extras = sometimes(extra, 25).map((e) => e ?? []);
-  return fc.tuple(fc.tuple(...documented), extras, fc.constantFrom("", "", "", "?", "#frag")).map(([doc, ex, tail]) => {
-    const pairs: string[] = [];
-    for (const d of doc) if (d !== null) for (let i = 0; i < d[2]; i++) pairs.push(`${d[0]}=${d[1]}`);
-    pairs.push(...ex);
-    return pairs.length === 0 ? tail : `?${pairs.join("&")}${tail}`;
-  });
+  return fc
+    .tuple(fc.tuple(...documented), extras, fc.constantFrom("", "", "", "?", "#frag"), fc.boolean(), mutated)
+    .map(([doc, ex, tail, mostlyValid, which]) => {
+      const pairs: string[] = [];
+      for (const [name, generated, valid, times, i] of doc) {
+        if (mostlyValid) {
+          if (i === which) pairs.push(`${name}=${generated}`);
+          // Cursors are opaque: only one the API made is valid.
+          else if ((times > 1 || (i + which) % 2 === 0) && name !== "cursor") pairs.push(`${name}=${valid}`);
+        } else for (let k = 0; k < times; k++) pairs.push(`${name}=${generated}`);
+      }
+      if (mostlyValid) return pairs.length === 0 ? "" : `?${pairs.join("&")}`;
+      pairs.push(...ex);
+      return pairs.length === 0 ? tail : `?${pairs.join("&")}${tail}`;
+    });
 }
 
 const headerText = fc.string({ unit: "grapheme-ascii", maxLength: 60 });

@@ -393,11 +393,11 @@ async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
   // What the server said: a 5xx-class error code is a failure on both endpoints.
   let serverError: string | undefined;
   for (const m of received) {
-    if (m.binary) continue;
     let code: string | undefined;
     try {
-      const o = JSON.parse(m.text) as { type?: unknown; code?: unknown };
-      if (o.type === "error" && typeof o.code === "string") code = o.code;
+      // /v1/stream answers in the encoding of the client's first message: JSON or msgpack.
+      const o = (m.binary ? unpack(m.data) : JSON.parse(m.text)) as { type?: unknown; code?: unknown } | null;
+      if (o?.type === "error" && typeof o.code === "string") code = o.code;
     } catch {
       // openpi errors are `code: detail` text frames.
       code = /^([a-z_]+):/.exec(m.text)?.[1];
@@ -659,11 +659,17 @@ export function formatReport(report: FuzzReport): string {
     }
   }
   for (const e of report.processErrors.slice(0, 5)) lines.push(`uncaught: ${e.split("\n").slice(0, 6).join("\n  ")}`);
-  const bg = new Map<string, number>();
+  const bg = new Map<string, { n: number; line: string }>();
   for (const l of report.backgroundErrors) {
     const k = firstErrorMessage([l]);
-    bg.set(k, (bg.get(k) ?? 0) + 1);
+    const g = bg.get(k) ?? { n: 0, line: l };
+    g.n++;
+    bg.set(k, g);
   }
-  for (const [k, n] of bg) lines.push(`background error log [${n}x]: ${k}`);
+  for (const [k, g] of bg) {
+    lines.push(`background error log [${g.n}x]: ${k}`);
+    const stack = firstStack([g.line]);
+    lines.push(stack === "" ? `    ${g.line.slice(0, 600)}` : stack.replace(/^/gm, "      "));
+  }
   return lines.join("\n");
 }
