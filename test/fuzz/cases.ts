@@ -211,6 +211,13 @@ function mutatedValid(schema: Schema | undefined, ctx: SchemaCtx, route: string)
   );
 }
 
+/** A plausible value with a NUL (or another C0 control) inside: valid UTF-8 that PostgreSQL text refuses. */
+function withNul(base: string): fc.Arbitrary<JV> {
+  return fc
+    .tuple(fc.nat(base.length), fc.constantFrom("\u0000", "\u0000", "\u0001", "\u001f"))
+    .map(([at, c]) => `${base.slice(0, at)}${c}${base.slice(at)}`);
+}
+
 function stringFor(schema: Schema, ctx: SchemaCtx, name: string): fc.Arbitrary<JV> {
   if (name === "image") return imageValue(ctx);
   if (name === "encoded") return encodedDoc(ctx);
@@ -220,7 +227,7 @@ function stringFor(schema: Schema, ctx: SchemaCtx, name: string): fc.Arbitrary<J
       hostileString,
     );
   }
-  const options: fc.Arbitrary<JV>[] = [hostileString];
+  const options: fc.Arbitrary<JV>[] = [hostileString, withNul(KNOWN_STRING_FIELDS[name]?.[0] ?? "x")];
   const known = KNOWN_STRING_FIELDS[name];
   if (known !== undefined)
     options.push(fc.constantFrom(...known), fc.constantFrom(...known), fc.constantFrom(...known));
