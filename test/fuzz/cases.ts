@@ -15,8 +15,6 @@ import {
   msgpackOddity,
   Obj,
   obj,
-  Raw,
-  RawMsgpack,
   toJson,
   toMsgpack,
   validNdarray,
@@ -992,5 +990,3 @@ export function describeCase(c: FuzzCase, max = 600): string {
   );
   return `${c.target} ${JSON.stringify(c.path)} as ${c.principal} messages=[${msgs.join(", ")}]`;
 }
-
-export { Raw, RawMsgpack };

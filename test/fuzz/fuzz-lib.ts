@@ -538,9 +538,7 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
       { seed: options.seed, numRuns: options.cases, endOnFailure: true },
     );
     // Buffered inference logs are written now, so a poisoned batch shows up in this run.
-    const logSeq = target.logs.seq;
     await inferenceLogWriters.get(target.t.app.platform)?.flush();
-    void logSeq;
   } finally {
     process.off("uncaughtException", onError);
     process.off("unhandledRejection", onError);

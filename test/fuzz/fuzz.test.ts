@@ -7,7 +7,7 @@ import { distinctFailures, type FuzzTarget, formatReport, runFuzz, startFuzzTarg
  * run; FUZZ_SEED=<n> replays one, FUZZ_CASES=<n> changes the count.
  */
 const seed = process.env.FUZZ_SEED === undefined ? Date.now() % 2 ** 31 : Number(process.env.FUZZ_SEED);
-const cases = Number(process.env.FUZZ_CASES ?? 2000);
+const cases = Number(process.env.FUZZ_CASES ?? 3000);
 
 let target: FuzzTarget;
 beforeAll(async () => {
