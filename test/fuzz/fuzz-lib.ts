@@ -274,6 +274,8 @@ export interface FuzzReport {
   /** Error-level log lines not tied to a failing case (e.g. a background writer failing). */
   readonly backgroundErrors: string[];
   readonly openSocketsAtEnd: number;
+  /** `vla_stream_sessions_active` at the end: session slots never given back. */
+  readonly sessionsAtEnd: number;
   readonly rssBeforeMiB: number;
   readonly rssAfterMiB: number;
   readonly seconds: number;
@@ -546,6 +548,9 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
   const clients = target.sockets;
   const deadline = Date.now() + 5_000;
   while (clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const metrics = await target.t.app.inject({ method: "GET", url: "/metrics", remoteAddress: HARNESS_IP });
+  let sessionsAtEnd = 0;
+  for (const m of metrics.body.matchAll(/^vla_stream_sessions_active\{[^}]*\} (\d+)/gm)) sessionsAtEnd += Number(m[1]);
   const rssAfter = rssMiB();
   const backgroundErrors = target.logs.lines.filter((l) => !tied.has(l.seq)).map((l) => l.text);
   return {
@@ -556,6 +561,7 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
     processErrors,
     backgroundErrors,
     openSocketsAtEnd: clients.size,
+    sessionsAtEnd,
     rssBeforeMiB: rssBefore,
     rssAfterMiB: rssAfter,
     seconds: Math.round((performance.now() - started) / 100) / 10,
@@ -624,7 +630,7 @@ export function totals(report: FuzzReport) {
   return {
     fiveXx,
     crashes: crashes + report.processErrors.length,
-    unclosed: unclosed + report.openSocketsAtEnd,
+    unclosed: unclosed + report.openSocketsAtEnd + report.sessionsAtEnd,
     unanswered,
   };
 }
@@ -646,7 +652,7 @@ export function formatReport(report: FuzzReport): string {
   lines.push("");
   lines.push(
     `seed ${report.seed}; ${report.cases} cases in ${report.seconds} s; 5xx ${t.fiveXx}; crashes ${t.crashes} ` +
-      `(uncaught/unhandled ${report.processErrors.length}); unclosed sockets ${t.unclosed} (open at end ${report.openSocketsAtEnd}); ` +
+      `(uncaught/unhandled ${report.processErrors.length}); unclosed sockets ${t.unclosed} (open at end ${report.openSocketsAtEnd}, stream sessions at end ${report.sessionsAtEnd}); ` +
       `unanswered ${t.unanswered}; RSS before ${report.rssBeforeMiB} MiB, after ${report.rssAfterMiB} MiB; ` +
       `background error logs ${report.backgroundErrors.length}`,
   );
