@@ -876,12 +876,12 @@ export function streamCaseArb(ctx: SchemaCtx): fc.Arbitrary<WsCase> {
 }
 
 export function openpiCaseArb(ctx: SchemaCtx): fc.Arbitrary<WsCase> {
-  const q = (name: string, known: JV[]) =>
-    fc.option(
+  const q = (name: string, known: JV[], percent: number) =>
+    sometimes(
       fc
         .oneof({ arbitrary: fc.constantFrom(...known), weight: 5 }, { arbitrary: hostileString, weight: 1 })
         .map((v) => `${name}=${encodeAny(String(v))}`),
-      { freq: 2 },
+      percent,
     );
   const imageAny = fc.oneof(
     { arbitrary: fc.constant(validNdarray), weight: 3 },
@@ -957,9 +957,9 @@ export function openpiCaseArb(ctx: SchemaCtx): fc.Arbitrary<WsCase> {
       ),
       authStyle: fc.nat(3),
       query: fc.tuple(
-        q("model", ["mock-openvla-7b", "demo-vla-tiny"]),
-        q("unnorm_key", ["bridge_orig", "demo"]),
-        q("robot_id", ["arm-1"]),
+        q("model", ["mock-openvla-7b", "demo-vla-tiny"], 50),
+        q("unnorm_key", ["bridge_orig"], 85),
+        q("robot_id", ["arm-1"], 50),
         sometimes(fc.constantFrom("robot_id=%00", "model=%zz", "robot_id=a&robot_id=b", "unnorm_key="), 10),
       ),
       messages: fc.array(msg, { minLength: 1, maxLength: 3 }),

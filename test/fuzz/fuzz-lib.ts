@@ -95,6 +95,8 @@ export interface FuzzTarget {
   readonly schemaCtx: SchemaCtx;
   readonly creds: Credentials;
   readonly logs: LogSink;
+  /** Session slots found leaked so far (each is reported once). */
+  leakedSessions: number;
   /** Sockets the listening server holds (WebSockets; HTTP cases use inject). */
   readonly sockets: Set<Socket>;
   close(): Promise<void>;
@@ -192,6 +194,7 @@ export async function startFuzzTarget(): Promise<FuzzTarget> {
     creds,
     logs,
     sockets,
+    leakedSessions: 0,
     close: () => t.close(),
   };
 }
@@ -238,6 +241,14 @@ async function repairCredentials(target: FuzzTarget): Promise<void> {
   creds.apiKey = key.key;
   creds.keyId = key.id;
   target.known.keyIds = [key.id, ...target.known.keyIds].slice(0, 5);
+}
+
+/** Open stream session slots (both endpoints), from the app's own gauge. */
+async function activeSessions(target: FuzzTarget): Promise<number> {
+  const gauge = target.t.app.platform.metrics.registry.getSingleMetric("vla_stream_sessions_active");
+  if (gauge === undefined) return 0;
+  const { values } = await gauge.get();
+  return values.reduce((sum, v) => sum + v.value, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,6 +439,17 @@ async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
     } else inferred ||= m.text.startsWith('{"type":"action"');
   }
   const status = `${closed === undefined ? "no-close" : `close:${closed.code}`}${inferred ? "+action" : ""}`;
+  // The session slot goes back when the connection ends (a leak would lock the customer out).
+  const slotDeadline = Date.now() + WS_CLOSE_MS;
+  let sessions = await activeSessions(target);
+  while (sessions > target.leakedSessions && Date.now() < slotDeadline) {
+    await new Promise((r) => setTimeout(r, 5));
+    sessions = await activeSessions(target);
+  }
+  if (sessions > target.leakedSessions) {
+    target.leakedSessions = sessions;
+    return { status, failure: { kind: "unclosed", code: "session slot not released" } };
+  }
   if (!answered) {
     return {
       status,
@@ -548,9 +570,11 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
   const clients = target.sockets;
   const deadline = Date.now() + 5_000;
   while (clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  const metrics = await target.t.app.inject({ method: "GET", url: "/metrics", remoteAddress: HARNESS_IP });
-  let sessionsAtEnd = 0;
-  for (const m of metrics.body.matchAll(/^vla_stream_sessions_active\{[^}]*\} (\d+)/gm)) sessionsAtEnd += Number(m[1]);
+  let sessionsAtEnd = await activeSessions(target);
+  while (sessionsAtEnd > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+    sessionsAtEnd = await activeSessions(target);
+  }
   const rssAfter = rssMiB();
   const backgroundErrors = target.logs.lines.filter((l) => !tied.has(l.seq)).map((l) => l.text);
   return {
