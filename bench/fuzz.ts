@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { distinctFailures, formatReport, runFuzz, startFuzzTarget, totals } from "../test/fuzz/fuzz-lib.ts";
 
 /**
- * Fuzz bench: `npx node bench/fuzz.ts [--cases N] [--seed S] [--out FILE]`. Drives every route of
+ * Fuzz bench: `npx node bench/fuzz.ts [--cases N] [--seed S] [--out FILE] [--only REGEX]`. Drives every route of
  * the app (found from its own route tree) and both WebSocket endpoints with >= 10,000 generated
  * malformed cases (default), then prints per target the cases, statuses seen, 5xx, crashes and
  * unclosed sockets, plus RSS before/after. Exits 1 on any failure. The same driver, shorter, runs
@@ -14,12 +14,13 @@ const { values } = parseArgs({
     cases: { type: "string", default: "10000" },
     seed: { type: "string" },
     out: { type: "string" },
+    only: { type: "string" },
   },
 });
 const cases = Number(values.cases);
 const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
 if (!Number.isInteger(cases) || cases < 1 || !Number.isInteger(seed)) {
-  console.error("usage: npx node bench/fuzz.ts [--cases N] [--seed S] [--out FILE]");
+  console.error("usage: npx node bench/fuzz.ts [--cases N] [--seed S] [--out FILE] [--only REGEX]");
   process.exit(2);
 }
 
@@ -28,6 +29,7 @@ console.log(`fuzz: ${target.routes.length} routes + WS /v1/stream + WS /v1/openp
 const report = await runFuzz(target, {
   cases,
   seed,
+  ...(values.only === undefined ? {} : { only: new RegExp(values.only) }),
   onProgress: (n) => process.stderr.write(`  ${n} cases\n`),
 });
 await target.close();

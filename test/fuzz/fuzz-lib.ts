@@ -245,10 +245,14 @@ async function repairCredentials(target: FuzzTarget): Promise<void> {
 
 /** Open stream session slots (both endpoints), from the app's own gauge. */
 async function activeSessions(target: FuzzTarget): Promise<number> {
+  return (await sessionsByEndpoint(target)).reduce((sum, [, n]) => sum + n, 0);
+}
+
+async function sessionsByEndpoint(target: FuzzTarget): Promise<[string, number][]> {
   const gauge = target.t.app.platform.metrics.registry.getSingleMetric("vla_stream_sessions_active");
-  if (gauge === undefined) return 0;
+  if (gauge === undefined) return [];
   const { values } = await gauge.get();
-  return values.reduce((sum, v) => sum + v.value, 0);
+  return values.map((v) => [String(v.labels.endpoint), v.value]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,7 +452,8 @@ async function runWs(target: FuzzTarget, c: WsCase): Promise<CaseOutcome> {
   }
   if (sessions > target.leakedSessions) {
     target.leakedSessions = sessions;
-    return { status, failure: { kind: "unclosed", code: "session slot not released" } };
+    const by = (await sessionsByEndpoint(target)).map(([e, n]) => `${e}=${n}`).join(" ");
+    return { status, failure: { kind: "unclosed", code: `session slot not released (${by})` } };
   }
   if (!answered) {
     return {
@@ -479,6 +484,8 @@ export interface FuzzOptions {
   readonly seed: number;
   /** Called every 500 cases. */
   readonly onProgress?: (done: number) => void;
+  /** Only targets (`POST /act`, `WS /v1/stream`, ...) matching this. */
+  readonly only?: RegExp;
 }
 
 /** Routes that take input get more cases; inference entry points the most; HEAD twins the least. */
@@ -490,16 +497,17 @@ function routeWeight(r: RouteInfo): number {
 }
 
 /** All cases: every route of the app (uniformly), plus both WebSocket endpoints. */
-export function caseArbitrary(target: FuzzTarget): fc.Arbitrary<FuzzCase> {
-  const http = target.routes.map((r) => ({
-    arbitrary: httpCaseArb(r, target.schemaCtx, target.known),
-    weight: routeWeight(r),
-  }));
-  return fc.oneof(
-    { arbitrary: fc.oneof(...http), weight: 14 },
-    { arbitrary: streamCaseArb(target.schemaCtx), weight: 3 },
-    { arbitrary: openpiCaseArb(target.schemaCtx), weight: 2 },
-  );
+export function caseArbitrary(target: FuzzTarget, only?: RegExp): fc.Arbitrary<FuzzCase> {
+  const keep = (name: string) => only === undefined || only.test(name);
+  const http = target.routes
+    .filter((r) => keep(`${r.method} ${r.path}`))
+    .map((r) => ({ arbitrary: httpCaseArb(r, target.schemaCtx, target.known), weight: routeWeight(r) }));
+  const all: fc.WeightedArbitrary<FuzzCase>[] = [];
+  if (http.length > 0) all.push({ arbitrary: fc.oneof(...http), weight: 14 });
+  if (keep("WS /v1/stream")) all.push({ arbitrary: streamCaseArb(target.schemaCtx), weight: 3 });
+  if (keep("WS /v1/openpi")) all.push({ arbitrary: openpiCaseArb(target.schemaCtx), weight: 2 });
+  if (all.length === 0) throw new Error(`no route or WebSocket endpoint matches ${only}`);
+  return fc.oneof(...all);
 }
 
 function rssMiB(): number {
@@ -519,7 +527,7 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
   let index = 0;
   try {
     await fc.assert(
-      fc.asyncProperty(caseArbitrary(target), async (c) => {
+      fc.asyncProperty(caseArbitrary(target, options.only), async (c) => {
         const i = index++;
         const logSeq = target.logs.seq;
         let outcome: CaseOutcome;
