@@ -547,6 +547,19 @@ describe("robots list, incidents and summary", () => {
     const zero = await t.app.inject({ method: "GET", url: "/v1/safety/summary", headers: xKey(other.key) });
     expect(zero.json()).toMatchObject({ total: 0, by_type: {}, by_robot: {} });
   });
+  it("from/to outside the years 0001-9999 answer 400 invalid_request, not a 500 from the database", async () => {
+    const c = await newKey(t);
+    for (const url of [
+      "/v1/safety/summary?from=0000-01-01T00:00:00Z",
+      "/v1/safety/summary?from=0000-01-01T00:00:00Z&to=0000-06-01T00:00:00Z",
+      "/v1/safety/incidents?from=0000-01-01T00:00:00Z",
+      "/v1/safety/incidents?to=0000-01-01T00:00:00Z",
+    ]) {
+      const res = await t.app.inject({ method: "GET", url, headers: xKey(c.key) });
+      expect(res.statusCode, `${url} ${res.body}`).toBe(400);
+      expect(res.json()).toMatchObject({ code: "invalid_request" });
+    }
+  });
 });
 
 describe.skipIf(!hasRedis)("two instances sharing one Redis", () => {

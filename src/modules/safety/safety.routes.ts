@@ -304,8 +304,8 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
             robotId: q.robot_id,
             severity: splitList(q.severity),
             type: splitList(q.type),
-            from: q.from === undefined ? undefined : new Date(q.from),
-            to: q.to === undefined ? undefined : new Date(q.to),
+            from: queryTime(q.from, "/from"),
+            to: queryTime(q.to, "/to"),
           },
           { limit: q.limit, cursor: q.cursor },
         );
@@ -352,10 +352,9 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
     async (request) => {
       const customerId = customerOf(request.principal);
       const q = request.query;
-      const to = q.to === undefined ? new Date(platform.now()) : new Date(q.to);
+      const to = queryTime(q.to, "/to") ?? new Date(platform.now());
       // The default window starts no earlier than the first storable instant (to may be in year 1).
-      const from =
-        q.from === undefined ? new Date(Math.max(to.getTime() - 86_400_000, FIRST_INSTANT)) : new Date(q.from);
+      const from = queryTime(q.from, "/from") ?? new Date(Math.max(to.getTime() - 86_400_000, FIRST_INSTANT));
       if (!(from.getTime() < to.getTime())) {
         throw errors.invalidRequest([{ in: "query", path: "/from", message: "must be before to" }]);
       }
@@ -372,6 +371,21 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
     },
   );
 };
+
+/**
+ * A `from`/`to` query time. The schema checks the date-time format, but a year outside 0001-9999
+ * (year 0000 is valid ISO 8601) is one PostgreSQL refuses in a timestamptz parameter: the query
+ * would fail with a 500.
+ */
+function queryTime(v: string | undefined, path: string): Date | undefined {
+  if (v === undefined) return undefined;
+  const d = new Date(v);
+  const year = d.getUTCFullYear();
+  if (Number.isNaN(d.getTime()) || year < 1 || year > 9999) {
+    throw errors.invalidRequest([{ in: "query", path, message: "must be a date-time in the years 0001-9999" }]);
+  }
+  return d;
+}
 
 function splitList(v: string | undefined): string[] | undefined {
   if (v === undefined) return undefined;

@@ -20,7 +20,7 @@ describe("nulProblems", () => {
     expect(nulProblems(deep)[0]?.path).toHaveLength(200 + 3);
   });
 
-  it("invalidCharacter is a 422 naming every place", () => {
+  it("invalidCharacter is a 400 naming every place", () => {
     const e = invalidCharacter(
       [
         { path: "", message: "m" },
@@ -28,7 +28,7 @@ describe("nulProblems", () => {
       ],
       "The start message",
     );
-    expect(e).toMatchObject({ code: "invalid_character", status: 422 });
+    expect(e).toMatchObject({ code: "invalid_character", status: 400 });
     expect(e.detail).toBe(
       "The start message contains U+0000 (NUL) at the top level, /x; text must not contain NUL characters.",
     );
