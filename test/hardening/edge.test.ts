@@ -178,6 +178,12 @@ describe("bad bodies on POST /v1/inference never answer 500", () => {
     problem(res, 400, "bad_request");
   });
 
+  it("no body and no content type -> 422 naming the body, not 500", async () => {
+    const res = await t.app.inject({ method: "POST", url: "/v1/inference", headers: { "x-api-key": t.key } });
+    const p = problem(res, 422, "validation_failed");
+    expect(p.errors).toEqual([expect.objectContaining({ in: "body", message: expect.stringContaining("required") })]);
+  });
+
   it("a garbage multipart body -> 400", async () => {
     const res = await postRaw("/v1/inference", Buffer.from("this is not multipart at all"), {
       "content-type": `multipart/form-data; boundary=${boundary}`,

@@ -208,6 +208,24 @@ describe("WS /v1/stream: other malformed input", () => {
     });
   }
 
+  it("an image map with data and dtype but no shape (or a false __ndarray__) is invalid_array, not an internal error", async () => {
+    const { c } = await started(t);
+    c.msgpack({ type: "frame", seq: 1, image: { data: Buffer.alloc(3), dtype: "|u1" } });
+    c.msgpack({
+      type: "frame",
+      seq: 2,
+      image: { __ndarray__: false, data: Buffer.alloc(3), dtype: "|u1", shape: null },
+    });
+    const errs = await c.next(() => c.of("error").length >= 2).then(() => c.of("error"));
+    expect(errs.map((e) => [e.seq, e.code])).toEqual([
+      [1, "invalid_array"],
+      [2, "invalid_array"],
+    ]);
+    c.msgpack({ type: "frame", seq: 3, image: img });
+    expect(await c.type("action", (m) => m.seq === 3)).toBeDefined();
+    c.close();
+  });
+
   it("invalid UTF-8 in a text frame -> 1007", async () => {
     const { c } = await started(t);
     c.ws.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
@@ -366,6 +384,11 @@ describe("WS /v1/openpi: U+0000 and field names", () => {
           image: { __ndarray__: true, data: Buffer.alloc(0), dtype: "|u1", shape: [0, 2 ** 53 - 1, 3] },
           prompt: "x",
         }),
+      /^invalid_image: /,
+    ],
+    [
+      "an image map with data and dtype but no shape",
+      () => pack({ image: { data: Buffer.alloc(3), dtype: "|u1" }, prompt: "x" }),
       /^invalid_image: /,
     ],
     [

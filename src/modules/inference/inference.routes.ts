@@ -166,6 +166,12 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
       },
     },
     async (request, reply) => {
+      // No body and no content type: Fastify selects no per-type schema, so nothing validated it.
+      if (request.body === undefined || request.body === null || typeof request.body !== "object") {
+        throw errors.validation([
+          { in: "body", path: "", message: "is required: application/json or multipart/form-data" },
+        ]);
+      }
       const body = request.body as Record<string, unknown>;
       const robotState =
         typeof body.robot_state === "string"

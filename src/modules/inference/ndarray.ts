@@ -103,6 +103,19 @@ export function validateShape(shape: unknown, limits: ArrayLimits): number[] {
   return shape as number[];
 }
 
+/**
+ * Whether `v` is a decoded NdArray (what the msgpack-numpy and json_numpy decoders build), not a
+ * caller's map that merely has `data` and `dtype` members: a known dtype, a shape of
+ * non-negative integers, and data whose length matches them.
+ */
+export function isNdArray(v: unknown): v is NdArray {
+  if (v === null || typeof v !== "object") return false;
+  const a = v as Partial<NdArray>;
+  if (typeof a.dtype !== "string" || !Object.hasOwn(ITEMSIZE, a.dtype) || !ArrayBuffer.isView(a.data)) return false;
+  if (!Array.isArray(a.shape) || !a.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) return false;
+  return (a.data as ArrayBufferView).byteLength === elementCount(a.shape) * ITEMSIZE[a.dtype];
+}
+
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }

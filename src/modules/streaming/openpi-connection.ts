@@ -5,7 +5,7 @@ import { type AppError, errors, isAppError } from "../../platform/errors.ts";
 import { MAX_INSTRUCTION_CHARS, type ModelInfo } from "../inference/inference.service.ts";
 import type { RunInput } from "../inference/inference-runner.ts";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
-import type { NdArray } from "../inference/ndarray.ts";
+import { isNdArray, type NdArray } from "../inference/ndarray.ts";
 import type { StreamConnection } from "./connections.ts";
 import { CLOSE, closeReason } from "./protocol.ts";
 import { resolveUnnormKey } from "./stream-connection.ts";
@@ -34,10 +34,6 @@ const MAX_BACKLOG = 4;
 
 const toBuffer = (data: RawData): Buffer =>
   Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
-
-function isNdArray(v: unknown): v is NdArray {
-  return v !== null && typeof v === "object" && ArrayBuffer.isView((v as NdArray).data) && "dtype" in v;
-}
 
 /** A uint8 (3, H, W) array (ALOHA-style channel-first) as (H, W, 3); anything else unchanged. */
 export function toChannelLast(a: NdArray): NdArray {

@@ -367,6 +367,9 @@ export class NativeStreamConnection implements StreamConnection {
   }
 
   private cleanup(code: number): void {
+    // The socket is gone: an authentication still waiting on verify() or a slot must not take
+    // (and so leak) a session slot when it resumes.
+    this.closing = true;
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);
     this.session?.abandon();
