@@ -5,7 +5,7 @@ import { decodeBase64Image } from "../inference/inference-http.ts";
 import type { RunInput } from "../inference/inference-runner.ts";
 import { decodeJsonNumpy } from "../inference/json-numpy.ts";
 import { unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
-import { isNdArray, type NdArray } from "../inference/ndarray.ts";
+import { isNdArray } from "../inference/ndarray.ts";
 import type { RobotState } from "../safety/types.ts";
 import { type ChunkAggregation, DEFAULT_SMOOTHING, type SmoothingOptions } from "./smoothing.ts";
 import { invalidCharacter, nulProblems, type TextProblem } from "./text-guard.ts";
