@@ -1,7 +1,12 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { describe, expect, it } from "vitest";
 import { buildTestApp } from "./helpers/app.ts";
+import { rawUpgrade } from "./streaming/helpers.ts";
 
 let entered: () => void = () => {};
 const slow: FastifyPluginAsyncTypebox = async (app) => {
@@ -120,5 +125,57 @@ describe("platform batch writers", () => {
     await t.close();
     expect(stored).toHaveLength(1_200);
     expect(stored[1_199]).toBe(1_199);
+  });
+});
+
+describe("the server process (src/server.ts)", () => {
+  it("exits 0 on SIGTERM with WebSocket upgrades to plain routes and unknown paths still open", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "vla-shutdown-"));
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      NODE_ENV: "development",
+      DATA_DIR: dataDir,
+      HOST: "127.0.0.1",
+      PORT: "0",
+      LOG_LEVEL: "info",
+      LOG_PRETTY: "false",
+      BOOTSTRAP_DEMO: "off",
+      MODELS_WARM_UP: "false",
+      // The budget: past it, server.ts gives up and exits 1 ("work unfinished").
+      SHUTDOWN_TIMEOUT_MS: "5000",
+    };
+    delete env.DATABASE_URL;
+    delete env.REDIS_URL;
+    const child = spawn(process.execPath, [path.resolve(import.meta.dirname, "../src/server.ts")], {
+      cwd: dataDir,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    try {
+      let out = "";
+      const url = await new Promise<string>((resolve, reject) => {
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out);
+          if (m?.[1] !== undefined) resolve(m[1]);
+        });
+        void exited.then(() => reject(new Error(`server exited before listening: ${out.slice(-2000)}`)));
+      });
+      const paths = ["/", "/health/live", "/docs", "/no/such/path"];
+      // Clients that went away (their server side used to stay in CLOSE_WAIT) ...
+      const gone = paths.map((p) => rawUpgrade(url, p));
+      for (const c of gone) await c.head;
+      for (const c of gone) c.socket.end();
+      // ... and clients that stay, never answering the WebSocket closing handshake.
+      const staying = paths.map((p) => rawUpgrade(url, p));
+      for (const c of staying) await c.head;
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      for (const c of staying) c.socket.destroy();
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,3 +1,6 @@
+import { randomBytes } from "node:crypto";
+import { connect as connectTcp, type Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pack, unpack } from "msgpackr";
 import WebSocket from "ws";
 import { buildInferenceApp, type InferenceTestContext } from "../inference/helpers.ts";
@@ -123,4 +126,75 @@ export async function started(t: StreamTestContext, start: Record<string, unknow
   });
   const s = await c.type("started");
   return { c, s };
+}
+
+/** A raw TCP client that sends a WebSocket upgrade request and reads the answer's head. */
+export interface RawUpgrade {
+  readonly socket: Socket;
+  /** The status line and headers of the server's answer (101, or an HTTP status). */
+  readonly head: Promise<{ status: number; headers: string; body: Promise<string> }>;
+  /** Resolves when the server has closed its side (the client saw end or close). */
+  readonly serverClosed: Promise<void>;
+  /** The first `n` bytes after the answer's head (e.g. a WebSocket frame after 101). */
+  firstBytes(n: number): Promise<Buffer>;
+}
+
+export function rawUpgrade(baseUrl: string, path: string, headers: Record<string, string> = {}): RawUpgrade {
+  const { hostname, port } = new URL(baseUrl);
+  const socket = connectTcp(Number(port), hostname);
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join("");
+  socket.write(
+    `GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\n${extra}\r\n`,
+  );
+  socket.on("error", () => {});
+  let received = Buffer.alloc(0);
+  const serverClosed = new Promise<void>((resolve) => {
+    socket.once("end", () => resolve());
+    socket.once("close", () => resolve());
+  });
+  const head = new Promise<{ status: number; headers: string; body: Promise<string> }>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      const end = received.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const text = received.subarray(0, end).toString("latin1");
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+      const body = new Promise<string>((res) => {
+        serverClosed.then(() => res(received.subarray(end + 4).toString("utf8")));
+      });
+      resolve({ status, headers: text, body });
+    };
+    socket.on("data", onData);
+    socket.once("close", () => reject(new Error("closed before an answer")));
+  });
+  head.catch(() => {});
+  const firstBytes = async (n: number): Promise<Buffer> => {
+    await head;
+    for (let i = 0; i < 200; i++) {
+      const start = received.indexOf("\r\n\r\n") + 4;
+      if (received.length - start >= n) return received.subarray(start, start + n);
+      await sleep(25);
+    }
+    throw new Error(`fewer than ${n} bytes after the head`);
+  };
+  return { socket, head, serverClosed, firstBytes };
+}
+
+/** Open TCP connections of a listening app (upgraded sockets included). */
+export function serverConnections(app: InferenceTestContext["app"]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    app.server.getConnections((err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** Polls `check` until it holds (at most `tries` times, 50 ms apart); returns the last result. */
+export async function eventually(check: () => Promise<boolean>, tries = 100): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    if (await check()) return true;
+    await sleep(50);
+  }
+  return check();
 }

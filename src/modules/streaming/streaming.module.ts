@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import websocket from "@fastify/websocket";
 import { Type } from "typebox";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
@@ -61,18 +60,15 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
   const statsPush = setInterval(() => registry.pushStats(), cfg.statsIntervalMs);
   statsPush.unref();
 
-  await app.register(websocket, {
-    options: { maxPayload: cfg.maxFrameBytes, perMessageDeflate: false },
-    // Graceful: sessions finish the frame in flight, get their final stats, then close 1001.
-    preClose: async () => {
-      clearInterval(heartbeat);
-      clearInterval(statsPush);
-      await registry.shutdown(Math.max(1_000, Math.floor(platform.config.http.shutdownTimeoutMs / 2)));
-    },
-    errorHandler: (error, socket, request) => {
-      request.log.info({ err: error }, "stream socket error (client closed or sent an invalid frame)");
-      socket.terminate();
-    },
+  // @fastify/websocket is registered by buildApp (src/app.ts) for every route.
+  // Graceful: sessions finish the frame in flight, get their final stats, then close 1001. Any
+  // other WebSocket (an upgrade to a plain route, closed at once but waiting up to 30 s for the
+  // client's close frame) is cut, so it cannot hold server.close() past the shutdown deadline.
+  app.addHook("preClose", async () => {
+    clearInterval(heartbeat);
+    clearInterval(statsPush);
+    await registry.shutdown(Math.max(1_000, Math.floor(platform.config.http.shutdownTimeoutMs / 2)));
+    for (const socket of app.websocketServer.clients) socket.terminate();
   });
 
   const upgradeOnly = (path: string) => () => {
