@@ -6,7 +6,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
 import type { NdArray } from "../../src/modules/inference/ndarray.ts";
 import { PROJECT_ROOT } from "../../src/modules/models/registry.ts";
-import { buildStreamApp, Client, flushLogs, jpeg, newKey, type StreamTestContext, started } from "./helpers.ts";
+import { streamRegistries } from "../../src/modules/streaming/streaming.module.ts";
+import { seedCustomer, seedKey } from "../helpers/limits.ts";
+import {
+  buildStreamApp,
+  Client,
+  eventually,
+  flushLogs,
+  jpeg,
+  newKey,
+  rawUpgrade,
+  type StreamTestContext,
+  started,
+} from "./helpers.ts";
 
 /** A registry with the default mock and a chunked mock (H = 4). */
 function modelsConfig(): string {
@@ -24,7 +36,13 @@ function modelsConfig(): string {
     file,
     JSON.stringify({
       default_model: "single",
-      models: [model("single", 1), model("chunky", 4), model("slow", 1, 1500), model("paced", 1, 300)],
+      models: [
+        model("single", 1),
+        model("chunky", 4),
+        model("slow", 1, 1500),
+        model("paced", 1, 300),
+        { ...model("undecided", 1), default_unnorm_key: null },
+      ],
     }),
   );
   return file;
@@ -75,6 +93,7 @@ describe("WS /v1/openpi", () => {
       action_dim: 7,
       action_horizon: 4,
       unnorm_key: "bridge_orig",
+      unnorm_key_source: "model_default",
       unnorm_keys: ["bridge_orig", "fractal20220817_data"],
     });
     c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
@@ -211,13 +230,25 @@ describe("WS /v1/openpi", () => {
     });
   }
 
-  it("authentication: none or a wrong key -> text frame and close 1008; X-API-Key and Bearer work too", async () => {
-    const none = await openpi("", {});
-    expect((await none.closed).code).toBe(1008);
-    expect(none.raw[0]?.data.toString()).toMatch(/^unauthorized: /);
-    const wrong = await openpi("", { authorization: "Api-Key vla_live_1111111111111111111111111111111111111111" });
-    expect((await wrong.closed).code).toBe(1008);
-    expect(wrong.raw[0]?.data.toString()).toMatch(/^invalid_api_key: /);
+  /** A refused upgrade: the HTTP status line, headers and problem document (what the stock client sees). */
+  async function refused(query: string, headers: Record<string, string> = { authorization: `Api-Key ${t.key}` }) {
+    const c = rawUpgrade(t.baseUrl, `/v1/openpi${query}`, headers);
+    const head = await c.head;
+    const body = await head.body;
+    c.socket.destroy();
+    // A Content-Length (no chunked coding) so every version of Python `websockets` reads the body.
+    expect(head.headers).toMatch(/\r\ncontent-length: \d+/i);
+    expect(head.headers).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+    return { status: head.status, problem: JSON.parse(body) as Record<string, unknown> };
+  }
+
+  it("authentication is checked on the upgrade: none or a wrong key -> HTTP 401; X-API-Key and Bearer work too", async () => {
+    expect(await refused("", {})).toMatchObject({ status: 401, problem: { code: "unauthorized" } });
+    const wrong = await refused("", { authorization: "Api-Key vla_live_1111111111111111111111111111111111111111" });
+    expect(wrong).toMatchObject({ status: 401, problem: { code: "invalid_api_key" } });
+    // What a WebSocket client reports: the status, not a text frame.
+    const none = new Client(`${t.baseUrl}/v1/openpi`);
+    await expect(none.opened()).rejects.toThrow(/Unexpected server response: 401/);
     const variants: Record<string, string>[] = [{ "x-api-key": t.key }, { authorization: `Bearer ${t.key}` }];
     for (const headers of variants) {
       const c = await openpi("", headers);
@@ -227,12 +258,52 @@ describe("WS /v1/openpi", () => {
     }
   });
 
-  it("an unknown model -> text frame unknown_model, close 1011; a bad query -> 400 before the upgrade", async () => {
-    const c = await openpi("?model=nope");
-    expect((await c.closed).code).toBe(1011);
-    expect(c.raw[0]?.data.toString()).toMatch(/^unknown_model: /);
+  it("a key without the inference scope -> HTTP 403 on the upgrade", async () => {
+    const customerId = await seedCustomer(t.database, { tier: "enterprise" });
+    const { key } = await seedKey(t.database, customerId, { scopes: ["admin"] });
+    expect(await refused("", { authorization: `Api-Key ${key}` })).toMatchObject({
+      status: 403,
+      problem: { code: "forbidden" },
+    });
+  });
+
+  it("model and unnorm_key are resolved on the upgrade: 404 unknown_model, 400 invalid_unnorm_key", async () => {
+    expect(await refused("?model=nope")).toMatchObject({ status: 404, problem: { code: "unknown_model" } });
+    expect(await refused("?unnorm_key=kuka")).toMatchObject({
+      status: 400,
+      problem: { code: "invalid_unnorm_key", valid_unnorm_keys: ["bridge_orig", "fractal20220817_data"] },
+    });
+    // Several keys and no default: the caller must name one.
+    const undecided = await refused("?model=undecided");
+    expect(undecided).toMatchObject({ status: 400, problem: { code: "invalid_unnorm_key" } });
+    expect(undecided.problem.detail).toMatch(/several unnorm_keys and no default/);
     const res = await t.app.inject({ method: "GET", url: "/v1/openpi?colour=blue" });
     expect(res.statusCode).toBe(400);
+  });
+
+  it("session slots are taken on the upgrade: one too many -> HTTP 429; closing or a failed handshake frees them", async () => {
+    const { key, customerId } = await newKey(t, { tier: "free" }); // STREAM_MAX_SESSIONS_FREE = 2
+    const auth = { authorization: `Api-Key ${key}` };
+    const registry = streamRegistries.get(t.app.platform);
+    // Admitted, then the WebSocket handshake itself fails (an unsupported version): the slot comes back.
+    for (let i = 0; i < 3; i++) {
+      const bad = rawUpgrade(t.baseUrl, "/v1/openpi", { ...auth, "Sec-WebSocket-Version": "12" });
+      expect((await bad.head).status).toBe(400);
+      await bad.serverClosed;
+      bad.socket.destroy();
+    }
+    expect(await eventually(async () => registry?.sessionsOf(customerId) === 0)).toBe(true);
+    const a = await openpi("", auth);
+    const b = await openpi("", auth);
+    await nth(a, 1);
+    await nth(b, 1);
+    expect(await refused("", auth)).toMatchObject({ status: 429, problem: { code: "too_many_sessions" } });
+    a.close();
+    expect(await eventually(async () => registry?.sessionsOf(customerId) === 1)).toBe(true);
+    const c = await openpi("", auth);
+    await nth(c, 1);
+    b.close();
+    c.close();
   });
 
   it("rate limits: an observation over the limit is refused with quota_exceeded (text, 1011)", async () => {

@@ -4,7 +4,9 @@ import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
 import { inferenceRunners } from "../inference/inference.module.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
-import { OpenpiConnection, type OpenpiQuery } from "./openpi-connection.ts";
+import { admitOpenpi, type OpenpiAdmission, type OpenpiQuery } from "./openpi-admission.ts";
+import { OpenpiConnection } from "./openpi-connection.ts";
+import { CLOSE } from "./protocol.ts";
 import { NativeStreamConnection } from "./stream-connection.ts";
 import { invalidCharacter, nulProblems } from "./text-guard.ts";
 import type { StreamDeps } from "./ws-common.ts";
@@ -101,6 +103,9 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     },
   });
 
+  // The upgrade's admission (key, model, slot), from its preHandler to its wsHandler.
+  const admissions = new WeakMap<object, OpenpiAdmission>();
+
   app.route({
     method: "GET",
     url: "/v1/openpi",
@@ -111,15 +116,30 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
         "WebSocket upgrade speaking openpi's policy-server protocol, so the stock `openpi-client` works with " +
         "`Authorization: Api-Key <key>`: a msgpack metadata frame on connect (model, action_dim, action_horizon, " +
         "unnorm_key), then one msgpack observation -> one msgpack `{actions (H, D) float32, policy_timing, " +
-        "server_timing}`; numpy markers as msgpack bin keys. Errors: a text frame, then close 1011 (1008 for " +
-        "authentication). Logged with source `openpi`, metered and safety-checked. A plain GET answers 426.",
+        "server_timing}`; numpy markers as msgpack bin keys. The key, its `inference` scope, the model, the " +
+        "unnorm_key and a session slot are checked on the upgrade request: a refusal is an HTTP status with a " +
+        "problem+json body (the stock client raises an error naming the status). Errors after the upgrade: a " +
+        "text frame `code: detail`, then close 1011. Logged with source `openpi`, metered and safety-checked. " +
+        "A plain GET answers 426.",
       security: SECURITY,
       querystring: OpenpiQuerySchema,
       response: {
         101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
-        400: { $ref: "Problem#", description: "invalid_request: a query parameter fails validation." },
+        400: {
+          $ref: "Problem#",
+          description:
+            "invalid_request: a query parameter fails validation; invalid_unnorm_key: an unknown unnorm_key, " +
+            "or none for a model with several and no default (`valid_unnorm_keys` lists them).",
+        },
+        401: { $ref: "Problem#", description: "No API key, or an unknown, revoked, expired or malformed one." },
+        403: { $ref: "Problem#", description: "The key lacks the `inference` scope." },
+        404: { $ref: "Problem#", description: "unknown_model: no such model (`GET /v1/models` lists them)." },
         422: { $ref: "Problem#", description: "invalid_character: a query parameter holds U+0000 (NUL)." },
         426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
+        429: {
+          $ref: "Problem#",
+          description: "too_many_sessions: the customer holds all its session slots; or too many failed keys.",
+        },
       },
     },
     // Before the schema, so U+0000 in any parameter is named as such (422) rather than as a pattern mismatch.
@@ -127,9 +147,17 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
       const nul = nulProblems(request.query);
       if (nul.length > 0) throw invalidCharacter(nul, "The query string", "query");
     },
+    preHandler: async (request) => {
+      if (request.ws) admissions.set(request, await admitOpenpi(deps, request, request.query as OpenpiQuery));
+    },
     handler: upgradeOnly("/v1/openpi"),
     wsHandler: (socket, request) => {
-      new OpenpiConnection(socket, request, deps, request.query as OpenpiQuery).open();
+      const admission = admissions.get(request);
+      if (admission === undefined) {
+        socket.close(CLOSE.internalError, "internal_error");
+        return;
+      }
+      new OpenpiConnection(socket, request, deps, request.query as OpenpiQuery, admission).open();
     },
   });
 
