@@ -42,6 +42,8 @@ function modelsConfig(): string {
         model("slow", 1, 1500),
         model("paced", 1, 300),
         { ...model("undecided", 1), default_unnorm_key: null },
+        // One request per batch: a second concurrent observation waits a whole model run in the queue.
+        { ...model("serial", 1, 200), batching: { max_batch_size: 1, max_wait_ms: 0 } },
       ],
     }),
   );
@@ -103,7 +105,7 @@ describe("WS /v1/openpi", () => {
     expect(actions.dtype).toBe("<f4");
     expect(actions.shape).toEqual([4, 7]);
     expect(r1.policy_timing).toEqual({ infer_ms: expect.any(Number) });
-    expect(Object.keys(r1.server_timing as object)).toEqual(["infer_ms"]);
+    expect(Object.keys(r1.server_timing as object)).toEqual(["infer_ms", "queue_ms"]);
     // prompt as bytes, image under the DROID key: same image and prompt, same actions
     c.ws.send(
       packMsgpackNumpy({
@@ -114,7 +116,7 @@ describe("WS /v1/openpi", () => {
     );
     await nth(c, 3);
     const r2 = decoded(c, 2);
-    expect(Object.keys(r2.server_timing as object)).toEqual(["infer_ms", "prev_total_ms"]);
+    expect(Object.keys(r2.server_timing as object)).toEqual(["infer_ms", "queue_ms", "prev_total_ms"]);
     expect([...(r2.actions as NdArray).data]).toEqual([...actions.data]);
     c.close();
   });
@@ -149,7 +151,7 @@ describe("WS /v1/openpi", () => {
     const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
     const data = Buffer.from(actions.buffer, actions.byteOffset, actions.byteLength);
     const expected = Buffer.concat([
-      hex("83"), // map(3): actions, policy_timing, server_timing
+      hex("85"), // map(5): actions, policy_timing, server_timing, safety, inference_id
       hex("a7 616374696f6e73"), // "actions"
       hex("84"),
       hex("c4 0b 5f5f6e6461727261795f5f c3"), // bin"__ndarray__": true
@@ -304,6 +306,77 @@ describe("WS /v1/openpi", () => {
     await nth(c, 1);
     b.close();
     c.close();
+  });
+
+  it("every reply carries the safety verdict and the inference_id, beside the actions", async () => {
+    // A velocity limit the mock's actions always exceed: safety clamps, and says so.
+    const put = await t.app.inject({
+      method: "PUT",
+      url: "/v1/robots/arm-tight/safety-profile",
+      headers: { authorization: `Bearer owner:${t.customerId}` },
+      payload: {
+        max_linear_velocity: 0.0001,
+        policy: { low: "clamp", medium: "clamp", high: "clamp", critical: "clamp" },
+      },
+    });
+    expect(put.statusCode, put.body).toBe(200);
+    const c = await openpi("?robot_id=arm-tight");
+    await nth(c, 1);
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
+    await nth(c, 2);
+    const reply = decoded(c, 1);
+    c.close();
+    expect(Object.keys(reply)).toEqual(["actions", "policy_timing", "server_timing", "safety", "inference_id"]);
+    const safety = reply.safety as { violations: { rule: string; severity: string }[] };
+    expect(safety).toMatchObject({ status: "clamped", action_taken: "clamped" });
+    expect(safety.violations.length).toBeGreaterThan(0);
+    for (const v of safety.violations) expect(Object.keys(v)).toEqual(["rule", "severity"]);
+    expect(safety.violations.map((v) => v.rule)).toContain("linear_velocity");
+    // The id names this inference's log row.
+    await flushLogs(t.app);
+    const row = await t.app.inject({
+      method: "GET",
+      url: `/v1/inference/${String(reply.inference_id)}`,
+      headers: { "x-api-key": t.key },
+    });
+    expect(row.statusCode, row.body).toBe(200);
+    expect(row.json()).toMatchObject({ source: "openpi", robot_id: "arm-tight", safety_status: "clamped" });
+    // Clean reply frames with nothing to report still carry the verdict.
+    const clean = await openpi();
+    await nth(clean, 1);
+    clean.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "stack" }));
+    await nth(clean, 2);
+    expect(decoded(clean, 1).safety).toMatchObject({ action_taken: expect.any(String), violations: expect.any(Array) });
+    clean.close();
+  });
+
+  it("server_timing.infer_ms is the policy's own time (preprocessing + model); the queue wait is queue_ms", async () => {
+    // Two observations at once on a model that runs one at a time: one of them waits in the queue.
+    const a = await openpi("?model=serial");
+    const b = await openpi("?model=serial");
+    await nth(a, 1);
+    await nth(b, 1);
+    a.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "a" }));
+    b.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "b" }));
+    await nth(a, 2);
+    await nth(b, 2);
+    const replies = [decoded(a, 1), decoded(b, 1)];
+    a.close();
+    b.close();
+    await flushLogs(t.app);
+    for (const r of replies) {
+      const res = await t.app.inject({
+        method: "GET",
+        url: `/v1/inference/${String(r.inference_id)}`,
+        headers: { "x-api-key": t.key },
+      });
+      const row = (res.json() as { timing: { preprocess_ms: number; queue_ms: number; model_ms: number } }).timing;
+      const server = r.server_timing as { infer_ms: number; queue_ms: number };
+      // The log row holds the engine's own measurements of this inference (stored as float4).
+      expect(server.infer_ms).toBeCloseTo(row.preprocess_ms + row.model_ms, 1);
+      expect(server.queue_ms).toBeCloseTo(row.queue_ms, 1);
+      expect((r.policy_timing as { infer_ms: number }).infer_ms).toBeCloseTo(row.model_ms, 1);
+    }
   });
 
   it("rate limits: an observation over the limit is refused with quota_exceeded (text, 1011)", async () => {

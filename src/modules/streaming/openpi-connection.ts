@@ -5,6 +5,7 @@ import { MAX_INSTRUCTION_CHARS } from "../inference/inference.service.ts";
 import type { RunInput } from "../inference/inference-runner.ts";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
 import type { NdArray } from "../inference/ndarray.ts";
+import type { SafetyResult } from "../safety/types.ts";
 import type { StreamConnection } from "./connections.ts";
 import type { OpenpiAdmission, OpenpiQuery } from "./openpi-admission.ts";
 import { CLOSE, closeReason } from "./protocol.ts";
@@ -87,6 +88,15 @@ export function promptOf(obs: Record<string, unknown>): string {
   const nul = nulProblems(text, "/prompt");
   if (nul.length > 0) throw invalidCharacter(nul, "The observation");
   return text;
+}
+
+/** The safety verdict in an openpi reply (the stock client hands unknown keys to the caller). */
+export function openpiSafety(safety: SafetyResult): Record<string, unknown> {
+  return {
+    status: safety.status,
+    action_taken: safety.action_taken,
+    violations: safety.violations.map((v) => ({ rule: v.type, severity: v.severity })),
+  };
 }
 
 /**
@@ -267,14 +277,19 @@ export class OpenpiConnection implements StreamConnection {
     chunk.forEach((step, i) => {
       flat.set(step, i * dim);
     });
-    const inferMs = performance.now() - started;
+    const timing = out.result.timing;
     const reply = packMsgpackNumpy({
       actions: { data: flat, shape: [chunk.length, dim] },
-      policy_timing: { infer_ms: out.result.timing.model_ms },
+      policy_timing: { infer_ms: timing.model_ms },
       server_timing: {
-        infer_ms: inferMs,
+        // Upstream times `policy.infer` (input transforms + model) and has no queue: the wait for
+        // the shared model queue is reported beside it, not hidden in it.
+        infer_ms: Math.round((timing.preprocess_ms + timing.model_ms) * 1000) / 1000,
+        queue_ms: timing.queue_ms,
         ...(this.prevTotalMs === undefined ? {} : { prev_total_ms: this.prevTotalMs }),
       },
+      safety: openpiSafety(out.safety),
+      inference_id: out.id,
     });
     this.backlog--;
     if (this.socket.readyState !== this.socket.OPEN) return;
