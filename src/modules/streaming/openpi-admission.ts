@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import type { FastifyRequest } from "fastify";
 import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
@@ -52,26 +53,22 @@ export async function admitOpenpi(
   query: OpenpiQuery,
 ): Promise<OpenpiAdmission> {
   const { platform, registry, metrics } = deps;
-  const refuse = (reason: string, e: AppError): never => {
+  /** Counts the refusal; the caller throws what it returns. */
+  const refusal = (reason: string, e: AppError): AppError => {
     metrics.rejected.inc({ endpoint: "openpi", reason });
-    throw e;
+    return e;
   };
-  if (platform.lifecycle.isShuttingDown) refuse("shutting_down", errors.shuttingDown());
+  if (platform.lifecycle.isShuttingDown) throw refusal("shutting_down", errors.shuttingDown());
   const credential = upgradeCredential(request);
   if (credential === undefined) {
-    refuse("auth", errors.unauthorized("Send the API key as `Authorization: Api-Key <key>`."));
+    throw refusal("auth", errors.unauthorized("Send the API key as `Authorization: Api-Key <key>`."));
   }
-  if (isAppError(credential)) refuse("auth", credential);
+  if (isAppError(credential)) throw refusal("auth", credential);
   let principal: Principal;
   try {
-    principal = await verifyPrincipal(
-      platform,
-      credential as Exclude<typeof credential, AppError | undefined>,
-      request,
-    );
+    principal = await verifyPrincipal(platform, credential, request);
   } catch (e) {
-    if (!isAppError(e)) throw e;
-    return refuse("auth", e);
+    throw isAppError(e) ? refusal("auth", e) : e;
   }
   let model: ModelInfo;
   let unnormKey: string;
@@ -79,17 +76,19 @@ export async function admitOpenpi(
     model = platform.engine.describe(query.model ?? platform.engine.defaultModel);
     unnormKey = resolveUnnormKey(query.unnorm_key, model.unnorm_keys, model.default_unnorm_key);
   } catch (e) {
-    if (!isAppError(e)) throw e;
-    return refuse("model", e);
+    throw isAppError(e) ? refusal("model", e) : e;
   }
   const slot = await registry.acquire(principal.customerId, principal.tier);
-  if (slot === undefined) return refuse("too_many_sessions", errors.tooManySessions(registry.limitFor(principal.tier)));
+  if (slot === undefined) {
+    throw refusal("too_many_sessions", errors.tooManySessions(registry.limitFor(principal.tier)));
+  }
   const lease = new SlotLease(() => registry.release(principal.customerId, slot));
   // Released when the socket ends, whether or not the upgrade completed (the client may leave
   // before it, or the handshake may fail); the connection releases it earlier on its close.
-  const socket = request.raw.socket;
-  socket.once("close", () => lease.release());
-  if (socket.destroyed) lease.release();
+  // (app.injectWS builds a request without a socket: then only the connection releases it.)
+  const socket = request.raw.socket as Socket | undefined;
+  socket?.once("close", () => lease.release());
+  if (socket?.destroyed === true) lease.release();
   return {
     principal,
     model,
