@@ -86,14 +86,25 @@ describe("InferenceEngine with the mock backend", () => {
 
   it("400 without unnorm_key on a multi-key model, listing the keys; 400 on unknown key; 404 unknown model", async () => {
     const base = { model: "mock-openvla-7b", imageBytes: image, instruction: "x", customerId: "c" };
+    // The embedded mock declares a default key; the same model without one must be told which.
+    const [mockDef, ...rest] = EMBEDDED_REGISTRY.models;
+    const undecided = new InferenceEngine(
+      parseRegistry(
+        { ...EMBEDDED_REGISTRY, models: [{ ...mockDef, default_unnorm_key: null }, ...rest] },
+        PROJECT_ROOT,
+      ),
+    );
     try {
-      await engine.infer(base);
+      await undecided.infer(base);
       expect.unreachable();
     } catch (e) {
       expect((e as AppError).code).toBe("invalid_unnorm_key");
       expect((e as AppError).status).toBe(400);
       expect((e as AppError).message).toMatch(/bridge_orig, fractal20220817_data/);
+    } finally {
+      await undecided.close();
     }
+    expect((await engine.infer(base)).unnormKey).toBe("bridge_orig");
     expect(await codeOf(engine.infer({ ...base, unnormKey: "kuka" }))).toBe("invalid_unnorm_key");
     expect(await codeOf(engine.infer({ ...base, model: "gpt-robot" }))).toBe("unknown_model");
     expect(await codeOf(engine.infer({ ...base, unnormKey: "bridge_orig", imageBytes: Buffer.from("junk") }))).toBe(
@@ -113,7 +124,7 @@ describe("InferenceEngine with the mock backend", () => {
     const mock = engine.describe("mock-openvla-7b");
     expect(mock.status).toBe("ready");
     expect(mock.unnorm_keys).toEqual(["bridge_orig", "fractal20220817_data"]);
-    expect(mock.default_unnorm_key).toBeNull();
+    expect(mock.default_unnorm_key).toBe("bridge_orig");
     expect(mock.stats.requests).toBeGreaterThan(0);
     // The 4xx answers above are the callers' mistakes, not model errors.
     expect(mock.stats.errors).toBe(0);

@@ -312,12 +312,13 @@ describe("POST /v1/inference: bad input", () => {
     await expectProblem(await post({ image: short, ...ok }), 422, "invalid_array");
   });
 
-  it("unknown model -> 404 unknown_model; unnorm_key missing or unknown -> 400 listing the keys", async () => {
+  it("unknown model -> 404 unknown_model; unnorm_key unknown -> 400 listing the keys, missing -> the model's default", async () => {
     const unknown = await expectProblem(await post({ image: img, ...ok, model: "gpt-robot" }), 404, "unknown_model");
     expect(unknown.available_models).toContain("mock-openvla-7b");
     const { unnorm_key: _k, ...noKey } = ok;
-    const missing = await expectProblem(await post({ image: img, ...noKey }), 400, "invalid_unnorm_key");
-    expect(missing.valid_unnorm_keys).toEqual(expect.arrayContaining(["bridge_orig", "fractal20220817_data"]));
+    const defaulted = await post({ image: img, ...noKey });
+    expect(defaulted.statusCode).toBe(200);
+    expect(defaulted.json().unnorm_key).toBe("bridge_orig");
     const bad = await expectProblem(await post({ image: img, ...ok, unnorm_key: "nope" }), 400, "invalid_unnorm_key");
     expect(bad.valid_unnorm_keys).toEqual(expect.arrayContaining(["bridge_orig"]));
   });

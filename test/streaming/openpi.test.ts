@@ -6,7 +6,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
 import type { NdArray } from "../../src/modules/inference/ndarray.ts";
 import { PROJECT_ROOT } from "../../src/modules/models/registry.ts";
-import { buildStreamApp, Client, flushLogs, jpeg, newKey, type StreamTestContext, started } from "./helpers.ts";
+import { streamRegistries } from "../../src/modules/streaming/streaming.module.ts";
+import { seedCustomer, seedKey } from "../helpers/limits.ts";
+import {
+  buildStreamApp,
+  Client,
+  eventually,
+  flushLogs,
+  jpeg,
+  newKey,
+  rawUpgrade,
+  type StreamTestContext,
+  started,
+} from "./helpers.ts";
 
 /** A registry with the default mock and a chunked mock (H = 4). */
 function modelsConfig(): string {
@@ -24,7 +36,15 @@ function modelsConfig(): string {
     file,
     JSON.stringify({
       default_model: "single",
-      models: [model("single", 1), model("chunky", 4), model("slow", 1, 1500), model("paced", 1, 300)],
+      models: [
+        model("single", 1),
+        model("chunky", 4),
+        model("slow", 1, 1500),
+        model("paced", 1, 300),
+        { ...model("undecided", 1), default_unnorm_key: null },
+        // One request per batch: a second concurrent observation waits a whole model run in the queue.
+        { ...model("serial", 1, 200), batching: { max_batch_size: 1, max_wait_ms: 0 } },
+      ],
     }),
   );
   return file;
@@ -75,6 +95,7 @@ describe("WS /v1/openpi", () => {
       action_dim: 7,
       action_horizon: 4,
       unnorm_key: "bridge_orig",
+      unnorm_key_source: "model_default",
       unnorm_keys: ["bridge_orig", "fractal20220817_data"],
     });
     c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
@@ -84,7 +105,7 @@ describe("WS /v1/openpi", () => {
     expect(actions.dtype).toBe("<f4");
     expect(actions.shape).toEqual([4, 7]);
     expect(r1.policy_timing).toEqual({ infer_ms: expect.any(Number) });
-    expect(Object.keys(r1.server_timing as object)).toEqual(["infer_ms"]);
+    expect(Object.keys(r1.server_timing as object)).toEqual(["infer_ms", "queue_ms"]);
     // prompt as bytes, image under the DROID key: same image and prompt, same actions
     c.ws.send(
       packMsgpackNumpy({
@@ -95,7 +116,7 @@ describe("WS /v1/openpi", () => {
     );
     await nth(c, 3);
     const r2 = decoded(c, 2);
-    expect(Object.keys(r2.server_timing as object)).toEqual(["infer_ms", "prev_total_ms"]);
+    expect(Object.keys(r2.server_timing as object)).toEqual(["infer_ms", "queue_ms", "prev_total_ms"]);
     expect([...(r2.actions as NdArray).data]).toEqual([...actions.data]);
     c.close();
   });
@@ -130,7 +151,7 @@ describe("WS /v1/openpi", () => {
     const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
     const data = Buffer.from(actions.buffer, actions.byteOffset, actions.byteLength);
     const expected = Buffer.concat([
-      hex("83"), // map(3): actions, policy_timing, server_timing
+      hex("85"), // map(5): actions, policy_timing, server_timing, safety, inference_id
       hex("a7 616374696f6e73"), // "actions"
       hex("84"),
       hex("c4 0b 5f5f6e6461727261795f5f c3"), // bin"__ndarray__": true
@@ -211,13 +232,25 @@ describe("WS /v1/openpi", () => {
     });
   }
 
-  it("authentication: none or a wrong key -> text frame and close 1008; X-API-Key and Bearer work too", async () => {
-    const none = await openpi("", {});
-    expect((await none.closed).code).toBe(1008);
-    expect(none.raw[0]?.data.toString()).toMatch(/^unauthorized: /);
-    const wrong = await openpi("", { authorization: "Api-Key vla_live_1111111111111111111111111111111111111111" });
-    expect((await wrong.closed).code).toBe(1008);
-    expect(wrong.raw[0]?.data.toString()).toMatch(/^invalid_api_key: /);
+  /** A refused upgrade: the HTTP status line, headers and problem document (what the stock client sees). */
+  async function refused(query: string, headers: Record<string, string> = { authorization: `Api-Key ${t.key}` }) {
+    const c = rawUpgrade(t.baseUrl, `/v1/openpi${query}`, headers);
+    const head = await c.head;
+    const body = await head.body;
+    c.socket.destroy();
+    // A Content-Length (no chunked coding) so every version of Python `websockets` reads the body.
+    expect(head.headers).toMatch(/\r\ncontent-length: \d+/i);
+    expect(head.headers).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+    return { status: head.status, problem: JSON.parse(body) as Record<string, unknown> };
+  }
+
+  it("authentication is checked on the upgrade: none or a wrong key -> HTTP 401; X-API-Key and Bearer work too", async () => {
+    expect(await refused("", {})).toMatchObject({ status: 401, problem: { code: "unauthorized" } });
+    const wrong = await refused("", { authorization: "Api-Key vla_live_1111111111111111111111111111111111111111" });
+    expect(wrong).toMatchObject({ status: 401, problem: { code: "invalid_api_key" } });
+    // What a WebSocket client reports: the status, not a text frame.
+    const none = new Client(`${t.baseUrl}/v1/openpi`);
+    await expect(none.opened()).rejects.toThrow(/Unexpected server response: 401/);
     const variants: Record<string, string>[] = [{ "x-api-key": t.key }, { authorization: `Bearer ${t.key}` }];
     for (const headers of variants) {
       const c = await openpi("", headers);
@@ -227,12 +260,123 @@ describe("WS /v1/openpi", () => {
     }
   });
 
-  it("an unknown model -> text frame unknown_model, close 1011; a bad query -> 400 before the upgrade", async () => {
-    const c = await openpi("?model=nope");
-    expect((await c.closed).code).toBe(1011);
-    expect(c.raw[0]?.data.toString()).toMatch(/^unknown_model: /);
+  it("a key without the inference scope -> HTTP 403 on the upgrade", async () => {
+    const customerId = await seedCustomer(t.database, { tier: "enterprise" });
+    const { key } = await seedKey(t.database, customerId, { scopes: ["admin"] });
+    expect(await refused("", { authorization: `Api-Key ${key}` })).toMatchObject({
+      status: 403,
+      problem: { code: "forbidden" },
+    });
+  });
+
+  it("model and unnorm_key are resolved on the upgrade: 404 unknown_model, 400 invalid_unnorm_key", async () => {
+    expect(await refused("?model=nope")).toMatchObject({ status: 404, problem: { code: "unknown_model" } });
+    expect(await refused("?unnorm_key=kuka")).toMatchObject({
+      status: 400,
+      problem: { code: "invalid_unnorm_key", valid_unnorm_keys: ["bridge_orig", "fractal20220817_data"] },
+    });
+    // Several keys and no default: the caller must name one.
+    const undecided = await refused("?model=undecided");
+    expect(undecided).toMatchObject({ status: 400, problem: { code: "invalid_unnorm_key" } });
+    expect(undecided.problem.detail).toMatch(/several unnorm_keys and no default/);
     const res = await t.app.inject({ method: "GET", url: "/v1/openpi?colour=blue" });
     expect(res.statusCode).toBe(400);
+  });
+
+  it("session slots are taken on the upgrade: one too many -> HTTP 429; closing or a failed handshake frees them", async () => {
+    const { key, customerId } = await newKey(t, { tier: "free" }); // STREAM_MAX_SESSIONS_FREE = 2
+    const auth = { authorization: `Api-Key ${key}` };
+    const registry = streamRegistries.get(t.app.platform);
+    // Admitted, then the WebSocket handshake itself fails (an unsupported version): the slot comes back.
+    for (let i = 0; i < 3; i++) {
+      const bad = rawUpgrade(t.baseUrl, "/v1/openpi", { ...auth, "Sec-WebSocket-Version": "12" });
+      expect((await bad.head).status).toBe(400);
+      await bad.serverClosed;
+      bad.socket.destroy();
+    }
+    expect(await eventually(async () => registry?.sessionsOf(customerId) === 0)).toBe(true);
+    const a = await openpi("", auth);
+    const b = await openpi("", auth);
+    await nth(a, 1);
+    await nth(b, 1);
+    expect(await refused("", auth)).toMatchObject({ status: 429, problem: { code: "too_many_sessions" } });
+    a.close();
+    expect(await eventually(async () => registry?.sessionsOf(customerId) === 1)).toBe(true);
+    const c = await openpi("", auth);
+    await nth(c, 1);
+    b.close();
+    c.close();
+  });
+
+  it("every reply carries the safety verdict and the inference_id, beside the actions", async () => {
+    // A velocity limit the mock's actions always exceed: safety clamps, and says so.
+    const put = await t.app.inject({
+      method: "PUT",
+      url: "/v1/robots/arm-tight/safety-profile",
+      headers: { authorization: `Bearer owner:${t.customerId}` },
+      payload: {
+        max_linear_velocity: 0.0001,
+        policy: { low: "clamp", medium: "clamp", high: "clamp", critical: "clamp" },
+      },
+    });
+    expect(put.statusCode, put.body).toBe(200);
+    const c = await openpi("?robot_id=arm-tight");
+    await nth(c, 1);
+    c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
+    await nth(c, 2);
+    const reply = decoded(c, 1);
+    c.close();
+    expect(Object.keys(reply)).toEqual(["actions", "policy_timing", "server_timing", "safety", "inference_id"]);
+    const safety = reply.safety as { violations: { rule: string; severity: string }[] };
+    expect(safety).toMatchObject({ status: "clamped", action_taken: "clamped" });
+    expect(safety.violations.length).toBeGreaterThan(0);
+    for (const v of safety.violations) expect(Object.keys(v)).toEqual(["rule", "severity"]);
+    expect(safety.violations.map((v) => v.rule)).toContain("linear_velocity");
+    // The id names this inference's log row.
+    await flushLogs(t.app);
+    const row = await t.app.inject({
+      method: "GET",
+      url: `/v1/inference/${String(reply.inference_id)}`,
+      headers: { "x-api-key": t.key },
+    });
+    expect(row.statusCode, row.body).toBe(200);
+    expect(row.json()).toMatchObject({ source: "openpi", robot_id: "arm-tight", safety_status: "clamped" });
+    // Clean reply frames with nothing to report still carry the verdict.
+    const clean = await openpi();
+    await nth(clean, 1);
+    clean.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "stack" }));
+    await nth(clean, 2);
+    expect(decoded(clean, 1).safety).toMatchObject({ action_taken: expect.any(String), violations: expect.any(Array) });
+    clean.close();
+  });
+
+  it("server_timing.infer_ms is the policy's own time (preprocessing + model); the queue wait is queue_ms", async () => {
+    // Two observations at once on a model that runs one at a time: one of them waits in the queue.
+    const a = await openpi("?model=serial");
+    const b = await openpi("?model=serial");
+    await nth(a, 1);
+    await nth(b, 1);
+    a.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "a" }));
+    b.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "b" }));
+    await nth(a, 2);
+    await nth(b, 2);
+    const replies = [decoded(a, 1), decoded(b, 1)];
+    a.close();
+    b.close();
+    await flushLogs(t.app);
+    for (const r of replies) {
+      const res = await t.app.inject({
+        method: "GET",
+        url: `/v1/inference/${String(r.inference_id)}`,
+        headers: { "x-api-key": t.key },
+      });
+      const row = (res.json() as { timing: { preprocess_ms: number; queue_ms: number; model_ms: number } }).timing;
+      const server = r.server_timing as { infer_ms: number; queue_ms: number };
+      // The log row holds the engine's own measurements of this inference (stored as float4).
+      expect(server.infer_ms).toBeCloseTo(row.preprocess_ms + row.model_ms, 1);
+      expect(server.queue_ms).toBeCloseTo(row.queue_ms, 1);
+      expect((r.policy_timing as { infer_ms: number }).infer_ms).toBeCloseTo(row.model_ms, 1);
+    }
   });
 
   it("rate limits: an observation over the limit is refused with quota_exceeded (text, 1011)", async () => {

@@ -140,6 +140,40 @@ describe("WS /v1/stream: the protocol", () => {
     c.close();
   });
 
+  it("every action carries the safety verdict (status, action_taken, violations) and its inference_id", async () => {
+    // A velocity limit the mock's actions always exceed: safety clamps, and the action says so.
+    const put = await t.app.inject({
+      method: "PUT",
+      url: "/v1/robots/arm-tight/safety-profile",
+      headers: { authorization: `Bearer owner:${t.customerId}` },
+      payload: {
+        max_linear_velocity: 0.0001,
+        policy: { low: "clamp", medium: "clamp", high: "clamp", critical: "clamp" },
+      },
+    });
+    expect(put.statusCode, put.body).toBe(200);
+    const { c } = await started(t, { robot_id: "arm-tight" });
+    c.json({ type: "frame", seq: 1, image: img.toString("base64") });
+    const a = await c.type("action");
+    c.close();
+    const safety = a.safety as {
+      status: string;
+      action_taken: string;
+      violations: { type: string; severity: string }[];
+    };
+    expect(safety).toMatchObject({ status: "clamped", action_taken: "clamped" });
+    expect(safety.violations.map((v) => v.type)).toContain("linear_velocity");
+    expect(safety.violations.every((v) => typeof v.severity === "string")).toBe(true);
+    await flushLogs(t.app);
+    const row = await t.app.inject({
+      method: "GET",
+      url: `/v1/inference/${String(a.inference_id)}`,
+      headers: { "x-api-key": t.key },
+    });
+    expect(row.statusCode, row.body).toBe(200);
+    expect(row.json()).toMatchObject({ source: "stream", robot_id: "arm-tight", safety_status: "clamped" });
+  });
+
   it("a frame without any instruction is refused", async () => {
     const c = await connect(t, t.key);
     c.json({ type: "start", robot_id: "arm-1", unnorm_key: "bridge_orig" });
@@ -200,7 +234,7 @@ describe("OpenAPI", () => {
   it("documents the WebSocket upgrade GETs and the openpi health check", async () => {
     const res = await t.app.inject({ method: "GET", url: "/openapi.json" });
     const doc = res.json() as { paths: Record<string, { get?: { description?: string; tags?: string[] } }> };
-    for (const p of ["/v1/stream", "/v1/openpi", "/v1/openpi/healthz"]) {
+    for (const p of ["/v1/stream", "/v1/openpi", "/", "/healthz", "/v1/openpi/healthz"]) {
       expect(doc.paths[p]?.get?.tags).toEqual(["streaming"]);
       expect(doc.paths[p]?.get?.description?.length).toBeGreaterThan(40);
     }

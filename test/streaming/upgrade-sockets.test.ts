@@ -11,9 +11,9 @@ afterAll(async () => {
 
 const noneLeft = () => eventually(async () => (await serverConnections(t.app)) === 0);
 
-describe("WebSocket upgrade requests to paths without a WebSocket route", () => {
+describe("WebSocket upgrade requests that get no WebSocket", () => {
   // Plain routes of several modules, the API docs, a route behind authentication and the 404 handler.
-  const paths = ["/health/live", "/docs", "/v1/models", "/problems", "/no/such/path"];
+  const paths = ["/health/live", "/docs", "/v1/models", "/problems", "/v1/openpi", "/no/such/path"];
 
   it("leave no server socket behind once the client goes away", async () => {
     const clients = paths.map((p) => rawUpgrade(t.baseUrl, p));
@@ -34,8 +34,8 @@ describe("WebSocket upgrade requests to paths without a WebSocket route", () => 
     expect(await noneLeft()).toBe(true);
   });
 
-  it("an HTTP refusal (401, 404) is followed by the server closing the socket", async () => {
-    for (const p of ["/v1/models", "/no/such/path"]) {
+  it("an HTTP refusal (401 on a route or on the openpi upgrade, 404) is followed by the server closing the socket", async () => {
+    for (const p of ["/v1/models", "/v1/openpi", "/no/such/path"]) {
       const c = rawUpgrade(t.baseUrl, p);
       expect((await c.head).status).toBeGreaterThanOrEqual(400);
       await c.serverClosed;

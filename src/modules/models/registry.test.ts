@@ -32,7 +32,8 @@ describe("model registry", () => {
     expect(reg.models.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny"]);
     const mock = reg.models[0];
     expect(mock?.statistics.keys).toEqual(["bridge_orig", "fractal20220817_data"]);
-    expect(mock?.defaultUnnormKey).toBeUndefined();
+    // Two keys and a default, so a client naming none (the stock openpi client) can use it.
+    expect(mock?.defaultUnnormKey).toBe("bridge_orig");
     const demo = reg.models[1];
     expect(demo?.backend.kind).toBe("onnx");
     expect(demo?.defaultUnnormKey).toBe("bridge_orig");

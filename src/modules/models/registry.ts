@@ -102,6 +102,9 @@ export const EMBEDDED_REGISTRY = {
       backend: { kind: "mock", latency_ms: 0 },
       action: { dim: 7, chunk: 1 },
       dataset_statistics: "models/mock-openvla-7b/dataset_statistics.json",
+      // Two keys: without a default, a client that names none (the stock openpi client on the
+      // bare URI) could not use the default model at all.
+      default_unnorm_key: "bridge_orig",
       image: { size: 224, strategy: "resize-naive" },
       prompt_template: OPENVLA_PROMPT,
       lowercase_instruction: true,

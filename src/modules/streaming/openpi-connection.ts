@@ -1,23 +1,16 @@
 import type { FastifyRequest } from "fastify";
 import type { RawData, WebSocket } from "ws";
-import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
-import { MAX_INSTRUCTION_CHARS, type ModelInfo } from "../inference/inference.service.ts";
+import { MAX_INSTRUCTION_CHARS } from "../inference/inference.service.ts";
 import type { RunInput } from "../inference/inference-runner.ts";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
 import { isNdArray, type NdArray } from "../inference/ndarray.ts";
+import type { SafetyResult } from "../safety/types.ts";
 import type { StreamConnection } from "./connections.ts";
+import type { OpenpiAdmission, OpenpiQuery } from "./openpi-admission.ts";
 import { CLOSE, closeReason } from "./protocol.ts";
-import { resolveUnnormKey } from "./stream-connection.ts";
 import { invalidCharacter, nulProblems } from "./text-guard.ts";
-import { describeError, type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
-
-/** Query parameters of `WS /v1/openpi` (validated by the route schema). */
-export interface OpenpiQuery {
-  readonly model?: string | undefined;
-  readonly unnorm_key?: string | undefined;
-  readonly robot_id?: string | undefined;
-}
+import { describeError, type StreamDeps } from "./ws-common.ts";
 
 /** Where openpi clients put the main camera, in order of preference (reference section 6). */
 export const OPENPI_IMAGE_KEYS = [
@@ -93,6 +86,15 @@ export function promptOf(obs: Record<string, unknown>): string {
   return text;
 }
 
+/** The safety verdict in an openpi reply (the stock client hands unknown keys to the caller). */
+export function openpiSafety(safety: SafetyResult): Record<string, unknown> {
+  return {
+    status: safety.status,
+    action_taken: safety.action_taken,
+    violations: safety.violations.map((v) => ({ rule: v.type, severity: v.severity })),
+  };
+}
+
 /**
  * openpi's error text, `code: detail`, with the field problems spelled out: the stock client
  * raises it as a RuntimeError, and nothing else of the error reaches the user.
@@ -108,8 +110,9 @@ export function openpiErrorText(e: unknown): string {
 /**
  * One `WS /v1/openpi` connection, behaving like openpi's WebsocketPolicyServer: a msgpack
  * metadata frame on connect, then one msgpack reply per observation; any error is a text frame
- * followed by close 1011. Unlike openpi, inference runs in the shared engine, so one client's
- * inference never blocks another connection.
+ * followed by close 1011. Authentication, the model and the session slot were settled on the
+ * upgrade request (openpi-admission.ts). Unlike openpi, inference runs in the shared engine, so
+ * one client's inference never blocks another connection.
  */
 export class OpenpiConnection implements StreamConnection {
   readonly socket: WebSocket;
@@ -117,11 +120,8 @@ export class OpenpiConnection implements StreamConnection {
   private readonly request: FastifyRequest;
   private readonly deps: StreamDeps;
   private readonly query: OpenpiQuery;
-  private principal: Principal | undefined;
-  private model: ModelInfo | undefined;
-  private unnormKey = "";
-  /** The session slot this connection holds (see ConnectionRegistry.acquire). */
-  private slot: string | undefined;
+  private readonly admission: OpenpiAdmission;
+  private started = false;
   private closing = false;
   private busy: Promise<void> = Promise.resolve();
   private backlog = 0;
@@ -129,11 +129,18 @@ export class OpenpiConnection implements StreamConnection {
   private loopStart = performance.now();
   private prevTotalMs: number | undefined;
 
-  constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps, query: OpenpiQuery) {
+  constructor(
+    socket: WebSocket,
+    request: FastifyRequest,
+    deps: StreamDeps,
+    query: OpenpiQuery,
+    admission: OpenpiAdmission,
+  ) {
     this.socket = socket;
     this.request = request;
     this.deps = deps;
     this.query = query;
+    this.admission = admission;
   }
 
   open(): void {
@@ -150,7 +157,7 @@ export class OpenpiConnection implements StreamConnection {
       }
       this.run(() => this.onObservation(toBuffer(data), isBinary));
     });
-    this.run(() => this.begin());
+    this.begin();
   }
 
   private run(task: () => Promise<void>): void {
@@ -174,40 +181,16 @@ export class OpenpiConnection implements StreamConnection {
     }
   }
 
-  private async begin(): Promise<void> {
-    const { platform, registry, metrics } = this.deps;
+  private begin(): void {
+    const { platform, metrics } = this.deps;
+    const { principal, model, unnormKey, unnormKeySource } = this.admission;
     if (platform.lifecycle.isShuttingDown) {
+      // Admitted just before the shutdown began.
       metrics.rejected.inc({ endpoint: "openpi", reason: "shutting_down" });
       this.fail(errors.shuttingDown(), CLOSE.goingAway);
       return;
     }
-    const credential = upgradeCredential(this.request);
-    let principal: Principal;
-    try {
-      if (credential === undefined) throw errors.unauthorized("Send the API key as `Authorization: Api-Key <key>`.");
-      if (isAppError(credential)) throw credential;
-      principal = await verifyPrincipal(platform, credential, this.request);
-    } catch (e) {
-      metrics.rejected.inc({ endpoint: "openpi", reason: "auth" });
-      this.fail(e, CLOSE.policyViolation);
-      return;
-    }
-    const model = platform.engine.describe(this.query.model ?? platform.engine.defaultModel);
-    this.unnormKey = resolveUnnormKey(this.query.unnorm_key, model.unnorm_keys, model.default_unnorm_key);
-    const slot = await registry.acquire(principal.customerId, principal.tier);
-    if (this.closing) {
-      // The client left while the slot was being taken.
-      if (slot !== undefined) registry.release(principal.customerId, slot);
-      return;
-    }
-    if (slot === undefined) {
-      metrics.rejected.inc({ endpoint: "openpi", reason: "too_many_sessions" });
-      this.fail(errors.tooManySessions(registry.limitFor(principal.tier)), CLOSE.policyViolation);
-      return;
-    }
-    this.slot = slot;
-    this.principal = principal;
-    this.model = model;
+    this.started = true;
     metrics.sessions.inc({ endpoint: "openpi" });
     this.request.log.info(
       { customer_id: principal.customerId, robot_id: this.query.robot_id, model: model.id },
@@ -220,7 +203,8 @@ export class OpenpiConnection implements StreamConnection {
         backend: model.backend,
         action_dim: model.action.dim,
         action_horizon: model.action.chunk,
-        unnorm_key: this.unnormKey,
+        unnorm_key: unnormKey,
+        unnorm_key_source: unnormKeySource,
         unnorm_keys: model.unnorm_keys,
       }),
     );
@@ -228,9 +212,7 @@ export class OpenpiConnection implements StreamConnection {
   }
 
   private async onObservation(data: Buffer, isBinary: boolean): Promise<void> {
-    const principal = this.principal;
-    const model = this.model;
-    if (principal === undefined || model === undefined) return;
+    const { principal, model, unnormKey } = this.admission;
     const { platform, runner, metrics } = this.deps;
     const started = performance.now();
     const ctx = { principal, source: "openpi" as const, elapsedMs: () => performance.now() - started };
@@ -257,7 +239,7 @@ export class OpenpiConnection implements StreamConnection {
       }
       input = {
         model: model.id,
-        unnormKey: this.unnormKey,
+        unnormKey,
         instruction: promptOf(o),
         robotId: this.query.robot_id,
         image: findImage(o),
@@ -291,14 +273,19 @@ export class OpenpiConnection implements StreamConnection {
     chunk.forEach((step, i) => {
       flat.set(step, i * dim);
     });
-    const inferMs = performance.now() - started;
+    const timing = out.result.timing;
     const reply = packMsgpackNumpy({
       actions: { data: flat, shape: [chunk.length, dim] },
-      policy_timing: { infer_ms: out.result.timing.model_ms },
+      policy_timing: { infer_ms: timing.model_ms },
       server_timing: {
-        infer_ms: inferMs,
+        // Upstream times `policy.infer` (input transforms + model) and has no queue: the wait for
+        // the shared model queue is reported beside it, not hidden in it.
+        infer_ms: Math.round((timing.preprocess_ms + timing.model_ms) * 1000) / 1000,
+        queue_ms: timing.queue_ms,
         ...(this.prevTotalMs === undefined ? {} : { prev_total_ms: this.prevTotalMs }),
       },
+      safety: openpiSafety(out.safety),
+      inference_id: out.id,
     });
     this.backlog--;
     if (this.socket.readyState !== this.socket.OPEN) return;
@@ -333,13 +320,11 @@ export class OpenpiConnection implements StreamConnection {
 
   private cleanup(code: number): void {
     this.closing = true;
-    if (this.principal !== undefined) {
-      this.request.log.info({ close_code: code, model: this.model?.id }, "openpi session ended");
-    }
     this.deps.registry.delete(this);
-    if (this.slot !== undefined && this.principal !== undefined) {
-      this.deps.registry.release(this.principal.customerId, this.slot);
-      this.slot = undefined;
+    this.admission.slot.release();
+    if (this.started) {
+      this.started = false;
+      this.request.log.info({ close_code: code, model: this.admission.model.id }, "openpi session ended");
       this.deps.metrics.sessions.dec({ endpoint: "openpi" });
     }
   }

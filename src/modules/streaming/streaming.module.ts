@@ -1,10 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { Type } from "typebox";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
 import { inferenceRunners } from "../inference/inference.module.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
-import { OpenpiConnection, type OpenpiQuery } from "./openpi-connection.ts";
+import { registerOpenpiRoutes } from "./openpi.routes.ts";
 import { NativeStreamConnection } from "./stream-connection.ts";
 import type { StreamDeps } from "./ws-common.ts";
 
@@ -13,33 +12,9 @@ const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader
 /** Test seam: the connection registry of an app. */
 export const streamRegistries = new WeakMap<ModuleOptions["platform"], ConnectionRegistry>();
 
-const OpenpiQuerySchema = Type.Object(
-  {
-    model: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 128, description: "Model id; the default model when omitted." }),
-    ),
-    unnorm_key: Type.Optional(
-      Type.String({
-        minLength: 1,
-        maxLength: 128,
-        description: "Dataset-statistics key; the model's default when omitted.",
-      }),
-    ),
-    robot_id: Type.Optional(
-      Type.String({
-        minLength: 1,
-        maxLength: 128,
-        pattern: "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
-        description: "Your robot's id, for logs, history and the safety gate's per-robot state.",
-      }),
-    ),
-  },
-  { additionalProperties: false },
-);
-
 /**
- * Real-time streaming: `WS /v1/stream` (native protocol) and `WS /v1/openpi` (+ `GET
- * /v1/openpi/healthz`), one connection registry (session limits, heartbeat, stats push,
+ * Real-time streaming: `WS /v1/stream` (native protocol) and `WS /v1/openpi` (also at `/`, with
+ * `GET /healthz`; openpi.routes.ts), one connection registry (session limits, heartbeat, stats push,
  * graceful shutdown). Both call the shared InferenceRunner, so frames are logged, metered and
  * safety-checked like REST calls. docs/streaming.md.
  */
@@ -100,49 +75,5 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     },
   });
 
-  app.route({
-    method: "GET",
-    url: "/v1/openpi",
-    schema: {
-      tags: ["streaming"],
-      summary: "openpi-compatible policy server (WebSocket)",
-      description:
-        "WebSocket upgrade speaking openpi's policy-server protocol, so the stock `openpi-client` works with " +
-        "`Authorization: Api-Key <key>`: a msgpack metadata frame on connect (model, action_dim, action_horizon, " +
-        "unnorm_key), then one msgpack observation -> one msgpack `{actions (H, D) float32, policy_timing, " +
-        "server_timing}`; numpy markers as msgpack bin keys. Errors: a text frame, then close 1011 (1008 for " +
-        "authentication). Logged with source `openpi`, metered and safety-checked. A plain GET answers 426.",
-      security: SECURITY,
-      querystring: OpenpiQuerySchema,
-      response: {
-        101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
-        400: {
-          $ref: "Problem#",
-          description:
-            "invalid_request: a query parameter fails validation; invalid_character: one holds U+0000 (NUL).",
-        },
-        426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
-      },
-    },
-    handler: upgradeOnly("/v1/openpi"),
-    wsHandler: (socket, request) => {
-      new OpenpiConnection(socket, request, deps, request.query as OpenpiQuery).open();
-    },
-  });
-
-  app.get(
-    "/v1/openpi/healthz",
-    {
-      schema: {
-        tags: ["streaming"],
-        summary: "openpi health check",
-        description: "Answers `OK` like openpi's `GET /healthz`; no authentication. Full health: GET /health.",
-        response: { 200: Type.String({ description: "`OK` and a newline.", examples: ["OK\n"] }) },
-      },
-    },
-    async (_request, reply) => {
-      reply.type("text/plain; charset=utf-8");
-      return "OK\n";
-    },
-  );
+  registerOpenpiRoutes(app, deps);
 };

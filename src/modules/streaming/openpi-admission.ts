@@ -1,0 +1,99 @@
+import type { Socket } from "node:net";
+import type { FastifyRequest } from "fastify";
+import type { Principal } from "../../platform/auth.ts";
+import { type AppError, errors, isAppError } from "../../platform/errors.ts";
+import type { ModelInfo } from "../inference/inference.service.ts";
+import { resolveUnnormKey } from "./stream-connection.ts";
+import { type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
+
+/** Query parameters of the openpi upgrade (validated by the route schema). */
+export interface OpenpiQuery {
+  readonly model?: string | undefined;
+  readonly unnorm_key?: string | undefined;
+  readonly robot_id?: string | undefined;
+}
+
+/** Where the session's unnorm_key came from: the query, or the model (its declared default or its only key). */
+export type UnnormKeySource = "query" | "model_default";
+
+/** What the upgrade request settled before the WebSocket opened. */
+export interface OpenpiAdmission {
+  readonly principal: Principal;
+  readonly model: ModelInfo;
+  readonly unnormKey: string;
+  readonly unnormKeySource: UnnormKeySource;
+  /** The customer's session slot; released once, whichever way the socket ends. */
+  readonly slot: SlotLease;
+}
+
+/** A held session slot; `release()` is idempotent. */
+export class SlotLease {
+  private released = false;
+  private readonly free: () => void;
+  constructor(free: () => void) {
+    this.free = free;
+  }
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.free();
+  }
+}
+
+/**
+ * Everything that can refuse an openpi connection, done on the upgrade request so the refusal is
+ * an HTTP status with a problem+json body: the stock client (Python `websockets`) then raises an
+ * error naming the status. Refused after the upgrade, the text frame would meet a client that
+ * expects the binary metadata frame and dies with `TypeError: a bytes-like object is required`.
+ * Order: credential (401), scope (403), model (404) and unnorm_key (400), session slot (429).
+ */
+export async function admitOpenpi(
+  deps: StreamDeps,
+  request: FastifyRequest,
+  query: OpenpiQuery,
+): Promise<OpenpiAdmission> {
+  const { platform, registry, metrics } = deps;
+  /** Counts the refusal; the caller throws what it returns. */
+  const refusal = (reason: string, e: AppError): AppError => {
+    metrics.rejected.inc({ endpoint: "openpi", reason });
+    return e;
+  };
+  if (platform.lifecycle.isShuttingDown) throw refusal("shutting_down", errors.shuttingDown());
+  const credential = upgradeCredential(request);
+  if (credential === undefined) {
+    throw refusal("auth", errors.unauthorized("Send the API key as `Authorization: Api-Key <key>`."));
+  }
+  if (isAppError(credential)) throw refusal("auth", credential);
+  let principal: Principal;
+  try {
+    principal = await verifyPrincipal(platform, credential, request);
+  } catch (e) {
+    throw isAppError(e) ? refusal("auth", e) : e;
+  }
+  let model: ModelInfo;
+  let unnormKey: string;
+  try {
+    model = platform.engine.describe(query.model ?? platform.engine.defaultModel);
+    unnormKey = resolveUnnormKey(query.unnorm_key, model.unnorm_keys, model.default_unnorm_key);
+  } catch (e) {
+    throw isAppError(e) ? refusal("model", e) : e;
+  }
+  const slot = await registry.acquire(principal.customerId, principal.tier);
+  if (slot === undefined) {
+    throw refusal("too_many_sessions", errors.tooManySessions(registry.limitFor(principal.tier)));
+  }
+  const lease = new SlotLease(() => registry.release(principal.customerId, slot));
+  // Released when the socket ends, whether or not the upgrade completed (the client may leave
+  // before it, or the handshake may fail); the connection releases it earlier on its close.
+  // (app.injectWS builds a request without a socket: then only the connection releases it.)
+  const socket = request.raw.socket as Socket | undefined;
+  socket?.once("close", () => lease.release());
+  if (socket?.destroyed === true) lease.release();
+  return {
+    principal,
+    model,
+    unnormKey,
+    unnormKeySource: query.unnorm_key === undefined ? "model_default" : "query",
+    slot: lease,
+  };
+}
