@@ -307,18 +307,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     });
   }
 
-  // WebSockets at the root, before any route: the plugin's hooks then see every route and the 404
-  // handler, so an upgrade request to a path without a wsHandler has its socket closed after the
-  // answer (registered inside one module, other paths left it in CLOSE_WAIT). Streaming closes its
-  // sessions gracefully in its own preClose hook.
-  await app.register(websocket, {
-    options: { maxPayload: config.stream.maxFrameBytes, perMessageDeflate: false },
-    preClose: async () => {},
-    errorHandler: (error, socket, request) => {
-      request.log.info({ err: error }, "websocket error (client closed or sent an invalid frame)");
-      socket.terminate();
-    },
-  });
   installNotFound(app, { baseUrl: config.http.publicBaseUrl, perMinute: config.http.notFoundPerMinute });
   await registerOpenApi(app, config);
 
