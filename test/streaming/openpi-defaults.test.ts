@@ -66,7 +66,7 @@ describe("openpi on the embedded defaults", () => {
       ["/?model=nope", auth(), 404, "unknown_model"],
       ["/?unnorm_key=kuka", auth(), 400, "invalid_unnorm_key"],
       ["/?colour=blue", auth(), 400, "invalid_request"],
-      ["/?robot_id=arm%00", auth(), 422, "invalid_character"],
+      ["/?robot_id=arm%00", auth(), 400, "invalid_character"],
     ];
     for (const [path, headers, status, code] of cases) {
       const c = rawUpgrade(t.baseUrl, path, headers);
