@@ -18,7 +18,7 @@ import { createDatabase, type Database } from "../src/platform/db/client.ts";
 import { customers, inferenceLogs, safetyIncidents } from "../src/platform/db/schema/index.ts";
 import { isolatedDatabase, usingRealServices } from "./helpers/app.ts";
 import { seedCustomer } from "./helpers/limits.ts";
-import { buildInferenceApp, flushLogs, type InferenceTestContext, newKey } from "./inference/helpers.ts";
+import { buildInferenceApp, flushLogs, type InferenceTestContext, jpeg, newKey } from "./inference/helpers.ts";
 
 /**
  * The platform batch writers against the real database (embedded PGlite, or PostgreSQL with
@@ -148,6 +148,51 @@ describe(`batch writers with a bad row (${usingRealServices ? "PostgreSQL" : "PG
         f.startsWith("inference-logs.jsonl"),
       ),
     ).toEqual([]);
+  });
+
+  it("inference-logs: text holding lone surrogates is stored with U+FFFD in their place, not dead-lettered", async () => {
+    const c = await newKey(t);
+    // Values the fuzz run saw dead-lettered on PGlite: lone low surrogates after other non-ASCII
+    // code units made PGlite under-count the array literal's bytes (22P02 malformed array literal).
+    const instruction = "\f\uda4b};co\udf78\uddb7= ";
+    const res = await t.app.inject({
+      method: "POST",
+      url: "/v1/inference",
+      headers: { "x-api-key": c.key },
+      payload: { image: (await jpeg(64, 64, 5)).toString("base64"), instruction, robot_id: "arm-1" },
+    });
+    expect(res.statusCode).toBe(200);
+    const pushed = logEntry(c.customerId, {
+      instruction: "\udfaa\ude4f\u{146dd}",
+      unnormKey: "\b\udc09d&u\udfe9\udf3f\u0019\u0003x\u001b\ud807",
+      model: "é\udc00",
+      robotId: "arm-\u00e9\udc00",
+      status: "error",
+      errorCode: "\u00e9\udc00\udc00",
+    });
+    const writer = inferenceLogWriters.get(t.app.platform);
+    if (writer === undefined) throw new Error("no inference log writer");
+    writer.push(pushed);
+    await flushLogs(t.app);
+
+    const id = res.json<{ inference_id: string }>().inference_id;
+    const rows = await t.database.db
+      .select()
+      .from(inferenceLogs)
+      .where(inArray(inferenceLogs.id, [id, pushed.id]));
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    expect(byId.get(id)?.instruction).toBe(instruction.toWellFormed());
+    expect(byId.get(id)?.instruction).toBe("\f\ufffd};co\ufffd\ufffd= ");
+    expect(byId.get(pushed.id)).toMatchObject({
+      instruction: "\ufffd\ufffd\u{146dd}",
+      unnormKey: "\b\ufffdd&u\ufffd\ufffd\u0019\u0003x\u001b\ufffd",
+      model: "é\ufffd",
+      robotId: "arm-é\ufffd",
+      errorCode: "é\ufffd\ufffd",
+    });
+    const dead = deadLetters(t.app.platform.config.dataDir, "inference-logs").map((d) => d.row.id);
+    expect(dead).not.toContain(id);
+    expect(dead).not.toContain(pushed.id);
   });
 
   it("safety-incidents: a bad incident does not take the customer's other incidents with it", async () => {

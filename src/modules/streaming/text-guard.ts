@@ -4,8 +4,8 @@ import { AppError, type FieldError } from "../../platform/errors.ts";
  * PostgreSQL `text` cannot hold U+0000: one such character in a logged instruction, robot id or
  * model fails the whole batched INSERT of inference logs. Decoded stream and openpi messages are
  * therefore scanned (member names and string values, at any depth) and refused with
- * `invalid_character` before anything is used or logged. Lone surrogates need no refusal: the
- * drivers encode them as U+FFFD.
+ * `invalid_character` before anything is used or logged. Lone surrogates need no refusal: they
+ * are stored as U+FFFD (pg encodes them so; for PGlite, platform/db/well-formed-params.ts).
  */
 
 /** Reported problems per message: enough to fix it, never an amplified reply. */

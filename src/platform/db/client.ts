@@ -11,6 +11,7 @@ import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { acquireDataDirLock } from "./data-dir-lock.ts";
 import * as schema from "./schema/index.ts";
+import { withWellFormedParams } from "./well-formed-params.ts";
 
 export type Schema = typeof schema;
 /** The query builder both drivers share; services depend on this, never on a driver. */
@@ -87,7 +88,8 @@ async function createPglite(dataDir: string | undefined, role: string): Promise<
  */
 export async function wrapPglite(client: PGlite, description: string, afterClose?: () => void): Promise<Database> {
   await client.waitReady;
-  const db = drizzlePglite({ client, schema });
+  // PGlite mis-sizes parameters holding a lone surrogate (well-formed-params.ts).
+  const db = drizzlePglite({ client: withWellFormedParams(client), schema });
   let closed = false;
   return {
     kind: "pglite",
