@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { InferenceEngine } from "../../src/modules/inference/inference.service.ts";
 import { decodeJsonNumpy, encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { PROJECT_ROOT, parseRegistry } from "../../src/modules/models/registry.ts";
@@ -185,8 +185,11 @@ function kserveHandler(opts: {
   binaryOut?: boolean;
   ready?: boolean;
   log?: { batch: number; instructions: string[] }[];
+  /** The answer to the first inference call waits for this (keeps the model busy). */
+  holdFirst?: Promise<void>;
 }) {
-  return (req: IncomingMessage, body: Buffer, res: ServerResponse) => {
+  let calls = 0;
+  return async (req: IncomingMessage, body: Buffer, res: ServerResponse) => {
     const url = req.url ?? "";
     if (req.method === "GET" && (url === "/v2/health/ready" || url === "/v2/models/vla/ready")) {
       res.writeHead(opts.ready === false ? 503 : 200);
@@ -212,6 +215,7 @@ function kserveHandler(opts: {
       return json(res, 400, { error: "binary size mismatch" });
     }
     opts.log?.push({ batch: b, instructions: text.data ?? [] });
+    if (calls++ === 0 && opts.holdFirst !== undefined) await opts.holdFirst;
     const values = Array.from({ length: b * 7 }, (_, i) => (i % 7) / 10 + Math.floor(i / 7));
     if (opts.binaryOut) {
       const raw = Buffer.from(new Float32Array(values).buffer);
@@ -244,20 +248,27 @@ describe("kserve-v2 backend", () => {
 
   it("sends a whole batch as one UINT8 binary tensor and maps outputs back in order", async () => {
     const log: { batch: number; instructions: string[] }[] = [];
-    const s = await server(kserveHandler({ log }));
-    const e = engineFor(backend(s.url), { batching: { max_batch_size: 3, max_wait_ms: 1000 } });
+    let release = () => {};
+    const holdFirst = new Promise<void>((r) => (release = r));
+    const s = await server(kserveHandler({ log, holdFirst }));
+    const e = engineFor(backend(s.url), { batching: { max_batch_size: 3, max_concurrent_batches: 1 } });
     await e.warmUp();
-    const rs = await Promise.all(["a", "b", "c"].map((i) => req(e, i)));
+    // The first call goes alone to the idle model and is held; the next three wait and form a batch.
+    const first = req(e, "first");
+    const rs = ["a", "b", "c"].map((i) => req(e, i));
+    await vi.waitFor(() => expect(e.describe("remote").stats.queue_depth).toBe(3));
+    release();
+    await first;
+    await Promise.all(rs);
     // Preprocessing is asynchronous, so the batch order may differ from the call order.
-    expect(log).toHaveLength(1);
-    expect(log[0]?.batch).toBe(3);
-    expect([...(log[0]?.instructions ?? [])].sort()).toEqual(["a", "b", "c"]);
+    expect(log.map((l) => l.batch)).toEqual([1, 3]);
+    expect([...(log[1]?.instructions ?? [])].sort()).toEqual(["a", "b", "c"]);
     // Row k of the answer belongs to the k-th item of the batch.
-    ["a", "b", "c"].forEach((instruction, i) => {
-      const k = log[0]?.instructions.indexOf(instruction) as number;
-      expect(rs[i]?.action).toEqual([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6].map((v) => v + k));
-    });
-    expect(rs[0]?.backend).toBe("kserve-v2");
+    for (const [i, instruction] of ["a", "b", "c"].entries()) {
+      const k = log[1]?.instructions.indexOf(instruction) as number;
+      expect((await rs[i])?.action).toEqual([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6].map((v) => v + k));
+    }
+    expect((await rs[0])?.backend).toBe("kserve-v2");
     expect(e.describe("remote").status).toBe("ready");
   });
 
