@@ -255,6 +255,7 @@ describe("kserve-v2 backend", () => {
     await e.warmUp();
     // The first call goes alone to the idle model and is held; the next three wait and form a batch.
     const first = req(e, "first");
+    await vi.waitFor(() => expect(log).toHaveLength(1));
     const rs = ["a", "b", "c"].map((i) => req(e, i));
     await vi.waitFor(() => expect(e.describe("remote").stats.queue_depth).toBe(3));
     release();
