@@ -30,7 +30,8 @@
  * machine hit both alike.
  *
  * Environment: BENCH_CALLS (per measurement and server, default 2000), BENCH_WARMUP (default 300),
- * BENCH_SLICES (default 4), BENCH_SCENARIOS (default "embedded,postgres,remote"),
+ * BENCH_SLICES (default 4), BENCH_SCENARIOS (default "embedded,postgres,remote"), BENCH_CLIENTS
+ * (default "act,openpi"),
  * BENCH_DATABASE_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres),
  * REDIS_URL (default redis://127.0.0.1:6379), BENCH_LOG_LEVEL (default info),
  * BENCH_CPU_PROF=<dir> (V8 CPU profiles of the servers, written when they stop).
@@ -53,6 +54,8 @@ const CALLS = Number(process.env.BENCH_CALLS ?? 2000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 300);
 const SLICES = Number(process.env.BENCH_SLICES ?? 4);
 const SCENARIOS = (process.env.BENCH_SCENARIOS ?? "embedded,postgres,remote").split(",");
+/** Which mock-scenario clients run (e.g. only one of them under a profiler). */
+const CLIENTS = (process.env.BENCH_CLIENTS ?? "act,openpi").split(",");
 const ADMIN_URL = process.env.BENCH_DATABASE_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const BASELINE = process.env.BENCH_BASELINE;
@@ -462,13 +465,17 @@ async function mockScenario(scenario: "embedded" | "postgres") {
         return true;
       },
     }));
-    for (const a of act) await measure(WARMUP, a.call);
-    for (const o of openpi) await measure(WARMUP, o.call);
-    await alternate(act.map((a) => (n) => measure(n, a.call, a.series, a.s.child.pid)));
-    await alternate(openpi.map((o) => (n) => measure(n, o.call, o.series, o.s.child.pid)));
+    if (CLIENTS.includes("act")) {
+      for (const a of act) await measure(WARMUP, a.call);
+      await alternate(act.map((a) => (n) => measure(n, a.call, a.series, a.s.child.pid)));
+      for (const a of act) results[`act ${a.s.label}`] = a.series.summary();
+    }
+    if (CLIENTS.includes("openpi")) {
+      for (const o of openpi) await measure(WARMUP, o.call);
+      await alternate(openpi.map((o) => (n) => measure(n, o.call, o.series, o.s.child.pid)));
+      for (const o of openpi) results[`openpi ${o.s.label}`] = o.series.summary();
+    }
     for (const c of clients) c.close();
-    for (const a of act) results[`act ${a.s.label}`] = a.series.summary();
-    for (const o of openpi) results[`openpi ${o.s.label}`] = o.series.summary();
     return results;
   } finally {
     for (const s of servers) await stopChild(s);

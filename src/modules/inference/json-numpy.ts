@@ -43,14 +43,19 @@ export function decodeJsonNumpy(doc: unknown, limits: ArrayLimits = DEFAULT_ARRA
     throw errors.invalidArray(`Array data exceeds the limit of ${limits.maxBytes} bytes.`);
   }
   if (b64.length % 4 !== 0) throw errors.invalidArray('"__numpy__" is not standard padded base64.');
-  // Node's decoder skips characters outside the alphabet: when re-encoding gives the input back
-  // it was well-formed, which spares the regex scan (about 1.3 ms for a 224x224x3 image's
-  // 200 KB). Anything else (a bad character, non-zero trailing bits) goes through the regex.
+  // Node's decoder skips characters outside the alphabet (whitespace, '$', a '=' inside) and
+  // also reads the URL-safe '-' and '_': when the output has exactly the length the input
+  // implies and neither of those two occurs, every character was standard base64. That check
+  // costs no re-encoding and no regex scan (a 224x224x3 image is 200 KB of text: re-encoding
+  // took about 0.2 ms and a 200 KB string, the regex about 1.3 ms); the rest goes through the
+  // regex. The decoded buffer becomes the array's data as it is (no copy).
   const bytes = Buffer.from(b64, "base64");
-  if (bytes.toString("base64") !== b64 && !BASE64.test(b64)) {
+  const pad = b64.endsWith("==") ? 2 : b64.endsWith("=") ? 1 : 0;
+  const wellFormed = bytes.length === (b64.length / 4) * 3 - pad && !b64.includes("-") && !b64.includes("_");
+  if (!wellFormed && !BASE64.test(b64)) {
     throw errors.invalidArray('"__numpy__" is not standard padded base64.');
   }
-  return fromBytes(bytes, dtype, shape, bigEndian, limits);
+  return fromBytes(bytes, dtype, shape, bigEndian, limits, true);
 }
 
 /** Encodes a typed array as json_numpy (`dtype` overrides, e.g. `|b1` for a Uint8Array of bools). */
