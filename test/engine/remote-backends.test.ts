@@ -94,6 +94,42 @@ describe("openvla-http backend", () => {
     expect(r.action[1]).toBeCloseTo("Pick up the cup".length / 100, 12);
   });
 
+  it("forwards a robot's json_numpy image as the very text it sent, and an instruction with quotes intact", async () => {
+    const bodies: string[] = [];
+    const received: { instruction?: string; unnormKey?: string; shape?: readonly number[] }[] = [];
+    const handler = openvlaHandler(received);
+    const s = await server((q, b, res) => {
+      bodies.push(b.toString());
+      return handler(q, b, res);
+    });
+    const e = engineFor({ kind: "openvla-http", endpoints: [s.url] });
+    const pixels = Buffer.alloc(224 * 224 * 3);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 31) & 255;
+    const text = pixels.toString("base64");
+    const imageArray = decodeJsonNumpy({ __numpy__: text, dtype: "|u1", shape: [224, 224, 3] });
+    const instruction = 'put the "red" block \\ on the tray';
+    const r = await e.infer({ model: "remote", imageArray, instruction, customerId: "c" });
+    expect(r.action).toHaveLength(7);
+    expect(received[0]).toEqual({ instruction, unnormKey: "bridge_orig", shape: [224, 224, 3] });
+    const doc = JSON.parse(bodies[0] as string) as { image: { __numpy__: string } };
+    expect(doc.image.__numpy__ === text).toBe(true);
+  });
+
+  it("refuses an answer larger than max_response_bytes (declared or streamed) as invalid_model_output", async () => {
+    const big = await server((_q, _b, res) => json(res, 200, { pad: "x".repeat(5000) }));
+    const e = engineFor({ kind: "openvla-http", endpoints: [big.url], max_response_bytes: 1024, retries: 0 });
+    const r = await codeOf(req(e));
+    expect(r.code).toBe("invalid_model_output");
+    expect(r.message).toContain("exceeds the limit");
+    const chunked = await server((_q, _b, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write(`{"pad":"${"x".repeat(3000)}`);
+      res.end('"}');
+    });
+    const e2 = engineFor({ kind: "openvla-http", endpoints: [chunked.url], max_response_bytes: 1024, retries: 0 });
+    expect((await codeOf(req(e2))).code).toBe("invalid_model_output");
+  });
+
   it('treats the "error"-with-200 quirk as a failure and retries on another endpoint', async () => {
     const quirk = await server((_q, _b, res) => json(res, 200, "error"));
     const good = await server(openvlaHandler([]));

@@ -1,6 +1,13 @@
 import { describe, expect, it, vi } from "vitest";
 import { AppError } from "../../platform/errors.ts";
-import { decodeJsonNumpy, encodedResponse, encodeJsonNumpy, reviveJsonNumpy, unwrapEncodedBody } from "./json-numpy.ts";
+import {
+  decodeJsonNumpy,
+  encodedResponse,
+  encodeJsonNumpy,
+  jsonNumpyText,
+  reviveJsonNumpy,
+  unwrapEncodedBody,
+} from "./json-numpy.ts";
 import { toNumbers } from "./ndarray.ts";
 
 const doc = (bytes: number[], dtype: string, shape: number[]) => ({
@@ -106,6 +113,16 @@ describe("json_numpy", () => {
     } finally {
       spy.mockRestore();
     }
+  });
+
+  it("remembers the canonical text an array came from, for forwarding without encoding again", () => {
+    const text = Buffer.from([1, 2, 3, 4, 5]).toString("base64");
+    const a = decodeJsonNumpy({ __numpy__: text, dtype: "|u1", shape: [5] });
+    expect(jsonNumpyText(a.data)).toBe(text);
+    // Non-canonical spare bits ("AQJ=" is [1, 2]) or a byte swap: the text is not the array's encoding.
+    expect(jsonNumpyText(decodeJsonNumpy({ __numpy__: "AQJ=", dtype: "|u1", shape: [2] }).data)).toBeUndefined();
+    expect(jsonNumpyText(decodeJsonNumpy(doc([0, 1], ">u2", [1])).data)).toBeUndefined();
+    expect(jsonNumpyText(new Uint8Array(5))).toBeUndefined();
   });
 
   it("bounds the size before decoding", () => {

@@ -26,6 +26,17 @@ export interface JsonNumpyDoc {
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
+/** The canonical base64 text an array was decoded from, so a forwarder need not encode it again. */
+const sourceText = new WeakMap<ElementArray, string>();
+
+/**
+ * The canonical base64 of `data` if it was decoded by `decodeJsonNumpy` from exactly that text
+ * (the `openvla-http` backend forwards a robot's image without encoding 150 KB again).
+ */
+export function jsonNumpyText(data: ElementArray): string | undefined {
+  return sourceText.get(data);
+}
+
 export function isJsonNumpyDoc(v: unknown): v is { __numpy__: unknown } {
   return v !== null && typeof v === "object" && !Array.isArray(v) && Object.hasOwn(v, "__numpy__");
 }
@@ -55,7 +66,16 @@ export function decodeJsonNumpy(doc: unknown, limits: ArrayLimits = DEFAULT_ARRA
   if (!wellFormed && !BASE64.test(b64)) {
     throw errors.invalidArray('"__numpy__" is not standard padded base64.');
   }
-  return fromBytes(bytes, dtype, shape, bigEndian, limits, true);
+  const array = fromBytes(bytes, dtype, shape, bigEndian, limits, true);
+  // Canonical (the spare bits of the last group are zero, as every encoder writes them) and
+  // not byte-swapped: the text is exactly what encoding the array would give.
+  if (wellFormed && !bigEndian && (pad === 0 || canonicalTail(b64))) sourceText.set(array.data, b64);
+  return array;
+}
+
+function canonicalTail(b64: string): boolean {
+  const tail = b64.slice(-4);
+  return Buffer.from(tail, "base64").toString("base64") === tail;
 }
 
 /** Encodes a typed array as json_numpy (`dtype` overrides, e.g. `|b1` for a Uint8Array of bools). */
