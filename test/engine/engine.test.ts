@@ -138,19 +138,27 @@ describe("InferenceEngine with the mock backend", () => {
 
 describe("InferenceEngine with demo-vla-tiny (ONNX)", () => {
   it("runs the real network in batches under concurrency", async () => {
-    // A long max wait: the eight requests form one full batch whatever the machine's speed.
     const demo = EMBEDDED_REGISTRY.models.find((m) => m.id === "demo-vla-tiny");
     const batched = new InferenceEngine(
       parseRegistry({ models: [{ ...demo, batching: { max_batch_size: 8, max_wait_ms: 1000 } }] }, PROJECT_ROOT),
     );
     const images = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map((s) => png(200, 150, s)));
+    // Arrays at the model's size reach the queue without a decode, so all eight arrive while
+    // the first (sent alone to the idle model) runs: the other seven form one batch.
+    const spec = { width: 224, height: 224, strategy: "resize-naive" as const };
+    const arrays = await Promise.all(images.map((bytes) => prepareImage({ bytes }, spec)));
     const results = await Promise.all(
-      images.map((imageBytes, i) =>
-        batched.infer({ model: "demo-vla-tiny", imageBytes, instruction: `task ${i % 3}`, customerId: `c${i % 2}` }),
+      arrays.map((p, i) =>
+        batched.infer({
+          model: "demo-vla-tiny",
+          imageArray: { dtype: "|u1", shape: [224, 224, 3], data: p.data },
+          instruction: `task ${i % 3}`,
+          customerId: `c${i % 2}`,
+        }),
       ),
     );
-    expect(results.map((r) => r.batchSize)).toEqual([8, 8, 8, 8, 8, 8, 8, 8]);
-    expect(batched.describe("demo-vla-tiny").stats.mean_batch_size).toBe(8);
+    expect(results.map((r) => r.batchSize)).toEqual([1, 7, 7, 7, 7, 7, 7, 7]);
+    expect(batched.describe("demo-vla-tiny").stats.mean_batch_size).toBe(4);
     await batched.close();
     expect(results.every((r) => r.backend === "onnx" && r.action.length === 7 && r.unnormKey === "bridge_orig")).toBe(
       true,

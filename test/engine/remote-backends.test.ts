@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { InferenceEngine } from "../../src/modules/inference/inference.service.ts";
 import { decodeJsonNumpy, encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { PROJECT_ROOT, parseRegistry } from "../../src/modules/models/registry.ts";
@@ -94,6 +94,42 @@ describe("openvla-http backend", () => {
     expect(r.action[1]).toBeCloseTo("Pick up the cup".length / 100, 12);
   });
 
+  it("forwards a robot's json_numpy image as the very text it sent, and an instruction with quotes intact", async () => {
+    const bodies: string[] = [];
+    const received: { instruction?: string; unnormKey?: string; shape?: readonly number[] }[] = [];
+    const handler = openvlaHandler(received);
+    const s = await server((q, b, res) => {
+      bodies.push(b.toString());
+      return handler(q, b, res);
+    });
+    const e = engineFor({ kind: "openvla-http", endpoints: [s.url] });
+    const pixels = Buffer.alloc(224 * 224 * 3);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 31) & 255;
+    const text = pixels.toString("base64");
+    const imageArray = decodeJsonNumpy({ __numpy__: text, dtype: "|u1", shape: [224, 224, 3] });
+    const instruction = 'put the "red" block \\ on the tray';
+    const r = await e.infer({ model: "remote", imageArray, instruction, customerId: "c" });
+    expect(r.action).toHaveLength(7);
+    expect(received[0]).toEqual({ instruction, unnormKey: "bridge_orig", shape: [224, 224, 3] });
+    const doc = JSON.parse(bodies[0] as string) as { image: { __numpy__: string } };
+    expect(doc.image.__numpy__ === text).toBe(true);
+  });
+
+  it("refuses an answer larger than max_response_bytes (declared or streamed) as invalid_model_output", async () => {
+    const big = await server((_q, _b, res) => json(res, 200, { pad: "x".repeat(5000) }));
+    const e = engineFor({ kind: "openvla-http", endpoints: [big.url], max_response_bytes: 1024, retries: 0 });
+    const r = await codeOf(req(e));
+    expect(r.code).toBe("invalid_model_output");
+    expect(r.message).toContain("exceeds the limit");
+    const chunked = await server((_q, _b, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write(`{"pad":"${"x".repeat(3000)}`);
+      res.end('"}');
+    });
+    const e2 = engineFor({ kind: "openvla-http", endpoints: [chunked.url], max_response_bytes: 1024, retries: 0 });
+    expect((await codeOf(req(e2))).code).toBe("invalid_model_output");
+  });
+
   it('treats the "error"-with-200 quirk as a failure and retries on another endpoint', async () => {
     const quirk = await server((_q, _b, res) => json(res, 200, "error"));
     const good = await server(openvlaHandler([]));
@@ -185,8 +221,11 @@ function kserveHandler(opts: {
   binaryOut?: boolean;
   ready?: boolean;
   log?: { batch: number; instructions: string[] }[];
+  /** The answer to the first inference call waits for this (keeps the model busy). */
+  holdFirst?: Promise<void>;
 }) {
-  return (req: IncomingMessage, body: Buffer, res: ServerResponse) => {
+  let calls = 0;
+  return async (req: IncomingMessage, body: Buffer, res: ServerResponse) => {
     const url = req.url ?? "";
     if (req.method === "GET" && (url === "/v2/health/ready" || url === "/v2/models/vla/ready")) {
       res.writeHead(opts.ready === false ? 503 : 200);
@@ -212,6 +251,7 @@ function kserveHandler(opts: {
       return json(res, 400, { error: "binary size mismatch" });
     }
     opts.log?.push({ batch: b, instructions: text.data ?? [] });
+    if (calls++ === 0 && opts.holdFirst !== undefined) await opts.holdFirst;
     const values = Array.from({ length: b * 7 }, (_, i) => (i % 7) / 10 + Math.floor(i / 7));
     if (opts.binaryOut) {
       const raw = Buffer.from(new Float32Array(values).buffer);
@@ -244,20 +284,28 @@ describe("kserve-v2 backend", () => {
 
   it("sends a whole batch as one UINT8 binary tensor and maps outputs back in order", async () => {
     const log: { batch: number; instructions: string[] }[] = [];
-    const s = await server(kserveHandler({ log }));
-    const e = engineFor(backend(s.url), { batching: { max_batch_size: 3, max_wait_ms: 1000 } });
+    let release = () => {};
+    const holdFirst = new Promise<void>((r) => (release = r));
+    const s = await server(kserveHandler({ log, holdFirst }));
+    const e = engineFor(backend(s.url), { batching: { max_batch_size: 3, max_concurrent_batches: 1 } });
     await e.warmUp();
-    const rs = await Promise.all(["a", "b", "c"].map((i) => req(e, i)));
+    // The first call goes alone to the idle model and is held; the next three wait and form a batch.
+    const first = req(e, "first");
+    await vi.waitFor(() => expect(log).toHaveLength(1));
+    const rs = ["a", "b", "c"].map((i) => req(e, i));
+    await vi.waitFor(() => expect(e.describe("remote").stats.queue_depth).toBe(3));
+    release();
+    await first;
+    await Promise.all(rs);
     // Preprocessing is asynchronous, so the batch order may differ from the call order.
-    expect(log).toHaveLength(1);
-    expect(log[0]?.batch).toBe(3);
-    expect([...(log[0]?.instructions ?? [])].sort()).toEqual(["a", "b", "c"]);
+    expect(log.map((l) => l.batch)).toEqual([1, 3]);
+    expect([...(log[1]?.instructions ?? [])].sort()).toEqual(["a", "b", "c"]);
     // Row k of the answer belongs to the k-th item of the batch.
-    ["a", "b", "c"].forEach((instruction, i) => {
-      const k = log[0]?.instructions.indexOf(instruction) as number;
-      expect(rs[i]?.action).toEqual([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6].map((v) => v + k));
-    });
-    expect(rs[0]?.backend).toBe("kserve-v2");
+    for (const [i, instruction] of ["a", "b", "c"].entries()) {
+      const k = log[1]?.instructions.indexOf(instruction) as number;
+      expect((await rs[i])?.action).toEqual([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6].map((v) => v + k));
+    }
+    expect((await rs[0])?.backend).toBe("kserve-v2");
     expect(e.describe("remote").status).toBe("ready");
   });
 

@@ -1,6 +1,13 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { AppError } from "../../platform/errors.ts";
-import { decodeJsonNumpy, encodedResponse, encodeJsonNumpy, reviveJsonNumpy, unwrapEncodedBody } from "./json-numpy.ts";
+import {
+  decodeJsonNumpy,
+  encodedResponse,
+  encodeJsonNumpy,
+  jsonNumpyText,
+  reviveJsonNumpy,
+  unwrapEncodedBody,
+} from "./json-numpy.ts";
 import { toNumbers } from "./ndarray.ts";
 
 const doc = (bytes: number[], dtype: string, shape: number[]) => ({
@@ -49,6 +56,9 @@ describe("json_numpy", () => {
     ["non-base64", { __numpy__: "@@@@", dtype: "|u1", shape: [3] }],
     ["unpadded base64", { __numpy__: "AQI", dtype: "|u1", shape: [2] }],
     ["base64url characters", { __numpy__: "__8A", dtype: "|u1", shape: [3] }],
+    ["a base64url '-'", { __numpy__: "AQ-D", dtype: "|u1", shape: [3] }],
+    ["a space inside", { __numpy__: "AQ IDBA==", dtype: "|u1", shape: [5] }],
+    ["three padding characters", { __numpy__: "A===", dtype: "|u1", shape: [1] }],
     ["a stray character inside", { __numpy__: "AQ.IDBA==", dtype: "|u1", shape: [5] }],
     ["padding in the middle", { __numpy__: "AQ==AQID", dtype: "|u1", shape: [4] }],
     ["object dtype", doc([1], "|O", [1])],
@@ -67,6 +77,52 @@ describe("json_numpy", () => {
   it("accepts padded base64 whose last character carries non-zero spare bits, as before", () => {
     // "AQJ=" is "AQI=" (bytes 1, 2) with the spare low bits set: not canonical, still valid base64.
     expect(toNumbers(decodeJsonNumpy({ __numpy__: "AQJ=", dtype: "|u1", shape: [2] }))).toEqual([1, 2]);
+  });
+
+  it("accepts exactly the strings the standard-base64 pattern accepts (fuzzed, with stray characters)", () => {
+    const pattern = /^[A-Za-z0-9+/]*={0,2}$/;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const strays = "=-_ \n$.";
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let i = 0; i < 5000; i++) {
+      let s = "";
+      const len = 4 * (1 + rand(4));
+      for (let k = 0; k < len; k++) s += rand(8) === 0 ? strays[rand(strays.length)] : alphabet[rand(64)];
+      // The byte count the string would decode to if it were valid: the shape the client declares.
+      const pad = s.endsWith("==") ? 2 : s.endsWith("=") ? 1 : 0;
+      const d = { __numpy__: s, dtype: "|u1", shape: [(len / 4) * 3 - pad] };
+      const expected = pattern.test(s) ? undefined : "invalid_array";
+      expect([s, code(() => decodeJsonNumpy(d))]).toEqual([s, expected]);
+    }
+  });
+
+  it("decodes the base64 straight into the buffer the array reads (no copy)", () => {
+    const image = Buffer.alloc(224 * 224 * 3, 9);
+    const spy = vi.spyOn(Buffer, "from");
+    try {
+      const a = decodeJsonNumpy({ __numpy__: image.toString("base64"), dtype: "|u1", shape: [224, 224, 3] });
+      const decoded = spy.mock.results.find((r) => (r.value as Buffer).byteLength === image.byteLength)
+        ?.value as Buffer;
+      expect(decoded).toBeDefined();
+      expect(a.data.buffer === decoded.buffer).toBe(true);
+      expect(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(image)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it("remembers the canonical text an array came from, for forwarding without encoding again", () => {
+    const text = Buffer.from([1, 2, 3, 4, 5]).toString("base64");
+    const a = decodeJsonNumpy({ __numpy__: text, dtype: "|u1", shape: [5] });
+    expect(jsonNumpyText(a.data)).toBe(text);
+    // Non-canonical spare bits ("AQJ=" is [1, 2]) or a byte swap: the text is not the array's encoding.
+    expect(jsonNumpyText(decodeJsonNumpy({ __numpy__: "AQJ=", dtype: "|u1", shape: [2] }).data)).toBeUndefined();
+    expect(jsonNumpyText(decodeJsonNumpy(doc([0, 1], ">u2", [1])).data)).toBeUndefined();
+    expect(jsonNumpyText(new Uint8Array(5))).toBeUndefined();
   });
 
   it("bounds the size before decoding", () => {

@@ -77,6 +77,24 @@ describe("msgpack-numpy", () => {
     expect(() => unpackMsgpackNumpy(raw.pack(m))).toThrow(AppError);
   });
 
+  it("reads array data in place from the received message (no copy), and copies what is misaligned", () => {
+    const image = new Uint8Array(224 * 224 * 3).fill(5);
+    const msg = packMsgpackNumpy({
+      "observation/image": { data: image, shape: [224, 224, 3] },
+      state: { data: Float64Array.of(1.5, -2), shape: [2] },
+    });
+    const obs = unpackMsgpackNumpy(msg) as Record<string, NdArray>;
+    const img = obs["observation/image"] as NdArray;
+    expect(img.data.buffer === msg.buffer).toBe(true);
+    expect(img.data.byteOffset).toBeGreaterThanOrEqual(msg.byteOffset);
+    expect(img.data.byteOffset + img.data.byteLength).toBeLessThanOrEqual(msg.byteOffset + msg.byteLength);
+    expect(img.data.every((v) => v === 5)).toBe(true);
+    // float64 data lands at whatever offset the encoding gives it: it is copied when misaligned.
+    const state = obs.state as NdArray;
+    expect(Array.from(state.data as Float64Array)).toEqual([1.5, -2]);
+    expect(state.data.byteOffset % 8).toBe(0);
+  });
+
   it("refuses garbage, length mismatches and oversize arrays", () => {
     expect(() => unpackMsgpackNumpy(Buffer.from([0xc1]))).toThrow(AppError);
     const bad = new Map<unknown, unknown>([

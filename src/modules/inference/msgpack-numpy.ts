@@ -120,7 +120,9 @@ function decodeNdarray(fields: Map<string, unknown>, limits: ArrayLimits): NdArr
   const shape = validateShape(fields.get("shape"), limits);
   const data = fields.get("data");
   if (!(data instanceof Uint8Array)) throw errors.invalidArray("ndarray data must be msgpack bin.");
-  return fromBytes(data, dtype, shape, bigEndian, limits);
+  // `data` is a view of the received message (msgpackr does not copy bin values), which nothing
+  // writes to: the array reads it in place when aligned.
+  return fromBytes(data, dtype, shape, bigEndian, limits, true);
 }
 
 function decodeScalar(fields: Map<string, unknown>): number | boolean {

@@ -120,13 +120,19 @@ export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Builds an NdArray from raw little- (or big-) endian bytes after checking the length. */
+/**
+ * Builds an NdArray from raw little- (or big-) endian bytes after checking the length.
+ * `inPlace`: the caller hands the bytes over (freshly decoded, or a view of a message nobody
+ * writes to): they become the array's data without a copy when they are little-endian and
+ * aligned for the element type. Otherwise (and by default) they are copied.
+ */
 export function fromBytes(
   bytes: Uint8Array,
   dtype: DType,
   shape: readonly number[],
   bigEndian: boolean,
   limits: ArrayLimits,
+  inPlace = false,
 ): NdArray {
   const size = itemsize(dtype);
   const count = elementCount(shape);
@@ -139,6 +145,13 @@ export function fromBytes(
       `Array data has ${bytes.byteLength} bytes; shape [${shape.join(", ")}] of ${dtype} needs ${expected}.`,
     );
   }
+  if (inPlace && !bigEndian && bytes.byteOffset % size === 0) {
+    const data = typedView(dtype, bytes.buffer, bytes.byteOffset, count);
+    if (dtype === "|b1") {
+      for (const b of bytes) if (b > 1) throw errors.invalidArray("bool array holds a byte other than 0 or 1.");
+    }
+    return { dtype, shape: [...shape], data };
+  }
   // Copy into a fresh, aligned buffer (the source may be a view at an odd offset).
   const buf = new ArrayBuffer(expected);
   const u8 = new Uint8Array(buf);
@@ -146,36 +159,36 @@ export function fromBytes(
   if (bigEndian) {
     for (let off = 0; off < expected; off += size) u8.subarray(off, off + size).reverse();
   }
-  const data = typedView(dtype, buf);
+  const data = typedView(dtype, buf, 0, count);
   if (dtype === "|b1") {
     for (const b of u8) if (b > 1) throw errors.invalidArray("bool array holds a byte other than 0 or 1.");
   }
   return { dtype, shape: [...shape], data };
 }
 
-function typedView(dtype: DType, buf: ArrayBuffer): ElementArray {
+function typedView(dtype: DType, buf: ArrayBufferLike, offset: number, count: number): ElementArray {
   switch (dtype) {
     case "|u1":
     case "|b1":
-      return new Uint8Array(buf);
+      return new Uint8Array(buf, offset, count);
     case "|i1":
-      return new Int8Array(buf);
+      return new Int8Array(buf, offset, count);
     case "<u2":
-      return new Uint16Array(buf);
+      return new Uint16Array(buf, offset, count);
     case "<i2":
-      return new Int16Array(buf);
+      return new Int16Array(buf, offset, count);
     case "<u4":
-      return new Uint32Array(buf);
+      return new Uint32Array(buf, offset, count);
     case "<i4":
-      return new Int32Array(buf);
+      return new Int32Array(buf, offset, count);
     case "<u8":
-      return new BigUint64Array(buf);
+      return new BigUint64Array(buf, offset, count);
     case "<i8":
-      return new BigInt64Array(buf);
+      return new BigInt64Array(buf, offset, count);
     case "<f4":
-      return new Float32Array(buf);
+      return new Float32Array(buf, offset, count);
     case "<f8":
-      return new Float64Array(buf);
+      return new Float64Array(buf, offset, count);
   }
 }
 

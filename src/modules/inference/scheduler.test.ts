@@ -42,36 +42,104 @@ afterEach(() => {
 });
 
 describe("BatchScheduler", () => {
+  it("dispatches a lone request to an idle model at once, without waiting the window", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const seen: number[][] = [];
+    const s = new BatchScheduler<number, number>(
+      "m",
+      settings({ maxBatchSize: 8, maxWaitMs: 60_000 }),
+      async (items) => {
+        seen.push([...items]);
+        return [...items];
+      },
+    );
+    const p = s.submit("a", 1);
+    // The runner was called inside submit: no timer had to fire.
+    expect(seen).toEqual([[1]]);
+    expect(s.depth).toBe(0);
+    const r = await p;
+    expect(r.output).toBe(1);
+    expect(r.batchSize).toBe(1);
+    expect(r.queueMs).toBe(0);
+    // Sequential callers (one request at a time) never wait either.
+    expect((await s.submit("a", 2)).queueMs).toBe(0);
+    expect(seen).toEqual([[1], [2]]);
+  });
+
+  it("batches what arrives while the model is busy and dispatches it when the batch ends", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    const batches: string[][] = [];
+    const gates: (() => void)[] = [];
+    const s = new BatchScheduler<string, string>(
+      "m",
+      settings({ maxBatchSize: 4, maxWaitMs: 60_000 }),
+      async (items) => {
+        batches.push([...items]);
+        await new Promise<void>((r) => gates.push(r));
+        return items.map((i) => `out:${i}`);
+      },
+    );
+    const all = [s.submit("A", "A0")];
+    expect(batches).toEqual([["A0"]]);
+    for (const x of ["A1", "A2", "A3", "B1", "B2"]) all.push(s.submit(x[0] as string, x));
+    expect(s.depth).toBe(5);
+    expect(batches).toHaveLength(1);
+    gates.shift()?.();
+    await vi.advanceTimersByTimeAsync(0);
+    // No window: the waiting requests go as soon as the model is free, fairly, up to the batch size.
+    expect(batches).toEqual([["A0"], ["A1", "B1", "A2", "B2"]]);
+    gates.shift()?.();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(batches).toEqual([["A0"], ["A1", "B1", "A2", "B2"], ["A3"]]);
+    gates.shift()?.();
+    expect((await Promise.all(all)).map((r) => r.batchSize)).toEqual([1, 4, 4, 1, 4, 4]);
+  });
+
   it("forms full batches under concurrency without waiting", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
     const seen: number[] = [];
+    const gates: (() => void)[] = [];
     const s = new BatchScheduler<number, number>(
       "m",
       settings({ maxBatchSize: 4, maxWaitMs: 60_000, maxConcurrentBatches: 2 }),
       async (items) => {
         seen.push(items.length);
+        await new Promise<void>((r) => gates.push(r));
         return items.map((x) => x * 2);
       },
     );
-    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => s.submit("c", i)));
-    expect(seen).toEqual([4, 4]);
-    expect(results.map((r) => r.output)).toEqual([0, 2, 4, 6, 8, 10, 12, 14]);
-    expect(results.every((r) => r.batchSize === 4)).toBe(true);
+    const all = Array.from({ length: 5 }, (_, i) => s.submit("c", i));
+    // The first goes alone to the idle model; the next four fill the second slot at once.
+    expect(seen).toEqual([1, 4]);
+    for (const g of gates.splice(0)) g();
+    const results = await Promise.all(all);
+    expect(results.map((r) => r.output)).toEqual([0, 2, 4, 6, 8]);
   });
 
-  it("dispatches a partial batch only once max wait has elapsed", async () => {
+  it("while a batch runs, a partial batch for a free slot waits max wait", async () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
     const seen: number[] = [];
-    const s = new BatchScheduler<number, number>("m", settings({ maxBatchSize: 8, maxWaitMs: 20 }), async (items) => {
-      seen.push(items.length);
-      return [...items];
-    });
+    const gates: (() => void)[] = [];
+    const s = new BatchScheduler<number, number>(
+      "m",
+      settings({ maxBatchSize: 8, maxWaitMs: 20, maxConcurrentBatches: 2 }),
+      async (items) => {
+        seen.push(items.length);
+        await new Promise<void>((r) => gates.push(r));
+        return [...items];
+      },
+    );
+    const first = s.submit("a", 0);
+    expect(seen).toEqual([1]);
     const p = Promise.all([s.submit("a", 1), s.submit("b", 2), s.submit("a", 3)]);
     await vi.advanceTimersByTimeAsync(19);
-    expect(seen).toEqual([]);
+    expect(seen).toEqual([1]);
     expect(s.depth).toBe(3);
     await vi.advanceTimersByTimeAsync(1);
-    expect(seen).toEqual([3]);
+    expect(seen).toEqual([1, 3]);
+    for (const g of gates.splice(0)) g();
     expect((await p).map((r) => r.output)).toEqual([1, 2, 3]);
+    expect((await first).output).toBe(0);
   });
 
   it("with max batch size 1 (batching off) runs each request alone", async () => {

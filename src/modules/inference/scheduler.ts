@@ -6,8 +6,12 @@ import type { BatchingSettings } from "../models/registry.ts";
  *
  * - Requests wait in per-customer sub-queues; a batch is formed by taking one request from
  *   each customer in turn (round-robin), so one tenant's burst cannot starve another's.
- * - A batch is dispatched as soon as `maxBatchSize` requests wait, or when the oldest has
- *   waited `maxWaitMs`, and at most `maxConcurrentBatches` run at once.
+ * - An idle model (no batch running) gets what waits at once: a lone request never waits for
+ *   company, and what arrived while the previous batch ran goes as the next batch as soon as it
+ *   ends. So batches form under load only, from requests that would have waited anyway.
+ * - While a batch runs and another may start (`maxConcurrentBatches` > 1), the next batch goes
+ *   as soon as `maxBatchSize` requests wait or the oldest has waited `maxWaitMs`. At most
+ *   `maxConcurrentBatches` run at once.
  * - The queue is bounded (`maxQueue`): overflow is 503 model_overloaded with Retry-After.
  * - Each request has a deadline (`timeoutMs`, queue time included): 504 inference_timeout.
  */
@@ -134,9 +138,13 @@ export class BatchScheduler<I, O> {
   /** Dispatches every batch that may go now; otherwise arms the max-wait timer. */
   private pump(): void {
     while (this.queued > 0 && this.running < this.settings.maxConcurrentBatches) {
-      const full = this.queued >= this.settings.maxBatchSize;
+      // Idle: waiting longer cannot make this batch start sooner, only later.
+      if (this.running === 0 || this.queued >= this.settings.maxBatchSize) {
+        this.dispatch(this.take());
+        continue;
+      }
       const waited = this.oldestWaitMs(performance.now());
-      if (!full && waited < this.settings.maxWaitMs) {
+      if (waited < this.settings.maxWaitMs) {
         if (this.waitTimer === undefined) {
           this.waitTimer = setTimeout(
             () => {

@@ -1,9 +1,10 @@
 import type { CheckResult } from "../../../../platform/health.ts";
-import { decodeJsonNumpy, encodeJsonNumpy, isJsonNumpyDoc } from "../../../inference/json-numpy.ts";
+import { decodeJsonNumpy, encodeJsonNumpy, isJsonNumpyDoc, jsonNumpyText } from "../../../inference/json-numpy.ts";
 import { toNumbers } from "../../../inference/ndarray.ts";
 import type { RemoteSettings } from "../../registry.ts";
 import type { BackendOutput, BackendRequest, BackendResult, ModelBackend } from "../types.ts";
-import { EndpointPool, RemoteCallError, readBounded } from "./endpoint-pool.ts";
+import { EndpointPool, RemoteCallError } from "./endpoint-pool.ts";
+import { createAgents, postBytes } from "./http-post.ts";
 
 /**
  * Forwards to OpenVLA deploy.py-compatible servers: `POST /act` with a json_numpy body
@@ -18,6 +19,7 @@ export class OpenVlaHttpBackend implements ModelBackend {
   private readonly settings: RemoteSettings;
   private readonly actionDim: number;
   private readonly maxChunk: number;
+  private readonly agents = createAgents();
 
   constructor(modelId: string, settings: RemoteSettings, action: { dim: number; chunk: number }) {
     this.settings = settings;
@@ -33,26 +35,27 @@ export class OpenVlaHttpBackend implements ModelBackend {
   }
 
   private one(req: BackendRequest): Promise<BackendOutput> {
-    const body = JSON.stringify({
-      image: encodeJsonNumpy(req.image.data, [req.image.height, req.image.width, 3]),
-      instruction: req.instruction,
-      unnorm_key: req.unnormKey,
-    });
+    const { data, height, width } = req.image;
+    // A robot's json_numpy image passes through as the text it came in (no second base64 pass);
+    // base64 needs no JSON escaping, so the document is assembled around it.
+    const b64 = jsonNumpyText(data) ?? (encodeJsonNumpy(data, [height, width, 3]).__numpy__ as string);
+    const body =
+      `{"image":{"__numpy__":"${b64}","dtype":"|u1","shape":[${height},${width},3]},` +
+      `"instruction":${JSON.stringify(req.instruction)},"unnorm_key":${JSON.stringify(req.unnormKey)}}`;
     return this.pool.call(async (endpoint, signal) => {
-      const res = await fetch(`${endpoint.url}/act`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
+      const res = await postBytes(
+        `${endpoint.url}/act`,
         body,
-        signal,
-      });
-      const bytes = await readBounded(res, this.settings.maxResponseBytes);
+        { "content-type": "application/json" },
+        { signal, maxBytes: this.settings.maxResponseBytes, agents: this.agents },
+      );
       if (res.status >= 500 || res.status === 429) {
         throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`);
       }
       if (res.status !== 200) {
         throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`, false);
       }
-      return { kind: "actions", actions: this.parse(bytes, endpoint.url) };
+      return { kind: "actions", actions: this.parse(res.body, endpoint.url) };
     });
   }
 
@@ -94,5 +97,7 @@ export class OpenVlaHttpBackend implements ModelBackend {
 
   async warmUp(): Promise<void> {}
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.agents.close();
+  }
 }
