@@ -291,6 +291,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       "Server-Timing",
       "X-Problem-Code",
       "X-Problem-Detail",
+      "X-Safety-Status",
+      "X-Safety-Violations",
+      "X-Inference-Id",
     ],
     maxAge: 600,
   });

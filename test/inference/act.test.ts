@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedKey } from "../helpers/limits.ts";
+import { owner, seedKey } from "../helpers/limits.ts";
 import { buildInferenceApp, flushLogs, type InferenceTestContext, newKey, pattern } from "./helpers.ts";
 
 let t: InferenceTestContext;
@@ -131,4 +131,54 @@ describe("POST /act (OpenVLA deploy.py protocol)", () => {
       t.clock.advance(61_000);
     });
   });
+});
+
+describe("POST /act tells the robot what safety did, in headers", () => {
+  const putProfile = async (robot: string, policy: string) => {
+    // A velocity limit the mock's actions always exceed by far (critical): the policy decides.
+    const res = await t.app.inject({
+      method: "PUT",
+      url: `/v1/robots/${robot}/safety-profile`,
+      headers: owner(t.customerId),
+      payload: {
+        max_linear_velocity: 0.0001,
+        policy: { low: policy, medium: policy, high: policy, critical: policy },
+      },
+    });
+    expect(res.statusCode, res.body).toBe(200);
+  };
+
+  it("pass: X-Safety-Status pass, no violations, and the inference id of the logged call", async () => {
+    const res = await act(stockBody(3), { "x-api-key": t.key, "x-robot-id": "arm-pass" });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.headers["x-safety-status"]).toBe("pass");
+    expect(res.headers["x-safety-violations"]).toBe("");
+    decodeF8(res.json());
+    await flushLogs(t.app);
+    const row = await t.app.inject({
+      method: "GET",
+      url: `/v1/inference/${String(res.headers["x-inference-id"])}`,
+      headers: { "x-api-key": t.key },
+    });
+    expect(row.statusCode, row.body).toBe(200);
+    expect(row.json()).toMatchObject({ source: "act", robot_id: "arm-pass", safety_status: "pass" });
+  });
+
+  for (const [policy, status] of [
+    ["clamp", "clamped"],
+    ["reject", "rejected"],
+    ["emergency_stop", "emergency_stop"],
+  ] as const) {
+    it(`${status}: the body stays a json_numpy [7]; the headers say ${status} and name the rule`, async () => {
+      const robot = `arm-${policy.replace("_", "-")}`;
+      await putProfile(robot, policy);
+      const res = await act(stockBody(4), { "x-api-key": t.key, "x-robot-id": robot });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.headers["x-safety-status"]).toBe(status);
+      expect(String(res.headers["x-safety-violations"])).toMatch(/(^|, )linear_velocity:critical(,|$)/);
+      expect(res.headers["x-inference-id"]).toMatch(/^[0-9a-f-]{36}$/);
+      const action = decodeF8(res.json());
+      if (status !== "clamped") expect(action.slice(0, 6).every((v) => v === 0)).toBe(true);
+    });
+  }
 });

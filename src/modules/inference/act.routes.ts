@@ -2,6 +2,8 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
 import { errors } from "../../platform/errors.ts";
 import { jsonMayHoldNul, refuseNul, secureJsonParser } from "../../platform/http/edge-guards.ts";
+import { SEVERITIES, type Severity } from "../safety/profile.ts";
+import type { SafetyResult } from "../safety/types.ts";
 import type { InferenceRouteOptions } from "./inference.routes.ts";
 import { ROBOT_ID_PATTERN } from "./inference.schemas.ts";
 import {
@@ -17,6 +19,19 @@ import { encodeJsonNumpy } from "./json-numpy.ts";
 /** Header values must be Latin-1 without control characters; keep the detail short and plain. */
 function headerSafe(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, "?").slice(0, 300);
+}
+
+/**
+ * `X-Safety-Violations`: each rule that fired with its highest severity, `rule:severity` joined by
+ * ", " (empty when none), in the order the rules first fired.
+ */
+export function violationList(safety: Pick<SafetyResult, "violations">): string {
+  const worst = new Map<string, Severity>();
+  for (const v of safety.violations) {
+    const seen = worst.get(v.type);
+    if (seen === undefined || SEVERITIES.indexOf(v.severity) > SEVERITIES.indexOf(seen)) worst.set(v.type, v.severity);
+  }
+  return [...worst].map(([rule, severity]) => `${rule}:${severity}`).join(", ");
 }
 
 interface ActDocument {
@@ -118,7 +133,9 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
           'OpenVLA `vla-scripts/deploy.py` protocol: `{"image": json_numpy uint8 HxWx3, "instruction": str, "unnorm_key"?: str}` ' +
           '(or `{"encoded": "<that document as JSON text>"}`) -> a json_numpy float64 array of shape [7]. Authenticate with ' +
           "`X-API-Key` (or `Authorization: Bearer`); optional `X-Robot-Id` names the robot for its safety profile, emergency stop " +
-          "and history. The returned action is the safe action (see docs/safety.md). " +
+          "and history. The returned action is the safe action (see docs/safety.md); what safety did is in the headers " +
+          "`X-Safety-Status` (pass, clamped, rejected, emergency_stop, not_evaluated), `X-Safety-Violations` " +
+          "(`rule:severity, ...`, empty when none) and `X-Inference-Id` (GET /v1/inference/{id}). " +
           'Failures answer the JSON string `"error"` with the HTTP status and ' +
           "`X-Problem-Code`/`X-Problem-Detail` headers. Logged with source `act`.",
         security: [{ apiKeyHeader: [] }, { bearerAuth: [] }],
@@ -190,13 +207,17 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
       }
       // The runner logs the outcome, success or failure.
       markLogged(request);
-      const { result, action, totalMs } = await runner.run(callContext(request, reply, "act"), {
+      const { id, result, action, safety, totalMs } = await runner.run(callContext(request, reply, "act"), {
         instruction,
         unnormKey,
         image,
         robotId,
       });
       reply.header("Server-Timing", serverTiming({ ...result.timing, total_ms: totalMs }));
+      // The body stays what the stock client expects; what safety did travels in headers.
+      reply.header("X-Safety-Status", safety.status);
+      reply.header("X-Safety-Violations", violationList(safety));
+      reply.header("X-Inference-Id", id);
       const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(action), [action.length]));
       return reply
         .type("application/json")
