@@ -27,10 +27,10 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import autocannon from "autocannon";
 import sharp from "sharp";
 import { buildApp } from "../src/app.ts";
-import type { ModuleOptions } from "../src/modules/index.ts";
 import { DEFAULT_IMAGE_LIMITS, prepareImage } from "../src/modules/inference/images.ts";
 import { createJpegDecoder } from "../src/modules/inference/jpeg-pool.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
+import type { ModuleOptions } from "../src/platform/module.ts";
 import { benchConfig, seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
 /**

@@ -33,11 +33,11 @@ import { eq } from "drizzle-orm";
 import { Redis } from "ioredis";
 import { Type } from "typebox";
 import { buildApp } from "../src/app.ts";
-import type { ModuleOptions } from "../src/modules/index.ts";
 import { calendar } from "../src/modules/rate-limit/calendar.ts";
 import { limitKeys } from "../src/modules/rate-limit/redis-limiter.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
+import type { ModuleOptions } from "../src/platform/module.ts";
 import { benchConfig, seedUnlimitedKey } from "./lib/server.ts";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";

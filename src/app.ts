@@ -4,14 +4,14 @@ import type { Writable } from "node:stream";
 import AjvCompiler from "@fastify/ajv-compiler";
 import cors from "@fastify/cors";
 import formbody from "@fastify/formbody";
-import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import underPressure from "@fastify/under-pressure";
 import websocket from "@fastify/websocket";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
-import { type ModuleOptions, modules } from "./modules/index.ts";
-import { createEngine, type InferenceEngine } from "./modules/inference/inference.service.ts";
-import { createRateLimits, type RateLimits } from "./modules/rate-limit/rate-limits.ts";
+import { modules } from "./modules/index.ts";
+import { createEngine } from "./modules/inference/inference.service.ts";
+import { createRateLimits } from "./modules/rate-limit/rate-limits.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import {
   type BatchSink,
@@ -32,46 +32,11 @@ import { securityHeadersOf } from "./platform/http/security-headers.ts";
 import { InvalidationBus } from "./platform/invalidation.ts";
 import { Lifecycle } from "./platform/lifecycle.ts";
 import { createLoggerOptions } from "./platform/logger.ts";
-import { createMetrics, type Metrics } from "./platform/metrics.ts";
+import { createMetrics } from "./platform/metrics.ts";
+import type { ModulePlugin } from "./platform/module.ts";
 import { registerOpenApi } from "./platform/openapi.ts";
+import type { Platform } from "./platform/platform.ts";
 import { createRedis, type RedisHandle } from "./platform/redis.ts";
-
-/** Everything with a lifecycle that modules may use; built once per app. */
-export interface Platform {
-  readonly config: Config;
-  readonly database: Database;
-  readonly redis: RedisHandle;
-  readonly metrics: Metrics;
-  readonly health: HealthRegistry;
-  readonly lifecycle: Lifecycle;
-  /** Credential strategies; modules register JWT and API-key verification here. */
-  readonly auth: AuthRegistry;
-  /**
-   * A started batch writer for off-path bookkeeping, flushed on shutdown; see
-   * platform/batch-writer.ts. Journals live under `<DATA_DIR>/journal`.
-   */
-  batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
-  /** Outgoing email, queued off the request path (SMTP, or the outbox folder in development). */
-  readonly email: Mailer;
-  /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
-  readonly deletion: DeletionRegistry;
-  /** Lines a module wants printed once after the server starts listening (first-run hints). */
-  readonly notices: string[];
-  /** The model layer: registry, batching queues, backends (src/modules/inference). */
-  readonly engine: InferenceEngine;
-  /** Wall clock in ms; injectable so tests can walk limit windows without waiting. */
-  readonly now: () => number;
-  /** Cross-instance cache invalidation (Redis pub/sub when configured). */
-  readonly invalidation: InvalidationBus;
-  /** Rate limits and quotas: `meter()` preHandler and `consume()` for stream frames. */
-  readonly limits: RateLimits;
-}
-
-declare module "fastify" {
-  interface FastifyInstance {
-    platform: Platform;
-  }
-}
 
 export type App = FastifyInstance;
 
@@ -84,7 +49,7 @@ export interface BuildOptions {
   /** Apply migrations before serving; defaults to config.db.migrateOnStart. */
   readonly migrate?: boolean;
   /** Extra plugins registered after the modules (tests and benchmarks add probe routes here). */
-  readonly plugins?: readonly FastifyPluginAsyncTypebox<ModuleOptions>[];
+  readonly plugins?: readonly ModulePlugin[];
   /** Clock for limits and key expiry (tests); defaults to Date.now. */
   readonly now?: () => number;
 }

@@ -1,5 +1,4 @@
-import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { Platform } from "../app.ts";
+import type { ModulePlugin } from "../platform/module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
@@ -9,12 +8,8 @@ import { usageRoutes } from "./rate-limit/usage.routes.ts";
 import { safetyModule } from "./safety/safety.module.ts";
 import { streamingModule } from "./streaming/streaming.module.ts";
 
-export interface ModuleOptions {
-  readonly platform: Platform;
-}
-
 /** Every feature module, registered in this order by buildApp. */
-export const modules: readonly FastifyPluginAsyncTypebox<ModuleOptions>[] = [
+export const modules: readonly ModulePlugin[] = [
   opsRoutes,
   authRoutes,
   apiKeysModule,

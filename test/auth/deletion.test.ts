@@ -2,8 +2,8 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashPassword } from "../../src/modules/auth/password.ts";
-import type { ModuleOptions } from "../../src/modules/index.ts";
 import { auditLog, customers, emailTokens, refreshTokens, users } from "../../src/platform/db/schema/index.ts";
+import type { ModuleOptions } from "../../src/platform/module.ts";
 import {
   type AuthContext,
   bearer,

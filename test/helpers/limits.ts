@@ -5,11 +5,11 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { type App, buildApp } from "../../src/app.ts";
 import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
 import { generateKey } from "../../src/modules/api-keys/key-format.ts";
-import type { ModuleOptions } from "../../src/modules/index.ts";
 import type { Principal, Scope, Tier } from "../../src/platform/auth.ts";
 import type { Database } from "../../src/platform/db/client.ts";
 import { customers } from "../../src/platform/db/schema/index.ts";
 import { errors } from "../../src/platform/errors.ts";
+import type { ModuleOptions } from "../../src/platform/module.ts";
 import type { RedisHandle } from "../../src/platform/redis.ts";
 import { type IsolatedDatabase, isolatedDatabase, testConfig, testRedis } from "./app.ts";
 

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { eq } from "drizzle-orm";
 import { Counter } from "prom-client";
 import { apiKeys, usageCounters } from "../../platform/db/schema/index.ts";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
 import { ApiKeyStrategy } from "./api-key-strategy.ts";
 import { ApiKeysRepo } from "./api-keys.repo.ts";
 import { apiKeysRoutes } from "./api-keys.routes.ts";

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyRequest } from "fastify";
 import { Counter } from "prom-client";
 import { errors } from "../../platform/errors.ts";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
 import { UsersRepo } from "../users/users.repo.ts";
 import { authPages } from "./auth.pages.ts";
 import { AuthRepo } from "./auth.repo.ts";

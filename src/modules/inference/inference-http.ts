@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { Platform } from "../../app.ts";
 import { type AppError, errors } from "../../platform/errors.ts";
 import { toAppError } from "../../platform/http/error-handler.ts";
+import type { Platform } from "../../platform/platform.ts";
 import type { InferenceSource } from "./inference-logs.repo.ts";
 import type { CallContext, FailureInfo, InferenceRunner, RunInput } from "./inference-runner.ts";
 import { decodeJsonNumpy } from "./json-numpy.ts";

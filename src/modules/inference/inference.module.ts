@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { Platform } from "../../app.ts";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
+import type { Platform } from "../../platform/platform.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";

@@ -1,10 +1,10 @@
 import multipart from "@fastify/multipart";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { Platform } from "../../app.ts";
 import { isStorableInstant } from "../../platform/db/instants.ts";
 import type { InferenceLogRow } from "../../platform/db/schema/index.ts";
 import { errors } from "../../platform/errors.ts";
 import { sendProblem } from "../../platform/http/error-handler.ts";
+import type { Platform } from "../../platform/platform.ts";
 import type { RobotState } from "../safety/types.ts";
 import {
   HistoryPageSchema,

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
 import { ModelListSchema, ModelParams, ModelSchema } from "./models.schemas.ts";
 
 /** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
 import { ERROR_CATALOGUE, type ErrorCode, errors } from "../../platform/errors.ts";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
 import {
   HealthSchema,
   LiveSchema,

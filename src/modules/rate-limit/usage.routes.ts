@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
 import { rateLimitHeaders, windowRemaining } from "./headers.ts";
 import { limitOf, type WindowName } from "./policy.ts";
 import type { MeterResult } from "./rate-limit.service.ts";

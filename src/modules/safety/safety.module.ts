@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import type { Platform } from "../../app.ts";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
+import type { Platform } from "../../platform/platform.ts";
 import { createEstopRegistry } from "./estop.ts";
 import type { IncidentRow } from "./incidents.ts";
 import { createRobotStateStore } from "./robot-state-store.ts";

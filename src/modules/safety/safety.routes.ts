@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Static } from "typebox";
-import type { Platform } from "../../app.ts";
 import { FIRST_INSTANT } from "../../platform/db/instants.ts";
 import { errors } from "../../platform/errors.ts";
+import type { Platform } from "../../platform/platform.ts";
 import { selectUnnormKey } from "../models/dataset-statistics.ts";
 import type { EstopRecord } from "./estop.ts";
 import { EMBODIMENT_DEFAULTS, resolveProfile, type SafetyProfile, UNNORM_KEY_EMBODIMENT } from "./profile.ts";

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { errors } from "../../platform/errors.ts";
-import type { ModuleOptions } from "../index.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
 import { inferenceRunners } from "../inference/inference.module.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
 import { registerOpenpiRoutes } from "./openpi.routes.ts";

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from "fastify";
-import type { Platform } from "../../app.ts";
 import { type Credential, extractCredential, type Principal } from "../../platform/auth.ts";
 import { AppError, errors, isAppError } from "../../platform/errors.ts";
+import type { Platform } from "../../platform/platform.ts";
 import type { InferenceRunner } from "../inference/inference-runner.ts";
 import type { ConnectionRegistry, StreamMetrics } from "./connections.ts";
 

@@ -1,0 +1,54 @@
+import type { Config } from "../config.ts";
+import type { InferenceEngine } from "../modules/inference/inference.service.ts";
+import type { RateLimits } from "../modules/rate-limit/rate-limits.ts";
+import type { AuthRegistry } from "./auth.ts";
+import type { BatchSink, BatchWriter, BatchWriterTuning } from "./batch-writer.ts";
+import type { Database } from "./db/client.ts";
+import type { DeletionRegistry } from "./deletion.ts";
+import type { Mailer } from "./email.ts";
+import type { HealthRegistry } from "./health.ts";
+import type { InvalidationBus } from "./invalidation.ts";
+import type { Lifecycle } from "./lifecycle.ts";
+import type { Metrics } from "./metrics.ts";
+import type { RedisHandle } from "./redis.ts";
+
+/**
+ * Everything with a lifecycle that modules may use; built once per app by `buildApp`
+ * (src/app.ts). The type lives here, below the modules, so modules depend on it without
+ * importing app.ts (which imports them).
+ */
+export interface Platform {
+  readonly config: Config;
+  readonly database: Database;
+  readonly redis: RedisHandle;
+  readonly metrics: Metrics;
+  readonly health: HealthRegistry;
+  readonly lifecycle: Lifecycle;
+  /** Credential strategies; modules register JWT and API-key verification here. */
+  readonly auth: AuthRegistry;
+  /**
+   * A started batch writer for off-path bookkeeping, flushed on shutdown; see
+   * platform/batch-writer.ts. Journals live under `<DATA_DIR>/journal`.
+   */
+  batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
+  /** Outgoing email, queued off the request path (SMTP, or the outbox folder in development). */
+  readonly email: Mailer;
+  /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
+  readonly deletion: DeletionRegistry;
+  /** Lines a module wants printed once after the server starts listening (first-run hints). */
+  readonly notices: string[];
+  /** The model layer: registry, batching queues, backends (src/modules/inference). */
+  readonly engine: InferenceEngine;
+  /** Wall clock in ms; injectable so tests can walk limit windows without waiting. */
+  readonly now: () => number;
+  /** Cross-instance cache invalidation (Redis pub/sub when configured). */
+  readonly invalidation: InvalidationBus;
+  /** Rate limits and quotas: `meter()` preHandler and `consume()` for stream frames. */
+  readonly limits: RateLimits;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    platform: Platform;
+  }
+}
