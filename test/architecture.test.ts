@@ -113,4 +113,30 @@ describe("architecture: the src/ import graph", () => {
     );
     expect(found, `import cycles in src/:\n${found.join("\n")}`).toEqual([]);
   });
+
+  it("src/platform/ never imports src/app.ts or src/modules/index.ts", () => {
+    const upward = [...graph]
+      .filter(([file]) => file.startsWith("src/platform/"))
+      .flatMap(([file, targets]) =>
+        targets.filter((t) => t === "src/app.ts" || t === "src/modules/index.ts").map((t) => `${file} -> ${t}`),
+      );
+    expect(upward).toEqual([]);
+  });
+
+  it("src/platform/ reaches into src/modules/ only for the two types Platform exposes, type-only", () => {
+    // Platform carries the engine and the rate limits, whose types are still declared in their
+    // modules. Moving them down too would make platform/ import nothing from modules/.
+    const allowed = new Set([
+      "src/platform/platform.ts -> src/modules/inference/inference.service.ts",
+      "src/platform/platform.ts -> src/modules/rate-limit/rate-limits.ts",
+    ]);
+    const intoModules = [...graph]
+      .filter(([file]) => file.startsWith("src/platform/"))
+      .flatMap(([file, targets]) => targets.filter((t) => t.startsWith("src/modules/")).map((t) => `${file} -> ${t}`));
+    expect(intoModules.filter((edge) => !allowed.has(edge))).toEqual([]);
+    const platformSource = readFileSync(path.join(SRC, "platform/platform.ts"), "utf8");
+    for (const line of platformSource.split("\n").filter((l) => l.includes('"../modules/'))) {
+      expect(line, "platform.ts may import module types only with `import type`").toMatch(/^import type /);
+    }
+  });
 });
