@@ -81,8 +81,8 @@ export class MockBackend implements ModelBackend {
    * [-1, 1] (normalized, as pi0's action expert outputs them before un-normalization), seeded
    * from SHA-256(model id, image hash, prompt). Each arm dimension follows a low-frequency curve
    * over the horizon, `c + a sin(2 pi f t / H + phi)` with f in [0.25, 0.75] cycles per horizon,
-   * so consecutive steps differ by at most about 0.3 like a real trajectory. The last dimension
-   * (gripper) holds open or closed, or switches once along a tanh edge; it is never
+   * so (at H = 10) consecutive steps differ by at most about 0.3, like a real trajectory. The last
+   * dimension (gripper) holds open or closed, or switches once along a tanh edge; it is never
    * exactly +-1, so un-normalized it stays inside the statistics' gripper range.
    */
   static trajectory(
