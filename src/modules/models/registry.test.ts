@@ -26,10 +26,10 @@ function problems(doc: unknown): string[] {
 }
 
 describe("model registry", () => {
-  it("loads the embedded defaults: mock-openvla-7b and demo-vla-tiny", () => {
+  it("loads the embedded defaults: mock-openvla-7b, demo-vla-tiny and mock-pi0", () => {
     const reg = loadRegistry(undefined);
     expect(reg.defaultModel).toBe("mock-openvla-7b");
-    expect(reg.models.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny"]);
+    expect(reg.models.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny", "mock-pi0"]);
     const mock = reg.models[0];
     expect(mock?.statistics.keys).toEqual(["bridge_orig", "fractal20220817_data"]);
     // Two keys and a default, so a client naming none (the stock openpi client) can use it.
@@ -38,7 +38,29 @@ describe("model registry", () => {
     expect(demo?.backend.kind).toBe("onnx");
     expect(demo?.defaultUnnormKey).toBe("bridge_orig");
     expect(demo?.image).toMatchObject({ width: 224, height: 224, strategy: "resize-naive" });
-    expect(EMBEDDED_REGISTRY.models).toHaveLength(2);
+    expect(mock?.backend).toMatchObject({ kind: "mock", output: "tokens" });
+    expect(EMBEDDED_REGISTRY.models).toHaveLength(3);
+  });
+
+  it("loads mock-pi0: a pi0-like trajectory mock, H = 10, synthetic statistics, openpi's quantile un-normalization", () => {
+    const pi0 = loadRegistry(undefined).models.find((m) => m.id === "mock-pi0");
+    expect(pi0?.backend).toEqual({ kind: "mock", latencyMs: 0, perItemMs: 0, output: "trajectory" });
+    expect(pi0?.action).toEqual({ dim: 7, chunk: 10 });
+    expect(pi0?.statistics.keys).toEqual(["synthetic_delta_ee"]);
+    expect(pi0?.defaultUnnormKey).toBe("synthetic_delta_ee");
+    expect(pi0?.unnormalization).toEqual({ mode: "bounds_q99", epsilon: 1e-6 });
+    expect(pi0?.image).toMatchObject({ width: 224, height: 224, strategy: "letterbox" });
+    expect(renderPrompt(pi0 as NonNullable<typeof pi0>, "Stack the Cups")).toBe("Stack the Cups");
+    const action = pi0?.statistics.entries.get("synthetic_delta_ee")?.action;
+    // Every dimension normalized (openpi has no mask); the gripper's range is RLDS's [0, 1].
+    expect(action?.mask).toBeUndefined();
+    expect([action?.q01[6], action?.q99[6], action?.min?.[6], action?.max?.[6]]).toEqual([0, 1, 0, 1]);
+  });
+
+  it("a mock's output must be tokens or trajectory", () => {
+    expect(problems({ models: [{ ...base, backend: { kind: "mock", output: "chunks" } }] })).toContain(
+      'models.json: model "m1" (models[0]): backend.output: expected "tokens" or "trajectory"',
+    );
   });
 
   it("applies defaults to a minimal entry, with inline statistics", () => {

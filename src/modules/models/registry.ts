@@ -3,6 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type ImageSpec, PREPROCESS_STRATEGIES, type PreprocessStrategy } from "../inference/images.ts";
 import type { UnnormalizeOptions } from "./action-codec.ts";
+import { MOCK_OUTPUTS, type MockOutput } from "./backends/mock.ts";
 import { loadOnnxModelConfig, type OnnxModelConfig } from "./backends/onnx.ts";
 import {
   actionDim,
@@ -44,7 +45,7 @@ export interface RemoteSettings {
 }
 
 export type BackendSettings =
-  | { readonly kind: "mock"; readonly latencyMs: number; readonly perItemMs: number }
+  | { readonly kind: "mock"; readonly latencyMs: number; readonly perItemMs: number; readonly output: MockOutput }
   | {
       readonly kind: "onnx";
       readonly modelDir: string;
@@ -120,6 +121,22 @@ export const EMBEDDED_REGISTRY = {
       lowercase_instruction: true,
       batching: { max_batch_size: 16, max_wait_ms: 3 },
     },
+    {
+      id: "mock-pi0",
+      description:
+        "Mock with pi0's output: a smooth, deterministic 10-step chunk of continuous normalized actions, un-normalized with openpi-style quantile statistics (synthetic). Not a policy.",
+      backend: { kind: "mock", latency_ms: 0, output: "trajectory" },
+      action: { dim: 7, chunk: 10 },
+      dataset_statistics: "models/mock-pi0/dataset_statistics.json",
+      default_unnorm_key: "synthetic_delta_ee",
+      // openpi clients resize with padding; pi0 takes the prompt as given.
+      image: { size: 224, strategy: "letterbox" },
+      prompt_template: "{instruction}",
+      lowercase_instruction: false,
+      // openpi's quantile normalization: (x + 1) / 2 * (q99 - q01 + 1e-6) + q01 on every dimension.
+      unnormalization: { mode: "bounds_q99", epsilon: 1e-6 },
+      batching: { max_batch_size: 16, max_wait_ms: 2 },
+    },
   ],
 } as const;
 
@@ -193,12 +210,18 @@ function parseRemote(b: Obj): RemoteSettings {
 function parseBackend(v: unknown, baseDir: string): BackendSettings {
   const b = asObj(v, "backend");
   switch (b.kind) {
-    case "mock":
+    case "mock": {
+      const output = str(b, "output", "backend", "tokens");
+      if (!(MOCK_OUTPUTS as readonly string[]).includes(output)) {
+        throw new FieldError(`backend.output: expected ${MOCK_OUTPUTS.map((o) => `"${o}"`).join(" or ")}`);
+      }
       return {
         kind: "mock",
         latencyMs: num(b, "latency_ms", "backend", 0, 0, 60_000),
         perItemMs: num(b, "per_item_ms", "backend", 0, 0, 60_000),
+        output: output as MockOutput,
       };
+    }
     case "onnx": {
       const modelDir = path.resolve(baseDir, str(b, "model_dir", "backend"));
       if (!existsSync(path.join(modelDir, "model.onnx"))) {

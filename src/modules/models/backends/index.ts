@@ -15,6 +15,7 @@ export function createBackend(def: ModelDefinition): ModelBackend {
         chunk: def.action.chunk,
         latencyMs: b.latencyMs,
         perItemMs: b.perItemMs,
+        output: b.output,
       });
     case "onnx":
       return new OnnxBackend({
