@@ -55,7 +55,7 @@ export interface Config {
     readonly outboxDir: string;
   };
   readonly models: {
-    /** JSON model registry (docs/models.md); undefined = embedded defaults (mock-openvla-7b, demo-vla-tiny). */
+    /** JSON model registry (docs/models.md); undefined = embedded defaults (mock-openvla-7b, demo-vla-tiny, mock-pi0). */
     readonly configPath: string | undefined;
     readonly imageMaxBytes: number;
     readonly imageMaxPixels: number;
