@@ -11,6 +11,17 @@ export type Scope = "inference" | "admin";
 export const ALL_SCOPES: readonly Scope[] = ["inference", "admin"];
 export type Tier = "free" | "pro" | "enterprise";
 
+/**
+ * Inference defaults an API key carries (null: none): a request that names no robot, model or
+ * unnorm_key uses the key's. Only `robotId` binds: a request naming another robot is refused
+ * (403 `robot_mismatch`); a model or unnorm_key named in the request overrides the key's.
+ */
+export interface KeyDefaults {
+  readonly robotId: string | null;
+  readonly model: string | null;
+  readonly unnormKey: string | null;
+}
+
 export interface Principal {
   readonly kind: "user" | "api_key";
   readonly customerId: string;
@@ -19,6 +30,8 @@ export interface Principal {
   readonly scopes: readonly Scope[];
   readonly isSuperuser: boolean;
   readonly tier: Tier;
+  /** API-key principals: the key's inference defaults (absent for sessions). */
+  readonly keyDefaults?: KeyDefaults;
   /** For JWT principals: the token's id and expiry (seconds since epoch), for logout. */
   readonly token?: { readonly jti: string; readonly exp: number };
 }

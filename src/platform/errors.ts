@@ -20,6 +20,7 @@ export const ERROR_CATALOGUE = {
   api_key_revoked: { status: 401, title: "API key revoked" },
   api_key_expired: { status: 401, title: "API key expired" },
   forbidden: { status: 403, title: "Not allowed" },
+  robot_mismatch: { status: 403, title: "API key is bound to another robot" },
   not_found: { status: 404, title: "Resource not found" },
   route_not_found: { status: 404, title: "No such route" },
   method_not_allowed: { status: 405, title: "Method not allowed" },
@@ -143,6 +144,11 @@ export const errors = {
     detail = "An account with this email already exists. Sign in, or reset the password if you forgot it.",
   ) => new AppError("email_taken", { detail }),
   forbidden: (detail = "You are not allowed to do this.") => new AppError("forbidden", { detail }),
+  robotMismatch: (asked: string, bound: string) =>
+    new AppError("robot_mismatch", {
+      detail: `This API key is bound to robot "${bound}"; it cannot act for robot "${asked}". Omit the robot id, or use that robot's key.`,
+      extensions: { robot_id: asked, key_robot_id: bound },
+    }),
   notFound: (what = "Resource") => new AppError("not_found", { detail: `${what} not found.` }),
   routeNotFound: (method: string, url: string) =>
     new AppError("route_not_found", { detail: `No route ${method} ${url}.` }),

@@ -54,11 +54,14 @@ describe("key lifecycle", () => {
         "expires_at",
         "id",
         "last_used_at",
+        "model",
         "name",
         "replaced_by",
         "revokes_at",
+        "robot_id",
         "scopes",
         "status",
+        "unnorm_key",
       ].sort(),
     );
     expect(list.body).not.toContain(created.key);

@@ -36,6 +36,12 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
     lastUsed,
     customerLimits: platform.limits.customerLimits,
     invalidation: platform.invalidation,
+    models: {
+      defaultModel: platform.engine.defaultModel,
+      modelIds: () => platform.engine.modelIds(),
+      unnormKeysOf: (id) =>
+        platform.engine.modelIds().includes(id) ? platform.engine.describe(id).unnorm_keys : undefined,
+    },
     now: platform.now,
     maxKeysPerCustomer: config.apiKeys.maxKeysPerCustomer,
   });

@@ -14,6 +14,16 @@ export interface KeyForVerification {
   readonly rateLimitPerMinute: number | null;
   readonly quotaPerDay: number | null;
   readonly quotaPerMonth: number | null;
+  readonly robotId: string | null;
+  readonly model: string | null;
+  readonly unnormKey: string | null;
+}
+
+/** A key's inference defaults as stored (null: none). */
+export interface KeyDefaultColumns {
+  readonly robotId: string | null;
+  readonly model: string | null;
+  readonly unnormKey: string | null;
 }
 
 export interface NewKey {
@@ -24,6 +34,9 @@ export interface NewKey {
   readonly scopes: readonly Scope[];
   readonly expiresAt: Date | null;
   readonly createdByUserId: string | null;
+  readonly robotId?: string | null;
+  readonly model?: string | null;
+  readonly unnormKey?: string | null;
 }
 
 export class ApiKeysRepo {
@@ -44,6 +57,9 @@ export class ApiKeysRepo {
         rateLimitPerMinute: customers.rateLimitPerMinute,
         quotaPerDay: customers.quotaPerDay,
         quotaPerMonth: customers.quotaPerMonth,
+        robotId: apiKeys.robotId,
+        model: apiKeys.model,
+        unnormKey: apiKeys.unnormKey,
       })
       .from(apiKeys)
       .innerJoin(customers, eq(customers.id, apiKeys.customerId))
@@ -94,7 +110,7 @@ export class ApiKeysRepo {
   async update(
     customerId: string,
     id: string,
-    changes: { name?: string | undefined; scopes?: readonly Scope[] | undefined },
+    changes: { name?: string | undefined; scopes?: readonly Scope[] | undefined; defaults?: KeyDefaultColumns },
     now: Date,
   ): Promise<ApiKeyRow | undefined> {
     const [row] = await this.db
@@ -102,6 +118,7 @@ export class ApiKeysRepo {
       .set({
         ...(changes.name === undefined ? {} : { name: changes.name }),
         ...(changes.scopes === undefined ? {} : { scopes: [...changes.scopes] }),
+        ...(changes.defaults === undefined ? {} : changes.defaults),
         updatedAt: now,
       })
       .where(and(eq(apiKeys.id, id), eq(apiKeys.customerId, customerId)))
@@ -130,7 +147,7 @@ export class ApiKeysRepo {
   async rotate(
     customerId: string,
     id: string,
-    replacement: Omit<NewKey, "customerId" | "name" | "scopes" | "expiresAt">,
+    replacement: Pick<NewKey, "keyHash" | "displayPrefix" | "createdByUserId">,
     now: Date,
     graceEndsAt: Date,
   ): Promise<{ old: ApiKeyRow; created: ApiKeyRow } | "not_active" | undefined> {
@@ -150,6 +167,9 @@ export class ApiKeysRepo {
           name: old.name,
           scopes: old.scopes,
           expiresAt: old.expiresAt,
+          robotId: old.robotId,
+          model: old.model,
+          unnormKey: old.unnormKey,
           keyHash: replacement.keyHash,
           displayPrefix: replacement.displayPrefix,
           createdByUserId: replacement.createdByUserId,

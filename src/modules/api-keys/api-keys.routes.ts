@@ -31,6 +31,9 @@ export function toView(v: KeyView): ApiKeyView {
     revokes_at: iso(r.revokedAt),
     replaced_by: r.replacedById,
     last_used_at: iso(r.lastUsedAt),
+    robot_id: r.robotId,
+    model: r.model,
+    unnorm_key: r.unnormKey,
   };
 }
 
@@ -66,7 +69,10 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
         schema: {
           tags,
           summary: "Create an API key",
-          description: "Returns the full key once (`key`). Default scope `inference`.",
+          description:
+            "Returns the full key once (`key`). Default scope `inference`. `robot_id`, `model` and `unnorm_key` are " +
+            "the key's inference defaults: a request without them uses the key's; `robot_id` binds the key to that robot " +
+            "(another robot is 403 `robot_mismatch`). An unknown model or an unnorm_key the model lacks is 422.",
           security: SECURITY,
           body: CreateKeyBody,
           response: { 201: CreatedKeySchema },
@@ -74,11 +80,14 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
       },
       async (request, reply) => {
         const principal = request.principal as NonNullable<typeof request.principal>;
-        const { name, scopes, expires_at } = request.body;
+        const { name, scopes, expires_at, robot_id, model, unnorm_key } = request.body;
         const created = await service.create(principal, {
           name: name.trim(),
           scopes,
           expiresAt: expires_at === undefined ? undefined : new Date(expires_at),
+          robotId: robot_id,
+          model,
+          unnormKey: unnorm_key,
         });
         return reply.code(201).send({ ...toView(created.view), key: created.key });
       },
@@ -90,8 +99,10 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
         preHandler: admin,
         schema: {
           tags,
-          summary: "Rename an API key or change its scopes",
-          description: "A scope change takes effect on every instance within a second.",
+          summary: "Rename an API key, change its scopes or its inference defaults",
+          description:
+            "A scope or default change takes effect on every instance within a second. `robot_id`, `model`, " +
+            "`unnorm_key`: a value sets the default, null clears it; checked as they will stand (a new model must have the key's unnorm_key).",
           security: SECURITY,
           params: KeyIdParams,
           body: UpdateKeyBody,
@@ -100,9 +111,15 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
       },
       async (request) => {
         const principal = request.principal as NonNullable<typeof request.principal>;
-        const { name, scopes } = request.body;
+        const { name, scopes, robot_id, model, unnorm_key } = request.body;
         return toView(
-          await service.update(principal.customerId, request.params.key_id, { name: name?.trim(), scopes }),
+          await service.update(principal.customerId, request.params.key_id, {
+            name: name?.trim(),
+            scopes,
+            robotId: robot_id,
+            model,
+            unnormKey: unnorm_key,
+          }),
         );
       },
     );

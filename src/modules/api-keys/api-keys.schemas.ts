@@ -1,4 +1,5 @@
 import { type Static, Type } from "typebox";
+import { ROBOT_ID_PATTERN } from "../inference/inference.schemas.ts";
 
 const ScopeSchema = Type.Union([Type.Literal("inference"), Type.Literal("admin")], {
   description:
@@ -12,6 +13,31 @@ const NameSchema = Type.String({
   description: "A label for people: which robot, site or service uses the key.",
   examples: ["warehouse-arm-3"],
 });
+
+const robotIdDefault = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: ROBOT_ID_PATTERN,
+  description:
+    "Binds the key to this robot: requests that name no robot act for it, and naming another is 403 `robot_mismatch`.",
+  examples: ["arm-3"],
+});
+const modelDefault = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  description: "Model used when a request names none (GET /v1/models); a request may name another.",
+  examples: ["mock-openvla-7b"],
+});
+const unnormKeyDefault = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  description:
+    "unnorm_key used when a request names none and uses the key's model (the default model when `model` is null); it must be one of that model's.",
+  examples: ["bridge_orig"],
+});
+/** PATCH: a value sets the default, null clears it. */
+const clearable = (s: typeof robotIdDefault, description: string) =>
+  Type.Union([s, Type.Null()], { description: `${description} null clears it.` });
 
 export const KeyIdParams = Type.Object({
   key_id: Type.String({ format: "uuid", description: "The key's id (not the key itself)." }),
@@ -34,10 +60,16 @@ export const CreateKeyBody = Type.Object(
         description: "RFC 3339 time after which the key stops working; omit for no expiry.",
       }),
     ),
+    robot_id: Type.Optional(robotIdDefault),
+    model: Type.Optional(modelDefault),
+    unnorm_key: Type.Optional(unnormKeyDefault),
   },
   {
     additionalProperties: false,
-    examples: [{ name: "warehouse-arm-3", scopes: ["inference"], expires_at: "2027-06-30T00:00:00Z" }],
+    examples: [
+      { name: "warehouse-arm-3", scopes: ["inference"], expires_at: "2027-06-30T00:00:00Z" },
+      { name: "arm-3", robot_id: "arm-3", model: "mock-openvla-7b", unnorm_key: "bridge_orig" },
+    ],
   },
 );
 export type CreateKeyBody = Static<typeof CreateKeyBody>;
@@ -53,8 +85,15 @@ export const UpdateKeyBody = Type.Object(
         description: "New scopes; every instance applies them within a second.",
       }),
     ),
+    robot_id: Type.Optional(clearable(robotIdDefault, "Binds the key to this robot.")),
+    model: Type.Optional(clearable(modelDefault, "The key's default model.")),
+    unnorm_key: Type.Optional(clearable(unnormKeyDefault, "The key's default unnorm_key (of its model).")),
   },
-  { additionalProperties: false, minProperties: 1, examples: [{ name: "arm-3 (spare)" }, { scopes: ["inference"] }] },
+  {
+    additionalProperties: false,
+    minProperties: 1,
+    examples: [{ name: "arm-3 (spare)" }, { scopes: ["inference"] }, { robot_id: "arm-4", unnorm_key: null }],
+  },
 );
 export type UpdateKeyBody = Static<typeof UpdateKeyBody>;
 
@@ -94,6 +133,15 @@ const keyProperties = {
     description: "The key that replaced this one by rotation.",
   }),
   last_used_at: NullableTime("Last use, at minute resolution, updated in batches about once a minute."),
+  robot_id: Type.Union([Type.String(), Type.Null()], {
+    description: "The robot the key is bound to (its requests act for it, no other); null: not bound.",
+  }),
+  model: Type.Union([Type.String(), Type.Null()], {
+    description: "Default model of the key's requests; null: the server's default model.",
+  }),
+  unnorm_key: Type.Union([Type.String(), Type.Null()], {
+    description: "Default unnorm_key of the key's requests (for its model); null: the model's default.",
+  }),
 };
 
 const keyExample = {
@@ -107,6 +155,9 @@ const keyExample = {
   revokes_at: null,
   replaced_by: null,
   last_used_at: "2026-11-26T21:14:00.000Z",
+  robot_id: "arm-3",
+  model: null,
+  unnorm_key: "bridge_orig",
 };
 
 export const ApiKeySchema = Type.Object(keyProperties, {

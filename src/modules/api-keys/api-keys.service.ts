@@ -1,10 +1,10 @@
 import type { Principal, Scope } from "../../platform/auth.ts";
 import type { ApiKeyRow } from "../../platform/db/schema/index.ts";
-import { errors } from "../../platform/errors.ts";
+import { errors, type FieldError } from "../../platform/errors.ts";
 import type { InvalidationBus } from "../../platform/invalidation.ts";
 import type { CustomerLimitsCache } from "../rate-limit/customer-limits.ts";
 import { CUSTOMER_TOPIC } from "../rate-limit/rate-limits.ts";
-import type { ApiKeysRepo } from "./api-keys.repo.ts";
+import type { ApiKeysRepo, KeyDefaultColumns } from "./api-keys.repo.ts";
 import type { CachedKey, KeyCache, KeyCacheEntry } from "./key-cache.ts";
 import { generateKey, hashKey, isWellFormedKey } from "./key-format.ts";
 import type { LastUsedTracker } from "./last-used.ts";
@@ -28,6 +28,27 @@ export interface CreateKeyInput {
   readonly name: string;
   readonly scopes?: readonly Scope[] | undefined;
   readonly expiresAt?: Date | undefined;
+  /** Inference defaults; null or undefined: none. */
+  readonly robotId?: string | null | undefined;
+  readonly model?: string | null | undefined;
+  readonly unnormKey?: string | null | undefined;
+}
+
+/** undefined: unchanged; null: cleared. */
+export interface UpdateKeyInput {
+  readonly name?: string | undefined;
+  readonly scopes?: readonly Scope[] | undefined;
+  readonly robotId?: string | null | undefined;
+  readonly model?: string | null | undefined;
+  readonly unnormKey?: string | null | undefined;
+}
+
+/** What key defaults are checked against: the models this server serves. */
+export interface ModelCatalogue {
+  readonly defaultModel: string;
+  modelIds(): readonly string[];
+  /** The model's unnorm keys; undefined for an unknown model. */
+  unnormKeysOf(model: string): readonly string[] | undefined;
 }
 
 export interface ApiKeysServiceOptions {
@@ -36,6 +57,7 @@ export interface ApiKeysServiceOptions {
   readonly lastUsed: LastUsedTracker;
   readonly customerLimits: CustomerLimitsCache;
   readonly invalidation: InvalidationBus;
+  readonly models: ModelCatalogue;
   readonly now: () => number;
   readonly maxKeysPerCustomer: number;
   readonly listLimit?: number;
@@ -78,6 +100,7 @@ export class ApiKeysService {
         scopes: Object.freeze([...row.scopes]),
         isSuperuser: false,
         tier: row.tier,
+        keyDefaults: Object.freeze({ robotId: row.robotId, model: row.model, unnormKey: row.unnormKey }),
       }),
     };
   }
@@ -116,6 +139,11 @@ export class ApiKeysService {
     if (input.expiresAt !== undefined && input.expiresAt.getTime() <= now) {
       throw errors.validation([{ in: "body", path: "/expires_at", message: "must be in the future" }]);
     }
+    const defaults = this.checkDefaults({
+      robotId: input.robotId ?? null,
+      model: input.model ?? null,
+      unnormKey: input.unnormKey ?? null,
+    });
     const usable = await this.o.repo.countUsable(principal.customerId, new Date(now));
     if (usable >= this.o.maxKeysPerCustomer) {
       throw errors.conflict(`A customer may hold at most ${this.o.maxKeysPerCustomer} keys; revoke one first.`);
@@ -129,24 +157,62 @@ export class ApiKeysService {
       scopes: dedupe(input.scopes ?? ["inference"]),
       expiresAt: input.expiresAt ?? null,
       createdByUserId: principal.kind === "user" ? principal.userId : null,
+      ...defaults,
     });
     return { view: { row, status: keyStatus(row, now) }, key: generated.key };
   }
 
-  async update(
-    customerId: string,
-    id: string,
-    changes: { name?: string | undefined; scopes?: readonly Scope[] | undefined },
-  ): Promise<KeyView> {
+  async update(customerId: string, id: string, changes: UpdateKeyInput): Promise<KeyView> {
+    let defaults: KeyDefaultColumns | undefined;
+    if (changes.robotId !== undefined || changes.model !== undefined || changes.unnormKey !== undefined) {
+      // Checked as they will stand: a new model must still have the key's unnorm_key.
+      const current = await this.o.repo.get(customerId, id);
+      if (current === undefined) throw errors.notFound("API key");
+      defaults = this.checkDefaults({
+        robotId: changes.robotId === undefined ? current.robotId : changes.robotId,
+        model: changes.model === undefined ? current.model : changes.model,
+        unnormKey: changes.unnormKey === undefined ? current.unnormKey : changes.unnormKey,
+      });
+    }
     const row = await this.o.repo.update(
       customerId,
       id,
-      { name: changes.name, scopes: changes.scopes === undefined ? undefined : dedupe(changes.scopes) },
+      {
+        name: changes.name,
+        scopes: changes.scopes === undefined ? undefined : dedupe(changes.scopes),
+        ...(defaults === undefined ? {} : { defaults }),
+      },
       new Date(this.o.now()),
     );
     if (row === undefined) throw errors.notFound("API key");
-    if (changes.scopes !== undefined) await this.o.invalidation.publish(KEY_TOPIC, row.keyHash);
+    if (changes.scopes !== undefined || defaults !== undefined)
+      await this.o.invalidation.publish(KEY_TOPIC, row.keyHash);
     return { row, status: keyStatus(row, this.o.now()) };
+  }
+
+  /** The model must be served here; the unnorm_key must be one of its model's (the default model's when none). */
+  private checkDefaults(d: KeyDefaultColumns): KeyDefaultColumns {
+    const problems: FieldError[] = [];
+    const models = this.o.models;
+    if (d.model !== null && models.unnormKeysOf(d.model) === undefined) {
+      problems.push({
+        in: "body",
+        path: "/model",
+        message: `is not a model of this server; one of ${models.modelIds().join(", ")}`,
+      });
+    } else if (d.unnormKey !== null) {
+      const model = d.model ?? models.defaultModel;
+      const keys = models.unnormKeysOf(model) ?? [];
+      if (!keys.includes(d.unnormKey)) {
+        problems.push({
+          in: "body",
+          path: "/unnorm_key",
+          message: `is not an unnorm_key of model ${model}; one of ${keys.join(", ")}`,
+        });
+      }
+    }
+    if (problems.length > 0) throw errors.validation(problems);
+    return d;
   }
 
   async revoke(customerId: string, id: string): Promise<KeyView> {

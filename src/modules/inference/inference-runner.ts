@@ -5,6 +5,7 @@ import type { AppError } from "../../platform/errors.ts";
 import type { RobotState, SafetyResult } from "../safety/types.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "./inference.service.ts";
 import type { InferenceLogEntry, InferenceSource } from "./inference-logs.repo.ts";
+import { withKeyDefaults } from "./key-defaults.ts";
 
 /** What every entry point (REST, /act, streams) hands over after parsing its own format. */
 export interface RunInput {
@@ -154,8 +155,11 @@ export class InferenceRunner {
     this.now = options.now ?? Date.now;
   }
 
-  async run(ctx: CallContext, input: RunInput): Promise<RunOutput> {
+  async run(ctx: CallContext, raw: RunInput): Promise<RunOutput> {
     const customerId = ctx.principal.customerId;
+    // Every entry point passes here: an API key's robot binds whatever the caller resolved
+    // before (403 robot_mismatch, not logged: a rejection), and its defaults fill the gaps.
+    const input: RunInput = { ...raw, ...withKeyDefaults(ctx.principal, raw, this.engine.defaultModel) };
     let result: InferenceResult;
     let outcome: SafetyOutcome;
     const id = randomUUID();
@@ -214,7 +218,8 @@ export class InferenceRunner {
   }
 
   /** Logs a request that failed before or inside the engine (never 401/403/429: callers skip those). */
-  recordFailure(ctx: CallContext, info: FailureInfo, code: string): void {
+  recordFailure(ctx: CallContext, asked: FailureInfo, code: string): void {
+    const info = this.withDefaults(ctx, asked);
     const model = typeof info.model === "string" ? info.model.slice(0, 128) : this.engine.defaultModel;
     this.sink.push({
       ...this.base(ctx, info, randomUUID()),
@@ -235,6 +240,21 @@ export class InferenceRunner {
     // Unknown model names are caller input: keep the label set bounded.
     const label = this.engine.modelIds().includes(model) ? model : "unknown";
     this.counter?.inc({ source: ctx.source, model: label, outcome: code });
+  }
+
+  /** What the failed request named, completed by its key's defaults (a mismatch keeps what it named). */
+  private withDefaults(ctx: CallContext, info: FailureInfo): FailureInfo {
+    const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+    try {
+      const t = withKeyDefaults(
+        ctx.principal,
+        { robotId: str(info.robotId), model: str(info.model), unnormKey: str(info.unnormKey) },
+        this.engine.defaultModel,
+      );
+      return { ...info, robotId: t.robotId, model: t.model, unnormKey: t.unnormKey };
+    } catch {
+      return info;
+    }
   }
 
   private base(ctx: CallContext, info: FailureInfo, id: string) {

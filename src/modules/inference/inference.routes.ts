@@ -177,11 +177,19 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
         typeof body.robot_state === "string"
           ? parseRobotState(body.robot_state)
           : (body.robot_state as RobotState | undefined);
+      const principal = request.principal;
+      if (principal === null) throw errors.unauthorized();
+      if (body.robot_id === undefined && (principal.keyDefaults?.robotId ?? null) === null) {
+        throw errors.validation([
+          { in: "body", path: "/robot_id", message: "is required (this API key is not bound to a robot)" },
+        ]);
+      }
+      // The key's defaults (and its robot binding) are applied by the runner.
       const input = {
         model: body.model as string | undefined,
         unnormKey: body.unnorm_key as string | undefined,
         instruction: body.instruction as string,
-        robotId: body.robot_id as string,
+        robotId: body.robot_id as string | undefined,
         image: imageInput(body.image, platform),
         robotState,
       };

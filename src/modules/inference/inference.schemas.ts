@@ -44,19 +44,23 @@ const robotId = Type.String({
   minLength: 1,
   maxLength: 128,
   pattern: ROBOT_ID_PATTERN,
-  description: "Your robot's id (letters, digits and `._:/-`, 1..128 characters); logs and history filter on it.",
+  description:
+    "Your robot's id (letters, digits and `._:/-`, 1..128 characters); logs and history filter on it. Required, " +
+    "unless the API key is bound to a robot: then it defaults to the key's, and naming another robot is 403 `robot_mismatch`.",
   examples: ["arm-3"],
 });
 const model = Type.String({
   minLength: 1,
   maxLength: 128,
-  description: "Model id (GET /v1/models); the default model when omitted.",
+  description: "Model id (GET /v1/models); when omitted, the API key's model, else the default model.",
   examples: ["mock-openvla-7b"],
 });
 const unnormKey = Type.String({
   minLength: 1,
   maxLength: 128,
-  description: "Dataset-statistics key for un-normalization; required when the model has several and no default.",
+  description:
+    "Dataset-statistics key for un-normalization; when omitted, the API key's (for the key's model), else the " +
+    "model's default; required when the model has several and no default.",
   examples: ["bridge_orig"],
 });
 
@@ -73,7 +77,7 @@ export const InferenceJsonBody = Type.Object(
       { description: "The camera frame: base64 JPEG/PNG/WebP, or a json_numpy uint8 HxWx3 array." },
     ),
     instruction,
-    robot_id: robotId,
+    robot_id: Type.Optional(robotId),
     model: Type.Optional(model),
     unnorm_key: Type.Optional(unnormKey),
     robot_state: Type.Optional(RobotStateSchema),
@@ -88,6 +92,8 @@ export const InferenceJsonBody = Type.Object(
         model: "mock-openvla-7b",
         unnorm_key: "bridge_orig",
       },
+      // With an API key bound to a robot: robot, model and unnorm_key come from the key.
+      { image: "/9j/4AAQSkZJRgABAQAAAQABAAD...", instruction: "pick up the red block" },
     ],
   },
 );
@@ -98,7 +104,7 @@ export const InferenceMultipartBody = Type.Object(
   {
     image: Type.Unsafe<Buffer>({ description: "The image file part (JPEG/PNG/WebP); a base64 text field also works." }),
     instruction,
-    robot_id: robotId,
+    robot_id: Type.Optional(robotId),
     model: Type.Optional(model),
     unnorm_key: Type.Optional(unnormKey),
     robot_state: Type.Optional(Type.String({ maxLength: 4096, description: "robot_state as a JSON text." })),

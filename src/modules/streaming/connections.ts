@@ -30,7 +30,7 @@ export function createStreamMetrics(registry: Registry): StreamMetrics {
     }),
     rejected: new Counter({
       name: "vla_stream_connections_rejected_total",
-      help: "Stream connections refused before a session began, by reason (auth, too_many_sessions, shutting_down, model).",
+      help: "Stream connections refused before a session began, by reason (auth, too_many_sessions, shutting_down, robot_mismatch, model).",
       labelNames: ["endpoint", "reason"],
       registers: [registry],
     }),

@@ -3,6 +3,7 @@ import type { FastifyRequest } from "fastify";
 import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { ModelInfo } from "../inference/inference.service.ts";
+import { withKeyDefaults } from "../inference/key-defaults.ts";
 import { resolveUnnormKey } from "./stream-connection.ts";
 import { type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
@@ -13,8 +14,11 @@ export interface OpenpiQuery {
   readonly robot_id?: string | undefined;
 }
 
-/** Where the session's unnorm_key came from: the query, or the model (its declared default or its only key). */
-export type UnnormKeySource = "query" | "model_default";
+/**
+ * Where the session's unnorm_key came from: the query, the API key's default, or the model (its
+ * declared default or its only key).
+ */
+export type UnnormKeySource = "query" | "api_key" | "model_default";
 
 /** What the upgrade request settled before the WebSocket opened. */
 export interface OpenpiAdmission {
@@ -22,6 +26,8 @@ export interface OpenpiAdmission {
   readonly model: ModelInfo;
   readonly unnormKey: string;
   readonly unnormKeySource: UnnormKeySource;
+  /** The query's robot_id, else the API key's robot (undefined: none). */
+  readonly robotId: string | undefined;
   /** The customer's session slot; released once, whichever way the socket ends. */
   readonly slot: SlotLease;
 }
@@ -45,7 +51,8 @@ export class SlotLease {
  * an HTTP status with a problem+json body: the stock client (Python `websockets`) then raises an
  * error naming the status. Refused after the upgrade, the text frame would meet a client that
  * expects the binary metadata frame and dies with `TypeError: a bytes-like object is required`.
- * Order: credential (401), scope (403), model (404) and unnorm_key (400), session slot (429).
+ * Order: credential (401), scope (403), robot not the key's (403 robot_mismatch), model (404) and
+ * unnorm_key (400), session slot (429). The API key's defaults fill what the query leaves out.
  */
 export async function admitOpenpi(
   deps: StreamDeps,
@@ -70,11 +77,21 @@ export async function admitOpenpi(
   } catch (e) {
     throw isAppError(e) ? refusal("auth", e) : e;
   }
+  let target: ReturnType<typeof withKeyDefaults>;
+  try {
+    target = withKeyDefaults(
+      principal,
+      { robotId: query.robot_id, model: query.model, unnormKey: query.unnorm_key },
+      platform.engine.defaultModel,
+    );
+  } catch (e) {
+    throw isAppError(e) ? refusal("robot_mismatch", e) : e;
+  }
   let model: ModelInfo;
   let unnormKey: string;
   try {
-    model = platform.engine.describe(query.model ?? platform.engine.defaultModel);
-    unnormKey = resolveUnnormKey(query.unnorm_key, model.unnorm_keys, model.default_unnorm_key);
+    model = platform.engine.describe(target.model ?? platform.engine.defaultModel);
+    unnormKey = resolveUnnormKey(target.unnormKey, model.unnorm_keys, model.default_unnorm_key);
   } catch (e) {
     throw isAppError(e) ? refusal("model", e) : e;
   }
@@ -93,7 +110,9 @@ export async function admitOpenpi(
     principal,
     model,
     unnormKey,
-    unnormKeySource: query.unnorm_key === undefined ? "model_default" : "query",
+    unnormKeySource:
+      query.unnorm_key !== undefined ? "query" : target.unnormKey !== undefined ? "api_key" : "model_default",
+    robotId: target.robotId,
     slot: lease,
   };
 }

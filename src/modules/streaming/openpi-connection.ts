@@ -7,7 +7,7 @@ import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy
 import { isNdArray, type NdArray } from "../inference/ndarray.ts";
 import type { SafetyResult } from "../safety/types.ts";
 import type { StreamConnection } from "./connections.ts";
-import type { OpenpiAdmission, OpenpiQuery } from "./openpi-admission.ts";
+import type { OpenpiAdmission } from "./openpi-admission.ts";
 import { CLOSE, closeReason } from "./protocol.ts";
 import { invalidCharacter, nulProblems } from "./text-guard.ts";
 import { describeError, type StreamDeps } from "./ws-common.ts";
@@ -119,7 +119,6 @@ export class OpenpiConnection implements StreamConnection {
   alive = true;
   private readonly request: FastifyRequest;
   private readonly deps: StreamDeps;
-  private readonly query: OpenpiQuery;
   private readonly admission: OpenpiAdmission;
   private started = false;
   private closing = false;
@@ -129,17 +128,10 @@ export class OpenpiConnection implements StreamConnection {
   private loopStart = performance.now();
   private prevTotalMs: number | undefined;
 
-  constructor(
-    socket: WebSocket,
-    request: FastifyRequest,
-    deps: StreamDeps,
-    query: OpenpiQuery,
-    admission: OpenpiAdmission,
-  ) {
+  constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps, admission: OpenpiAdmission) {
     this.socket = socket;
     this.request = request;
     this.deps = deps;
-    this.query = query;
     this.admission = admission;
   }
 
@@ -193,7 +185,7 @@ export class OpenpiConnection implements StreamConnection {
     this.started = true;
     metrics.sessions.inc({ endpoint: "openpi" });
     this.request.log.info(
-      { customer_id: principal.customerId, robot_id: this.query.robot_id, model: model.id },
+      { customer_id: principal.customerId, robot_id: this.admission.robotId, model: model.id },
       "openpi session started",
     );
     this.socket.send(
@@ -241,14 +233,14 @@ export class OpenpiConnection implements StreamConnection {
         model: model.id,
         unnormKey,
         instruction: promptOf(o),
-        robotId: this.query.robot_id,
+        robotId: this.admission.robotId,
         image: findImage(o),
       };
     } catch (e) {
       this.backlog--;
       // U+0000 is refused without a log row, like on the native stream.
       if (isAppError(e) && e.code !== "invalid_character") {
-        runner.recordFailure(ctx, { model: model.id, robotId: this.query.robot_id }, e.code);
+        runner.recordFailure(ctx, { model: model.id, robotId: this.admission.robotId }, e.code);
       }
       metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
       throw e;

@@ -84,7 +84,7 @@ export function registerOpenpiRoutes(app: FastifyInstance, deps: StreamDeps): vo
     const admission = admissions.get(request);
     // Cannot happen (the preHandler admits every upgrade that reaches here); never leave it open.
     if (admission === undefined) socket.close(CLOSE.internalError, "internal_error");
-    else new OpenpiConnection(socket, request, deps, request.query as OpenpiQuery, admission).open();
+    else new OpenpiConnection(socket, request, deps, admission).open();
   };
 
   app.route({

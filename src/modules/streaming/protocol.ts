@@ -41,7 +41,8 @@ export class ProtocolViolation extends Error {
 export interface StartMessage {
   readonly type: "start";
   readonly model: string | undefined;
-  readonly robotId: string;
+  /** Optional in the message when the API key is bound to a robot; always set once the session starts. */
+  readonly robotId: string | undefined;
   readonly unnormKey: string | undefined;
   readonly instruction: string | undefined;
   readonly targetFps: number;
@@ -214,7 +215,7 @@ export function parseStart(o: Record<string, unknown>): StartMessage {
     "chunk_aggregation",
   ]);
   const model = c.str("model", false, 128);
-  const robotId = c.str("robot_id", true, 128);
+  const robotId = c.str("robot_id", false, 128);
   if (robotId !== undefined && !ROBOT_ID.test(robotId)) c.fail("/robot_id", "must be letters, digits and ._:/-");
   const unnormKey = c.str("unnorm_key", false, 128);
   const instruction = c.str("instruction", false, 1000);
@@ -232,7 +233,7 @@ export function parseStart(o: Record<string, unknown>): StartMessage {
   return {
     type: "start",
     model,
-    robotId: robotId as string,
+    robotId,
     unnormKey,
     instruction,
     targetFps: fps as number,

@@ -4,6 +4,7 @@ import type { RawData, WebSocket } from "ws";
 import type { Principal } from "../../platform/auth.ts";
 import { AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { CallContext, RunOutput } from "../inference/inference-runner.ts";
+import { withKeyDefaults } from "../inference/key-defaults.ts";
 import type { StreamConnection } from "./connections.ts";
 import {
   CLOSE,
@@ -221,8 +222,18 @@ export class NativeStreamConnection implements StreamConnection {
     let model: ReturnType<StreamDeps["platform"]["engine"]["describe"]>;
     let unnormKey: string;
     try {
-      start = parseStart(o);
-      model = this.deps.platform.engine.describe(start.model ?? this.deps.platform.engine.defaultModel);
+      const asked = parseStart(o);
+      // The API key's defaults fill what the start message leaves out; its robot binds (403 robot_mismatch).
+      const engine = this.deps.platform.engine;
+      const target = withKeyDefaults(principal, asked, engine.defaultModel);
+      if (target.robotId === undefined) {
+        throw errors.validation(
+          [{ in: "body", path: "/robot_id", message: "is required (this API key is not bound to a robot)" }],
+          "The start message is invalid.",
+        );
+      }
+      start = { ...asked, ...target };
+      model = engine.describe(start.model ?? engine.defaultModel);
       unnormKey = resolveUnnormKey(start.unnormKey, model.unnorm_keys, model.default_unnorm_key);
     } catch (e) {
       this.sendError(e);

@@ -25,6 +25,10 @@ export const apiKeys = pgTable(
     replacedById: uuid("replaced_by_id"),
     createdByUserId: uuid("created_by_user_id").references(() => users.id, { onDelete: "set null" }),
     lastUsedAt: timestamp("last_used_at", { withTimezone: true }),
+    /** Inference defaults (null: none); `robot_id` binds the key to that robot. */
+    robotId: text("robot_id"),
+    model: text("model"),
+    unnormKey: text("unnorm_key"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
