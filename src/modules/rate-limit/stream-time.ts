@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Tier } from "../../platform/auth.ts";
+import { type AppError, errors } from "../../platform/errors.ts";
 import { SwrCache } from "../../platform/swr-cache.ts";
 import { type CalendarWindows, calendar } from "./calendar.ts";
 import { effectiveStreamAllowance, type StreamAllowance, type StreamOverrides } from "./policy.ts";
@@ -56,6 +57,34 @@ export function streamRetryAfterMs(r: StreamTimeResult): number {
     ms = Math.max(ms, (w === "stream_day" ? r.cal.nextDayAt : r.cal.nextMonthAt) - r.now);
   }
   return ms;
+}
+
+const WINDOW_S: Readonly<Record<StreamWindow, number>> = { stream_day: 86_400, stream_month: 2_592_000 };
+
+/**
+ * The RateLimit-Policy and RateLimit fields for stream time, in seconds (docs/rate-limits.md):
+ *   RateLimit-Policy: "stream_day";q=1800;w=86400, "stream_month";q=18000;w=2592000
+ *   RateLimit: "stream_day";r=1740;t=43200, "stream_month";r=17940;t=2246400
+ * Unlimited windows are left out; both are "" when every window is unlimited.
+ */
+export function streamHeaders(r: StreamTimeResult): { "RateLimit-Policy": string; RateLimit: string } {
+  const policy: string[] = [];
+  const state: string[] = [];
+  for (const w of STREAM_WINDOWS) {
+    const limit = streamLimitMs(r, w);
+    const remaining = streamRemainingMs(r, w);
+    if (limit === null || remaining === null) continue;
+    const reset = Math.ceil(((w === "stream_day" ? r.cal.nextDayAt : r.cal.nextMonthAt) - r.now) / 1000);
+    policy.push(`"${w}";q=${Math.floor(limit / 1000)};w=${WINDOW_S[w]}`);
+    state.push(`"${w}";r=${Math.floor(remaining / 1000)};t=${reset}`);
+  }
+  return { "RateLimit-Policy": policy.join(", "), RateLimit: state.join(", ") };
+}
+
+/** 429 quota_exceeded naming the exhausted stream windows, with Retry-After and the headers. */
+export function streamTimeError(r: StreamTimeResult): AppError {
+  const h = streamHeaders(r);
+  return errors.quotaExceeded(streamRetryAfterMs(r) / 1000, streamExhausted(r), h["RateLimit-Policy"] === "" ? {} : h);
 }
 
 /**

@@ -3,6 +3,7 @@ import type { FastifyRequest } from "fastify";
 import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { ModelInfo } from "../inference/inference.service.ts";
+import { type StreamTimeResult, streamExhausted, streamTimeError } from "../rate-limit/stream-time.ts";
 import { resolveUnnormKey } from "./stream-connection.ts";
 import { type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
@@ -24,6 +25,8 @@ export interface OpenpiAdmission {
   readonly unnormKeySource: UnnormKeySource;
   /** The customer's session slot; released once, whichever way the socket ends. */
   readonly slot: SlotLease;
+  /** The customer's stream time when admitted (time was left). */
+  readonly streamTime: StreamTimeResult;
 }
 
 /** A held session slot; `release()` is idempotent. */
@@ -45,7 +48,8 @@ export class SlotLease {
  * an HTTP status with a problem+json body: the stock client (Python `websockets`) then raises an
  * error naming the status. Refused after the upgrade, the text frame would meet a client that
  * expects the binary metadata frame and dies with `TypeError: a bytes-like object is required`.
- * Order: credential (401), scope (403), model (404) and unnorm_key (400), session slot (429).
+ * Order: credential (401), scope (403), stream time (429 quota_exceeded), model (404) and
+ * unnorm_key (400), session slot (429).
  */
 export async function admitOpenpi(
   deps: StreamDeps,
@@ -70,6 +74,8 @@ export async function admitOpenpi(
   } catch (e) {
     throw isAppError(e) ? refusal("auth", e) : e;
   }
+  const streamTime = await platform.limits.streamTime.peek(principal.customerId);
+  if (streamExhausted(streamTime).length > 0) throw refusal("stream_time", streamTimeError(streamTime));
   let model: ModelInfo;
   let unnormKey: string;
   try {
@@ -95,5 +101,6 @@ export async function admitOpenpi(
     unnormKey,
     unnormKeySource: query.unnorm_key === undefined ? "model_default" : "query",
     slot: lease,
+    streamTime,
   };
 }

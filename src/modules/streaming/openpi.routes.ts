@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { Type } from "typebox";
 import type { WebSocket } from "ws";
 import { errors } from "../../platform/errors.ts";
+import { streamHeaders } from "../rate-limit/stream-time.ts";
 import { admitOpenpi, type OpenpiAdmission, type OpenpiQuery } from "./openpi-admission.ts";
 import { OpenpiConnection } from "./openpi-connection.ts";
 import { CLOSE } from "./protocol.ts";
@@ -56,7 +57,9 @@ const UPGRADE_RESPONSES = {
   403: { $ref: "Problem#", description: "The key lacks the `inference` scope." },
   429: {
     $ref: "Problem#",
-    description: "too_many_sessions: the customer holds all its session slots; or too many failed keys.",
+    description:
+      "too_many_sessions: the customer holds all its session slots; quota_exceeded: its stream time " +
+      "(`stream_day` or `stream_month`) is used up, with `Retry-After`; or too many failed keys.",
   },
 } as const;
 
@@ -78,7 +81,9 @@ export function registerOpenpiRoutes(app: FastifyInstance, deps: StreamDeps): vo
   // The upgrade's admission (key, model, slot), from its preHandler to its wsHandler.
   const admissions = new WeakMap<FastifyRequest, OpenpiAdmission>();
   const admit = async (request: FastifyRequest) => {
-    admissions.set(request, await admitOpenpi(deps, request, request.query as OpenpiQuery));
+    const admission = await admitOpenpi(deps, request, request.query as OpenpiQuery);
+    admissions.set(request, admission);
+    deps.upgradeHeaders.set(request.raw, streamHeaders(admission.streamTime));
   };
   const open = (socket: WebSocket, request: FastifyRequest) => {
     const admission = admissions.get(request);

@@ -1,11 +1,13 @@
+import type { IncomingMessage } from "node:http";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { errors } from "../../platform/errors.ts";
+import { errors, isAppError } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../index.ts";
 import { inferenceRunners } from "../inference/inference.module.ts";
+import { streamExhausted, streamHeaders, streamTimeError } from "../rate-limit/stream-time.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
 import { registerOpenpiRoutes } from "./openpi.routes.ts";
 import { NativeStreamConnection } from "./stream-connection.ts";
-import type { StreamDeps } from "./ws-common.ts";
+import { type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 
@@ -27,9 +29,24 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     heartbeatMs: cfg.heartbeatMs,
   });
   streamRegistries.set(platform, registry);
-  const deps: StreamDeps = { platform, runner, registry, metrics: createStreamMetrics(platform.metrics.registry) };
+  const deps: StreamDeps = {
+    platform,
+    runner,
+    registry,
+    metrics: createStreamMetrics(platform.metrics.registry),
+    upgradeHeaders: new WeakMap(),
+  };
+  // The 101 answer carries the stream-time RateLimit fields the upgrade's preHandler found.
+  app.websocketServer.on("headers", (headers: string[], req: IncomingMessage) => {
+    const extra = deps.upgradeHeaders.get(req);
+    if (extra === undefined) return;
+    for (const [k, v] of Object.entries(extra)) if (v !== "") headers.push(`${k}: ${v}`);
+  });
 
-  const heartbeat = setInterval(() => registry.heartbeat(), cfg.heartbeatMs);
+  const heartbeat = setInterval(() => {
+    registry.heartbeat();
+    void registry.chargeTime();
+  }, cfg.heartbeatMs);
   heartbeat.unref();
   const statsPush = setInterval(() => registry.pushStats(), cfg.statsIntervalMs);
   statsPush.unref();
@@ -67,7 +84,32 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
       response: {
         101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
         426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
+        429: {
+          $ref: "Problem#",
+          description:
+            "quota_exceeded: the customer's stream time (`stream_day` or `stream_month`) is used up; `Retry-After` says when it resets.",
+        },
       },
+    },
+    // A header-authenticated upgrade whose customer has no stream time left is refused with an HTTP
+    // 429 (Retry-After, RateLimit fields); an admitted one gets the fields on its 101. Credential
+    // problems are left to the WebSocket (error message + close 1008), as before.
+    preHandler: async (request) => {
+      const credential = upgradeCredential(request);
+      if (credential === undefined || isAppError(credential)) return;
+      let customerId: string;
+      try {
+        customerId = (await verifyPrincipal(platform, credential, request)).customerId;
+      } catch (e) {
+        if (isAppError(e)) return;
+        throw e;
+      }
+      const time = await platform.limits.streamTime.peek(customerId);
+      if (streamExhausted(time).length > 0) {
+        deps.metrics.rejected.inc({ endpoint: "stream", reason: "stream_time" });
+        throw streamTimeError(time);
+      }
+      deps.upgradeHeaders.set(request.raw, streamHeaders(time));
     },
     handler: upgradeOnly("/v1/stream"),
     wsHandler: (socket, request) => {

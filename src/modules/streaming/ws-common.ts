@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import type { FastifyRequest } from "fastify";
 import type { Platform } from "../../app.ts";
 import { type Credential, extractCredential, type Principal } from "../../platform/auth.ts";
@@ -11,6 +12,8 @@ export interface StreamDeps {
   readonly runner: InferenceRunner;
   readonly registry: ConnectionRegistry;
   readonly metrics: StreamMetrics;
+  /** Extra headers of an upgrade's 101 answer (the stream-time RateLimit fields), set by its preHandler. */
+  readonly upgradeHeaders: WeakMap<IncomingMessage, Readonly<Record<string, string>>>;
 }
 
 /**
