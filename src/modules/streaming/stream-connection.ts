@@ -82,7 +82,12 @@ export class NativeStreamConnection implements StreamConnection {
     if (credential instanceof AppError)
       this.enqueue(async () => this.reject("auth", credential, CLOSE.policyViolation));
     else if (credential !== undefined)
-      this.enqueue(() => this.authenticate(() => verifyPrincipal(this.deps.platform, credential, this.request), false));
+      this.enqueue(() =>
+        this.authenticate(
+          () => this.deps.verified.get(this.request) ?? verifyPrincipal(this.deps.platform, credential, this.request),
+          false,
+        ),
+      );
     else {
       this.authTimer = setTimeout(() => {
         if (this.principal === undefined) {

@@ -35,6 +35,7 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     registry,
     metrics: createStreamMetrics(platform.metrics.registry),
     upgradeHeaders: new WeakMap(),
+    verified: new WeakMap(),
   };
   // The 101 answer carries the stream-time RateLimit fields the upgrade's preHandler found.
   app.websocketServer.on("headers", (headers: string[], req: IncomingMessage) => {
@@ -97,9 +98,11 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     preHandler: async (request) => {
       const credential = upgradeCredential(request);
       if (credential === undefined || isAppError(credential)) return;
+      const verified = verifyPrincipal(platform, credential, request);
+      deps.verified.set(request, verified);
       let customerId: string;
       try {
-        customerId = (await verifyPrincipal(platform, credential, request)).customerId;
+        customerId = (await verified).customerId;
       } catch (e) {
         if (isAppError(e)) return;
         throw e;

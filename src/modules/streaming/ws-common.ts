@@ -14,6 +14,8 @@ export interface StreamDeps {
   readonly metrics: StreamMetrics;
   /** Extra headers of an upgrade's 101 answer (the stream-time RateLimit fields), set by its preHandler. */
   readonly upgradeHeaders: WeakMap<IncomingMessage, Readonly<Record<string, string>>>;
+  /** The upgrade headers' credential, verified once by the /v1/stream preHandler (so a bad key counts once). */
+  readonly verified: WeakMap<FastifyRequest, Promise<Principal>>;
 }
 
 /**
