@@ -2,7 +2,7 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
 import { streamRegistries } from "../../src/modules/streaming/streaming.module.ts";
-import { customers } from "../../src/platform/db/schema/index.ts";
+import { customers, usageCounters } from "../../src/platform/db/schema/index.ts";
 import { buildStreamApp, Client, jpeg, newKey, rawUpgrade, type StreamTestContext, started } from "./helpers.ts";
 
 // Stream sessions are metered in robot time on the app's (fake) clock: the tests move it by
@@ -26,7 +26,7 @@ const charge = () => {
 
 describe("stream time (robot-seconds)", () => {
   it("a free session is charged its wall time, sees it in stats and /v1/usage, and is closed 4429 when the day's 30 min run out", async () => {
-    const { key } = await newKey(t, { tier: "free" });
+    const { key, customerId } = await newKey(t, { tier: "free" });
     const { c, s } = await started(t, {}, key);
     expect((s.limits as Record<string, unknown>).stream_time).toEqual({
       per_day_s: 1800,
@@ -80,6 +80,11 @@ describe("stream time (robot-seconds)", () => {
     m.json({ type: "auth", api_key: key });
     expect(await m.type("error")).toMatchObject({ code: "quota_exceeded" });
     expect((await m.closed).code).toBe(4429);
+
+    // The month's stream time is durable (usage_counters.stream_ms), beside the request counts.
+    await t.app.platform.limits.flush();
+    const [row] = await t.database.db.select().from(usageCounters).where(eq(usageCounters.customerId, customerId));
+    expect(row?.streamMs).toBe(30 * MIN);
 
     // The next UTC day has time again.
     t.clock.advance(24 * 60 * MIN);

@@ -124,3 +124,20 @@ for (const backend of ["memory", "redis"] as const) {
     });
   });
 }
+
+describe("StreamTimeMeter: Redis failing", () => {
+  it("falls back to the in-process counters (seeded from the durable month) and says so", async () => {
+    const clock = { t: Date.UTC(2026, 11, 5, 12, 0, 0) };
+    const c = randomUUID();
+    const stored = new Map([[`${c}|2026-12-01`, 60_000]]);
+    const failing = {
+      status: "ready",
+      eval: () => Promise.reject(new Error("READONLY")),
+    } as unknown as RedisHandle["client"];
+    const { m } = meter({ redis: { client: failing, keyPrefix: "t:" } as RedisHandle, clock, stored });
+    const r = await m.charge(c, 5_000);
+    expect(r.source).toBe("fallback");
+    expect(r.dayMs).toBe(5_000);
+    expect(r.monthMs).toBe(65_000);
+  });
+});

@@ -17,8 +17,8 @@ export const streamRegistries = new WeakMap<ModuleOptions["platform"], Connectio
 /**
  * Real-time streaming: `WS /v1/stream` (native protocol) and `WS /v1/openpi` (also at `/`, with
  * `GET /healthz`; openpi.routes.ts), one connection registry (session limits, heartbeat, stats push,
- * graceful shutdown). Both call the shared InferenceRunner, so frames are logged, metered and
- * safety-checked like REST calls. docs/streaming.md.
+ * graceful shutdown, stream-time charges). Both call the shared InferenceRunner, so frames are logged
+ * and safety-checked like REST calls; sessions are metered in stream time, not per frame. docs/streaming.md.
  */
 export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
   const runner = inferenceRunners.get(platform);
@@ -79,7 +79,9 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
         '`{"type":"auth","api_key":"..."}` message within 5 s. Messages are JSON text frames or msgpack binary ' +
         "frames (raw image bytes, no base64): start -> started, frame -> action | dropped, stats, stop -> stopped. " +
         "At most one inference in flight per session; newer frames supersede waiting ones unless `must_go`. " +
-        "Every inferred frame is metered, logged (source `stream`) and safety-checked. A plain GET answers 426. " +
+        "Every inferred frame is logged (source `stream`) and safety-checked; the session is metered in stream time " +
+        "(robot-seconds per UTC day and month, not per frame; frames above the tier's frame-rate ceiling are " +
+        "`dropped` `rate_ceiling`), and closed 4429 when the allowance runs out. A plain GET answers 426. " +
         "Protocol: docs/streaming.md.",
       security: SECURITY,
       response: {
