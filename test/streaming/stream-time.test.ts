@@ -122,6 +122,34 @@ describe("stream time (robot-seconds)", () => {
     up.socket.destroy();
   });
 
+  it("a burst above the free tier's 15 frames/s ceiling is dropped rate_ceiling without inference", async () => {
+    const { key } = await newKey(t, { tier: "free" });
+    const { c } = await started(t, {}, key);
+    const small = (await jpeg(32, 32, 3)).toString("base64");
+    for (let seq = 1; seq <= 60; seq++) c.json({ type: "frame", seq, image: small });
+    const ceiling = await c.type("dropped", (m) => m.reason === "rate_ceiling");
+    expect(ceiling.max_fps).toBe(15);
+    c.json({ type: "stats" });
+    const st = await c.type("stats");
+    expect((st.stats as { frames_dropped: { rate_ceiling: number } }).frames_dropped.rate_ceiling).toBeGreaterThan(0);
+    c.close();
+  });
+
+  it("openpi: observations faster than the ceiling are held, not refused", async () => {
+    const { key, customerId } = await newKey(t, { tier: "pro" });
+    await t.database.db.update(customers).set({ streamMaxFps: 2 }).where(eq(customers.id, customerId));
+    const c = new Client(`${t.baseUrl}/v1/openpi`, { authorization: `Api-Key ${key}` });
+    await c.opened();
+    await c.next(() => c.raw.length >= 1);
+    const obs = { "observation/image": { data: new Uint8Array(224 * 224 * 3), shape: [224, 224, 3] }, prompt: "go" };
+    for (let i = 2; i <= 4; i++) {
+      c.ws.send(packMsgpackNumpy(obs));
+      await c.next(() => c.raw.length >= i);
+    }
+    expect(c.raw.every((r) => r.isBinary)).toBe(true);
+    c.close();
+  });
+
   it("the upgrade carries the stream-time RateLimit headers; enterprise is unlimited", async () => {
     const { key } = await newKey(t, { tier: "free" });
     const up = rawUpgrade(t.baseUrl, "/v1/openpi", { authorization: `Api-Key ${key}` });
