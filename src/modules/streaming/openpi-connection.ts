@@ -364,6 +364,9 @@ export class OpenpiConnection implements StreamConnection {
     const inFlight = this.busy;
     this.closing = true;
     await inFlight;
+    // The last stretch of session time, before the usage counters' final flush.
+    clearTimeout(this.timeTimer);
+    await this.time?.end().catch(() => undefined);
     if (this.socket.readyState === this.socket.OPEN) this.socket.close(CLOSE.goingAway, "server_shutdown");
   }
 
