@@ -122,7 +122,17 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     return { status: s.mode === "fallback" ? "degraded" : "ok", detail: s.detail };
   });
 
+  const streamSeconds = new Counter({
+    name: "vla_stream_time_seconds_total",
+    help: "Stream session time charged to customers (robot-seconds), by the counter that took it (redis, memory, fallback).",
+    labelNames: ["limiter"],
+    registers: [metrics.registry],
+  });
   const streamTime = new StreamTimeMeter({
+    events: {
+      charged: (ms, source) => streamSeconds.inc({ limiter: source }, ms / 1000),
+      redisFailure: (reason) => failures.inc({ reason }),
+    },
     redis: deps.redis.client,
     keyPrefix: deps.redis.keyPrefix,
     usage,

@@ -5,6 +5,7 @@ import type { Tier } from "../../platform/auth.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
 import {
   StreamTimeMeter,
+  type StreamTimeMeterOptions,
   streamExhausted,
   streamLeftMs,
   streamRemainingMs,
@@ -28,7 +29,13 @@ function memoryRepo(stored = new Map<string, number>()) {
   return { repo: repo as unknown as UsageRepo, stored };
 }
 
-function meter(opts: { redis?: RedisHandle; clock: { t: number }; tier?: Tier; stored?: Map<string, number> }) {
+function meter(opts: {
+  redis?: RedisHandle;
+  clock: { t: number };
+  tier?: Tier;
+  stored?: Map<string, number>;
+  events?: StreamTimeMeterOptions["events"];
+}) {
   const { repo, stored } = memoryRepo(opts.stored);
   const usage = new UsageRecorder(repo);
   const m = new StreamTimeMeter({
@@ -38,6 +45,7 @@ function meter(opts: { redis?: RedisHandle; clock: { t: number }; tier?: Tier; s
     now: () => opts.clock.t,
     redisTimeoutMs: 500,
     redisRetryMs: 60_000,
+    events: opts.events,
     cacheFreshMs: 60_000,
     cacheStaleMs: 60_000,
     load: async () => ({
@@ -134,9 +142,15 @@ describe("StreamTimeMeter: Redis failing", () => {
       status: "ready",
       eval: () => Promise.reject(new Error("READONLY")),
     } as unknown as RedisHandle["client"];
-    const { m } = meter({ redis: { client: failing, keyPrefix: "t:" } as RedisHandle, clock, stored });
+    const seen: string[] = [];
+    const events = {
+      charged: (ms: number, source: string) => seen.push(`charged ${ms} ${source}`),
+      redisFailure: (reason: string) => seen.push(`redis ${reason}`),
+    };
+    const { m } = meter({ redis: { client: failing, keyPrefix: "t:" } as RedisHandle, clock, stored, events });
     const r = await m.charge(c, 5_000);
     expect(r.source).toBe("fallback");
+    expect(seen).toEqual(["redis error", "charged 5000 fallback"]);
     expect(r.dayMs).toBe(5_000);
     expect(r.monthMs).toBe(65_000);
   });

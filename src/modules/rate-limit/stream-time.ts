@@ -126,6 +126,11 @@ export interface StreamTimeMeterOptions {
   readonly cacheFreshMs: number;
   readonly cacheStaleMs: number;
   readonly load: (customerId: string) => Promise<{ tier: Tier } & StreamOverrides>;
+  /** Metrics hooks: each charge (ms, which counter took it) and each Redis failure. */
+  readonly events?: {
+    charged(ms: number, source: StreamTimeResult["source"]): void;
+    redisFailure(reason: "timeout" | "error"): void;
+  };
 }
 
 class Timeout extends Error {}
@@ -190,7 +195,10 @@ export class StreamTimeMeter {
       source = totals === undefined ? "fallback" : "redis";
     }
     totals ??= await this.chargeLocal(customerId, add, cal);
-    if (add > 0) this.opts.usage.recordStream(customerId, cal.month, add);
+    if (add > 0) {
+      this.opts.usage.recordStream(customerId, cal.month, add);
+      this.opts.events?.charged(add, source);
+    }
     return { tier, allowance, dayMs: totals[0], monthMs: totals[1], now, cal, source };
   }
 
@@ -236,8 +244,9 @@ export class StreamTimeMeter {
       }
       if (!Array.isArray(r)) throw new Error("unexpected answer from the stream-time script");
       return [Number(r[0]), Number(r[1])];
-    } catch {
+    } catch (e) {
       this.degradedUntil = t + this.opts.redisRetryMs;
+      this.opts.events?.redisFailure(e instanceof Timeout ? "timeout" : "error");
       return undefined;
     }
   }
