@@ -126,21 +126,17 @@ describe("WS /v1/stream: limits", () => {
     other.close();
   });
 
-  it("each inferred frame counts against the customer's rate limit; over it frames are dropped rate_limited", async () => {
+  it("stream frames do not spend the REST request windows (sessions are metered in stream time)", async () => {
     const { key } = await newKey(t, { tier: "enterprise", perMinute: 2 });
     const { c } = await started(t, {}, key);
-    for (const seq of [1, 2, 3]) {
+    for (const seq of [1, 2, 3, 4, 5]) {
       c.json({ type: "frame", seq, image: img, must_go: true });
       await c.next((m) => m.seq === seq);
     }
-    expect(c.of("action").map((m) => m.seq)).toEqual([1, 2]);
-    const dropped = await c.type("dropped");
-    expect(dropped).toMatchObject({ seq: 3, reason: "rate_limited" });
-    expect(dropped.retry_after_ms).toBeGreaterThan(0);
-    c.json({ type: "stats" });
-    const s = await c.type("stats", (m) => (m.stats as { frames_received: number }).frames_received === 3);
-    expect((s.stats as { frames_dropped: Record<string, number> }).frames_dropped.rate_limited).toBe(1);
+    expect(c.of("action").map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
     c.close();
+    const usage = await t.app.inject({ method: "GET", url: "/v1/usage", headers: { "x-api-key": key } });
+    expect(usage.json().minute).toMatchObject({ used: 0, limit: 2 });
   });
 
   it("stats are pushed every STREAM_STATS_INTERVAL_MS", async () => {

@@ -36,7 +36,7 @@ describe("WS /v1/stream: the protocol", () => {
     expect(st).toMatchObject({
       frames_received: 1,
       frames_inferred: 1,
-      frames_dropped: { superseded: 0, rate_limited: 0, overloaded: 0 },
+      frames_dropped: { superseded: 0, rate_ceiling: 0, overloaded: 0 },
       target_fps: 10,
     });
     expect((st.latency_ms as { p50: number }).p50).toBeGreaterThanOrEqual(0);

@@ -42,3 +42,36 @@ export const WINDOW_SECONDS: Readonly<Record<WindowName, number>> = {
 export function limitOf(limits: Limits, w: WindowName): number | null {
   return w === "minute" ? limits.perMinute : w === "day" ? limits.perDay : limits.perMonth;
 }
+
+/**
+ * A customer's stream allowances: session time (robot-seconds, summed over all its sessions)
+ * per UTC day and month, and the frame-rate ceiling of one session; null means unlimited.
+ */
+export interface StreamAllowance {
+  readonly secondsPerDay: number | null;
+  readonly secondsPerMonth: number | null;
+  readonly maxFps: number | null;
+}
+
+/** Published stream defaults per tier (docs/rate-limits.md, "Stream time"). */
+export const TIER_STREAM: Readonly<Record<Tier, StreamAllowance>> = {
+  free: { secondsPerDay: 30 * 60, secondsPerMonth: 5 * 3_600, maxFps: 15 },
+  pro: { secondsPerDay: 8 * 3_600, secondsPerMonth: 200 * 3_600, maxFps: 30 },
+  enterprise: { secondsPerDay: null, secondsPerMonth: null, maxFps: 100 },
+};
+
+/** The customer row's stream override columns; null keeps the tier default. */
+export interface StreamOverrides {
+  readonly streamSecondsPerDay: number | null;
+  readonly streamSecondsPerMonth: number | null;
+  readonly streamMaxFps: number | null;
+}
+
+export function effectiveStreamAllowance(tier: Tier, overrides: StreamOverrides): StreamAllowance {
+  const base = TIER_STREAM[tier];
+  return {
+    secondsPerDay: overrides.streamSecondsPerDay ?? base.secondsPerDay,
+    secondsPerMonth: overrides.streamSecondsPerMonth ?? base.secondsPerMonth,
+    maxFps: overrides.streamMaxFps ?? base.maxFps,
+  };
+}

@@ -12,6 +12,7 @@ import type { RedisHandle } from "../../platform/redis.ts";
 import { CustomerLimitsCache } from "./customer-limits.ts";
 import { policyHeader, rateLimitHeader, rateLimitHeaders } from "./headers.ts";
 import { type MeterResult, RateLimitService } from "./rate-limit.service.ts";
+import { StreamTimeMeter } from "./stream-time.ts";
 import { UsageRepo } from "./usage.repo.ts";
 import { UsageRecorder } from "./usage-recorder.ts";
 
@@ -19,12 +20,15 @@ import { UsageRecorder } from "./usage-recorder.ts";
 export const CUSTOMER_TOPIC = "customer";
 
 /**
- * The one metering mechanism every inference entry point uses (REST, /act, each stream frame).
+ * The metering every inference entry point uses: per request for REST and /act; stream sessions
+ * are metered in session time (`streamTime`).
  * Reachable as `platform.limits`. See docs/rate-limits.md.
  */
 export interface RateLimits {
   readonly service: RateLimitService;
   readonly customerLimits: CustomerLimitsCache;
+  /** Stream session time (robot-seconds) per customer, day and month; stream frames use it, not `consume`. */
+  readonly streamTime: StreamTimeMeter;
   /**
    * A preHandler that consumes one request of the principal's customer quota, sets the
    * RateLimit-Policy and RateLimit headers, and rejects with 429 quota_exceeded. Put it after
@@ -118,8 +122,40 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
     return { status: s.mode === "fallback" ? "degraded" : "ok", detail: s.detail };
   });
 
-  deps.invalidation.on(CUSTOMER_TOPIC, (id) => customerLimits.invalidate(id));
-  deps.invalidation.onReset(() => customerLimits.clear());
+  const streamSeconds = new Counter({
+    name: "vla_stream_time_seconds_total",
+    help: "Stream session time charged to customers (robot-seconds), by the counter that took it (redis, memory, fallback).",
+    labelNames: ["limiter"],
+    registers: [metrics.registry],
+  });
+  const streamTime = new StreamTimeMeter({
+    events: {
+      charged: (ms, source) => streamSeconds.inc({ limiter: source }, ms / 1000),
+      redisFailure: (reason) => failures.inc({ reason }),
+    },
+    redis: deps.redis.client,
+    keyPrefix: deps.redis.keyPrefix,
+    usage,
+    now: deps.now,
+    redisTimeoutMs: config.limits.redisTimeoutMs,
+    redisRetryMs: config.limits.redisRetryMs,
+    cacheFreshMs: config.apiKeys.cacheFreshMs,
+    cacheStaleMs: config.apiKeys.cacheStaleMs,
+    load: async (id) => {
+      const row = await repo.customerStreamLimits(id);
+      if (row === undefined) throw new Error(`customer ${id} not found`);
+      return row;
+    },
+  });
+
+  deps.invalidation.on(CUSTOMER_TOPIC, (id) => {
+    customerLimits.invalidate(id);
+    streamTime.invalidate(id);
+  });
+  deps.invalidation.onReset(() => {
+    customerLimits.clear();
+    streamTime.clearCache();
+  });
 
   const timer = setInterval(() => {
     usage.flush().catch(() => usageFlushFailures.inc());
@@ -135,6 +171,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
   return {
     service,
     customerLimits,
+    streamTime,
     meter() {
       return async (request: FastifyRequest, reply: FastifyReply) => {
         const principal = request.principal;

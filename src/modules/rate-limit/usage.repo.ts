@@ -2,15 +2,21 @@ import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Tier } from "../../platform/auth.ts";
 import type { Db } from "../../platform/db/client.ts";
 import { customers, usageCounters } from "../../platform/db/schema/index.ts";
-import type { LimitOverrides } from "./policy.ts";
+import type { LimitOverrides, StreamOverrides } from "./policy.ts";
 
 export interface MonthIncrement {
   readonly customerId: string;
   readonly month: string;
   readonly requests: number;
+  /** Stream session time in ms. */
+  readonly streamMs: number;
 }
 
 export interface CustomerLimitRow extends LimitOverrides {
+  readonly tier: Tier;
+}
+
+export interface CustomerStreamRow extends StreamOverrides {
   readonly tier: Tier;
 }
 
@@ -29,6 +35,15 @@ export class UsageRepo {
     return rows[0]?.requests ?? 0;
   }
 
+  async monthStreamMs(customerId: string, month: string): Promise<number> {
+    const rows = await this.db
+      .select({ streamMs: usageCounters.streamMs })
+      .from(usageCounters)
+      .where(and(eq(usageCounters.customerId, customerId), eq(usageCounters.month, month)))
+      .limit(1);
+    return rows[0]?.streamMs ?? 0;
+  }
+
   /** One statement for the whole batch; counts add up, so replays after a failure are safe only once. */
   async addMonthly(batch: readonly MonthIncrement[]): Promise<void> {
     if (batch.length === 0) return;
@@ -43,10 +58,16 @@ export class UsageRepo {
     if (rows.length === 0) return;
     await this.db
       .insert(usageCounters)
-      .values(rows.map((b) => ({ customerId: b.customerId, month: b.month, requests: b.requests })))
+      .values(
+        rows.map((b) => ({ customerId: b.customerId, month: b.month, requests: b.requests, streamMs: b.streamMs })),
+      )
       .onConflictDoUpdate({
         target: [usageCounters.customerId, usageCounters.month],
-        set: { requests: sql`${usageCounters.requests} + excluded.requests`, updatedAt: sql`now()` },
+        set: {
+          requests: sql`${usageCounters.requests} + excluded.requests`,
+          streamMs: sql`${usageCounters.streamMs} + excluded.stream_ms`,
+          updatedAt: sql`now()`,
+        },
       });
   }
 
@@ -57,6 +78,20 @@ export class UsageRepo {
         rateLimitPerMinute: customers.rateLimitPerMinute,
         quotaPerDay: customers.quotaPerDay,
         quotaPerMonth: customers.quotaPerMonth,
+      })
+      .from(customers)
+      .where(eq(customers.id, customerId))
+      .limit(1);
+    return rows[0];
+  }
+
+  async customerStreamLimits(customerId: string): Promise<CustomerStreamRow | undefined> {
+    const rows = await this.db
+      .select({
+        tier: customers.tier,
+        streamSecondsPerDay: customers.streamSecondsPerDay,
+        streamSecondsPerMonth: customers.streamSecondsPerMonth,
+        streamMaxFps: customers.streamMaxFps,
       })
       .from(customers)
       .where(eq(customers.id, customerId))

@@ -3,6 +3,13 @@ import type { ModuleOptions } from "../../platform/module.ts";
 import { rateLimitHeaders, windowRemaining } from "./headers.ts";
 import { limitOf, type WindowName } from "./policy.ts";
 import type { MeterResult } from "./rate-limit.service.ts";
+import {
+  type StreamTimeResult,
+  type StreamWindow,
+  streamLimitMs,
+  streamRemainingMs,
+  streamUsedMs,
+} from "./stream-time.ts";
 import { type Usage, UsageSchema } from "./usage.schemas.ts";
 
 /** A session (JWT) or an API key, in any accepted header. */
@@ -16,6 +23,16 @@ function windowUsage(r: MeterResult, w: WindowName) {
   return { used, limit, remaining, resets_at: new Date(resetsAt).toISOString() };
 }
 
+function streamUsage(r: StreamTimeResult, w: StreamWindow) {
+  const s = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000));
+  return {
+    used_s: Math.floor(streamUsedMs(r, w) / 1000),
+    limit_s: s(streamLimitMs(r, w)),
+    remaining_s: s(streamRemainingMs(r, w)),
+    resets_at: new Date(w === "stream_day" ? r.cal.nextDayAt : r.cal.nextMonthAt).toISOString(),
+  };
+}
+
 /** `GET /v1/usage`: the customer's current counters. Reading them consumes nothing. */
 export const usageRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
   app.get(
@@ -26,7 +43,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app,
         tags: ["usage"],
         summary: "Current usage and limits",
         description:
-          "Minute, day and month usage of the caller's customer (shared by all its keys), the limits and when each window resets. Any key or session of the customer may read it; it does not count against the quota.",
+          "Minute, day and month usage of the caller's customer (shared by all its keys), the limits and when each window resets; and the stream time (robot-seconds of native and openpi sessions) used and left per UTC day and month. Any key or session of the customer may read it; it does not count against the quota.",
         security: SECURITY,
         response: { 200: UsageSchema },
       },
@@ -37,6 +54,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app,
       const h = rateLimitHeaders(r);
       if (h["RateLimit-Policy"] !== "") reply.headers(h);
       const tier = await platform.limits.customerLimits.get(principal.customerId);
+      const stream = await platform.limits.streamTime.peek(principal.customerId);
       return {
         customer_id: principal.customerId,
         tier: tier.tier,
@@ -44,6 +62,9 @@ export const usageRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app,
         minute: windowUsage(r, "minute"),
         day: windowUsage(r, "day"),
         month: windowUsage(r, "month"),
+        stream_day: streamUsage(stream, "stream_day"),
+        stream_month: streamUsage(stream, "stream_month"),
+        stream_max_fps: stream.allowance.maxFps,
       };
     },
   );

@@ -11,6 +11,19 @@ const WindowUsage = (name: string) =>
     { description: `The ${name} window.` },
   );
 
+const StreamWindowUsage = (name: string) =>
+  Type.Object(
+    {
+      used_s: Type.Integer({
+        description: `Stream session time (robot-seconds, all sessions) in the current ${name}.`,
+      }),
+      limit_s: Type.Union([Type.Integer(), Type.Null()], { description: "null: unlimited." }),
+      remaining_s: Type.Union([Type.Integer(), Type.Null()], { description: "null: unlimited." }),
+      resets_at: Type.String({ format: "date-time", description: "When the window starts again at 0." }),
+    },
+    { description: `Stream time in the ${name} (native and openpi sessions; frames are not counted as requests).` },
+  );
+
 export const UsageSchema = Type.Object(
   {
     customer_id: Type.String({ format: "uuid" }),
@@ -22,6 +35,11 @@ export const UsageSchema = Type.Object(
     minute: WindowUsage("minute (smooth: GCRA)"),
     day: WindowUsage("UTC day"),
     month: WindowUsage("UTC calendar month"),
+    stream_day: StreamWindowUsage("UTC day"),
+    stream_month: StreamWindowUsage("UTC calendar month"),
+    stream_max_fps: Type.Union([Type.Integer(), Type.Null()], {
+      description: "Frame-rate ceiling of one stream session; frames above it are dropped (`rate_ceiling`).",
+    }),
   },
   {
     examples: [
@@ -32,6 +50,9 @@ export const UsageSchema = Type.Object(
         minute: { used: 3, limit: 10, remaining: 7, resets_at: "2026-11-26T21:15:18.000Z" },
         day: { used: 120, limit: 1000, remaining: 880, resets_at: "2026-11-27T00:00:00.000Z" },
         month: { used: 4210, limit: 10000, remaining: 5790, resets_at: "2026-12-01T00:00:00.000Z" },
+        stream_day: { used_s: 600, limit_s: 1800, remaining_s: 1200, resets_at: "2026-11-27T00:00:00.000Z" },
+        stream_month: { used_s: 7200, limit_s: 18000, remaining_s: 10800, resets_at: "2026-12-01T00:00:00.000Z" },
+        stream_max_fps: 15,
       },
     ],
   },

@@ -24,7 +24,7 @@ export function createStreamMetrics(registry: Registry): StreamMetrics {
     }),
     frames: new Counter({
       name: "vla_stream_frames_total",
-      help: "Stream frames by endpoint and outcome (action, superseded, rate_limited, overloaded, error).",
+      help: "Stream frames by endpoint and outcome (action, superseded, rate_ceiling, overloaded, error).",
       labelNames: ["endpoint", "outcome"],
       registers: [registry],
     }),
@@ -46,6 +46,8 @@ export interface StreamConnection {
   pushStats(): void;
   /** Graceful shutdown: finish what is in flight, say goodbye, close with 1001. */
   shutdown(): Promise<void>;
+  /** Charges the session time elapsed since the last charge; closes the session when the allowance is used up. */
+  chargeTime(): Promise<void>;
 }
 
 /**
@@ -187,6 +189,11 @@ export class ConnectionRegistry {
 
   pushStats(): void {
     for (const c of this.connections) c.pushStats();
+  }
+
+  /** Every session charges its elapsed time (called with the heartbeat; tests call it directly). */
+  async chargeTime(): Promise<void> {
+    await Promise.all([...this.connections].map((c) => c.chargeTime().catch(() => {})));
   }
 
   /** Closes every connection gracefully, then terminates what has not closed within `deadlineMs`. */

@@ -4,6 +4,7 @@ import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { ModelInfo } from "../inference/inference.service.ts";
 import { withKeyDefaults } from "../inference/key-defaults.ts";
+import { type StreamTimeResult, streamExhausted, streamTimeError } from "../rate-limit/stream-time.ts";
 import { resolveUnnormKey } from "./stream-connection.ts";
 import { type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
@@ -30,6 +31,8 @@ export interface OpenpiAdmission {
   readonly robotId: string | undefined;
   /** The customer's session slot; released once, whichever way the socket ends. */
   readonly slot: SlotLease;
+  /** The customer's stream time when admitted (time was left). */
+  readonly streamTime: StreamTimeResult;
 }
 
 /** A held session slot; `release()` is idempotent. */
@@ -51,8 +54,9 @@ export class SlotLease {
  * an HTTP status with a problem+json body: the stock client (Python `websockets`) then raises an
  * error naming the status. Refused after the upgrade, the text frame would meet a client that
  * expects the binary metadata frame and dies with `TypeError: a bytes-like object is required`.
- * Order: credential (401), scope (403), robot not the key's (403 robot_mismatch), model (404) and
- * unnorm_key (400), session slot (429). The API key's defaults fill what the query leaves out.
+ * Order: credential (401), scope (403), robot not the key's (403 robot_mismatch), stream time
+ * (429 quota_exceeded), model (404) and unnorm_key (400), session slot (429). The API key's
+ * defaults fill what the query leaves out.
  */
 export async function admitOpenpi(
   deps: StreamDeps,
@@ -87,6 +91,8 @@ export async function admitOpenpi(
   } catch (e) {
     throw isAppError(e) ? refusal("robot_mismatch", e) : e;
   }
+  const streamTime = await platform.limits.streamTime.peek(principal.customerId);
+  if (streamExhausted(streamTime).length > 0) throw refusal("stream_time", streamTimeError(streamTime));
   let model: ModelInfo;
   let unnormKey: string;
   try {
@@ -114,5 +120,6 @@ export async function admitOpenpi(
       query.unnorm_key !== undefined ? "query" : target.unnormKey !== undefined ? "api_key" : "model_default",
     robotId: target.robotId,
     slot: lease,
+    streamTime,
   };
 }

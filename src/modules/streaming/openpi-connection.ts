@@ -5,10 +5,12 @@ import { MAX_INSTRUCTION_CHARS } from "../inference/inference.service.ts";
 import type { RunInput } from "../inference/inference-runner.ts";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../inference/msgpack-numpy.ts";
 import { isNdArray, type NdArray } from "../inference/ndarray.ts";
+import { streamTimeError } from "../rate-limit/stream-time.ts";
 import type { SafetyResult } from "../safety/types.ts";
 import type { StreamConnection } from "./connections.ts";
 import type { OpenpiAdmission } from "./openpi-admission.ts";
 import { CLOSE, closeReason } from "./protocol.ts";
+import { SessionTime } from "./session-time.ts";
 import { invalidCharacter, nulProblems } from "./text-guard.ts";
 import { describeError, type StreamDeps } from "./ws-common.ts";
 
@@ -126,7 +128,11 @@ export class OpenpiConnection implements StreamConnection {
   private backlog = 0;
   /** openpi's prev_total_ms: from waiting for an observation to having sent its reply. */
   private loopStart = performance.now();
+  private fpsTokens = 0;
+  private fpsAt: number | undefined;
   private prevTotalMs: number | undefined;
+  private time: SessionTime | undefined;
+  private timeTimer: NodeJS.Timeout | undefined;
 
   constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps, admission: OpenpiAdmission) {
     this.socket = socket;
@@ -183,6 +189,13 @@ export class OpenpiConnection implements StreamConnection {
       return;
     }
     this.started = true;
+    this.time = new SessionTime(
+      platform.limits.streamTime,
+      principal.customerId,
+      platform.now,
+      this.admission.streamTime,
+    );
+    this.scheduleCharge();
     metrics.sessions.inc({ endpoint: "openpi" });
     this.request.log.info(
       { customer_id: principal.customerId, robot_id: this.admission.robotId, model: model.id },
@@ -245,12 +258,7 @@ export class OpenpiConnection implements StreamConnection {
       metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
       throw e;
     }
-    const decision = await platform.limits.consume(principal);
-    if (!decision.allowed) {
-      this.backlog--;
-      metrics.frames.inc({ endpoint: "openpi", outcome: "rate_limited" });
-      throw platform.limits.quotaError(decision);
-    }
+    await this.pace();
     let out: Awaited<ReturnType<typeof runner.run>>;
     try {
       out = await runner.run(ctx, input);
@@ -300,18 +308,64 @@ export class OpenpiConnection implements StreamConnection {
     this.loopStart = performance.now();
   }
 
+  /**
+   * The tier's frame-rate ceiling (a token bucket, bursts up to one second's worth). openpi's
+   * protocol has no `dropped` reply and its client waits for each answer, so an observation over
+   * the ceiling is held until it fits instead: a faster loop is slowed to the ceiling.
+   */
+  private async pace(): Promise<void> {
+    const max = this.admission.streamTime.allowance.maxFps;
+    if (max === null) return;
+    const refill = () => {
+      const t = performance.now();
+      this.fpsTokens = this.fpsAt === undefined ? max : Math.min(max, this.fpsTokens + ((t - this.fpsAt) * max) / 1000);
+      this.fpsAt = t;
+    };
+    refill();
+    if (this.fpsTokens < 1) {
+      await new Promise((r) => setTimeout(r, Math.ceil(((1 - this.fpsTokens) * 1000) / max)));
+      refill();
+    }
+    this.fpsTokens = Math.max(0, this.fpsTokens - 1);
+  }
+
   pushStats(): void {}
+
+  async chargeTime(): Promise<void> {
+    const time = this.time;
+    if (time === undefined || this.closing) return;
+    await time.charge();
+    if (time.exhausted().length > 0) {
+      // openpi's error convention: the text frame (the stock client raises it as an error), then close 4429.
+      this.fail(streamTimeError(time.last), CLOSE.streamTimeExhausted);
+      return;
+    }
+    this.scheduleCharge();
+  }
+
+  /** When less than a heartbeat is left, charges again the moment it runs out. */
+  private scheduleCharge(): void {
+    const left = this.time?.leftMs() ?? null;
+    clearTimeout(this.timeTimer);
+    if (left === null || left >= this.deps.platform.config.stream.heartbeatMs) return;
+    this.timeTimer = setTimeout(() => void this.chargeTime().catch(() => {}), Math.max(1, left)).unref();
+  }
 
   async shutdown(): Promise<void> {
     // Let the observation in flight be answered, then go away.
     const inFlight = this.busy;
     this.closing = true;
     await inFlight;
+    // The last stretch of session time, before the usage counters' final flush.
+    clearTimeout(this.timeTimer);
+    await this.time?.end().catch(() => undefined);
     if (this.socket.readyState === this.socket.OPEN) this.socket.close(CLOSE.goingAway, "server_shutdown");
   }
 
   private cleanup(code: number): void {
     this.closing = true;
+    clearTimeout(this.timeTimer);
+    void this.time?.end().catch((err: unknown) => this.request.log.warn({ err }, "stream time charge failed"));
     this.deps.registry.delete(this);
     this.admission.slot.release();
     if (this.started) {

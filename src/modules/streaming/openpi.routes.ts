@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { Type } from "typebox";
 import type { WebSocket } from "ws";
 import { errors } from "../../platform/errors.ts";
+import { streamHeaders } from "../rate-limit/stream-time.ts";
 import { admitOpenpi, type OpenpiAdmission, type OpenpiQuery } from "./openpi-admission.ts";
 import { OpenpiConnection } from "./openpi-connection.ts";
 import { CLOSE } from "./protocol.ts";
@@ -41,7 +42,9 @@ const PROTOCOL =
   "inference_id}`; numpy markers as msgpack bin keys. The key, its `inference` scope, the model, the unnorm_key " +
   "and a session slot are checked on the upgrade request: a refusal is an HTTP status with a problem+json body " +
   "(the stock client raises an error naming the status). Errors after the upgrade: a text frame `code: detail`, " +
-  "then close 1011. Logged with source `openpi`, metered and safety-checked.";
+  "then close 1011. Logged with source `openpi` and safety-checked; metered in stream time (robot-seconds, " +
+  "not per observation): a customer without time left is refused with 429 `quota_exceeded` + `Retry-After`, " +
+  "a session that uses it up gets the text frame `quota_exceeded: ...` and close 4429.";
 
 const UPGRADE_RESPONSES = {
   101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
@@ -56,7 +59,9 @@ const UPGRADE_RESPONSES = {
   403: { $ref: "Problem#", description: "The key lacks the `inference` scope." },
   429: {
     $ref: "Problem#",
-    description: "too_many_sessions: the customer holds all its session slots; or too many failed keys.",
+    description:
+      "too_many_sessions: the customer holds all its session slots; quota_exceeded: its stream time " +
+      "(`stream_day` or `stream_month`) is used up, with `Retry-After`; or too many failed keys.",
   },
 } as const;
 
@@ -78,7 +83,9 @@ export function registerOpenpiRoutes(app: FastifyInstance, deps: StreamDeps): vo
   // The upgrade's admission (key, model, slot), from its preHandler to its wsHandler.
   const admissions = new WeakMap<FastifyRequest, OpenpiAdmission>();
   const admit = async (request: FastifyRequest) => {
-    admissions.set(request, await admitOpenpi(deps, request, request.query as OpenpiQuery));
+    const admission = await admitOpenpi(deps, request, request.query as OpenpiQuery);
+    admissions.set(request, admission);
+    deps.upgradeHeaders.set(request.raw, streamHeaders(admission.streamTime));
   };
   const open = (socket: WebSocket, request: FastifyRequest) => {
     const admission = admissions.get(request);

@@ -25,6 +25,8 @@ export const CLOSE = {
   policyViolation: 1008,
   tooBig: 1009,
   internalError: 1011,
+  /** The customer's stream time (day or month allowance) is used up: docs/streaming.md. */
+  streamTimeExhausted: 4429,
 } as const;
 
 export type Encoding = "json" | "msgpack";

@@ -1,6 +1,6 @@
 /** Why a frame got no action. */
-export type DropReason = "superseded" | "rate_limited" | "overloaded";
-export const DROP_REASONS: readonly DropReason[] = ["superseded", "rate_limited", "overloaded"];
+export type DropReason = "superseded" | "rate_ceiling" | "overloaded";
+export const DROP_REASONS: readonly DropReason[] = ["superseded", "rate_ceiling", "overloaded"];
 
 export interface StatsSnapshot {
   readonly frames_received: number;
@@ -32,7 +32,7 @@ export class SessionStats {
   received = 0;
   inferred = 0;
   failed = 0;
-  readonly dropped: Record<DropReason, number> = { superseded: 0, rate_limited: 0, overloaded: 0 };
+  readonly dropped: Record<DropReason, number> = { superseded: 0, rate_ceiling: 0, overloaded: 0 };
   private readonly latencies: number[] = [];
   private latencyNext = 0;
   private readonly sentAt: number[] = [];

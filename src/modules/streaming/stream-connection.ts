@@ -5,6 +5,7 @@ import type { Principal } from "../../platform/auth.ts";
 import { AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { CallContext, RunOutput } from "../inference/inference-runner.ts";
 import { withKeyDefaults } from "../inference/key-defaults.ts";
+import { streamExhausted, streamTimeError } from "../rate-limit/stream-time.ts";
 import type { StreamConnection } from "./connections.ts";
 import {
   CLOSE,
@@ -21,6 +22,7 @@ import {
   type StartMessage,
   seqOf,
 } from "./protocol.ts";
+import { SessionTime } from "./session-time.ts";
 import { StreamSession } from "./stream-session.ts";
 import { describeError, type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
@@ -43,6 +45,9 @@ export class NativeStreamConnection implements StreamConnection {
   /** The session slot this connection holds (see ConnectionRegistry.acquire). */
   private slot: string | undefined;
   private session: StreamSession | undefined;
+  /** The session's running charge of the customer's stream time (from `start`). */
+  private time: SessionTime | undefined;
+  private timeTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private closing = false;
   private chain: Promise<void> = Promise.resolve();
@@ -78,7 +83,12 @@ export class NativeStreamConnection implements StreamConnection {
     if (credential instanceof AppError)
       this.enqueue(async () => this.reject("auth", credential, CLOSE.policyViolation));
     else if (credential !== undefined)
-      this.enqueue(() => this.authenticate(() => verifyPrincipal(this.deps.platform, credential, this.request), false));
+      this.enqueue(() =>
+        this.authenticate(
+          () => this.deps.verified.get(this.request) ?? verifyPrincipal(this.deps.platform, credential, this.request),
+          false,
+        ),
+      );
     else {
       this.authTimer = setTimeout(() => {
         if (this.principal === undefined) {
@@ -150,7 +160,13 @@ export class NativeStreamConnection implements StreamConnection {
     }
     clearTimeout(this.authTimer);
     if (this.closing) return;
-    const { registry, metrics } = this.deps;
+    const { registry, metrics, platform } = this.deps;
+    const time = await platform.limits.streamTime.peek(principal.customerId);
+    if (this.closing) return;
+    if (streamExhausted(time).length > 0) {
+      this.reject("stream_time", streamTimeError(time), CLOSE.streamTimeExhausted);
+      return;
+    }
     const slot = await registry.acquire(principal.customerId, principal.tier);
     if (this.closing) {
       // The client left while the slot was being taken.
@@ -206,7 +222,7 @@ export class NativeStreamConnection implements StreamConnection {
       case "stats":
         parseBare(o, "stats");
         if (this.session === undefined) throw new ProtocolViolation(CLOSE.protocolError, "stats before start");
-        this.send({ type: "stats", session_id: this.session.id, stats: this.session.stats.snapshot() });
+        this.send(this.statsMessage(this.session));
         return;
       case "stop":
         parseBare(o, "stop");
@@ -242,14 +258,17 @@ export class NativeStreamConnection implements StreamConnection {
     const { platform, runner, metrics } = this.deps;
     const cfg = platform.config.stream;
     const settings: StartMessage = { ...start, model: model.id, unnormKey };
+    const admitted = await platform.limits.streamTime.peek(principal.customerId);
+    if (this.closing) return;
+    if (streamExhausted(admitted).length > 0) {
+      this.reject("stream_time", streamTimeError(admitted), CLOSE.streamTimeExhausted);
+      return;
+    }
+    const allowance = admitted.allowance;
     const session: StreamSession = new StreamSession(
       randomUUID(),
       settings,
       {
-        consume: async () => {
-          const r = await platform.limits.consume(principal);
-          return { allowed: r.allowed, retryAfterMs: r.retryAfterMs };
-        },
         infer: (frame, previousAction, postprocess): Promise<RunOutput> => {
           const ctx: CallContext = {
             principal,
@@ -273,9 +292,11 @@ export class NativeStreamConnection implements StreamConnection {
         outcome: (outcome) => metrics.frames.inc({ endpoint: "stream", outcome }),
         logError: (err) => this.request.log.error({ err }, "stream frame failed"),
       },
-      { sendBufferBytes: cfg.sendBufferBytes, maxMustGoQueue: cfg.maxMustGoQueue },
+      { sendBufferBytes: cfg.sendBufferBytes, maxMustGoQueue: cfg.maxMustGoQueue, maxFps: allowance.maxFps },
     );
     this.session = session;
+    this.time = new SessionTime(platform.limits.streamTime, principal.customerId, platform.now, admitted);
+    this.scheduleCharge();
     this.request.log.info(
       { session_id: session.id, customer_id: principal.customerId, robot_id: settings.robotId, model: model.id },
       "stream session started",
@@ -298,7 +319,13 @@ export class NativeStreamConnection implements StreamConnection {
         send_buffer_bytes: cfg.sendBufferBytes,
         max_must_go_queue: cfg.maxMustGoQueue,
         rate_limit: { per_minute: limits.perMinute, per_day: limits.perDay, per_month: limits.perMonth },
+        stream_time: {
+          per_day_s: allowance.secondsPerDay,
+          per_month_s: allowance.secondsPerMonth,
+          max_fps: allowance.maxFps,
+        },
       },
+      stream_time: this.time.snapshot(),
     });
   }
 
@@ -343,7 +370,11 @@ export class NativeStreamConnection implements StreamConnection {
   }
 
   /** Ends the session: in-flight and must_go frames finish, then `stopped` with final stats and the close. */
-  private async finish(reason: "client_stop" | "idle_timeout" | "server_shutdown", code: number): Promise<void> {
+  private async finish(
+    reason: "client_stop" | "idle_timeout" | "server_shutdown" | "stream_time_exhausted",
+    code: number,
+    closeText: string = reason,
+  ): Promise<void> {
     if (this.closing || this.stopping) return;
     this.stopping = true;
     const session = this.session;
@@ -351,19 +382,55 @@ export class NativeStreamConnection implements StreamConnection {
       session.stopAccepting();
       await session.idle();
     }
+    if (this.time !== undefined) await this.time.end().catch(() => undefined);
     this.send({
       type: "stopped",
       reason,
       ...(session === undefined ? {} : { session_id: session.id, stats: session.stats.snapshot() }),
+      ...(this.time === undefined ? {} : { stream_time: this.time.snapshot() }),
     });
-    this.close(code, reason);
+    this.close(code, closeText);
+  }
+
+  private statsMessage(s: StreamSession): Record<string, unknown> {
+    return {
+      type: "stats",
+      session_id: s.id,
+      stats: s.stats.snapshot(),
+      ...(this.time === undefined ? {} : { stream_time: this.time.snapshot() }),
+    };
   }
 
   pushStats(): void {
     const s = this.session;
     if (s === undefined || this.stopping || this.closing) return;
     if (this.socket.bufferedAmount > this.deps.platform.config.stream.sendBufferBytes) return;
-    this.send({ type: "stats", session_id: s.id, stats: s.stats.snapshot() });
+    this.send(this.statsMessage(s));
+  }
+
+  async chargeTime(): Promise<void> {
+    const time = this.time;
+    if (time === undefined || this.stopping || this.closing) return;
+    await time.charge();
+    if (time.exhausted().length > 0) {
+      // The allowance is used up: an error naming the window, `stopped`, then close 4429.
+      const e = streamTimeError(time.last);
+      this.enqueue(async () => {
+        if (this.closing || this.stopping) return;
+        this.sendError(e);
+        await this.finish("stream_time_exhausted", CLOSE.streamTimeExhausted, `${e.code}: ${e.detail ?? e.title}`);
+      });
+      return;
+    }
+    this.scheduleCharge();
+  }
+
+  /** When less than a heartbeat is left, charges again the moment it runs out instead of a heartbeat later. */
+  private scheduleCharge(): void {
+    const left = this.time?.leftMs() ?? null;
+    clearTimeout(this.timeTimer);
+    if (left === null || left >= this.deps.platform.config.stream.heartbeatMs) return;
+    this.timeTimer = setTimeout(() => void this.chargeTime().catch(() => {}), Math.max(1, left)).unref();
   }
 
   shutdown(): Promise<void> {
@@ -383,10 +450,18 @@ export class NativeStreamConnection implements StreamConnection {
     this.closing = true;
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);
+    clearTimeout(this.timeTimer);
     this.session?.abandon();
+    // The last stretch of session time (idempotent after finish's charge).
+    void this.time?.end().catch((err: unknown) => this.request.log.warn({ err }, "stream time charge failed"));
     if (this.session !== undefined) {
       this.request.log.info(
-        { session_id: this.session.id, close_code: code, stats: this.session.stats.snapshot() },
+        {
+          session_id: this.session.id,
+          close_code: code,
+          stats: this.session.stats.snapshot(),
+          ...(this.time === undefined ? {} : { stream_time: this.time.snapshot() }),
+        },
         "stream session ended",
       );
     }

@@ -14,7 +14,7 @@ interface Call {
 }
 
 function harness(
-  opts: { allowed?: () => boolean; buffered?: () => number; maxMustGo?: number; start?: Partial<StartMessage> } = {},
+  opts: { maxFps?: number | null; buffered?: () => number; maxMustGo?: number; start?: Partial<StartMessage> } = {},
 ) {
   const sent: Record<string, unknown>[] = [];
   const calls: Call[] = [];
@@ -22,7 +22,6 @@ function harness(
   const logged: unknown[] = [];
   let t = 0;
   const ports: SessionPorts = {
-    consume: async () => ({ allowed: opts.allowed?.() ?? true, retryAfterMs: 1500 }),
     infer: (frame, previous, postprocess) =>
       new Promise<RunOutput>((resolve, reject) => {
         calls.push({
@@ -63,6 +62,7 @@ function harness(
   const session = new StreamSession("s1", settings, ports, {
     sendBufferBytes: 1000,
     maxMustGoQueue: opts.maxMustGo ?? 8,
+    maxFps: opts.maxFps ?? null,
   });
   const frame = (seq: number, mustGo = false): FrameMessage => ({
     type: "frame",
@@ -143,13 +143,39 @@ describe("StreamSession scheduling", () => {
     expect(h.calls[1]?.previous).toEqual([1, 1, 1, 1, 1, 1, 1]);
   });
 
-  it("a rate-limited frame is dropped with retry_after_ms and not inferred", async () => {
-    const h = harness({ allowed: () => false });
+  it("frames above the tier's frame-rate ceiling are dropped rate_ceiling and not inferred", async () => {
+    const h = harness({ maxFps: 2 });
+    // A burst of one second's worth passes; the third frame in the same instant is over the ceiling.
     h.session.submit(h.frame(1));
+    h.session.submit(h.frame(2, true));
+    h.session.submit(h.frame(3, true));
+    expect(h.sent).toEqual([{ type: "dropped", seq: 3, reason: "rate_ceiling", max_fps: 2 }]);
+    expect(h.outcomes).toEqual(["rate_ceiling"]);
+    expect(h.session.stats.snapshot().frames_dropped.rate_ceiling).toBe(1);
+    // Half a second later one more frame's worth has refilled.
+    h.advance(500);
+    h.session.submit(h.frame(4, true));
+    h.session.submit(h.frame(5, true));
+    expect(seqs(h.sent, "dropped")).toEqual([3, 5]);
+    for (let i = 0; i < 3; i++) {
+      await h.tick();
+      h.calls[i]?.resolve([1, 1, 1, 1, 1, 1, 1]);
+    }
     await h.session.idle();
-    expect(h.calls).toHaveLength(0);
-    expect(h.sent).toEqual([{ type: "dropped", seq: 1, reason: "rate_limited", retry_after_ms: 1500 }]);
-    expect(h.outcomes).toEqual(["rate_limited"]);
+    expect(seqs(h.sent, "action")).toEqual([1, 2, 4]);
+  });
+
+  it("a 10 Hz robot stays under the free tier's 15 fps ceiling", async () => {
+    const h = harness({ maxFps: 15 });
+    for (let seq = 1; seq <= 100; seq++) {
+      h.session.submit(h.frame(seq, true));
+      await h.tick();
+      h.calls[seq - 1]?.resolve([1, 1, 1, 1, 1, 1, 1]);
+      await h.session.idle();
+      h.advance(100);
+    }
+    expect(h.session.stats.snapshot().frames_dropped.rate_ceiling).toBe(0);
+    expect(seqs(h.sent, "action")).toHaveLength(100);
   });
 
   it("slow consumer: frames arriving while the send buffer is above the bound are dropped unanswered", async () => {

@@ -6,8 +6,6 @@ import { SessionSmoother } from "./smoothing.ts";
 
 /** What a session needs from the outside world; the WebSocket handler and unit tests provide it. */
 export interface SessionPorts {
-  /** Meters one inferred frame against the customer's limits. */
-  consume(): Promise<{ readonly allowed: boolean; readonly retryAfterMs: number }>;
   /** Runs the inference (the InferenceRunner with this session's robot, model and previous action). */
   infer(
     frame: QueuedFrame,
@@ -28,6 +26,8 @@ export interface SessionPorts {
 export interface SessionLimits {
   readonly sendBufferBytes: number;
   readonly maxMustGoQueue: number;
+  /** The tier's frame-rate ceiling (frames per second, bursts up to one second's worth); null: none. */
+  readonly maxFps: number | null;
 }
 
 export interface QueuedFrame extends FrameMessage {
@@ -58,6 +58,9 @@ export class StreamSession {
   private readonly mustGo: QueuedFrame[] = [];
   private idleWaiters: (() => void)[] = [];
   private closed = false;
+  /** Frame-rate ceiling: a token bucket of `maxFps` tokens refilled at `maxFps` per second. */
+  private fpsTokens: number;
+  private fpsAt: number;
   instruction: string | undefined;
 
   constructor(id: string, settings: StartMessage, ports: SessionPorts, limits: SessionLimits) {
@@ -68,6 +71,19 @@ export class StreamSession {
     this.instruction = settings.instruction;
     this.stats = new SessionStats(ports.now, settings.targetFps);
     this.smoother = new SessionSmoother(settings.smoothing, settings.chunkAggregation);
+    this.fpsTokens = limits.maxFps ?? 0;
+    this.fpsAt = ports.now();
+  }
+
+  /** Takes one frame's token of the rate ceiling; false when the session sends faster than its tier allows. */
+  private withinCeiling(t: number): boolean {
+    const max = this.limits.maxFps;
+    if (max === null) return true;
+    this.fpsTokens = Math.min(max, this.fpsTokens + ((t - this.fpsAt) * max) / 1000);
+    this.fpsAt = t;
+    if (this.fpsTokens < 1) return false;
+    this.fpsTokens -= 1;
+    return true;
   }
 
   /** The last action sent (what safety's acceleration checks compare against). */
@@ -86,6 +102,11 @@ export class StreamSession {
     this.lastSeq = frame.seq;
     if (frame.instruction !== undefined) this.instruction = frame.instruction;
     const queued: QueuedFrame = { ...frame, receivedAt: this.ports.now() };
+    // Above the tier's frame-rate ceiling: answered at once, never queued or inferred.
+    if (!this.withinCeiling(queued.receivedAt)) {
+      this.drop(queued, "rate_ceiling", { max_fps: this.limits.maxFps });
+      return "ok";
+    }
     // Slow consumer: the client is not reading what we send; do not add to its backlog.
     if (this.ports.bufferedAmount() > this.limits.sendBufferBytes) {
       this.stats.recordDrop("overloaded");
@@ -163,11 +184,6 @@ export class StreamSession {
 
   private async process(frame: QueuedFrame): Promise<void> {
     try {
-      const decision = await this.ports.consume();
-      if (!decision.allowed) {
-        this.drop(frame, "rate_limited", { retry_after_ms: Math.max(0, Math.ceil(decision.retryAfterMs)) });
-        return;
-      }
       const out = await this.ports.infer(frame, this.previousAction, (decoded) =>
         this.smoother.apply(frame.seq, decoded, this.previousAction),
       );

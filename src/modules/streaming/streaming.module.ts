@@ -1,11 +1,13 @@
+import type { IncomingMessage } from "node:http";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { errors } from "../../platform/errors.ts";
+import { errors, isAppError } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { inferenceRunners } from "../inference/inference.module.ts";
+import { streamExhausted, streamHeaders, streamTimeError } from "../rate-limit/stream-time.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
 import { registerOpenpiRoutes } from "./openpi.routes.ts";
 import { NativeStreamConnection } from "./stream-connection.ts";
-import type { StreamDeps } from "./ws-common.ts";
+import { type StreamDeps, upgradeCredential, verifyPrincipal } from "./ws-common.ts";
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 
@@ -15,8 +17,8 @@ export const streamRegistries = new WeakMap<ModuleOptions["platform"], Connectio
 /**
  * Real-time streaming: `WS /v1/stream` (native protocol) and `WS /v1/openpi` (also at `/`, with
  * `GET /healthz`; openpi.routes.ts), one connection registry (session limits, heartbeat, stats push,
- * graceful shutdown). Both call the shared InferenceRunner, so frames are logged, metered and
- * safety-checked like REST calls. docs/streaming.md.
+ * graceful shutdown, stream-time charges). Both call the shared InferenceRunner, so frames are logged
+ * and safety-checked like REST calls; sessions are metered in stream time, not per frame. docs/streaming.md.
  */
 export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
   const runner = inferenceRunners.get(platform);
@@ -27,9 +29,25 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     heartbeatMs: cfg.heartbeatMs,
   });
   streamRegistries.set(platform, registry);
-  const deps: StreamDeps = { platform, runner, registry, metrics: createStreamMetrics(platform.metrics.registry) };
+  const deps: StreamDeps = {
+    platform,
+    runner,
+    registry,
+    metrics: createStreamMetrics(platform.metrics.registry),
+    upgradeHeaders: new WeakMap(),
+    verified: new WeakMap(),
+  };
+  // The 101 answer carries the stream-time RateLimit fields the upgrade's preHandler found.
+  app.websocketServer.on("headers", (headers: string[], req: IncomingMessage) => {
+    const extra = deps.upgradeHeaders.get(req);
+    if (extra === undefined) return;
+    for (const [k, v] of Object.entries(extra)) if (v !== "") headers.push(`${k}: ${v}`);
+  });
 
-  const heartbeat = setInterval(() => registry.heartbeat(), cfg.heartbeatMs);
+  const heartbeat = setInterval(() => {
+    registry.heartbeat();
+    void registry.chargeTime();
+  }, cfg.heartbeatMs);
   heartbeat.unref();
   const statsPush = setInterval(() => registry.pushStats(), cfg.statsIntervalMs);
   statsPush.unref();
@@ -61,13 +79,42 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
         '`{"type":"auth","api_key":"..."}` message within 5 s. Messages are JSON text frames or msgpack binary ' +
         "frames (raw image bytes, no base64): start -> started, frame -> action | dropped, stats, stop -> stopped. " +
         "At most one inference in flight per session; newer frames supersede waiting ones unless `must_go`. " +
-        "Every inferred frame is metered, logged (source `stream`) and safety-checked. A plain GET answers 426. " +
+        "Every inferred frame is logged (source `stream`) and safety-checked; the session is metered in stream time " +
+        "(robot-seconds per UTC day and month, not per frame; frames above the tier's frame-rate ceiling are " +
+        "`dropped` `rate_ceiling`), and closed 4429 when the allowance runs out. A plain GET answers 426. " +
         "Protocol: docs/streaming.md.",
       security: SECURITY,
       response: {
         101: { type: "null", description: "Switching Protocols: the WebSocket session begins." },
         426: { $ref: "Problem#", description: "Not a WebSocket upgrade." },
+        429: {
+          $ref: "Problem#",
+          description:
+            "quota_exceeded: the customer's stream time (`stream_day` or `stream_month`) is used up; `Retry-After` says when it resets.",
+        },
       },
+    },
+    // A header-authenticated upgrade whose customer has no stream time left is refused with an HTTP
+    // 429 (Retry-After, RateLimit fields); an admitted one gets the fields on its 101. Credential
+    // problems are left to the WebSocket (error message + close 1008), as before.
+    preHandler: async (request) => {
+      const credential = upgradeCredential(request);
+      if (credential === undefined || isAppError(credential)) return;
+      const verified = verifyPrincipal(platform, credential, request);
+      deps.verified.set(request, verified);
+      let customerId: string;
+      try {
+        customerId = (await verified).customerId;
+      } catch (e) {
+        if (isAppError(e)) return;
+        throw e;
+      }
+      const time = await platform.limits.streamTime.peek(customerId);
+      if (streamExhausted(time).length > 0) {
+        deps.metrics.rejected.inc({ endpoint: "stream", reason: "stream_time" });
+        throw streamTimeError(time);
+      }
+      deps.upgradeHeaders.set(request.raw, streamHeaders(time));
     },
     handler: upgradeOnly("/v1/stream"),
     wsHandler: (socket, request) => {

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import type { FastifyRequest } from "fastify";
 import { type Credential, extractCredential, type Principal } from "../../platform/auth.ts";
 import { AppError, errors, isAppError } from "../../platform/errors.ts";
@@ -11,6 +12,10 @@ export interface StreamDeps {
   readonly runner: InferenceRunner;
   readonly registry: ConnectionRegistry;
   readonly metrics: StreamMetrics;
+  /** Extra headers of an upgrade's 101 answer (the stream-time RateLimit fields), set by its preHandler. */
+  readonly upgradeHeaders: WeakMap<IncomingMessage, Readonly<Record<string, string>>>;
+  /** The upgrade headers' credential, verified once by the /v1/stream preHandler (so a bad key counts once). */
+  readonly verified: WeakMap<FastifyRequest, Promise<Principal>>;
 }
 
 /**

@@ -16,6 +16,10 @@ export const customers = pgTable(
     rateLimitPerMinute: integer("rate_limit_per_minute"),
     quotaPerDay: integer("quota_per_day"),
     quotaPerMonth: integer("quota_per_month"),
+    /** Overrides of the tier's stream-time allowances (robot-seconds) and per-session frame-rate ceiling. */
+    streamSecondsPerDay: integer("stream_seconds_per_day"),
+    streamSecondsPerMonth: integer("stream_seconds_per_month"),
+    streamMaxFps: integer("stream_max_fps"),
     stripeCustomerId: text("stripe_customer_id"),
     stripeSubscriptionId: text("stripe_subscription_id"),
     subscriptionStatus: text("subscription_status"),

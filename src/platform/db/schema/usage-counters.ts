@@ -14,6 +14,8 @@ export const usageCounters = pgTable(
       .references(() => customers.id, { onDelete: "cascade" }),
     month: date("month", { mode: "string" }).notNull(),
     requests: bigint("requests", { mode: "number" }).notNull().default(0),
+    /** Stream session time (native and openpi) charged this month, in milliseconds. */
+    streamMs: bigint("stream_ms", { mode: "number" }).notNull().default(0),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.customerId, t.month] })],
