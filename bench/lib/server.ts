@@ -10,7 +10,9 @@ import { customers } from "../../src/platform/db/schema/index.ts";
 
 /**
  * Helpers of the benchmarks' server child processes: an enterprise customer whose limits never
- * bind (2e9 per window) with one `inference` key, and the READY line the parent waits for.
+ * bind (2e9 per window, and a stream frame-rate ceiling of 1e6 fps so a tight openpi loop measures
+ * the server, not the tier's 100 fps ceiling) with one `inference` key, and the READY line the
+ * parent waits for.
  */
 export async function seedUnlimitedKey(database: Database): Promise<{ customerId: string; key: string }> {
   const [customer] = await database.db
@@ -22,6 +24,7 @@ export async function seedUnlimitedKey(database: Database): Promise<{ customerId
       rateLimitPerMinute: 2_000_000_000,
       quotaPerDay: 2_000_000_000,
       quotaPerMonth: 2_000_000_000,
+      streamMaxFps: 1_000_000,
     })
     .returning();
   if (customer === undefined) throw new Error("no customer");
