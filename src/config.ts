@@ -129,6 +129,29 @@ export interface Config {
     /** must_go frames that may wait behind the one in flight; more are dropped as overloaded. */
     readonly maxMustGoQueue: number;
   };
+  /** Stripe billing (docs/billing.md); disabled (routes answer 503 billing_disabled) without a secret key. */
+  readonly billing: {
+    /** Undefined: billing disabled; tiers change only by administrators. */
+    readonly stripeSecretKey: string | undefined;
+    readonly webhookSecret: string | undefined;
+    /** Price ids per paid tier; the first one is what checkout sells, the others (e.g. yearly) map to the tier too. */
+    readonly prices: { readonly pro: readonly string[]; readonly enterprise: readonly string[] };
+    /** Where the SDK sends requests; undefined = api.stripe.com. Tests point it at a loopback fake. */
+    readonly apiBase: string | undefined;
+    readonly timeoutMs: number;
+    readonly maxNetworkRetries: number;
+    /** Days a past-due subscription keeps its paid tier before dropping to free. */
+    readonly graceDays: number;
+    /** Origins checkout/portal redirect URLs may point to, besides PUBLIC_BASE_URL's. */
+    readonly redirectOrigins: readonly string[];
+    /** Billing Meter event names for overage: requests beyond the monthly quota, and stream robot-seconds. */
+    readonly meterEventRequests: string;
+    readonly meterEventStreamSeconds: string;
+    /** How often the billing job runs (grace expiry, Stripe erasure outbox, overage reports, quota alerts). */
+    readonly jobIntervalMs: number;
+    /** How long a customer's invoice list is served from cache. */
+    readonly invoiceCacheMs: number;
+  };
   /** First-run demo data (admin user + demo key) in embedded development mode. */
   readonly bootstrap: { readonly demo: "auto" | "off" };
 }
@@ -404,6 +427,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       statsIntervalMs: r.int("STREAM_STATS_INTERVAL_MS", 5_000, 100, 3_600_000),
       maxMustGoQueue: r.int("STREAM_MAX_MUST_GO_QUEUE", 8, 1, 1_000),
     },
+    billing: readBilling(r, publicBaseUrl),
     bootstrap: {
       // Never in production, never in tests unless asked explicitly.
       demo: production
@@ -422,6 +446,66 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+function readBilling(r: Reader, publicBaseUrl: string): Config["billing"] {
+  const key = r.raw("STRIPE_SECRET_KEY");
+  if (key !== undefined && !/^(sk|rk)_(test|live)_[A-Za-z0-9_]+$/.test(key)) {
+    r.problems.push("STRIPE_SECRET_KEY: expected a Stripe secret or restricted key (sk_test_..., sk_live_..., rk_...)");
+  }
+  const webhookSecret = r.raw("STRIPE_WEBHOOK_SECRET");
+  const priceList = (name: string): readonly string[] => {
+    const v = r.raw(name);
+    if (v === undefined) return [];
+    const ids = v
+      .split(",")
+      .map((x) => x.trim())
+      .filter((x) => x !== "");
+    for (const id of ids) {
+      if (!/^price_[A-Za-z0-9_]+$/.test(id)) r.problems.push(`${name}: "${id}" is not a Stripe price id (price_...)`);
+    }
+    return ids;
+  };
+  const prices = { pro: priceList("STRIPE_PRICE_PRO"), enterprise: priceList("STRIPE_PRICE_ENTERPRISE") };
+  const shared = prices.pro.filter((p) => prices.enterprise.includes(p));
+  if (shared.length > 0)
+    r.problems.push(`STRIPE_PRICE_PRO / STRIPE_PRICE_ENTERPRISE: ${shared.join(", ")} listed for both tiers`);
+  if (key !== undefined) {
+    // A key without these would take money it cannot account for: refuse to start.
+    if (webhookSecret === undefined) {
+      r.problems.push(
+        "STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set (the endpoint's signing secret, whsec_...)",
+      );
+    }
+    if (prices.pro.length === 0) r.problems.push("STRIPE_PRICE_PRO: required when STRIPE_SECRET_KEY is set");
+    if (prices.enterprise.length === 0)
+      r.problems.push("STRIPE_PRICE_ENTERPRISE: required when STRIPE_SECRET_KEY is set");
+  }
+  const redirectOrigins: string[] = [new URL(publicBaseUrl).origin];
+  for (const o of r.stringArray("BILLING_REDIRECT_ORIGINS", [])) {
+    try {
+      const u = new URL(o);
+      if (u.protocol !== "https:" && u.protocol !== "http:") throw new Error("protocol");
+      if (u.origin !== o.replace(/\/+$/, "")) throw new Error("not an origin");
+      redirectOrigins.push(u.origin);
+    } catch {
+      r.problems.push(`BILLING_REDIRECT_ORIGINS: "${o}" is not an origin (scheme://host[:port], no path)`);
+    }
+  }
+  return {
+    stripeSecretKey: key,
+    webhookSecret,
+    prices,
+    apiBase: r.optionalUrl("STRIPE_API_BASE", ["http:", "https:"]),
+    timeoutMs: r.int("STRIPE_TIMEOUT_MS", 10_000, 100, 120_000),
+    maxNetworkRetries: r.int("STRIPE_MAX_NETWORK_RETRIES", 2, 0, 10),
+    graceDays: r.int("BILLING_GRACE_DAYS", 7, 0, 90),
+    redirectOrigins,
+    meterEventRequests: r.str("STRIPE_METER_EVENT_REQUESTS", "vla_overage_requests"),
+    meterEventStreamSeconds: r.str("STRIPE_METER_EVENT_STREAM_SECONDS", "vla_overage_stream_seconds"),
+    jobIntervalMs: r.int("BILLING_JOB_INTERVAL_MS", 60_000, 50, 3_600_000),
+    invoiceCacheMs: r.int("BILLING_INVOICE_CACHE_MS", 60_000, 0, 3_600_000),
+  };
 }
 
 function parseClassifiers(r: Reader): readonly "ood"[] {

@@ -37,6 +37,9 @@ export const ERROR_CATALOGUE = {
   robot_stopped: { status: 409, title: "Robot is emergency-stopped" },
   upgrade_required: { status: 426, title: "WebSocket upgrade required" },
   too_many_sessions: { status: 429, title: "Too many stream sessions" },
+  subscription_exists: { status: 409, title: "Customer already has a subscription" },
+  invalid_signature: { status: 400, title: "Invalid webhook signature" },
+  redirect_not_allowed: { status: 400, title: "Redirect URL not allowed" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -53,6 +56,8 @@ export const ERROR_CATALOGUE = {
   model_overloaded: { status: 503, title: "Model queue is full" },
   model_unavailable: { status: 503, title: "Model is unavailable" },
   inference_timeout: { status: 504, title: "Inference timed out" },
+  billing_disabled: { status: 503, title: "Billing is not configured" },
+  billing_unavailable: { status: 503, title: "Billing provider unavailable" },
 } as const satisfies Record<string, { status: number; title: string; type?: string }>;
 
 /** The problem `type` URI of a code when it is a registered one rather than our `/problems/{code}`. */
@@ -253,6 +258,27 @@ export const errors = {
     }),
   inferenceTimeout: (modelId: string, timeoutMs: number) =>
     new AppError("inference_timeout", { detail: `Model "${modelId}" did not answer within ${timeoutMs} ms.` }),
+  subscriptionExists: (status: string) =>
+    new AppError("subscription_exists", {
+      detail: `The customer already has a ${status} subscription; change or cancel it in the billing portal (GET /v1/billing/portal).`,
+    }),
+  invalidSignature: (detail = "The Stripe-Signature header is missing, malformed, stale or does not match the body.") =>
+    new AppError("invalid_signature", { detail }),
+  redirectNotAllowed: (field: string, allowed: readonly string[]) =>
+    new AppError("redirect_not_allowed", {
+      detail: `${field} must be an http(s) URL on one of these origins: ${allowed.join(", ")}.`,
+      errors: [{ in: "body", path: `/${field}`, message: "origin not allowed" }],
+    }),
+  billingDisabled: () =>
+    new AppError("billing_disabled", {
+      detail: "Billing is not configured on this server (no STRIPE_SECRET_KEY); tiers are changed by administrators.",
+    }),
+  billingUnavailable: (cause?: unknown) =>
+    new AppError("billing_unavailable", {
+      detail: "The billing provider could not be reached; nothing was changed. Retry shortly.",
+      headers: { "Retry-After": "5" },
+      cause,
+    }),
   shuttingDown: () =>
     new AppError("shutting_down", {
       detail: "The server is shutting down; retry on another instance.",

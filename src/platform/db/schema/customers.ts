@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { index, integer, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import { boolean, index, integer, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
 
 export const tierEnum = pgEnum("customer_tier", ["free", "pro", "enterprise"]);
 
@@ -22,7 +22,22 @@ export const customers = pgTable(
     streamMaxFps: integer("stream_max_fps"),
     stripeCustomerId: text("stripe_customer_id"),
     stripeSubscriptionId: text("stripe_subscription_id"),
+    /** Stripe's status of the current subscription (`active`, `past_due`, ...); null: never subscribed. */
     subscriptionStatus: text("subscription_status"),
+    stripePriceId: text("stripe_price_id"),
+    currentPeriodStart: timestamp("current_period_start", { withTimezone: true }),
+    currentPeriodEnd: timestamp("current_period_end", { withTimezone: true }),
+    cancelAtPeriodEnd: boolean("cancel_at_period_end").notNull().default(false),
+    /** While past due: the paid tier stays until this instant, then the billing job drops it to free. */
+    graceUntil: timestamp("grace_until", { withTimezone: true }),
+    /** When the subscription fields were last applied from Stripe. */
+    subscriptionSyncedAt: timestamp("subscription_synced_at", { withTimezone: true }),
+    /** Metered overage opt-in (Pro): serve past the monthly quota up to the caps, billed per unit. */
+    overageEnabled: boolean("overage_enabled").notNull().default(false),
+    /** Requests allowed beyond the monthly quota while overage is on. */
+    overageCapRequests: integer("overage_cap_requests"),
+    /** Stream robot-seconds allowed beyond the monthly stream allowance while overage is on. */
+    overageCapStreamSeconds: integer("overage_cap_stream_seconds"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
@@ -30,6 +45,7 @@ export const customers = pgTable(
     uniqueIndex("customers_email_lower_key").on(sql`lower(${t.email})`),
     uniqueIndex("customers_stripe_customer_id_key").on(t.stripeCustomerId),
     index("customers_created_at_idx").on(t.createdAt),
+    index("customers_grace_until_idx").on(t.graceUntil),
   ],
 );
 

@@ -3,6 +3,7 @@
 export * from "./api-keys.ts";
 export * from "./audit.ts";
 export * from "./auth.ts";
+export * from "./billing.ts";
 export * from "./customers.ts";
 export * from "./inference-logs.ts";
 export * from "./safety.ts";
