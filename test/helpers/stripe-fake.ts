@@ -128,6 +128,13 @@ export class StripeFakeState {
   readonly meterEvents = new Map<string, MeterEventRecord>();
   /** Every meter event POST accepted, duplicates included. */
   meterEventPosts = 0;
+  /** What a checkout session sells (Stripe exposes it through a sub-resource, not on the session). */
+  readonly checkoutDetails = new Map<
+    string,
+    { lineItems: { price: string; quantity: number }[]; subscriptionMetadata: Record<string, string> }
+  >();
+  /** Breaks ties between objects created in the same second, for newest-first lists. */
+  readonly creationOrder = new WeakMap<object, number>();
   private seq = 0;
   private readonly now: () => number;
 
@@ -289,9 +296,9 @@ export class StripeFakeState {
       test_clock: null,
       trial_end: null,
       trial_start: null,
-      _order: this.order(),
     };
     this.subscriptions.set(id, sub);
+    this.creationOrder.set(sub, this.order());
     return sub;
   }
 
@@ -362,9 +369,9 @@ export class StripeFakeState {
       status,
       subtotal: amountDue,
       total: amountDue,
-      _order: this.order(),
     };
     this.invoices.set(id, invoice);
+    this.creationOrder.set(invoice, this.order());
     return invoice;
   }
 
@@ -555,7 +562,7 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
     try {
       const out = route(method, url.pathname, query, body);
       status = 200;
-      payload = JSON.stringify(out, (k, v: unknown) => (k === "_order" ? undefined : v));
+      payload = JSON.stringify(out);
     } catch (err) {
       const e = asFakeError(err);
       status = e.status;
@@ -610,7 +617,8 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
     const parts = path.split("/").filter((p) => p !== "");
     if (parts[0] !== "v1") throw unrecognized(method, path);
     const [, resource, id, extra] = parts;
-    const key = `${method} ${resource}${id === undefined ? "" : "/:id"}${extra === undefined ? "" : `/${extra}`}`;
+    if (parts.length > 4) throw unrecognized(method, path);
+    const key = `${method} ${resource}${id === undefined ? "" : "/:id"}${extra === undefined ? "" : "/:extra"}`;
     switch (key) {
       case "POST customers":
         return createCustomer(body);
@@ -620,6 +628,9 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
         return deleteCustomer(need(id));
       case "POST checkout/:id":
         if (id === "sessions") return createCheckoutSession(body);
+        break;
+      case "GET checkout/:id/:extra":
+        if (id === "sessions") return checkoutSession(need(extra));
         break;
       case "POST billing_portal/:id":
         if (id === "sessions") return createPortalSession(body);
@@ -704,7 +715,7 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
     if (!Array.isArray(items) || items.length === 0) {
       throw invalid("Missing required param: line_items.", { code: "parameter_missing", param: "line_items" });
     }
-    const lineItems: JsonObject[] = [];
+    const lineItems: { price: string; quantity: number }[] = [];
     for (const [i, item] of items.entries()) {
       if (item === null || typeof item !== "object" || Array.isArray(item)) throw invalid(`Invalid line_items[${i}]`);
       allowOnly(item, ["price", "quantity"], `line_items[${i}]`);
@@ -735,7 +746,7 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
       subscriptionMetadata = metadataParam(subscriptionData.metadata, "subscription_data[metadata]");
     }
     const id = `cs_test_${rand(58)}`;
-    const firstPrice = lineItems[0]?.price as string;
+    const firstPrice = lineItems[0]?.price ?? "";
     const session: JsonObject = {
       id,
       object: "checkout.session",
@@ -756,12 +767,16 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
       success_url: successUrl,
       ui_mode: "hosted",
       url: `https://checkout.stripe.com/c/pay/${id}#fidkdWxOYHwnPyd1blpxYHZxWjA0`,
-      // Kept for completeCheckout; Stripe exposes line items through a sub-resource instead.
-      _line_items: lineItems,
-      _subscription_metadata: subscriptionMetadata,
     };
     state.checkoutSessions.set(id, session);
-    return publicSession(session);
+    state.checkoutDetails.set(id, { lineItems, subscriptionMetadata });
+    return session;
+  }
+
+  function checkoutSession(id: string): Json {
+    const s = state.checkoutSessions.get(id);
+    if (s === undefined) throw missing("checkout.session", id);
+    return s;
   }
 
   function createPortalSession(body: JsonObject): Json {
@@ -888,7 +903,9 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
 
   function page(all: JsonObject[], query: JsonObject, url: string): Json {
     const sorted = all.sort(
-      (a, b) => (b.created as number) - (a.created as number) || (b._order as number) - (a._order as number),
+      (a, b) =>
+        (b.created as number) - (a.created as number) ||
+        (state.creationOrder.get(b) ?? 0) - (state.creationOrder.get(a) ?? 0),
     );
     const limit = query.limit === undefined ? 10 : Number(query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
@@ -963,13 +980,14 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
         customer = state.putCustomer({}).id as string;
         session.customer = customer;
       }
-      const items = session._line_items as JsonObject[];
-      const price = items[0]?.price as string;
+      const details = state.checkoutDetails.get(sessionId);
+      const price = details?.lineItems[0]?.price;
+      if (price === undefined) throw new Error(`stripe fake: checkout session ${sessionId} has no line item`);
       const sub = state.putSubscription({
         customer,
         price,
         status: input.status ?? "active",
-        metadata: session._subscription_metadata as Record<string, string>,
+        metadata: details?.subscriptionMetadata ?? {},
       });
       const inv = state.putInvoice({
         customer,
@@ -990,12 +1008,6 @@ export async function startStripeFake(options: StripeFakeOptions = {}): Promise<
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-/** The session as Stripe shows it (without the fake's bookkeeping). */
-function publicSession(session: JsonObject): JsonObject {
-  const { _line_items: _l, _subscription_metadata: _m, ...rest } = session;
-  return rest;
 }
 
 function apiError(): JsonObject {

@@ -140,6 +140,7 @@ describe("stripe billing client: requests", () => {
     const c = await newCustomer();
     const session = await checkout(c, FAKE_PRICE_PRO_YEARLY);
     const sub = fake.completeCheckout(session.id);
+    expect(fake.state.checkoutSessions.get(session.id)).toMatchObject({ status: "complete", subscription: sub.id });
     const item = (sub.items as { data: { current_period_start: number; current_period_end: number }[] }).data[0];
     expect(sub).not.toHaveProperty("current_period_start");
     const snap = await client.retrieveSubscription(sub.id as string);
@@ -298,8 +299,9 @@ describe("stripe billing client: requests", () => {
 });
 
 describe("stripe billing client: Stripe unavailable or answering nonsense", () => {
-  it("maps a 500 to BillingUnavailableError after retrying with the same Idempotency-Key", async () => {
-    const retrying = createStripeBillingClient(fake.billingConfig({ maxNetworkRetries: 2 }));
+  it("maps a 500 to BillingUnavailableError after the configured retries, all with the same Idempotency-Key", async () => {
+    // 1, not the SDK's default of 2, so a client that forgets to pass the setting is caught.
+    const retrying = createStripeBillingClient(fake.billingConfig({ maxNetworkRetries: 1 }));
     const ours = ourId();
     fake.setDown(true);
     const err = await retrying
@@ -308,7 +310,18 @@ describe("stripe billing client: Stripe unavailable or answering nonsense", () =
     expect(err).toBeInstanceOf(BillingUnavailableError);
     expect(String((err as Error).message)).not.toContain(fake.secretKey);
     const reqs = fake.requestsTo("/v1/customers", "POST").filter((r) => r.idempotencyKey === `customer-create-${ours}`);
-    expect(reqs.map((r) => r.status)).toEqual([500, 500, 500]);
+    expect(reqs.map((r) => r.status)).toEqual([500, 500]);
+  });
+
+  it("does not retry a 500 when retries are off", async () => {
+    const ours = ourId();
+    fake.setDown(true);
+    await expect(
+      client.createCustomer({ ourCustomerId: ours, email: "a@example.com", name: "A" }),
+    ).rejects.toBeInstanceOf(BillingUnavailableError);
+    expect(
+      fake.requestsTo("/v1/customers", "POST").filter((r) => r.idempotencyKey === `customer-create-${ours}`),
+    ).toHaveLength(1);
   });
 
   it.each([
