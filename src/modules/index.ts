@@ -1,6 +1,7 @@
 import type { ModulePlugin } from "../platform/module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
+import { billingModule } from "./billing/billing.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
@@ -14,6 +15,7 @@ export const modules: readonly ModulePlugin[] = [
   authRoutes,
   apiKeysModule,
   usageRoutes,
+  billingModule,
   modelsRoutes,
   safetyModule,
   inferenceModule,

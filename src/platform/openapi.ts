@@ -29,6 +29,11 @@ export const TAGS = [
   },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
   {
+    name: "billing",
+    description:
+      "Stripe subscriptions: checkout, billing portal, subscription state, invoices, overage settings, and Stripe's webhook. 503 billing_disabled when the server has no Stripe key.",
+  },
+  {
     name: "streaming",
     description:
       "Real-time WebSocket endpoints: the native `/v1/stream` and the openpi-compatible `/v1/openpi` (docs/streaming.md).",

@@ -11,8 +11,10 @@ import { inferenceLogWriters } from "../../src/modules/inference/inference.modul
 import { UsersRepo } from "../../src/modules/users/users.repo.ts";
 import { customers } from "../../src/platform/db/schema/index.ts";
 import { ERROR_CATALOGUE } from "../../src/platform/errors.ts";
+import { billingEnv } from "../billing/helpers.ts";
 import { jpeg, png } from "../engine/helpers.ts";
 import { buildTestApp, type TestContext } from "../helpers/app.ts";
+import { startStripeFake } from "../helpers/stripe-fake.ts";
 import {
   describeCase,
   enumerateRoutes,
@@ -151,7 +153,10 @@ async function newApiKey(t: TestContext, customerId: string): Promise<{ key: str
 /** Builds the app (embedded or TEST_DATABASE_URL), listens on 127.0.0.1:0, creates the principals. */
 export async function startFuzzTarget(): Promise<FuzzTarget> {
   const logs = new LogSink();
-  const t = await buildTestApp({ env: FUZZ_ENV, logStream: logs });
+  // Billing on, against a Stripe fake on loopback, so the billing routes (webhook included) are
+  // fuzzed for real rather than answering billing_disabled.
+  const stripe = await startStripeFake();
+  const t = await buildTestApp({ env: { ...billingEnv(stripe), ...FUZZ_ENV }, logStream: logs });
   await t.app.listen({ host: "127.0.0.1", port: 0 });
   const addr = t.app.server.address();
   if (addr === null || typeof addr === "string") throw new Error("no address");
@@ -195,7 +200,10 @@ export async function startFuzzTarget(): Promise<FuzzTarget> {
     logs,
     sockets,
     leakedSessions: 0,
-    close: () => t.close(),
+    close: async () => {
+      await t.close();
+      await stripe.close();
+    },
   };
 }
 

@@ -35,6 +35,8 @@ export interface TestAppOptions {
   readonly redisKeyPrefix?: string;
   /** Extra plugins (probe routes) registered after the modules. */
   readonly plugins?: BuildOptions["plugins"];
+  /** The app's clock (limits, key expiry, billing grace periods); defaults to Date.now. */
+  readonly now?: () => number;
 }
 
 export const usingRealServices = process.env.TEST_DATABASE_URL !== undefined;
@@ -132,6 +134,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestCo
     migrate: false,
     ...(options.logStream === undefined ? {} : { logStream: options.logStream }),
     ...(options.plugins === undefined ? {} : { plugins: options.plugins }),
+    ...(options.now === undefined ? {} : { now: options.now }),
   });
   let closed = false;
   return {

@@ -1,0 +1,95 @@
+import { sql } from "drizzle-orm";
+import { Counter, type Registry } from "prom-client";
+import type { Db } from "../../platform/db/client.ts";
+
+interface Logger {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** Advisory lock ids of billing jobs (arbitrary constants, distinct from the migration lock). */
+export const BILLING_LOCKS = {
+  grace: 7_301_001,
+  outbox: 7_301_002,
+  overage: 7_301_003,
+  alerts: 7_301_004,
+} as const;
+
+/**
+ * Runs `fn` inside a transaction holding a PostgreSQL transaction-level advisory lock, so with
+ * several instances only one runs a job at a time; the others skip this tick (false).
+ */
+export async function withJobLock(db: Db, lockId: number, fn: (tx: Db) => Promise<void>): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const res = await tx.execute<{ ok: boolean }>(sql`select pg_try_advisory_xact_lock(${lockId}) as ok`);
+    const row = (res as unknown as { rows: { ok: boolean }[] }).rows[0];
+    if (row?.ok !== true) return false;
+    await fn(tx as unknown as Db);
+    return true;
+  });
+}
+
+export interface BillingTask {
+  readonly name: string;
+  run(): Promise<void>;
+}
+
+/**
+ * The billing job: every `intervalMs` it runs each task in turn (grace expiry, Stripe erasure
+ * outbox, overage reports, quota alerts). A failing task is logged and counted and never stops
+ * the others; `runOnce()` is the test seam.
+ */
+export class BillingJobs {
+  private readonly tasks: BillingTask[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly failures: Counter;
+  private readonly log: Logger;
+  private readonly intervalMs: number;
+
+  constructor(opts: { intervalMs: number; log: Logger; registry: Registry }) {
+    this.intervalMs = opts.intervalMs;
+    this.log = opts.log;
+    this.failures = new Counter({
+      name: "vla_billing_job_failures_total",
+      help: "Billing job task runs that failed (retried at the next tick), by task.",
+      labelNames: ["task"],
+      registers: [opts.registry],
+    });
+  }
+
+  add(task: BillingTask): void {
+    this.tasks.push(task);
+  }
+
+  start(): void {
+    if (this.timer !== undefined || this.tasks.length === 0) return;
+    this.timer = setInterval(() => void this.runOnce(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Runs every task once (joins a run in progress instead of overlapping it). */
+  runOnce(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        for (const task of this.tasks) {
+          try {
+            await task.run();
+          } catch (err) {
+            this.failures.inc({ task: task.name });
+            this.log.warn({ err, task: task.name }, "billing job task failed; retried at the next tick");
+          }
+        }
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}
