@@ -5,6 +5,7 @@ export * from "./audit.ts";
 export * from "./auth.ts";
 export * from "./billing.ts";
 export * from "./customers.ts";
+export * from "./feedback.ts";
 export * from "./inference-logs.ts";
 export * from "./safety.ts";
 export * from "./usage-counters.ts";
