@@ -202,7 +202,7 @@ describe("/act body: prototype poisoning at any depth is refused, look-alike key
     }
   });
 
-  it("malformed, empty and BOM-prefixed bodies answer as before", async () => {
+  it("malformed, empty, BOM-prefixed and charset-labelled bodies answer as before", async () => {
     const bad = await postRaw("/act", doc("").slice(0, -1), { "content-type": "application/json" });
     expect(bad.statusCode).toBe(400);
     expect(bad.headers["x-problem-code"]).toBe("invalid_json");
@@ -212,6 +212,8 @@ describe("/act body: prototype poisoning at any depth is refused, look-alike key
     expect(empty.headers["x-problem-detail"]).toContain("sends none");
     const bom = await postRaw("/act", `\ufeff${doc("")}`, { "content-type": "application/json" });
     expect(bom.statusCode, bom.headers["x-problem-detail"] as string).toBe(200);
+    const charset = await postRaw("/act", doc(""), { "content-type": "Application/JSON; charset=utf-8" });
+    expect(charset.statusCode, charset.headers["x-problem-detail"] as string).toBe(200);
   });
 });
 
