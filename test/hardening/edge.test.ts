@@ -163,6 +163,60 @@ describe("/act `encoded` document: prototype poisoning is refused like the outer
   });
 });
 
+describe("/act body: prototype poisoning at any depth is refused, look-alike keys pass", () => {
+  const image = '{"__numpy__":"AAAA","dtype":"|u1","shape":[1,1,3]}';
+  const doc = (extra: string) => `{"image":${image},"instruction":"go","unnorm_key":"bridge_orig"${extra}}`;
+  const nest = (depth: number, inner: string) => '{"a":['.repeat(depth) + inner + "]}".repeat(depth);
+
+  it("__proto__ or constructor.prototype at the top, nested, in arrays, escaped, or deeper than the key walk -> 400 invalid_json", async () => {
+    for (const body of [
+      doc(',"__proto__":{"polluted":1}'),
+      doc(',"__proto__":null'),
+      doc(',"\\u005f_proto__":{"polluted":1}'),
+      doc(',"x":{"y":[1,{"__proto__":{"p":1}}]}'),
+      doc(',"constructor":{"prototype":{"p":1}}'),
+      doc(',"x":[[{"constructor":{"prototype":null}}]]'),
+      doc(',"c\\u006fnstructor":{"prototype":1}'),
+      doc(`,"deep":${nest(40, '{"__proto__":{"p":1}}')}`),
+      doc(`,"deep":${nest(40, '{"constructor":{"prototype":{}}}')}`),
+      `{"__proto__":{"polluted":1}}`,
+    ]) {
+      const res = await postRaw("/act", body, { "content-type": "application/json" });
+      expect(res.statusCode, body.slice(0, 200)).toBe(400);
+      expect(res.headers["x-problem-code"], body.slice(0, 200)).toBe("invalid_json");
+      expect(res.body).toBe('"error"');
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('keys named "constructor" or "prototype" that cannot poison, at any depth, pass as before', async () => {
+    for (const body of [
+      doc(',"constructor":"x"'),
+      doc(',"meta":{"constructor":1,"prototype":{"a":1}}'),
+      doc(',"meta":[{"constructor":{"name":"x"}},{"constructor":null},{"constructor":["prototype"]}]'),
+      doc(',"proto":"__proto__","x":{"__proto":1,"_proto__":2}'),
+      doc(`,"deep":${nest(40, '{"constructor":"x"}')}`),
+    ]) {
+      const res = await postRaw("/act", body, { "content-type": "application/json" });
+      expect(res.statusCode, `${body.slice(0, 200)} ${res.headers["x-problem-detail"]}`).toBe(200);
+    }
+  });
+
+  it("malformed, empty, BOM-prefixed and charset-labelled bodies answer as before", async () => {
+    const bad = await postRaw("/act", doc("").slice(0, -1), { "content-type": "application/json" });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.headers["x-problem-code"]).toBe("invalid_json");
+    const empty = await postRaw("/act", "", { "content-type": "application/json" });
+    expect(empty.statusCode).toBe(400);
+    expect(empty.headers["x-problem-code"]).toBe("invalid_json");
+    expect(empty.headers["x-problem-detail"]).toContain("sends none");
+    const bom = await postRaw("/act", `\ufeff${doc("")}`, { "content-type": "application/json" });
+    expect(bom.statusCode, bom.headers["x-problem-detail"] as string).toBe(200);
+    const charset = await postRaw("/act", doc(""), { "content-type": "Application/JSON; charset=utf-8" });
+    expect(charset.statusCode, charset.headers["x-problem-detail"] as string).toBe(200);
+  });
+});
+
 describe("bad bodies on POST /v1/inference never answer 500", () => {
   const boundary = "----vlabad";
   const head =

@@ -1,7 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "typebox";
 import { errors } from "../../platform/errors.ts";
-import { jsonMayHoldNul, refuseNul, secureJsonParser } from "../../platform/http/edge-guards.ts";
+import {
+  installKeyCheckedJsonParser,
+  jsonMayHoldNul,
+  keyCheckedJsonParser,
+  refuseNul,
+} from "../../platform/http/edge-guards.ts";
 import { SEVERITIES, type Severity } from "../safety/profile.ts";
 import type { SafetyResult } from "../safety/types.ts";
 import type { InferenceRouteOptions } from "./inference.routes.ts";
@@ -58,7 +63,7 @@ function robotIdOf(header: string | string[] | undefined): string | undefined {
   return v;
 }
 
-type JsonParser = ReturnType<typeof secureJsonParser>;
+type JsonParser = ReturnType<typeof keyCheckedJsonParser>;
 
 /**
  * The deploy.py body, or the `{"encoded": "<JSON text of it>"}` variant. The inner document gets
@@ -110,7 +115,10 @@ function checkDoc(doc: ActDocument): { instruction: string; unnormKey: string | 
 export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async (app, { platform, runner }) => {
   const requireInference = platform.auth.require({ scopes: ["inference"] });
   const meter = platform.limits.meter();
-  const parseJson = secureJsonParser(app);
+  // The body (about 200 KB, nearly all one base64 string) and an `encoded` document are parsed
+  // once and checked for prototype poisoning by their keys, not by scanning the text.
+  installKeyCheckedJsonParser(app);
+  const parseJson = keyCheckedJsonParser(app);
   const failureInfo = (body: unknown, robotId: string | undefined) => {
     let info: ReturnType<typeof failureInfoOf>;
     try {

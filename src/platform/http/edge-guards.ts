@@ -1,11 +1,12 @@
-import type {
-  FastifyInstance,
-  FastifyRequest,
-  onRequestHookHandler,
-  preHandlerHookHandler,
-  preParsingHookHandler,
-  preValidationHookHandler,
-  RouteOptions,
+import {
+  errorCodes,
+  type FastifyInstance,
+  type FastifyRequest,
+  type onRequestHookHandler,
+  type preHandlerHookHandler,
+  type preParsingHookHandler,
+  type preValidationHookHandler,
+  type RouteOptions,
 } from "fastify";
 import { isStorableInstant } from "../db/instants.ts";
 import { type AppError, errors, type FieldError } from "../errors.ts";
@@ -82,6 +83,101 @@ export function secureJsonParser(app: FastifyInstance): (text: string) => { valu
     });
     return out;
   };
+}
+
+/** How deep `prototypePoisoned` walks; a document nested deeper goes to secure-json-parse. */
+export const POISON_WALK_DEPTH = 32;
+
+/**
+ * Whether a parsed JSON value holds what secure-json-parse refuses: an own `__proto__` key
+ * (JSON.parse creates it as a plain own property), or a `constructor` key whose value is an
+ * object with a `prototype` key. Undefined when the value is nested deeper than `maxDepth`
+ * (the caller then decides another way). Iterative; strings are leaves, so the cost follows the
+ * number of objects and array slots, not the text's length.
+ */
+export function prototypePoisoned(value: unknown, maxDepth = POISON_WALK_DEPTH): boolean | undefined {
+  if (value === null || typeof value !== "object") return false;
+  const nodes: object[] = [value];
+  const depths: number[] = [0];
+  for (let node = nodes.pop(); node !== undefined; node = nodes.pop()) {
+    const depth = depths.pop() as number;
+    let children: unknown[];
+    if (Array.isArray(node)) {
+      children = node;
+    } else {
+      if (Object.hasOwn(node, "__proto__")) return true;
+      if (Object.hasOwn(node, "constructor")) {
+        const c = (node as { constructor: unknown }).constructor;
+        if (c !== null && typeof c === "object" && Object.hasOwn(c, "prototype")) return true;
+      }
+      children = Object.values(node);
+    }
+    for (const child of children) {
+      if (child === null || typeof child !== "object") continue;
+      if (depth >= maxDepth) return undefined;
+      nodes.push(child);
+      depths.push(depth + 1);
+    }
+  }
+  return false;
+}
+
+/**
+ * Parses JSON text once and refuses the same documents as `secureJsonParser` (`__proto__` and
+ * `constructor.prototype` keys, a leading BOM skipped), but checks the parsed object's keys
+ * instead of scanning the whole text twice with secure-json-parse's regular expressions: for a
+ * 200 KB `/act` body that is almost all one base64 string, the walk visits a handful of objects.
+ * A document nested deeper than `POISON_WALK_DEPTH` is parsed again by secure-json-parse.
+ */
+export function keyCheckedJsonParser(app: FastifyInstance): (text: string) => { value: unknown } | undefined {
+  const secure = secureJsonParser(app);
+  return (text) => {
+    let value: unknown;
+    // A refused body costs no stack trace (as in secure-json-parse).
+    const { stackTraceLimit } = Error;
+    Error.stackTraceLimit = 0;
+    try {
+      value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    } catch {
+      return undefined;
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
+    const poisoned = prototypePoisoned(value);
+    if (poisoned === undefined) return secure(text);
+    return poisoned ? undefined : { value };
+  };
+}
+
+/** A parsed JSON body holding U+0000 -> invalid_character naming the first place; else undefined. */
+function nulInBody(text: string, value: unknown): AppError | undefined {
+  const at = jsonMayHoldNul(text) ? findNul(value) : undefined;
+  return at === undefined ? undefined : errors.invalidCharacter("body", at || "/");
+}
+
+/**
+ * Replaces the JSON body parser of `app`'s encapsulation context (call inside a route plugin,
+ * e.g. `/act`) with `keyCheckedJsonParser`: the same answers for empty, malformed, poisoned and
+ * NUL-holding bodies as the app-wide parser of `installEdgeGuards`, less CPU for large bodies.
+ */
+export function installKeyCheckedJsonParser(app: FastifyInstance): void {
+  const parse = keyCheckedJsonParser(app);
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    const text = body as string;
+    if (text.length === 0) {
+      done(new errorCodes.FST_ERR_CTP_EMPTY_JSON_BODY(), undefined);
+      return;
+    }
+    const parsed = parse(text);
+    if (parsed === undefined) {
+      done(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY(), undefined);
+      return;
+    }
+    const nul = nulInBody(text, parsed.value);
+    if (nul === undefined) done(null, parsed.value);
+    else done(nul, undefined);
+  });
 }
 
 type FormatValidator = ((s: string) => boolean) | RegExp | { validate: ((s: string) => boolean) | RegExp };
@@ -220,9 +316,9 @@ export function installEdgeGuards(app: FastifyInstance): void {
         done(err, undefined);
         return;
       }
-      const at = jsonMayHoldNul(body as string) ? findNul(value) : undefined;
-      if (at === undefined) done(null, value);
-      else done(errors.invalidCharacter("body", at || "/"), undefined);
+      const nul = nulInBody(body as string, value);
+      if (nul === undefined) done(null, value);
+      else done(nul, undefined);
     });
   });
 
