@@ -7,7 +7,7 @@ import formbody from "@fastify/formbody";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import underPressure from "@fastify/under-pressure";
 import websocket from "@fastify/websocket";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Config } from "./config.ts";
 import { modules } from "./modules/index.ts";
 import { createEngine } from "./modules/inference/inference.service.ts";
@@ -31,7 +31,7 @@ import { ProblemSchema } from "./platform/http/problem.ts";
 import { securityHeadersOf } from "./platform/http/security-headers.ts";
 import { InvalidationBus } from "./platform/invalidation.ts";
 import { Lifecycle } from "./platform/lifecycle.ts";
-import { createLoggerOptions, RequestLogController } from "./platform/logger.ts";
+import { createLoggerOptions } from "./platform/logger.ts";
 import { createMetrics } from "./platform/metrics.ts";
 import type { ModulePlugin } from "./platform/module.ts";
 import { registerOpenApi } from "./platform/openapi.ts";
@@ -87,8 +87,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
     },
     requestIdHeader: false,
-    // One line per request, when it completes (see RequestLogController).
-    logController: new RequestLogController({ requestIdLogLabel: "request_id" }),
+    logController: new LogController({ requestIdLogLabel: "request_id" }),
     trustProxy: config.http.trustProxy,
     bodyLimit: config.http.bodyLimitBytes,
     connectionTimeout: config.http.requestTimeoutMs,

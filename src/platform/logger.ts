@@ -1,5 +1,5 @@
 import type { Writable } from "node:stream";
-import { type FastifyReply, type FastifyRequest, type FastifyServerOptions, LogController } from "fastify";
+import type { FastifyServerOptions } from "fastify";
 import { type LoggerOptions, stdSerializers } from "pino";
 import type { Config } from "../config.ts";
 
@@ -151,32 +151,4 @@ export function createLoggerOptions(config: Config, stream?: Writable): FastifyS
     };
   }
   return base;
-}
-
-/**
- * One log line per request instead of Fastify's two ("incoming request" when it arrives,
- * "request completed" when the answer is written): the completion line carries the request
- * (method, redacted URL, host, remote address), `res.statusCode`, `responseTime` (ms), the
- * request id and, once authenticated, `customer_id`. Two synchronous writes per request were
- * about a tenth of the CPU of a `/act` call. A WebSocket upgrade still gets its "incoming request"
- * line: once the socket is handed over no completion follows. Other lines (errors, 404s, stream
- * errors) are Fastify's.
- */
-export class RequestLogController extends LogController {
-  override incomingRequest(request: FastifyRequest, reply: FastifyReply): void {
-    if (request.headers.upgrade !== undefined) super.incomingRequest(request, reply);
-  }
-
-  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    if (this.isLogDisabled(request)) return;
-    const customerId = request.principal?.customerId;
-    const line = {
-      req: request,
-      res: reply,
-      responseTime: reply.elapsedTime,
-      ...(customerId === undefined ? {} : { customer_id: customerId }),
-    };
-    if (error) reply.log.error({ ...line, err: error }, "request errored");
-    else reply.log.info(line, "request completed");
-  }
 }
