@@ -104,15 +104,13 @@ describe("erasure of Stripe data", () => {
       .update(customers)
       .set({ tier: "pro", stripeCustomerId: cus.id as string, stripeSubscriptionId: sub.id as string })
       .where(eq(customers.id, s.customerId));
-    await t.database.db
-      .insert(stripeEvents)
-      .values({
-        id: `evt_${s.customerId.slice(0, 8)}`,
-        type: "invoice.paid",
-        createdAt: new Date(clock.t),
-        outcome: "applied",
-        customerId: s.customerId,
-      });
+    await t.database.db.insert(stripeEvents).values({
+      id: `evt_${s.customerId.slice(0, 8)}`,
+      type: "invoice.paid",
+      createdAt: new Date(clock.t),
+      outcome: "applied",
+      customerId: s.customerId,
+    });
     await t.database.db
       .insert(billingMeterReports)
       .values({ customerId: s.customerId, period: MONTH, meter: "requests", reported: 5 });
