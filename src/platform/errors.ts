@@ -40,6 +40,7 @@ export const ERROR_CATALOGUE = {
   subscription_exists: { status: 409, title: "Customer already has a subscription" },
   invalid_signature: { status: 400, title: "Invalid webhook signature" },
   redirect_not_allowed: { status: 400, title: "Redirect URL not allowed" },
+  overage_not_available: { status: 409, title: "Metered overage not available" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -269,6 +270,7 @@ export const errors = {
       detail: `${field} must be an http(s) URL on one of these origins: ${allowed.join(", ")}.`,
       errors: [{ in: "body", path: `/${field}`, message: "origin not allowed" }],
     }),
+  overageNotAvailable: (detail: string) => new AppError("overage_not_available", { detail }),
   billingDisabled: () =>
     new AppError("billing_disabled", {
       detail: "Billing is not configured on this server (no STRIPE_SECRET_KEY); tiers are changed by administrators.",

@@ -14,6 +14,8 @@ export interface KeyForVerification {
   readonly rateLimitPerMinute: number | null;
   readonly quotaPerDay: number | null;
   readonly quotaPerMonth: number | null;
+  readonly overageEnabled: boolean;
+  readonly overageCapRequests: number | null;
   readonly robotId: string | null;
   readonly model: string | null;
   readonly unnormKey: string | null;
@@ -57,6 +59,8 @@ export class ApiKeysRepo {
         rateLimitPerMinute: customers.rateLimitPerMinute,
         quotaPerDay: customers.quotaPerDay,
         quotaPerMonth: customers.quotaPerMonth,
+        overageEnabled: customers.overageEnabled,
+        overageCapRequests: customers.overageCapRequests,
         robotId: apiKeys.robotId,
         model: apiKeys.model,
         unnormKey: apiKeys.unnormKey,

@@ -6,6 +6,7 @@ import { billingRoutes } from "./billing.routes.ts";
 import { BillingService } from "./billing.service.ts";
 import type { BillingClient } from "./billing-client.ts";
 import { BillingJobs } from "./jobs.ts";
+import { registerOverage } from "./overage.module.ts";
 import { createStripeBillingClient } from "./stripe-billing-client.ts";
 
 /** What the parts of billing share (routes, webhook, jobs); one per app. */
@@ -66,6 +67,7 @@ export const billingModule: ModulePlugin = async (app, { platform }: ModuleOptio
   );
 
   await app.register(billingRoutes(service), { platform });
+  await registerOverage(app, ctx, log);
 
   app.addHook("onReady", async () => jobs.start());
   platform.lifecycle.onFlush("billing-jobs", () => jobs.stop());

@@ -7,7 +7,7 @@ import { TIER_LIMITS, TIER_STREAM } from "../rate-limit/policy.ts";
 import type { RateLimits } from "../rate-limit/rate-limits.ts";
 import type { BillingCustomer, BillingRepo } from "./billing.repo.ts";
 import type { InvoiceView, SubscriptionView } from "./billing.schemas.ts";
-import type { BillingClient, InvoicePage, InvoiceSummary } from "./billing-client.ts";
+import { type BillingClient, BillingRequestError, type InvoicePage, type InvoiceSummary } from "./billing-client.ts";
 import { apiStatus, blocksCheckout } from "./billing-state.ts";
 
 export interface BillingServiceConfig {
@@ -162,13 +162,21 @@ export class BillingService {
     const now = this.deps.now();
     const hit = this.invoiceCache.get(key);
     if (hit !== undefined && now - hit.at < this.deps.config.invoiceCacheMs) return hit.page;
-    const page = await this.stripe("list_invoices", () =>
-      this.deps.client.listInvoices({
+    let page: InvoicePage;
+    try {
+      page = await this.deps.client.listInvoices({
         stripeCustomerId,
         limit,
         ...(startingAfter === undefined ? {} : { startingAfter }),
-      }),
-    );
+      });
+    } catch (e) {
+      // A cursor Stripe does not know (not one of this customer's invoices) is the caller's mistake.
+      if (startingAfter !== undefined && e instanceof BillingRequestError && e.stripeCode === "resource_missing") {
+        throw errors.invalidRequest([{ in: "query", path: "/starting_after", message: "no such invoice" }]);
+      }
+      this.deps.onStripeFailure?.("list_invoices");
+      throw errors.billingUnavailable(e);
+    }
     if (this.invoiceCache.size >= 10_000) this.invoiceCache.delete(this.invoiceCache.keys().next().value as string);
     this.invoiceCache.set(key, { at: now, page });
     return page;

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { calendar } from "./calendar.ts";
 import { type CounterState, decide, MINUTE_MS } from "./decide.ts";
 import { MemoryLimiter } from "./memory-limiter.ts";
-import type { Limits } from "./policy.ts";
+import { effectiveLimits, type Limits } from "./policy.ts";
 
 const far = { msUntilNextDay: 1e9, msUntilNextMonth: 1e10 };
 const zero: CounterState = { tat: 0, day: 0, month: 0 };
@@ -102,6 +102,41 @@ describe("MemoryLimiter", () => {
       if (r !== "needs-seed" && r.allowed) monthAllowed++;
     }
     expect(monthAllowed).toBe(5); // (100 - 90) / 2
+  });
+});
+
+describe("effectiveLimits: metered overage", () => {
+  const none = { rateLimitPerMinute: null, quotaPerDay: 1_000_000, quotaPerMonth: null };
+
+  it("raises a Pro customer's hard month limit to included + cap, and the limiter enforces it", () => {
+    const limits = effectiveLimits("pro", { ...none, overageEnabled: true, overageCapRequests: 2_500 });
+    expect(limits.perMonth).toBe(102_500);
+    expect(limits.overage).toEqual({ included: 100_000, cap: 2_500 });
+    const m = new MemoryLimiter();
+    const req = {
+      customerId: "o",
+      now: Date.UTC(2026, 10, 26, 12),
+      cal: calendar(Date.UTC(2026, 10, 26, 12)),
+      cost: 1,
+    };
+    const seeded = m.check({ ...req, limits, monthSeed: 102_498 });
+    expect(seeded).toMatchObject({ allowed: true, month: 102_499 });
+    expect(m.check({ ...req, limits })).toMatchObject({ allowed: true, month: 102_500 });
+    expect(m.check({ ...req, limits })).toMatchObject({ allowed: false, violated: ["month"] });
+  });
+
+  it("keeps the included quota when overage is off, capless, or the tier may not opt in", () => {
+    expect(effectiveLimits("pro", { ...none, overageEnabled: false, overageCapRequests: 9 }).perMonth).toBe(100_000);
+    expect(effectiveLimits("pro", { ...none, overageEnabled: true, overageCapRequests: null }).perMonth).toBe(100_000);
+    const free = effectiveLimits("free", { ...none, overageEnabled: true, overageCapRequests: 9 });
+    expect(free).toEqual({ perMinute: 10, perDay: 1_000_000, perMonth: 10_000 });
+    expect(effectiveLimits("enterprise", { ...none, overageEnabled: true, overageCapRequests: 9 }).perMonth).toBeNull();
+  });
+
+  it("adds the cap to a per-customer month override", () => {
+    const limits = effectiveLimits("pro", { ...none, quotaPerMonth: 5, overageEnabled: true, overageCapRequests: 3 });
+    expect(limits.perMonth).toBe(8);
+    expect(limits.overage).toEqual({ included: 5, cap: 3 });
   });
 });
 

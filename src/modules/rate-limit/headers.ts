@@ -48,6 +48,21 @@ export function rateLimitHeader(r: MeterResult): string {
   return v;
 }
 
+/**
+ * `Billing-Overage: requests=<over>;cap=<cap>` (an RFC 9651 dictionary) once the month count is
+ * past the included quota while metered overage is on: the requests beyond the quota so far this
+ * month (billed) and the most allowed. The RateLimit-Policy month quota is the hard limit,
+ * included + cap. Undefined when not in overage.
+ */
+export function overageHeader(r: MeterResult): string | undefined {
+  const o = r.limits.overage;
+  if (o === undefined || r.month <= o.included) return undefined;
+  return `requests=${Math.min(r.month - o.included, o.cap)};cap=${o.cap}`;
+}
+
 export function rateLimitHeaders(r: MeterResult): Record<string, string> {
-  return { "RateLimit-Policy": policyHeader(r.limits), RateLimit: rateLimitHeader(r) };
+  const h: Record<string, string> = { "RateLimit-Policy": policyHeader(r.limits), RateLimit: rateLimitHeader(r) };
+  const overage = overageHeader(r);
+  if (overage !== undefined) h["Billing-Overage"] = overage;
+  return h;
 }

@@ -23,7 +23,14 @@ function service(redis: Redis, redisTimeoutMs: number) {
     freshMs: 60_000,
     staleMs: 60_000,
     now: Date.now,
-    load: async () => ({ tier: "free", rateLimitPerMinute: null, quotaPerDay: null, quotaPerMonth: null }),
+    load: async () => ({
+      tier: "free",
+      rateLimitPerMinute: null,
+      quotaPerDay: null,
+      quotaPerMonth: null,
+      overageEnabled: false,
+      overageCapRequests: null,
+    }),
   });
   return new RateLimitService({
     redis,

@@ -10,7 +10,7 @@ import type { Lifecycle } from "../../platform/lifecycle.ts";
 import type { Metrics } from "../../platform/metrics.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
 import { CustomerLimitsCache } from "./customer-limits.ts";
-import { policyHeader, rateLimitHeader, rateLimitHeaders } from "./headers.ts";
+import { overageHeader, policyHeader, rateLimitHeader, rateLimitHeaders } from "./headers.ts";
 import { type MeterResult, RateLimitService } from "./rate-limit.service.ts";
 import { StreamTimeMeter } from "./stream-time.ts";
 import { UsageRepo } from "./usage.repo.ts";
@@ -182,6 +182,10 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
         if (policy !== "") {
           reply.header("RateLimit-Policy", policy);
           reply.header("RateLimit", rateLimitHeader(r));
+          if (r.limits.overage !== undefined) {
+            const overage = overageHeader(r);
+            if (overage !== undefined) reply.header("Billing-Overage", overage);
+          }
         }
       };
     },

@@ -7,6 +7,7 @@ import {
   StreamTimeMeter,
   type StreamTimeMeterOptions,
   streamExhausted,
+  streamHeaders,
   streamLeftMs,
   streamRemainingMs,
   streamRetryAfterMs,
@@ -33,6 +34,8 @@ function meter(opts: {
   redis?: RedisHandle;
   clock: { t: number };
   tier?: Tier;
+  /** Stream overage on with this cap (seconds). */
+  overageCap?: number;
   stored?: Map<string, number>;
   events?: StreamTimeMeterOptions["events"];
 }) {
@@ -53,6 +56,8 @@ function meter(opts: {
       streamSecondsPerDay: null,
       streamSecondsPerMonth: null,
       streamMaxFps: null,
+      overageEnabled: opts.overageCap !== undefined,
+      overageCapStreamSeconds: opts.overageCap ?? null,
     }),
   });
   return { m, usage, stored };
@@ -121,6 +126,32 @@ for (const backend of ["memory", "redis"] as const) {
       expect(streamRetryAfterMs(after)).toBe(Date.UTC(2027, 0, 1) - clock.t);
       await usage.flush();
       expect(stored.get(`${c}|2026-12-01`)).toBe(5 * 3_600_000);
+    });
+
+    it("stream overage (Pro, opted in) lifts the month allowance by the cap and says so in Billing-Overage", async () => {
+      const clock = { t: Date.UTC(2026, 11, 5, 12, 0, 0) };
+      const c = randomUUID();
+      const included = 200 * 3_600;
+      const stored = new Map([[`${c}|2026-12-01`, (included - 10) * 1_000]]);
+      const { m } = meter({ redis: await redis(), clock, tier: "pro", overageCap: 60, stored });
+      const before = await m.peek(c);
+      expect(before.allowance.secondsPerMonth).toBe(included + 60);
+      expect(streamHeaders(before)["Billing-Overage"]).toBeUndefined();
+      expect(streamHeaders(before)["RateLimit-Policy"]).toContain(`"stream_month";q=${included + 60}`);
+      const over = await m.charge(c, 40_000);
+      expect(streamExhausted(over)).toEqual([]);
+      expect(streamHeaders(over)["Billing-Overage"]).toBe("stream_seconds=30;cap=60");
+      const capped = await m.charge(c, 40_000);
+      expect(streamExhausted(capped)).toEqual(["stream_month"]);
+      expect(streamHeaders(capped)["Billing-Overage"]).toBe("stream_seconds=60;cap=60");
+    });
+
+    it("gives no stream overage to a tier that may not opt in (free), whatever its columns say", async () => {
+      const clock = { t: Date.UTC(2026, 11, 5, 12, 0, 0) };
+      const { m } = meter({ redis: await redis(), clock, tier: "free", overageCap: 600 });
+      const r = await m.peek(randomUUID());
+      expect(r.allowance.secondsPerMonth).toBe(5 * 3_600);
+      expect(r.allowance.overage).toBeUndefined();
     });
 
     it("leaves enterprise unlimited", async () => {

@@ -67,7 +67,11 @@ const WINDOW_S: Readonly<Record<StreamWindow, number>> = { stream_day: 86_400, s
  *   RateLimit: "stream_day";r=1740;t=43200, "stream_month";r=17940;t=2246400
  * Unlimited windows are left out; both are "" when every window is unlimited.
  */
-export function streamHeaders(r: StreamTimeResult): { "RateLimit-Policy": string; RateLimit: string } {
+export function streamHeaders(r: StreamTimeResult): {
+  "RateLimit-Policy": string;
+  RateLimit: string;
+  "Billing-Overage"?: string;
+} {
   const policy: string[] = [];
   const state: string[] = [];
   for (const w of STREAM_WINDOWS) {
@@ -78,7 +82,20 @@ export function streamHeaders(r: StreamTimeResult): { "RateLimit-Policy": string
     policy.push(`"${w}";q=${Math.floor(limit / 1000)};w=${WINDOW_S[w]}`);
     state.push(`"${w}";r=${Math.floor(remaining / 1000)};t=${reset}`);
   }
-  return { "RateLimit-Policy": policy.join(", "), RateLimit: state.join(", ") };
+  const h = { "RateLimit-Policy": policy.join(", "), RateLimit: state.join(", ") };
+  const overage = streamOverageHeader(r);
+  return overage === undefined ? h : { ...h, "Billing-Overage": overage };
+}
+
+/**
+ * `Billing-Overage: stream_seconds=<over>;cap=<cap>` once the month's stream time is past the
+ * included allowance while stream overage is on (docs/billing.md, "Overage"); else undefined.
+ */
+export function streamOverageHeader(r: StreamTimeResult): string | undefined {
+  const o = r.allowance.overage;
+  if (o === undefined) return undefined;
+  const over = Math.floor(r.monthMs / 1000) - o.included;
+  return over > 0 ? `stream_seconds=${Math.min(over, o.cap)};cap=${o.cap}` : undefined;
 }
 
 /** 429 quota_exceeded naming the exhausted stream windows, with Retry-After and the headers. */

@@ -78,6 +78,8 @@ export class UsageRepo {
         rateLimitPerMinute: customers.rateLimitPerMinute,
         quotaPerDay: customers.quotaPerDay,
         quotaPerMonth: customers.quotaPerMonth,
+        overageEnabled: customers.overageEnabled,
+        overageCapRequests: customers.overageCapRequests,
       })
       .from(customers)
       .where(eq(customers.id, customerId))
@@ -92,6 +94,8 @@ export class UsageRepo {
         streamSecondsPerDay: customers.streamSecondsPerDay,
         streamSecondsPerMonth: customers.streamSecondsPerMonth,
         streamMaxFps: customers.streamMaxFps,
+        overageEnabled: customers.overageEnabled,
+        overageCapStreamSeconds: customers.overageCapStreamSeconds,
       })
       .from(customers)
       .where(eq(customers.id, customerId))
