@@ -40,6 +40,8 @@ export const ERROR_CATALOGUE = {
   subscription_exists: { status: 409, title: "Customer already has a subscription" },
   invalid_signature: { status: 400, title: "Invalid webhook signature" },
   redirect_not_allowed: { status: 400, title: "Redirect URL not allowed" },
+  idempotency_key_reused: { status: 422, title: "Idempotency key used for another request" },
+  inference_without_action: { status: 409, title: "Inference returned no action" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -269,6 +271,14 @@ export const errors = {
       detail: `${field} must be an http(s) URL on one of these origins: ${allowed.join(", ")}.`,
       errors: [{ in: "body", path: `/${field}`, message: "origin not allowed" }],
     }),
+  idempotencyKeyReused: () =>
+    new AppError("idempotency_key_reused", {
+      detail:
+        "This Idempotency-Key was already used for a different request (another route or body); use a new key for a new request.",
+      errors: [{ in: "headers", path: "/idempotency-key", message: "already used for a different request" }],
+    }),
+  inferenceWithoutAction: (inferenceId: string, detail: string) =>
+    new AppError("inference_without_action", { detail, extensions: { inference_id: inferenceId } }),
   billingDisabled: () =>
     new AppError("billing_disabled", {
       detail: "Billing is not configured on this server (no STRIPE_SECRET_KEY); tiers are changed by administrators.",
