@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { expect } from "vitest";
 import type { InferenceLogEntry } from "../../src/modules/inference/inference-logs.repo.ts";
 import { InferenceLogsRepo } from "../../src/modules/inference/inference-logs.repo.ts";
+import type { Database } from "../../src/platform/db/client.ts";
 import { buildInferenceApp, type InferenceTestContext, newKey } from "../inference/helpers.ts";
 
 export { owner, xKey } from "../helpers/limits.ts";
@@ -27,16 +28,16 @@ export function expectProblem(res: Res, status: number, code: string): Json {
   return body;
 }
 
-/** Writes an inference log row directly (known action values, chosen time). */
+/** Writes an inference log row directly (known action values, chosen time: the app's clock, else now). */
 export async function seedInference(
-  t: InferenceTestContext,
+  t: { readonly database: Database; readonly clock?: { now(): number } },
   customerId: string,
   over: Partial<InferenceLogEntry> = {},
 ): Promise<string> {
   const id = over.id ?? randomUUID();
   const row: InferenceLogEntry = {
     id,
-    createdAt: new Date(t.clock.now()).toISOString(),
+    createdAt: new Date(t.clock?.now() ?? Date.now()).toISOString(),
     customerId,
     apiKeyId: null,
     userId: null,
