@@ -72,6 +72,21 @@ export interface Config {
     /** How often the partition job makes sure the next monthly partitions of inference_logs exist. */
     readonly partitionCheckMs: number;
   };
+  /** Ground-truth feedback on inferences (docs/feedback.md). */
+  readonly feedback: {
+    /**
+     * Feedback is accepted on inferences at most this many days old (the project keeps no other
+     * retention setting for inference_logs); older ones answer 404.
+     */
+    readonly maxAgeDays: number;
+    /** Feedback requests (POST and GET) per customer per minute on one instance, before 429 rate_limited. */
+    readonly perMinute: number;
+    /**
+     * With several instances (LIMITS_INSTANCE_COUNT > 1), how long a feedback request whose inference
+     * is not stored yet (still buffered by another instance's log writer) waits before looking again.
+     */
+    readonly lookupWaitMs: number;
+  };
   readonly safety: {
     /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
     readonly classifiers: readonly "ood"[];
@@ -390,6 +405,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       logInstructions: r.bool("LOG_INSTRUCTIONS", true),
       multipartMaxFileBytes: r.int("INFERENCE_UPLOAD_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
       partitionCheckMs: r.int("INFERENCE_PARTITION_CHECK_MS", 6 * 3_600_000, 1_000, 7 * 86_400_000),
+    },
+    feedback: {
+      maxAgeDays: r.int("FEEDBACK_MAX_AGE_DAYS", 90, 1, 36_500),
+      perMinute: r.int("FEEDBACK_PER_MINUTE", 600, 1, 1_000_000),
+      lookupWaitMs: r.int("FEEDBACK_LOOKUP_WAIT_MS", 300, 0, 10_000),
     },
     safety: {
       classifiers: parseClassifiers(r),

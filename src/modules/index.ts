@@ -2,6 +2,7 @@ import type { ModulePlugin } from "../platform/module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
+import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
@@ -19,5 +20,6 @@ export const modules: readonly ModulePlugin[] = [
   modelsRoutes,
   safetyModule,
   inferenceModule,
+  feedbackModule,
   streamingModule,
 ];

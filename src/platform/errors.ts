@@ -41,6 +41,8 @@ export const ERROR_CATALOGUE = {
   invalid_signature: { status: 400, title: "Invalid webhook signature" },
   redirect_not_allowed: { status: 400, title: "Redirect URL not allowed" },
   overage_not_available: { status: 409, title: "Metered overage not available" },
+  idempotency_key_reused: { status: 422, title: "Idempotency key used for another request" },
+  inference_without_action: { status: 409, title: "Inference returned no action" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -271,6 +273,14 @@ export const errors = {
       errors: [{ in: "body", path: `/${field}`, message: "origin not allowed" }],
     }),
   overageNotAvailable: (detail: string) => new AppError("overage_not_available", { detail }),
+  idempotencyKeyReused: () =>
+    new AppError("idempotency_key_reused", {
+      detail:
+        "This Idempotency-Key was already used for a different request (another route or body); use a new key for a new request.",
+      errors: [{ in: "headers", path: "/idempotency-key", message: "already used for a different request" }],
+    }),
+  inferenceWithoutAction: (inferenceId: string, detail: string) =>
+    new AppError("inference_without_action", { detail, extensions: { inference_id: inferenceId } }),
   billingDisabled: () =>
     new AppError("billing_disabled", {
       detail: "Billing is not configured on this server (no STRIPE_SECRET_KEY); tiers are changed by administrators.",

@@ -27,6 +27,11 @@ export const TAGS = [
     name: "safety",
     description: "Per-robot safety profiles, emergency stops, and the incident log with summaries (docs/safety.md).",
   },
+  {
+    name: "feedback",
+    description:
+      "Ground truth on inferences: success and safety ratings, corrected actions, failure reports, their list and statistics (docs/feedback.md).",
+  },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
   {
     name: "billing",

@@ -352,6 +352,17 @@ describe("GET /v1/billing/subscription and /v1/billing/invoices", () => {
       400,
       "invalid_request",
     );
+    // A well-formed cursor naming no invoice: Stripe's resource_missing is the caller's mistake (400), not an outage (503).
+    const missing = expectProblem(
+      await t.app.inject({
+        method: "GET",
+        url: "/v1/billing/invoices?starting_after=in_nope_123",
+        headers: bearer(a.access),
+      }),
+      400,
+      "invalid_request",
+    );
+    expect(JSON.stringify(missing.errors)).toContain("/starting_after");
     expect(
       (await t.app.inject({ method: "GET", url: "/v1/billing/invoices?limit=1000", headers: bearer(a.access) }))
         .statusCode,

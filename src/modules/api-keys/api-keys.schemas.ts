@@ -3,7 +3,7 @@ import { ROBOT_ID_PATTERN } from "../inference/inference.schemas.ts";
 
 const ScopeSchema = Type.Union([Type.Literal("inference"), Type.Literal("admin")], {
   description:
-    "`inference`: run models, stream, send feedback on its own inferences, read models. `admin`: everything the account owner may do, including managing keys.",
+    "`inference`: run models, stream, send feedback on the customer's inferences (a robot-bound key: its robot's), read models. `admin`: everything the account owner may do, including managing keys.",
 });
 
 const NameSchema = Type.String({

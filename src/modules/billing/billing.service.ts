@@ -82,6 +82,7 @@ export class BillingService {
     try {
       return await fn();
     } catch (e) {
+      if (isAppError(e)) throw e;
       this.deps.onStripeFailure?.(operation);
       // A refused request (our bug or misconfiguration) is as unusable to the caller as an outage;
       // Stripe's message goes to the log through `cause`, never to the client.

@@ -1,5 +1,15 @@
 import { sql } from "drizzle-orm";
-import { index, jsonb, pgTable, real, smallint, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import {
+  doublePrecision,
+  index,
+  jsonb,
+  pgTable,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
 import { customers } from "./customers.ts";
 
 /**
@@ -37,12 +47,21 @@ export const feedback = pgTable(
     /** correction: the corrected 7-DoF action (or chunk) and the model's, side by side. */
     correctedAction: jsonb("corrected_action").$type<number[] | number[][]>(),
     modelAction: jsonb("model_action").$type<number[] | number[][]>(),
-    /** correction: L2 distance between corrected and model action per part (chunks: mean over steps). */
-    errorTranslation: real("error_translation"),
-    errorRotation: real("error_rotation"),
-    errorGripper: real("error_gripper"),
+    /**
+     * correction: L2 distance between corrected and model action per part: translation (dims 0-2),
+     * rotation (3-5), gripper (6); chunks: the mean over steps. Double precision (0010) so the
+     * stored figure is the one computed.
+     */
+    errorTranslation: doublePrecision("error_translation"),
+    errorRotation: doublePrecision("error_rotation"),
+    errorGripper: doublePrecision("error_gripper"),
     /** The client's Idempotency-Key (a retried POST returns the first result). */
     idempotencyKey: text("idempotency_key"),
+    /**
+     * SHA-256 of the request (route type and canonical body) that used the idempotency key: a
+     * retry with another body under the same key is refused (422 idempotency_key_reused).
+     */
+    requestHash: text("request_hash"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [
