@@ -7,6 +7,7 @@ import { BillingService } from "./billing.service.ts";
 import type { BillingClient } from "./billing-client.ts";
 import { BillingJobs } from "./jobs.ts";
 import { createStripeBillingClient } from "./stripe-billing-client.ts";
+import { installWebhook } from "./webhook.routes.ts";
 
 /** What the parts of billing share (routes, webhook, jobs); one per app. */
 export interface BillingContext {
@@ -66,6 +67,7 @@ export const billingModule: ModulePlugin = async (app, { platform }: ModuleOptio
   );
 
   await app.register(billingRoutes(service), { platform });
+  await installWebhook(app, ctx);
 
   app.addHook("onReady", async () => jobs.start());
   platform.lifecycle.onFlush("billing-jobs", () => jobs.stop());
