@@ -1,4 +1,4 @@
-import { eq, sql } from "drizzle-orm";
+import { asc, eq, isNotNull, sql } from "drizzle-orm";
 import type { Tier } from "../../platform/auth.ts";
 import type { Db } from "../../platform/db/client.ts";
 import { customers, stripeEvents } from "../../platform/db/schema/index.ts";
@@ -40,4 +40,14 @@ export async function writeSubscription(tx: Db, customerId: string, f: Subscript
     .update(customers)
     .set({ ...f, updatedAt: sql`now()` })
     .where(eq(customers.id, customerId));
+}
+
+/** Ids of the customers linked to a Stripe customer (reconciliation). */
+export async function customersWithStripe(db: Db): Promise<string[]> {
+  const rows = await db
+    .select({ id: customers.id })
+    .from(customers)
+    .where(isNotNull(customers.stripeCustomerId))
+    .orderBy(asc(customers.createdAt));
+  return rows.map((r) => r.id);
 }

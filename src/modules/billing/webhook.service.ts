@@ -20,7 +20,13 @@ import {
   paymentRecoveredEmail,
   subscriptionCanceledEmail,
 } from "./dunning.emails.ts";
-import { claimEvent, finishEvent, type SubscriptionFields, writeSubscription } from "./webhook.repo.ts";
+import {
+  claimEvent,
+  customersWithStripe,
+  finishEvent,
+  type SubscriptionFields,
+  writeSubscription,
+} from "./webhook.repo.ts";
 
 /**
  * Stripe's webhook, framework-free. Deliveries are at-least-once and unordered, so:
@@ -85,6 +91,30 @@ interface Effects {
   readonly emails: { customerId: string; render: (to: string) => EmailMessage }[];
   readonly invoiceCustomers: Set<string>;
 }
+
+/** One customer's reconciliation: the subscription fields before and after (equal when nothing was off). */
+export interface ReconcileReport {
+  readonly customerId: string;
+  readonly changed: boolean;
+  readonly before: Record<string, unknown> | null;
+  readonly after: Record<string, unknown> | null;
+}
+
+class DryRunRollback extends Error {}
+
+const compared = (c: BillingCustomer | undefined) =>
+  c === undefined
+    ? null
+    : {
+        tier: c.tier,
+        stripeSubscriptionId: c.stripeSubscriptionId,
+        subscriptionStatus: c.subscriptionStatus,
+        stripePriceId: c.stripePriceId,
+        currentPeriodStart: c.currentPeriodStart?.toISOString() ?? null,
+        currentPeriodEnd: c.currentPeriodEnd?.toISOString() ?? null,
+        cancelAtPeriodEnd: c.cancelAtPeriodEnd,
+        graceUntil: c.graceUntil?.toISOString() ?? null,
+      };
 
 interface Result {
   readonly outcome: WebhookOutcome;
@@ -185,6 +215,50 @@ export class WebhookService {
     this.deps.metrics.event(typeLabel, outcome);
     if (outcome !== "duplicate") await this.afterCommit(effects);
     return outcome;
+  }
+
+  /**
+   * Reconciliation (a missed or mis-configured webhook): re-reads every subscription of the
+   * customer's Stripe customer and applies the current one (live before dead, then newest)
+   * through the same code path as an event, under the same row lock. `dryRun` reports the
+   * difference and rolls back. Emails and limiter invalidation follow as for an event.
+   */
+  async reconcile(customerId: string, options: { dryRun?: boolean } = {}): Promise<ReconcileReport> {
+    const { client, repo } = this.deps;
+    const effects: Effects = { changed: new Set(), emails: [], invoiceCustomers: new Set() };
+    let report: ReconcileReport = { customerId, changed: false, before: null, after: null };
+    try {
+      await repo.db.transaction(async (txAny) => {
+        const tx = txAny as unknown as Db;
+        const row = await repo.customerForUpdate(tx, customerId);
+        if (row === undefined || row.stripeCustomerId === null) return;
+        const subs = await client.listSubscriptions(row.stripeCustomerId);
+        let best: SubscriptionSnapshot | null = null;
+        for (const s of subs) if (best === null || outranks(s, best)) best = s;
+        if (best === null && row.stripeSubscriptionId === null) {
+          report = { customerId, changed: false, before: compared(row), after: compared(row) };
+          return;
+        }
+        const event = { id: "reconcile", type: "reconcile" };
+        await this.apply(tx, row, best ?? gone(row), { event, effects, attach: null, stale: false, invoice: null });
+        const before = compared(row);
+        const after = compared(await repo.customer(customerId, tx));
+        report = { customerId, changed: JSON.stringify(before) !== JSON.stringify(after), before, after };
+        if (options.dryRun === true) throw new DryRunRollback();
+      });
+    } catch (e) {
+      if (!(e instanceof DryRunRollback)) throw e;
+      return report;
+    }
+    await this.afterCommit(effects);
+    return report;
+  }
+
+  /** Reconciles every customer that has a Stripe customer, one at a time. */
+  async reconcileAll(options: { dryRun?: boolean } = {}): Promise<ReconcileReport[]> {
+    const out: ReconcileReport[] = [];
+    for (const id of await customersWithStripe(this.deps.repo.db)) out.push(await this.reconcile(id, options));
+    return out;
   }
 
   private async afterCommit(effects: Effects): Promise<void> {
@@ -304,7 +378,7 @@ export class WebhookService {
     row: BillingCustomer,
     snap: SubscriptionSnapshot,
     opts: {
-      event: VerifiedEvent;
+      event: { readonly id: string; readonly type: string };
       effects: Effects;
       attach: string | null;
       stale: boolean;
