@@ -101,6 +101,37 @@ describe("signature", () => {
   });
 });
 
+describe("body", () => {
+  it("refuses a body over 1 MiB before reading it as an event, and a non-JSON media type", async () => {
+    const big = await t.app.inject({
+      method: "POST",
+      url: "/v1/billing/webhook",
+      headers: { "content-type": "application/json", "stripe-signature": "t=1,v1=00" },
+      payload: Buffer.alloc(1024 * 1024 + 1, 0x20),
+    });
+    expect(big.statusCode).toBe(413);
+    const form = await t.app.inject({
+      method: "POST",
+      url: "/v1/billing/webhook",
+      headers: { "content-type": "application/x-www-form-urlencoded", "stripe-signature": "t=1,v1=00" },
+      payload: "a=b",
+    });
+    expect(form.statusCode).toBe(415);
+  });
+
+  it("other routes keep the ordinary JSON parser (the raw-bytes parser is encapsulated)", async () => {
+    // Were the Buffer parser global, this body would reach validation as bytes and fail.
+    const s = await signUp(t, "parser");
+    const res = await t.app.inject({
+      method: "POST",
+      url: "/v1/billing/checkout",
+      headers: { ...bearer(s.access), "content-type": "application/json" },
+      payload: JSON.stringify({ tier: "pro" }),
+    });
+    expect(res.statusCode, res.body).toBe(200);
+  });
+});
+
 describe("billing disabled", () => {
   it("answers 503 billing_disabled", async () => {
     const plain = await buildTestApp({ env: { MODELS_WARM_UP: "false" } });
