@@ -142,6 +142,8 @@ function webhookRoutes(service: WebhookService | null): FastifyPluginAsyncTypebo
             "from Stripe rather than taken from the event. 503 `billing_unavailable` when Stripe could not be " +
             "reached while handling (nothing recorded; Stripe retries), 503 `billing_disabled` without " +
             '`STRIPE_SECRET_KEY`. docs/billing.md, "Webhook and state machine".',
+          // No API credentials: Stripe's signature is the authentication.
+          security: [],
           response: { 200: WebhookAck },
         },
       },

@@ -213,7 +213,12 @@ export class WebhookService {
       throw e;
     }
     this.deps.metrics.event(typeLabel, outcome);
-    if (outcome !== "duplicate") await this.afterCommit(effects);
+    if (outcome !== "duplicate") {
+      // Committed: a failure from here on must not turn into a 5xx (the redelivery would be a duplicate anyway).
+      await this.afterCommit(effects).catch((err: unknown) =>
+        this.deps.log.warn({ err, event_id: event.id }, "stripe webhook: after-commit step failed"),
+      );
+    }
     return outcome;
   }
 
