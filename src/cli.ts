@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { hashPassword } from "./modules/auth/password.ts";
 import { passwordProblem } from "./modules/auth/password-policy.ts";
+import { billingReconcile } from "./modules/billing/reconcile.ts";
 import { UsersRepo } from "./modules/users/users.repo.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from "./platform/db/data-dir-lock.ts";
@@ -20,6 +21,10 @@ commands:
   migrate                    apply pending database migrations
   create-admin --email <e>   create a superuser, or promote an existing user; the password is
                              prompted on a terminal or read from standard input
+  billing-reconcile [--dry-run] [--customer <id>]
+                             re-read every Stripe-linked customer's subscriptions from Stripe
+                             and correct our copy (tier, status, price, period, grace) through
+                             the webhook's code path; --dry-run only prints the differences
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -141,6 +146,21 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(`created superuser ${created.user.email} (user ${created.user.id})\n`);
         return 0;
       });
+    }
+    case "billing-reconcile": {
+      const { values } = parseArgs({
+        args: rest,
+        options: { "dry-run": { type: "boolean" }, customer: { type: "string" } },
+      });
+      const config = loadConfig();
+      return withDatabase("billing-reconcile", config, (db) =>
+        billingReconcile(
+          config,
+          db,
+          { dryRun: values["dry-run"] === true, customerId: values.customer },
+          process.stdout,
+        ),
+      );
     }
     case undefined:
     case "help":

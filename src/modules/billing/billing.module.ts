@@ -8,6 +8,7 @@ import type { BillingClient } from "./billing-client.ts";
 import { BillingJobs } from "./jobs.ts";
 import { registerOverage } from "./overage.module.ts";
 import { createStripeBillingClient } from "./stripe-billing-client.ts";
+import { installWebhook } from "./webhook.routes.ts";
 
 /** What the parts of billing share (routes, webhook, jobs); one per app. */
 export interface BillingContext {
@@ -68,6 +69,7 @@ export const billingModule: ModulePlugin = async (app, { platform }: ModuleOptio
 
   await app.register(billingRoutes(service), { platform });
   await registerOverage(app, ctx, log);
+  await installWebhook(app, ctx);
 
   app.addHook("onReady", async () => jobs.start());
   platform.lifecycle.onFlush("billing-jobs", () => jobs.stop());
