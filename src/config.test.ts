@@ -123,4 +123,62 @@ describe("limits and api-keys settings", () => {
     expect(problems.join("\n")).toMatch(/LIMITS_INSTANCE_COUNT/);
     expect(problems.join("\n")).toMatch(/BOOTSTRAP_DEMO/);
   });
+
+  describe("billing", () => {
+    it("is off without a Stripe key: no prices or webhook secret needed", () => {
+      const c = loadConfig({}, opts);
+      expect(c.billing.stripeSecretKey).toBeUndefined();
+      expect(c.billing.graceDays).toBe(7);
+      expect(c.billing.redirectOrigins).toEqual(["http://localhost:8000"]);
+    });
+
+    it("a key without the webhook secret or the tier prices stops startup, naming each", () => {
+      const p = problemsOf({
+        NODE_ENV: "production",
+        SECRET_KEY: "x".repeat(40),
+        DATABASE_URL: "postgres://db/app",
+        STRIPE_SECRET_KEY: "sk_live_abc123",
+      });
+      expect(p.some((m) => m.startsWith("STRIPE_WEBHOOK_SECRET"))).toBe(true);
+      expect(p.some((m) => m.startsWith("STRIPE_PRICE_PRO"))).toBe(true);
+      expect(p.some((m) => m.startsWith("STRIPE_PRICE_ENTERPRISE"))).toBe(true);
+      const ok = problemsOf({
+        STRIPE_SECRET_KEY: "sk_test_abc123",
+        STRIPE_WEBHOOK_SECRET: "whsec_abc",
+        STRIPE_PRICE_PRO: "price_pro_m, price_pro_y",
+        STRIPE_PRICE_ENTERPRISE: "price_ent",
+      });
+      expect(ok).toEqual([]);
+    });
+
+    it("refuses malformed keys, prices, a price in both tiers and redirect origins with a path", () => {
+      const p = problemsOf({
+        STRIPE_SECRET_KEY: "pk_test_publishable",
+        STRIPE_WEBHOOK_SECRET: "whsec_abc",
+        STRIPE_PRICE_PRO: "price_a,prod_b",
+        STRIPE_PRICE_ENTERPRISE: "price_a",
+        BILLING_REDIRECT_ORIGINS: '["https://ok.example.com", "https://bad.example.com/path", "javascript:x"]',
+      });
+      expect(p.some((m) => m.startsWith("STRIPE_SECRET_KEY"))).toBe(true);
+      expect(p.some((m) => m.includes('"prod_b"'))).toBe(true);
+      expect(p.some((m) => m.includes("listed for both tiers"))).toBe(true);
+      expect(p.filter((m) => m.startsWith("BILLING_REDIRECT_ORIGINS"))).toHaveLength(2);
+    });
+
+    it("parses prices per tier, the first one sold at checkout", () => {
+      const c = loadConfig(
+        {
+          PUBLIC_BASE_URL: "https://api.example.com/",
+          STRIPE_SECRET_KEY: "rk_live_abc",
+          STRIPE_WEBHOOK_SECRET: "whsec_abc",
+          STRIPE_PRICE_PRO: "price_pro_m,price_pro_y",
+          STRIPE_PRICE_ENTERPRISE: "price_ent",
+          BILLING_REDIRECT_ORIGINS: '["https://app.example.com"]',
+        },
+        opts,
+      );
+      expect(c.billing.prices).toEqual({ pro: ["price_pro_m", "price_pro_y"], enterprise: ["price_ent"] });
+      expect(c.billing.redirectOrigins).toEqual(["https://api.example.com", "https://app.example.com"]);
+    });
+  });
 });
