@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { index, jsonb, pgTable, real, smallint, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import { bigint, index, jsonb, pgTable, real, smallint, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
 import { customers } from "./customers.ts";
 
 /**
@@ -44,6 +44,8 @@ export const feedback = pgTable(
     /** The client's Idempotency-Key (a retried POST returns the first result). */
     idempotencyKey: text("idempotency_key"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    /** The inserting transaction's id: the analytics job's watermark (see inference_logs.ingest_xid). */
+    ingestXid: bigint("ingest_xid", { mode: "number" }).notNull().default(sql`(pg_current_xact_id()::text::bigint)`),
   },
   (t) => [
     index("feedback_customer_created_idx").on(t.customerId, t.createdAt.desc(), t.id.desc()),
@@ -51,6 +53,7 @@ export const feedback = pgTable(
     uniqueIndex("feedback_customer_idempotency_key")
       .on(t.customerId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
+    index("feedback_ingest_idx").on(t.ingestXid, t.id),
   ],
 );
 
