@@ -352,6 +352,16 @@ describe("GET /v1/billing/subscription and /v1/billing/invoices", () => {
       400,
       "invalid_request",
     );
+    // A well-formed cursor that names no invoice: the caller's mistake (Stripe's resource_missing), not an outage.
+    expectProblem(
+      await t.app.inject({
+        method: "GET",
+        url: "/v1/billing/invoices?starting_after=in_78AD6F1v9",
+        headers: bearer(a.access),
+      }),
+      400,
+      "invalid_request",
+    );
     expect(
       (await t.app.inject({ method: "GET", url: "/v1/billing/invoices?limit=1000", headers: bearer(a.access) }))
         .statusCode,

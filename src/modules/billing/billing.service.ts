@@ -7,7 +7,7 @@ import { TIER_LIMITS, TIER_STREAM } from "../rate-limit/policy.ts";
 import type { RateLimits } from "../rate-limit/rate-limits.ts";
 import type { BillingCustomer, BillingRepo } from "./billing.repo.ts";
 import type { InvoiceView, SubscriptionView } from "./billing.schemas.ts";
-import type { BillingClient, InvoicePage, InvoiceSummary } from "./billing-client.ts";
+import { type BillingClient, BillingRequestError, type InvoicePage, type InvoiceSummary } from "./billing-client.ts";
 import { apiStatus, blocksCheckout } from "./billing-state.ts";
 
 export interface BillingServiceConfig {
@@ -82,6 +82,7 @@ export class BillingService {
     try {
       return await fn();
     } catch (e) {
+      if (isAppError(e)) throw e; // already the caller's answer (e.g. an unknown cursor)
       this.deps.onStripeFailure?.(operation);
       // A refused request (our bug or misconfiguration) is as unusable to the caller as an outage;
       // Stripe's message goes to the log through `cause`, never to the client.
@@ -163,11 +164,19 @@ export class BillingService {
     const hit = this.invoiceCache.get(key);
     if (hit !== undefined && now - hit.at < this.deps.config.invoiceCacheMs) return hit.page;
     const page = await this.stripe("list_invoices", () =>
-      this.deps.client.listInvoices({
-        stripeCustomerId,
-        limit,
-        ...(startingAfter === undefined ? {} : { startingAfter }),
-      }),
+      this.deps.client
+        .listInvoices({
+          stripeCustomerId,
+          limit,
+          ...(startingAfter === undefined ? {} : { startingAfter }),
+        })
+        .catch((e: unknown) => {
+          // A well-formed cursor naming no invoice of this customer is the caller's mistake, not an outage.
+          if (startingAfter !== undefined && e instanceof BillingRequestError && e.stripeCode === "resource_missing") {
+            throw errors.invalidRequest([{ in: "query", path: "/starting_after", message: "no such invoice" }]);
+          }
+          throw e;
+        }),
     );
     if (this.invoiceCache.size >= 10_000) this.invoiceCache.delete(this.invoiceCache.keys().next().value as string);
     this.invoiceCache.set(key, { at: now, page });
