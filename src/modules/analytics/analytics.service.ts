@@ -1,8 +1,10 @@
 import { sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
-import type { SketchJson } from "../../platform/db/schema/analytics.ts";
 import { NIL_UUID } from "./rollups.repo.ts";
-import { roundMs, Sketch } from "./sketch.ts";
+import { decodeSketch, roundMs, Sketch } from "./sketch.ts";
+
+/** A sketch column as the driver returns it (bytea). */
+type SketchBytes = Uint8Array | null;
 
 export type Granularity = "hour" | "day";
 export type GroupBy = "model" | "robot" | "api_key" | "source";
@@ -48,7 +50,7 @@ class Acc {
   errors = 0;
   sketch = new Sketch();
 
-  add(requests: number, errors: number, latency: SketchJson | null): void {
+  add(requests: number, errors: number, latency: Sketch | null): void {
     this.requests += requests;
     this.errors += errors;
     this.sketch.merge(latency);
@@ -136,7 +138,7 @@ export class AnalyticsService {
   ): Promise<UsageReport> {
     const daily =
       q.granularity === "day" && (q.groupBy === undefined || q.groupBy === "model" || q.groupBy === "robot");
-    let rows: { start: number; group: string | null; requests: number; errors: number; latency: SketchJson | null }[];
+    let rows: { start: number; group: string | null; requests: number; errors: number; latency: SketchBytes | null }[];
     if (daily) {
       const { first, last } = days(q.from, q.to);
       const g = q.groupBy === "robot" ? sql`robot_id` : q.groupBy === "model" ? sql`model` : sql`null::text`;
@@ -144,7 +146,7 @@ export class AnalyticsService {
           errors::float8 as errors, latency_total as latency
         from robot_performance_metrics
         where customer_id = ${customerId}::uuid and day >= ${first}::date and day <= ${last}::date`);
-      rows = rowsOf<{ day: string; grp: string | null; requests: number; errors: number; latency: SketchJson | null }>(
+      rows = rowsOf<{ day: string; grp: string | null; requests: number; errors: number; latency: SketchBytes | null }>(
         res,
       ).map((r) => ({
         start: Date.parse(`${r.day}T00:00:00Z`),
@@ -168,7 +170,7 @@ export class AnalyticsService {
         from usage_hourly_metrics
         where customer_id = ${customerId}::uuid and hour >= ${new Date(start).toISOString()}::timestamptz
           and hour < ${q.to.toISOString()}::timestamptz`);
-      rows = rowsOf<{ at: number; grp: string | null; requests: number; errors: number; latency: SketchJson | null }>(
+      rows = rowsOf<{ at: number; grp: string | null; requests: number; errors: number; latency: SketchBytes | null }>(
         res,
       ).map((r) => ({
         start: q.granularity === "day" ? dayStart(Number(r.at)) : Number(r.at),
@@ -181,6 +183,7 @@ export class AnalyticsService {
     const series = new Map<string, { group: string | null; points: Map<number, Acc>; totals: Acc }>();
     const totals = new Acc();
     for (const r of rows) {
+      const sk = decodeSketch(r.latency);
       const id = r.group ?? "\u0000";
       let s = series.get(id);
       if (s === undefined) {
@@ -192,9 +195,9 @@ export class AnalyticsService {
         p = new Acc();
         s.points.set(r.start, p);
       }
-      p.add(r.requests, r.errors, r.latency);
-      s.totals.add(r.requests, r.errors, r.latency);
-      totals.add(r.requests, r.errors, r.latency);
+      p.add(r.requests, r.errors, sk);
+      s.totals.add(r.requests, r.errors, sk);
+      totals.add(r.requests, r.errors, sk);
     }
     return {
       from: q.from.toISOString(),
@@ -228,7 +231,7 @@ export class AnalyticsService {
       where customer_id = ${customerId}::uuid and robot_id <> '' and day >= ${first}::date and day <= ${last}::date`);
     type Row = Record<string, number> & {
       robot_id: string;
-      latency: SketchJson | null;
+      latency: SketchBytes | null;
       first_seen: unknown;
       last_seen: unknown;
     };
@@ -259,7 +262,7 @@ export class AnalyticsService {
       ]) {
         e.sums[k] = (e.sums[k] ?? 0) + Number(r[k] ?? 0);
       }
-      e.sketch.merge(r.latency);
+      e.sketch.merge(decodeSketch(r.latency));
       if (r.first_seen !== null) e.first = Math.min(e.first, new Date(r.first_seen as string).getTime());
       if (r.last_seen !== null) e.last = Math.max(e.last, new Date(r.last_seen as string).getTime());
     }
@@ -333,13 +336,13 @@ export class AnalyticsService {
       const lat = await this.db.execute(sql`select instruction_key, latency_total as latency from instruction_analytics
         where customer_id = ${customerId}::uuid and day >= ${first}::date and day <= ${last}::date
           and instruction_key in (select jsonb_array_elements_text(${keys}::jsonb))`);
-      for (const r of rowsOf<{ instruction_key: string; latency: SketchJson | null }>(lat)) {
+      for (const r of rowsOf<{ instruction_key: string; latency: SketchBytes | null }>(lat)) {
         let s = sketches.get(r.instruction_key);
         if (s === undefined) {
           s = new Sketch();
           sketches.set(r.instruction_key, s);
         }
-        s.merge(r.latency);
+        s.merge(decodeSketch(r.latency));
       }
     }
     return rows.map((r) => {

@@ -1,4 +1,4 @@
-import { Sketch, type SketchData } from "./sketch.ts";
+import { decodeSketch, encodeSketch, Sketch } from "./sketch.ts";
 
 /** One inference_logs row as the analytics job reads it. */
 export interface LogFact {
@@ -191,9 +191,9 @@ export interface StoredMeasures {
   safetyClamped: number | string;
   safetyRejected: number | string;
   safetyEmergencyStop: number | string;
-  latencyTotal: SketchData | null;
-  latencyModel: SketchData | null;
-  latencyQueue: SketchData | null;
+  latencyTotal: Uint8Array | null;
+  latencyModel: Uint8Array | null;
+  latencyQueue: Uint8Array | null;
   feedbackCount: number | string;
   successRatingSum: number | string;
   successRatingCount: number | string;
@@ -218,9 +218,9 @@ export function fromStored(s: StoredMeasures): Measures {
     safetyClamped: n(s.safetyClamped),
     safetyRejected: n(s.safetyRejected),
     safetyEmergencyStop: n(s.safetyEmergencyStop),
-    latencyTotal: Sketch.from(s.latencyTotal),
-    latencyModel: Sketch.from(s.latencyModel),
-    latencyQueue: Sketch.from(s.latencyQueue),
+    latencyTotal: decodeSketch(s.latencyTotal),
+    latencyModel: decodeSketch(s.latencyModel),
+    latencyQueue: decodeSketch(s.latencyQueue),
     feedbackCount: n(s.feedbackCount),
     successRatingSum: n(s.successRatingSum),
     successRatingCount: n(s.successRatingCount),
@@ -239,9 +239,9 @@ export function fromStored(s: StoredMeasures): Measures {
 export function toStored(m: Measures) {
   return {
     ...m,
-    latencyTotal: m.latencyTotal.toJSON(),
-    latencyModel: m.latencyModel.toJSON(),
-    latencyQueue: m.latencyQueue.toJSON(),
+    latencyTotal: encodeSketch(m.latencyTotal),
+    latencyModel: encodeSketch(m.latencyModel),
+    latencyQueue: encodeSketch(m.latencyQueue),
   };
 }
 

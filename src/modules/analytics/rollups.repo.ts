@@ -1,12 +1,6 @@
-import { getTableColumns, type SQL, sql } from "drizzle-orm";
-import type { PgTable } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
-import {
-  analyticsWatermarks,
-  instructionAnalytics,
-  robotPerformanceMetrics,
-  usageHourlyMetrics,
-} from "../../platform/db/schema/index.ts";
+import { analyticsWatermarks } from "../../platform/db/schema/index.ts";
 import {
   addFeedback,
   addLog,
@@ -233,17 +227,113 @@ const toFeedback = (r: RawFeedback): FeedbackFact => ({
   errorGripper: r.error_gripper === null ? null : Number(r.error_gripper),
 });
 
-/** Every column of `table` set from EXCLUDED (the merged values replace the stored row). */
-function excludedAll(table: PgTable, keyColumns: readonly string[]): Record<string, SQL> {
-  const set: Record<string, SQL> = {};
-  for (const [prop, col] of Object.entries(getTableColumns(table))) {
-    if (keyColumns.includes(prop)) continue;
-    set[prop] = sql.raw(`excluded."${col.name}"`);
-  }
-  return set;
+const CHUNK = 5_000;
+
+type ColSpec = readonly [name: string, type: string];
+interface TableSpec {
+  readonly name: string;
+  readonly keys: readonly ColSpec[];
+  readonly values: readonly ColSpec[];
 }
 
-const CHUNK = 500;
+const MEASURE_COLUMNS: readonly ColSpec[] = [
+  ["requests", "bigint"],
+  ["errors", "bigint"],
+  ["errors_by_code", "jsonb"],
+  ["safety_pass", "bigint"],
+  ["safety_clamped", "bigint"],
+  ["safety_rejected", "bigint"],
+  ["safety_emergency_stop", "bigint"],
+  ["latency_total", "bytea"],
+  ["latency_model", "bytea"],
+  ["latency_queue", "bytea"],
+  ["feedback_count", "bigint"],
+  ["success_rating_sum", "bigint"],
+  ["success_rating_count", "bigint"],
+  ["safety_rating_sum", "bigint"],
+  ["safety_rating_count", "bigint"],
+  ["corrections", "bigint"],
+  ["correction_translation_sum", "float8"],
+  ["correction_rotation_sum", "float8"],
+  ["correction_gripper_sum", "float8"],
+  ["failures", "bigint"],
+  ["first_seen", "timestamptz"],
+  ["last_seen", "timestamptz"],
+];
+
+const DAILY: TableSpec = {
+  name: "robot_performance_metrics",
+  keys: [
+    ["customer_id", "uuid"],
+    ["day", "date"],
+    ["robot_id", "text"],
+    ["model", "text"],
+  ],
+  values: MEASURE_COLUMNS,
+};
+
+const HOURLY: TableSpec = {
+  name: "usage_hourly_metrics",
+  keys: [
+    ["customer_id", "uuid"],
+    ["hour", "timestamptz"],
+    ["model", "text"],
+    ["source", "text"],
+    ["api_key_id", "uuid"],
+  ],
+  values: MEASURE_COLUMNS,
+};
+
+const INSTRUCTION_COLUMNS = new Set([
+  "requests",
+  "errors",
+  "latency_total",
+  "feedback_count",
+  "success_rating_sum",
+  "success_rating_count",
+  "failures",
+  "first_seen",
+  "last_seen",
+]);
+
+const INSTRUCTIONS: TableSpec = {
+  name: "instruction_analytics",
+  keys: [
+    ["customer_id", "uuid"],
+    ["instruction_key", "text"],
+    ["day", "date"],
+  ],
+  values: [["instruction", "text"], ...MEASURE_COLUMNS.filter(([c]) => INSTRUCTION_COLUMNS.has(c))],
+};
+
+const camel = (c: string) => c.replace(/_([a-z])/g, (_m, x: string) => x.toUpperCase());
+
+/** A stored row (snake_case, as the driver returns it) as measures; absent columns count zero. */
+function storedOf(r: Record<string, unknown>): StoredMeasures {
+  const out: Record<string, unknown> = {};
+  for (const [c, type] of MEASURE_COLUMNS) {
+    const v = r[c];
+    out[camel(c)] =
+      v === undefined || v === null
+        ? type === "jsonb"
+          ? {}
+          : type === "bytea" || type === "timestamptz"
+            ? null
+            : 0
+        : v;
+  }
+  return out as unknown as StoredMeasures;
+}
+
+/** The value of column `c` for the unnest arrays (jsonb as JSON text, bytea as hex, timestamps as ISO). */
+function columnValue(c: string, m: ReturnType<typeof toStored>, instruction: string | null): unknown {
+  if (c === "instruction") return instruction;
+  const v = (m as unknown as Record<string, unknown>)[camel(c)];
+  if (v instanceof Date) return v.toISOString();
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("hex");
+  if (v !== null && typeof v === "object") return JSON.stringify(v);
+  return v ?? null;
+}
 
 const minText = (a: string | null, b: string | null) => (a === null ? b : b === null || a <= b ? a : b);
 
@@ -363,115 +453,106 @@ export class RollupsRepo {
 
   /** Merges a batch into the rollup tables: reads the rows it touches, adds, writes them back. */
   async flush(tx: Db, batch: RollupBatch): Promise<void> {
-    await this.flushDaily(tx, [...batch.daily.values()]);
-    await this.flushHourly(tx, [...batch.hourly.values()]);
-    await this.flushInstructions(tx, [...batch.instructions.values()]);
+    await this.merge(tx, DAILY, [...batch.daily.values()], (k) => [k.customerId, k.day, k.robotId, k.model]);
+    await this.merge(tx, HOURLY, [...batch.hourly.values()], (k) => [
+      k.customerId,
+      k.hour.toISOString(),
+      k.model,
+      k.source,
+      k.apiKeyId,
+    ]);
+    await this.merge(tx, INSTRUCTIONS, [...batch.instructions.values()], (k) => [
+      k.customerId,
+      k.instructionKey,
+      k.day,
+    ]);
   }
 
-  private async flushDaily(tx: Db, entries: Entry<DailyKey>[]): Promise<void> {
-    const t = robotPerformanceMetrics;
+  /**
+   * One table: the stored rows of these keys (a join on unnest'ed key arrays, so each is a
+   * primary-key lookup), merged with the batch in memory, written back with one
+   * INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE per chunk: a fixed number of array
+   * parameters whatever the chunk size (a query builder expanding 30 placeholders per row cost
+   * more than the database work).
+   */
+  private async merge<K>(
+    tx: Db,
+    table: TableSpec,
+    entries: Entry<K>[],
+    keyOf: (k: K) => (string | number)[],
+  ): Promise<void> {
+    const keyCols = table.keys.map(([c]) => c);
     for (let i = 0; i < entries.length; i += CHUNK) {
       const part = entries.slice(i, i + CHUNK);
-      const keys = JSON.stringify(part.map((e) => [e.key.customerId, e.key.day, e.key.robotId, e.key.model]));
-      const existing = await tx
-        .select()
-        .from(t)
-        .where(
-          sql`(customer_id, day, robot_id, model) in (select (k->>0)::uuid, (k->>1)::date, k->>2, k->>3
-            from jsonb_array_elements(${keys}::jsonb) k)`,
-        );
-      const stored = new Map(existing.map((r) => [`${r.customerId}|${r.day}|${r.robotId}|${r.model}`, r]));
-      const values = part.map((e) => {
-        const k = e.key;
-        const old = stored.get(`${k.customerId}|${k.day}|${k.robotId}|${k.model}`);
-        const m = old === undefined ? e.m : mergeMeasures(fromStored(old as StoredMeasures), e.m);
-        return { ...k, ...toStored(m) };
-      });
-      await tx
-        .insert(t)
-        .values(values)
-        .onConflictDoUpdate({
-          target: [t.customerId, t.day, t.robotId, t.model],
-          set: excludedAll(t, ["customerId", "day", "robotId", "model"]),
-        });
-    }
-  }
-
-  private async flushHourly(tx: Db, entries: Entry<HourlyKey>[]): Promise<void> {
-    const t = usageHourlyMetrics;
-    const id = (k: { customerId: string; hour: Date; model: string; source: string; apiKeyId: string }) =>
-      `${k.customerId}|${k.hour.getTime()}|${k.model}|${k.source}|${k.apiKeyId}`;
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      const part = entries.slice(i, i + CHUNK);
-      const keys = JSON.stringify(
-        part.map((e) => [e.key.customerId, e.key.hour.toISOString(), e.key.model, e.key.source, e.key.apiKeyId]),
+      const keys = part.map((e) => keyOf(e.key).map(String));
+      const unnestKeys = sql.join(
+        table.keys.map(([, type], j) => sql`${sql.param(keys.map((k) => k[j]))}::${sql.raw(type)}[]`),
+        sql`, `,
       );
-      const existing = await tx
-        .select()
-        .from(t)
-        .where(
-          sql`(customer_id, hour, model, source, api_key_id) in (select (k->>0)::uuid, (k->>1)::timestamptz, k->>2,
-            k->>3, (k->>4)::uuid from jsonb_array_elements(${keys}::jsonb) k)`,
-        );
-      const stored = new Map(existing.map((r) => [id({ ...r, hour: new Date(r.hour) }), r]));
-      const values = part.map((e) => {
-        const old = stored.get(id(e.key));
-        const m = old === undefined ? e.m : mergeMeasures(fromStored(old as StoredMeasures), e.m);
-        return { ...e.key, ...toStored(m) };
+      const on = sql.join(
+        keyCols.map((c) => sql`t.${sql.identifier(c)} = k.${sql.identifier(c)}`),
+        sql` and `,
+      );
+      const res = await tx.execute(
+        sql`select ${sql.join(
+          table.keys.map(([c, type]) =>
+            type === "timestamptz"
+              ? sql`(extract(epoch from t.${sql.identifier(c)}) * 1000)::bigint::text as ${sql.identifier(`k_${c}`)}`
+              : sql`t.${sql.identifier(c)}::text as ${sql.identifier(`k_${c}`)}`,
+          ),
+          sql`, `,
+        )}, t.* from unnest(${unnestKeys}) as k(${sql.join(
+          keyCols.map((c) => sql.identifier(c)),
+          sql`, `,
+        )}) join ${sql.identifier(table.name)} t on ${on}`,
+      );
+      const stored = new Map<string, Record<string, unknown>>();
+      for (const r of rowsOf<Record<string, unknown>>(res)) {
+        stored.set(keyCols.map((c) => String(r[`k_${c}`])).join("|"), r);
+      }
+      const rows = part.map((e, j) => {
+        const k = keys[j] as string[];
+        const old = stored.get(this.canonicalKey(table, k));
+        const m = old === undefined ? e.m : mergeMeasures(fromStored(storedOf(old)), e.m);
+        const instruction =
+          table === INSTRUCTIONS ? minText(e.instruction ?? null, (old?.instruction as string | null) ?? null) : null;
+        return { key: k, m: toStored(m), instruction };
       });
-      await tx
-        .insert(t)
-        .values(values)
-        .onConflictDoUpdate({
-          target: [t.customerId, t.hour, t.model, t.source, t.apiKeyId],
-          set: excludedAll(t, ["customerId", "hour", "model", "source", "apiKeyId"]),
+      const cols = [...table.keys, ...table.values];
+      const arrays = cols.map(([c, type]) => {
+        const values = rows.map((r) => {
+          const ki = keyCols.indexOf(c);
+          if (ki >= 0) return r.key[ki];
+          return columnValue(c, r.m, r.instruction);
         });
+        return sql`${sql.param(values)}::${sql.raw(type === "jsonb" || type === "bytea" ? "text" : type)}[]`;
+      });
+      const select = cols.map(([c, type]) =>
+        type === "jsonb"
+          ? sql`${sql.identifier(c)}::jsonb`
+          : type === "bytea"
+            ? sql`decode(${sql.identifier(c)}, 'hex')`
+            : sql`${sql.identifier(c)}`,
+      );
+      const names = sql.join(
+        cols.map(([c]) => sql.identifier(c)),
+        sql`, `,
+      );
+      await tx.execute(sql`insert into ${sql.identifier(table.name)} (${names})
+        select ${sql.join(select, sql`, `)} from unnest(${sql.join(arrays, sql`, `)}) as u(${names})
+        on conflict (${sql.join(
+          keyCols.map((c) => sql.identifier(c)),
+          sql`, `,
+        )}) do update set ${sql.join(
+          table.values.map(([c]) => sql`${sql.identifier(c)} = excluded.${sql.identifier(c)}`),
+          sql`, `,
+        )}`);
     }
   }
 
-  private async flushInstructions(tx: Db, entries: Entry<InstructionKey>[]): Promise<void> {
-    const t = instructionAnalytics;
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      const part = entries.slice(i, i + CHUNK);
-      const keys = JSON.stringify(part.map((e) => [e.key.customerId, e.key.instructionKey, e.key.day]));
-      const existing = await tx
-        .select()
-        .from(t)
-        .where(
-          sql`(customer_id, instruction_key, day) in (select (k->>0)::uuid, k->>1, (k->>2)::date
-            from jsonb_array_elements(${keys}::jsonb) k)`,
-        );
-      const stored = new Map(existing.map((r) => [`${r.customerId}|${r.instructionKey}|${r.day}`, r]));
-      const values = part.map((e) => {
-        const k = e.key;
-        const old = stored.get(`${k.customerId}|${k.instructionKey}|${k.day}`);
-        const m = e.m;
-        const requests = m.requests + Number(old?.requests ?? 0);
-        const latency = m.latencyTotal.merge(old?.latencyTotal ?? null);
-        const first = [m.firstSeen, old?.firstSeen ?? null].filter((d): d is Date => d !== null);
-        const last = [m.lastSeen, old?.lastSeen ?? null].filter((d): d is Date => d !== null);
-        return {
-          ...k,
-          instruction: minText(e.instruction ?? null, old?.instruction ?? null),
-          requests,
-          errors: m.errors + Number(old?.errors ?? 0),
-          latencyTotal: latency.toJSON(),
-          feedbackCount: m.feedbackCount + Number(old?.feedbackCount ?? 0),
-          successRatingSum: m.successRatingSum + Number(old?.successRatingSum ?? 0),
-          successRatingCount: m.successRatingCount + Number(old?.successRatingCount ?? 0),
-          failures: m.failures + Number(old?.failures ?? 0),
-          firstSeen: first.length === 0 ? null : new Date(Math.min(...first.map((d) => new Date(d).getTime()))),
-          lastSeen: last.length === 0 ? null : new Date(Math.max(...last.map((d) => new Date(d).getTime()))),
-        };
-      });
-      await tx
-        .insert(t)
-        .values(values)
-        .onConflictDoUpdate({
-          target: [t.customerId, t.instructionKey, t.day],
-          set: excludedAll(t, ["customerId", "instructionKey", "day"]),
-        });
-    }
+  /** The key as the stored-row lookup prints it: timestamps as epoch milliseconds. */
+  private canonicalKey(table: TableSpec, k: string[]): string {
+    return k.map((v, i) => (table.keys[i]?.[1] === "timestamptz" ? String(Date.parse(v)) : v)).join("|");
   }
 
   async deleteCustomer(tx: Db, customerId: string): Promise<Record<string, number>> {

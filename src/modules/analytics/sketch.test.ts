@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ALPHA, Sketch } from "./sketch.ts";
+import { ALPHA, decodeSketch, encodeSketch, Sketch } from "./sketch.ts";
 
 /** Deterministic PRNG (mulberry32) so failures reproduce. */
 function rng(seed: number): () => number {
@@ -60,6 +60,13 @@ describe("Sketch (DDSketch)", () => {
     expect(forward.toJSON()).toEqual(whole.toJSON());
     expect(backward.toJSON()).toEqual(whole.toJSON());
     expect(forward.count).toBe(5_000);
+    // The stored binary form round-trips (negative offsets and large counts included).
+    expect(decodeSketch(encodeSketch(whole)).toJSON()).toEqual(whole.toJSON());
+    const big = new Sketch();
+    big.add(0.002, 3_000_000_000);
+    big.add(1e6, 1);
+    expect(decodeSketch(encodeSketch(big)).toJSON()).toEqual(big.toJSON());
+    expect(decodeSketch(encodeSketch(new Sketch())).toJSON()).toEqual({ z: 0, o: 0, c: [] });
   });
 
   it("counts zero, negative and NaN values in the zero bucket; an empty sketch has no quantile", () => {

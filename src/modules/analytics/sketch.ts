@@ -10,9 +10,10 @@
  * counts per bucket, never averaging percentiles. Values below MIN_VALUE (1 microsecond, and
  * zero) are counted in a zero bucket and answered as 0.
  *
- * Own implementation rather than @datadog/sketches-js: the same index mapping, but a dense JSON
- * form ({z, o, c}) that Node parses fast when an analytics query merges a thousand rows, and no
- * protobuf dependency.
+ * Own implementation rather than @datadog/sketches-js: the same index mapping, but a compact
+ * binary form (`encode`: LEB128 varints, about one byte per bucket) stored in a bytea column, which
+ * PostgreSQL returns and Node decodes far faster than jsonb when a query merges thousands of rows
+ * (jsonb output of 1,800 sketches took ~20 ms), and no protobuf dependency.
  */
 export const ALPHA = 0.01;
 export const GAMMA = (1 + ALPHA) / (1 - ALPHA);
@@ -138,6 +139,53 @@ export class Sketch {
     while (b > a && this.counts[b - 1] === 0) b--;
     return { z: this.zero, o: a < b ? this.offset + a : 0, c: this.counts.slice(a, b) };
   }
+}
+
+function writeVarint(out: number[], v: number): void {
+  let x = v;
+  while (x >= 0x80) {
+    out.push((x % 0x80) | 0x80);
+    x = Math.floor(x / 0x80);
+  }
+  out.push(x);
+}
+
+/** Binary form: zigzag(offset), zero count, bucket count, then each bucket count; all varints. */
+export function encodeSketch(s: Sketch): Buffer {
+  const j = s.toJSON();
+  const out: number[] = [];
+  writeVarint(out, j.o >= 0 ? j.o * 2 : -j.o * 2 - 1);
+  writeVarint(out, j.z);
+  writeVarint(out, j.c.length);
+  for (const c of j.c) writeVarint(out, c);
+  return Buffer.from(out);
+}
+
+/** Decodes `encodeSketch`'s form (null or empty: an empty sketch). */
+export function decodeSketch(b: Uint8Array | null | undefined): Sketch {
+  const s = new Sketch();
+  if (b === null || b === undefined || b.length === 0) return s;
+  let i = 0;
+  const read = () => {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      const byte = b[i++];
+      if (byte === undefined) throw new Error("truncated sketch");
+      v += (byte & 0x7f) * mul;
+      if (byte < 0x80) return v;
+      mul *= 0x80;
+    }
+  };
+  const zz = read();
+  s.offset = zz % 2 === 0 ? zz / 2 : -(zz + 1) / 2;
+  s.zero = read();
+  const n = read();
+  const counts = new Array<number>(n);
+  for (let k = 0; k < n; k++) counts[k] = read();
+  s.counts = counts;
+  if (n === 0) s.offset = 0;
+  return s;
 }
 
 /** Rounds a latency for display (milliseconds, 3 decimals). */

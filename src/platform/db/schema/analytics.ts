@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import {
   bigint,
+  customType,
   date,
   doublePrecision,
   index,
@@ -13,12 +14,8 @@ import {
 } from "drizzle-orm/pg-core";
 import { customers } from "./customers.ts";
 
-/** A DDSketch in its stored form (src/modules/analytics/sketch.ts). */
-export interface SketchJson {
-  z: number;
-  o: number;
-  c: number[];
-}
+/** A DDSketch in its binary form (src/modules/analytics/sketch.ts, encodeSketch). */
+const sketch = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
 
 const count = (name: string) => bigint(name, { mode: "number" }).notNull().default(0);
 const sum = (name: string) => doublePrecision(name).notNull().default(0);
@@ -36,9 +33,9 @@ const measures = () => ({
   safetyClamped: count("safety_clamped"),
   safetyRejected: count("safety_rejected"),
   safetyEmergencyStop: count("safety_emergency_stop"),
-  latencyTotal: jsonb("latency_total").$type<SketchJson>(),
-  latencyModel: jsonb("latency_model").$type<SketchJson>(),
-  latencyQueue: jsonb("latency_queue").$type<SketchJson>(),
+  latencyTotal: sketch("latency_total"),
+  latencyModel: sketch("latency_model"),
+  latencyQueue: sketch("latency_queue"),
   feedbackCount: count("feedback_count"),
   successRatingSum: count("success_rating_sum"),
   successRatingCount: count("success_rating_count"),
@@ -109,7 +106,7 @@ export const instructionAnalytics = pgTable(
     instruction: text("instruction"),
     requests: count("requests"),
     errors: count("errors"),
-    latencyTotal: jsonb("latency_total").$type<SketchJson>(),
+    latencyTotal: sketch("latency_total"),
     feedbackCount: count("feedback_count"),
     successRatingSum: count("success_rating_sum"),
     successRatingCount: count("success_rating_count"),
