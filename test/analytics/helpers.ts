@@ -93,6 +93,29 @@ export function analytics(app: App) {
   return ctx;
 }
 
+/**
+ * Runs the rollup job until it has counted every row now in inference_logs and feedback. On a
+ * shared PostgreSQL server another database's open write transaction holds the job's bound back
+ * for a moment (transaction ids are cluster-wide), so this retries briefly instead of one pass.
+ */
+export async function settle(app: App, database: Database): Promise<void> {
+  const { job } = analytics(app);
+  for (let i = 0; i < 400; i++) {
+    await job.catchUp(1_000);
+    const res = await database.db.execute(sql`select
+        (select count(*) from inference_logs l, analytics_watermarks w where w.name = 'inference_logs'
+           and (l.ingest_xid, l.id, l.created_at) > (w.xid, w.row_id, w.row_at))
+        + (select count(*) from inference_logs where not exists (select 1 from analytics_watermarks where name = 'inference_logs'))
+        + (select count(*) from feedback f, analytics_watermarks w where w.name = 'feedback'
+           and (f.ingest_xid, f.id) > (w.xid, w.row_id))
+        + (select count(*) from feedback where not exists (select 1 from analytics_watermarks where name = 'feedback'))
+        as pending`);
+    if (Number((res as unknown as { rows: { pending: unknown }[] }).rows[0]?.pending) === 0) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error("the rollup job did not catch up");
+}
+
 /** Every rollup row, sorted, for comparing two states of the tables. */
 export async function snapshot(database: Database): Promise<unknown[]> {
   const out: unknown[] = [];

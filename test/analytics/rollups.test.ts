@@ -7,7 +7,7 @@ import { ALPHA } from "../../src/modules/analytics/sketch.ts";
 import type { InferenceLogEntry } from "../../src/modules/inference/inference-logs.repo.ts";
 import { owner } from "../helpers/limits.ts";
 import { buildInferenceApp, type InferenceTestContext, newKey } from "../inference/helpers.ts";
-import { analytics, insertFeedback, insertLogs, randomEntry, rng, snapshot } from "./helpers.ts";
+import { analytics, insertFeedback, insertLogs, randomEntry, rng, settle, snapshot } from "./helpers.ts";
 
 const DAY = 86_400_000;
 const D0 = Date.UTC(2026, 10, 1);
@@ -41,8 +41,7 @@ describe("analytics rollups", () => {
     const logs: InferenceLogEntry[] = [];
     for (let i = 0; i < 6000; i++) logs.push(randomEntry(r, customerId, D0 + Math.floor(r() * 3 * DAY)));
     await insertLogs(t.database, logs);
-    const job = analytics(t.app).job;
-    await job.catchUp(100);
+    await settle(t.app, t.database);
 
     const report = await usage(
       customerId,
@@ -81,7 +80,7 @@ describe("analytics rollups", () => {
     const before = await snapshot(t.database);
     // A journal replay (same ids: ignored by the insert) and further job runs count nothing again.
     await insertLogs(t.database, logs.slice(0, 500));
-    await job.catchUp(100);
+    await settle(t.app, t.database);
     await new RollupJob({ db: t.database.db, repo: new RollupsRepo(), batchSize: 7 }).catchUp(5);
     expect(await snapshot(t.database)).toEqual(before);
   });
@@ -111,7 +110,7 @@ describe("analytics rollups", () => {
     await insertFeedback(t.database, b, { type: "success", rating: 2 });
     await insertFeedback(t.database, a, { type: "correction", errorTranslation: 0.25 });
     await insertFeedback(t.database, b, { type: "failure" });
-    await analytics(t.app).job.catchUp(10);
+    await settle(t.app, t.database);
 
     const res = await t.app.inject({
       method: "GET",
@@ -147,13 +146,13 @@ describe("analytics rollups", () => {
       Array.from({ length: 300 }, () => randomEntry(r, customerId, D0 + 10 * DAY + Math.floor(r() * 2 * DAY))),
     );
     const job = analytics(t.app).job;
-    await job.catchUp(10);
+    await settle(t.app, t.database);
     // A replayed journal from days ago, written after the job moved on.
     const late = Array.from({ length: 40 }, () => randomEntry(r, customerId, D0 + 5 * DAY + 1000));
     await insertLogs(t.database, late);
     const logs = late.slice(0, 3);
     for (const l of logs) await insertFeedback(t.database, l, { type: "safety", rating: 5 });
-    await job.catchUp(10);
+    await settle(t.app, t.database);
     const q = `from=${new Date(D0 + 5 * DAY).toISOString()}&to=${new Date(D0 + 6 * DAY).toISOString()}`;
     const day5 = await usage(customerId, q);
     expect(day5.totals.requests).toBe(40);
@@ -166,7 +165,7 @@ describe("analytics rollups", () => {
     expect(progress).toEqual(Array.from({ length: 21 }, (_, i) => i));
     expect(await snapshot(t.database)).toEqual(incremental);
     // The job goes on after a rebuild without counting anything twice.
-    await job.catchUp(10);
+    await settle(t.app, t.database);
     expect(await snapshot(t.database)).toEqual(incremental);
   });
 
@@ -176,7 +175,7 @@ describe("analytics rollups", () => {
       const { customerId } = await newKey(t);
       const r = rng(13);
       const job = analytics(t.app).job;
-      await job.catchUp(10);
+      await settle(t.app, t.database);
       const url = new URL(process.env.TEST_DATABASE_URL as string);
       // The test app's database: the same server, the database the app was built on.
       const dbName = rowsOf<{ d: string }>(await t.database.db.execute(sql`select current_database() as d`))[0]?.d;
@@ -198,7 +197,7 @@ describe("analytics rollups", () => {
         // The open transaction holds the watermark back: the later, committed row waits too.
         expect((await usage(customerId, q)).totals.requests).toBe(0);
         await other.query("commit");
-        await job.catchUp(10);
+        await settle(t.app, t.database);
         expect((await usage(customerId, q)).totals.requests).toBe(2);
       } finally {
         await other.end();

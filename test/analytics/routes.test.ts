@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { safetyIncidents } from "../../src/platform/db/schema/index.ts";
 import { owner, xKey } from "../helpers/limits.ts";
 import { buildInferenceApp, type InferenceTestContext, newKey } from "../inference/helpers.ts";
-import { analytics, insertLogs, randomEntry, rng } from "./helpers.ts";
+import { analytics, insertLogs, randomEntry, rng, settle } from "./helpers.ts";
 
 const DAY = 86_400_000;
 const D0 = Date.UTC(2026, 10, 1);
@@ -21,7 +21,7 @@ beforeAll(async () => {
     t.database,
     Array.from({ length: 400 }, () => randomEntry(r, a.customerId, D0 + Math.floor(r() * 2 * DAY), a.keyId)),
   );
-  await analytics(t.app).job.catchUp(10);
+  await settle(t.app, t.database);
 });
 afterAll(async () => {
   await t?.close();
@@ -167,7 +167,7 @@ describe("/v1/analytics", () => {
         robotId: "arm-1",
       })),
     );
-    await analytics(t.app).job.catchUp(10);
+    await settle(t.app, t.database);
     const at = (d: number) => new Date(D0 + d * DAY + 3_600_000);
     await t.database.db.insert(safetyIncidents).values([
       {
@@ -232,7 +232,7 @@ describe("/v1/analytics", () => {
       t.database,
       Array.from({ length: 20 }, () => randomEntry(r, c.customerId, D0 + 1000)),
     );
-    await analytics(t.app).job.catchUp(10);
+    await settle(t.app, t.database);
     const counts = await t.database.db.transaction((tx) => analytics(t.app).repo.deleteCustomer(tx, c.customerId));
     expect(counts.robot_performance_metrics).toBeGreaterThan(0);
     expect((await get(`/v1/analytics/usage?${range(D0, D0 + DAY)}`, owner(c.customerId))).json().totals.requests).toBe(
