@@ -83,7 +83,12 @@ function refuseIfDataDirBusy(command: string, config: Config): void {
   }
 }
 
-async function withDatabase<T>(command: string, config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
+async function withDatabase<T>(
+  command: string,
+  config: Config,
+  fn: (db: Database) => Promise<T>,
+  statementTimeoutMs?: number,
+): Promise<T> {
   let database: Database;
   try {
     database = await createDatabase({
@@ -91,6 +96,7 @@ async function withDatabase<T>(command: string, config: Config, fn: (db: Databas
       dataDir: config.dataDir,
       role: `cli ${command}`,
       poolMax: 2,
+      ...(statementTimeoutMs === undefined ? {} : { statementTimeoutMs }),
     });
   } catch (e) {
     if (e instanceof DataDirLockedError) throw new Refused(lockedMessage(command, e.dataDir, e.owner, e.lockFile));
@@ -145,22 +151,28 @@ async function analyticsCommand(rest: string[]): Promise<number> {
     return 2;
   }
   const config = loadConfig();
-  return withDatabase("analytics rebuild", config, async (db) => {
-    await db.migrate();
-    const job = new RollupJob({ db: db.db, repo: new RollupsRepo() });
-    // Count what has arrived first: the rebuild recomputes exactly the rows the job has counted.
-    await job.catchUp(Number.MAX_SAFE_INTEGER);
-    const started = Date.now();
-    const r = await job.rebuild(new Date(fromMs), new Date(toMs + 86_400_000), progressBar("rebuilding"));
-    if (!r.ran) {
-      process.stderr.write("analytics rebuild: the analytics job is running in another process; try again\n");
-      return 1;
-    }
-    process.stdout.write(
-      `rebuilt analytics for ${from} .. ${to}: ${r.logs} inference rows, ${r.feedback} feedback rows in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
-    );
-    return 0;
-  });
+  return withDatabase(
+    "analytics rebuild",
+    config,
+    async (db) => {
+      await db.migrate();
+      const job = new RollupJob({ db: db.db, repo: new RollupsRepo() });
+      // Count what has arrived first: the rebuild recomputes exactly the rows the job has counted.
+      await job.catchUp(Number.MAX_SAFE_INTEGER);
+      const started = Date.now();
+      const r = await job.rebuild(new Date(fromMs), new Date(toMs + 86_400_000), progressBar("rebuilding"));
+      if (!r.ran) {
+        process.stderr.write("analytics rebuild: the analytics job is running in another process; try again\n");
+        return 1;
+      }
+      process.stdout.write(
+        `rebuilt analytics for ${from} .. ${to}: ${r.logs} inference rows, ${r.feedback} feedback rows in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+      );
+      return 0;
+      // An operator command reading whole days: no per-statement timeout (0 = none).
+    },
+    0,
+  );
 }
 
 async function main(argv: string[]): Promise<number> {
