@@ -3,6 +3,8 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { RollupJob } from "./modules/analytics/rollup-job.ts";
+import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
 import { passwordProblem } from "./modules/auth/password-policy.ts";
 import { billingReconcile } from "./modules/billing/reconcile.ts";
@@ -14,6 +16,7 @@ import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from 
  * Operator commands: `npm run cli -- <command> [options]`.
  *   migrate                      apply pending SQL migrations
  *   create-admin --email <e>     create (or promote) a superuser; password prompted or read from stdin
+ *   analytics rebuild --from <day> --to <day>   recompute the analytics rollups of those UTC days
  */
 const USAGE = `usage: npm run cli -- <command> [options]
 
@@ -25,6 +28,9 @@ commands:
                              re-read every Stripe-linked customer's subscriptions from Stripe
                              and correct our copy (tier, status, price, period, grace) through
                              the webhook's code path; --dry-run only prints the differences
+  analytics rebuild --from <YYYY-MM-DD> --to <YYYY-MM-DD>
+                             recompute the analytics rollups of those UTC days (both
+                             inclusive) from the raw inference logs and feedback
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -82,7 +88,12 @@ function refuseIfDataDirBusy(command: string, config: Config): void {
   }
 }
 
-async function withDatabase<T>(command: string, config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
+async function withDatabase<T>(
+  command: string,
+  config: Config,
+  fn: (db: Database) => Promise<T>,
+  statementTimeoutMs?: number,
+): Promise<T> {
   let database: Database;
   try {
     database = await createDatabase({
@@ -90,6 +101,7 @@ async function withDatabase<T>(command: string, config: Config, fn: (db: Databas
       dataDir: config.dataDir,
       role: `cli ${command}`,
       poolMax: 2,
+      ...(statementTimeoutMs === undefined ? {} : { statementTimeoutMs }),
     });
   } catch (e) {
     if (e instanceof DataDirLockedError) throw new Refused(lockedMessage(command, e.dataDir, e.owner, e.lockFile));
@@ -100,6 +112,72 @@ async function withDatabase<T>(command: string, config: Config, fn: (db: Databas
   } finally {
     await database.close();
   }
+}
+
+const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
+
+/** A progress bar on a terminal (redrawn in place), else a line per tenth. */
+function progressBar(label: string): (done: number, total: number) => void {
+  let lastTenth = -1;
+  return (done, total) => {
+    const frac = total === 0 ? 1 : done / total;
+    if (process.stderr.isTTY) {
+      const width = 30;
+      const full = Math.round(frac * width);
+      process.stderr.write(`\r${label} [${"#".repeat(full)}${".".repeat(width - full)}] ${done}/${total} days`);
+      if (done === total) process.stderr.write("\n");
+      return;
+    }
+    const tenth = Math.floor(frac * 10);
+    if (tenth !== lastTenth) {
+      lastTenth = tenth;
+      process.stderr.write(`${label}: ${done}/${total} days (${Math.round(frac * 100)} %)\n`);
+    }
+  };
+}
+
+async function analyticsCommand(rest: string[]): Promise<number> {
+  const [sub, ...args] = rest;
+  if (sub !== "rebuild") {
+    process.stderr.write(`analytics: unknown subcommand ${sub ?? "(none)"}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values } = parseArgs({ args, options: { from: { type: "string" }, to: { type: "string" } } });
+  const from = values.from ?? "";
+  const to = values.to ?? "";
+  const fromMs = Date.parse(`${from}T00:00:00Z`);
+  const toMs = Date.parse(`${to}T00:00:00Z`);
+  if (!DAY_RE.test(from) || !DAY_RE.test(to) || Number.isNaN(fromMs) || Number.isNaN(toMs) || toMs < fromMs) {
+    process.stderr.write("analytics rebuild: --from and --to are UTC days (YYYY-MM-DD), from <= to\n");
+    return 2;
+  }
+  if (toMs - fromMs > 3_660 * 86_400_000) {
+    process.stderr.write("analytics rebuild: at most ten years at a time\n");
+    return 2;
+  }
+  const config = loadConfig();
+  return withDatabase(
+    "analytics rebuild",
+    config,
+    async (db) => {
+      await db.migrate();
+      const job = new RollupJob({ db: db.db, repo: new RollupsRepo() });
+      // Count what has arrived first: the rebuild recomputes exactly the rows the job has counted.
+      await job.catchUp(Number.MAX_SAFE_INTEGER);
+      const started = Date.now();
+      const r = await job.rebuild(new Date(fromMs), new Date(toMs + 86_400_000), progressBar("rebuilding"));
+      if (!r.ran) {
+        process.stderr.write("analytics rebuild: the analytics job is running in another process; try again\n");
+        return 1;
+      }
+      process.stdout.write(
+        `rebuilt analytics for ${from} .. ${to}: ${r.logs} inference rows, ${r.feedback} feedback rows in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+      );
+      return 0;
+      // An operator command reading whole days: no per-statement timeout (0 = none).
+    },
+    0,
+  );
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -162,6 +240,8 @@ async function main(argv: string[]): Promise<number> {
         ),
       );
     }
+    case "analytics":
+      return analyticsCommand(rest);
     case undefined:
     case "help":
     case "--help":

@@ -144,6 +144,13 @@ export interface Config {
     /** must_go frames that may wait behind the one in flight; more are dropped as overloaded. */
     readonly maxMustGoQueue: number;
   };
+  /** Usage analytics (docs/analytics.md): the rollup job that keeps the analytics tables current. */
+  readonly analytics: {
+    /** Run the rollup job in this instance (any number of instances may; one works at a time). */
+    readonly rollups: boolean;
+    /** How often the rollup job looks for new inference_logs and feedback rows. */
+    readonly rollupIntervalMs: number;
+  };
   /** Stripe billing (docs/billing.md); disabled (routes answer 503 billing_disabled) without a secret key. */
   readonly billing: {
     /** Undefined: billing disabled; tiers change only by administrators. */
@@ -446,6 +453,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       sendBufferBytes: r.int("STREAM_SEND_BUFFER_BYTES", 1024 * 1024, 1024, 1024 ** 3),
       statsIntervalMs: r.int("STREAM_STATS_INTERVAL_MS", 5_000, 100, 3_600_000),
       maxMustGoQueue: r.int("STREAM_MAX_MUST_GO_QUEUE", 8, 1, 1_000),
+    },
+    analytics: {
+      rollups: r.bool("ANALYTICS_ROLLUPS", true),
+      rollupIntervalMs: r.int("ANALYTICS_ROLLUP_INTERVAL_MS", 5_000, 50, 3_600_000),
     },
     billing: readBilling(r, publicBaseUrl),
     bootstrap: {

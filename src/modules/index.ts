@@ -1,4 +1,5 @@
 import type { ModulePlugin } from "../platform/module.ts";
+import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
@@ -22,4 +23,5 @@ export const modules: readonly ModulePlugin[] = [
   inferenceModule,
   feedbackModule,
   streamingModule,
+  analyticsModule,
 ];

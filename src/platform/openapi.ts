@@ -34,6 +34,11 @@ export const TAGS = [
   },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
   {
+    name: "analytics",
+    description:
+      "Usage, latency, safety, robot and instruction analytics over any range, from rollups (docs/analytics.md); JSON or `Accept: text/csv`.",
+  },
+  {
     name: "billing",
     description:
       "Stripe subscriptions: checkout, billing portal, subscription state, invoices, overage settings, and Stripe's webhook. 503 billing_disabled when the server has no Stripe key.",

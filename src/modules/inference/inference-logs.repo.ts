@@ -20,6 +20,8 @@ export interface InferenceLogEntry {
   readonly robotId: string | null;
   readonly instruction: string | null;
   readonly instructionSha256: string | null;
+  /** SHA-256 of the normalized instruction (instruction-key.ts); absent in rows journaled by older versions. */
+  readonly instructionKey?: string | null;
   readonly imageSha256: string | null;
   readonly action: number[] | null;
   readonly actionChunk: number[][] | null;
@@ -80,10 +82,10 @@ export class InferenceLogsRepo {
     await this.db.execute(sql`
       insert into inference_logs (id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id,
         instruction, instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
-        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status)
+        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key)
       select id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id,
         instruction, instruction_sha256, image_sha256, action::jsonb, action_chunk::jsonb, unnorm_key, status,
-        error_code, preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status
+        error_code, preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key
       from unnest(
         ${col((r) => r.id)}::uuid[], ${col((r) => r.createdAt)}::timestamptz[], ${col((r) => r.customerId)}::uuid[],
         ${col((r) => r.apiKeyId)}::uuid[], ${col((r) => r.userId)}::uuid[], ${col((r) => r.model)}::text[],
@@ -92,10 +94,11 @@ export class InferenceLogsRepo {
         ${col((r) => json(r.action))}::text[], ${col((r) => json(r.actionChunk))}::text[],
         ${col((r) => r.unnormKey)}::text[], ${col((r) => r.status)}::text[], ${col((r) => r.errorCode)}::text[],
         ${col((r) => r.preprocessMs)}::real[], ${col((r) => r.queueMs)}::real[], ${col((r) => r.modelMs)}::real[],
-        ${col((r) => r.totalMs)}::float8[], ${col((r) => r.source)}::text[], ${col((r) => r.safetyStatus ?? null)}::text[]
+        ${col((r) => r.totalMs)}::float8[], ${col((r) => r.source)}::text[], ${col((r) => r.safetyStatus ?? null)}::text[],
+        ${col((r) => r.instructionKey ?? null)}::text[]
       ) as t(id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id, instruction,
         instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
-        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status)
+        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key)
       on conflict do nothing`);
   }
 

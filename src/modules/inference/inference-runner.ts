@@ -5,6 +5,7 @@ import type { AppError } from "../../platform/errors.ts";
 import type { RobotState, SafetyResult } from "../safety/types.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "./inference.service.ts";
 import type { InferenceLogEntry, InferenceSource } from "./inference-logs.repo.ts";
+import { instructionKey } from "./instruction-key.ts";
 import { withKeyDefaults } from "./key-defaults.ts";
 
 /** What every entry point (REST, /act, streams) hands over after parsing its own format. */
@@ -269,6 +270,7 @@ export class InferenceRunner {
       robotId,
       instruction: this.logInstructions && instruction !== null ? instruction.slice(0, 1000) : null,
       instructionSha256: instruction === null ? null : sha256(instruction),
+      instructionKey: instruction === null ? null : instructionKey(instruction),
       source: ctx.source,
     };
   }

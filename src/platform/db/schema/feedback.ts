@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import {
+  bigint,
   doublePrecision,
   index,
   jsonb,
@@ -63,6 +64,8 @@ export const feedback = pgTable(
      */
     requestHash: text("request_hash"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    /** The inserting transaction's id: the analytics job's watermark (see inference_logs.ingest_xid). */
+    ingestXid: bigint("ingest_xid", { mode: "number" }).notNull().default(sql`(pg_current_xact_id()::text::bigint)`),
   },
   (t) => [
     index("feedback_customer_created_idx").on(t.customerId, t.createdAt.desc(), t.id.desc()),
@@ -70,6 +73,7 @@ export const feedback = pgTable(
     uniqueIndex("feedback_customer_idempotency_key")
       .on(t.customerId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
+    index("feedback_ingest_idx").on(t.ingestXid, t.id),
   ],
 );
 

@@ -1,5 +1,16 @@
 import { sql } from "drizzle-orm";
-import { doublePrecision, index, jsonb, pgTable, primaryKey, real, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import {
+  bigint,
+  doublePrecision,
+  index,
+  jsonb,
+  pgTable,
+  primaryKey,
+  real,
+  text,
+  timestamp,
+  uuid,
+} from "drizzle-orm/pg-core";
 
 /**
  * One row per inference request (REST, /act, stream frames, openpi), successful or failed
@@ -24,6 +35,8 @@ export const inferenceLogs = pgTable(
     /** Stored only when LOG_INSTRUCTIONS allows it; the hash is always kept. */
     instruction: text("instruction"),
     instructionSha256: text("instruction_sha256"),
+    /** SHA-256 of the normalized instruction (trimmed, case-folded, whitespace collapsed): analytics groups by it. */
+    instructionKey: text("instruction_key"),
     imageSha256: text("image_sha256"),
     action: jsonb("action").$type<number[]>(),
     actionChunk: jsonb("action_chunk").$type<number[][]>(),
@@ -39,6 +52,12 @@ export const inferenceLogs = pgTable(
     safetyStatus: text("safety_status"),
     /** `rest`, `act`, `stream` or `openpi`. */
     source: text("source").notNull(),
+    /**
+     * The inserting transaction's id (xid8 as bigint): the analytics job reads rows in
+     * (ingest_xid, id, created_at) order below the oldest transaction still running, so a row
+     * committed late by a batch writer is never skipped (docs/architecture.md).
+     */
+    ingestXid: bigint("ingest_xid", { mode: "number" }).notNull().default(sql`(pg_current_xact_id()::text::bigint)`),
   },
   (t) => [
     primaryKey({ columns: [t.id, t.createdAt] }),
@@ -46,6 +65,7 @@ export const inferenceLogs = pgTable(
     index("inference_logs_customer_robot_idx")
       .on(t.customerId, t.robotId, t.createdAt.desc())
       .where(sql`${t.robotId} is not null`),
+    index("inference_logs_ingest_idx").on(t.ingestXid, t.id, t.createdAt),
   ],
 );
 
