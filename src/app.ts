@@ -12,6 +12,7 @@ import type { Config } from "./config.ts";
 import { modules } from "./modules/index.ts";
 import { createEngine } from "./modules/inference/inference.service.ts";
 import { createRateLimits } from "./modules/rate-limit/rate-limits.ts";
+import { createAuditLog } from "./platform/audit.ts";
 import { AuthRegistry } from "./platform/auth.ts";
 import {
   type BatchSink,
@@ -144,6 +145,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     auth: new AuthRegistry(),
     email,
     deletion: new DeletionRegistry(),
+    audit: createAuditLog(database.db),
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({

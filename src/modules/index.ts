@@ -1,6 +1,7 @@
 import type { ModulePlugin } from "../platform/module.ts";
 import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
+import { auditModule } from "./audit/audit.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
@@ -24,4 +25,5 @@ export const modules: readonly ModulePlugin[] = [
   feedbackModule,
   streamingModule,
   analyticsModule,
+  auditModule,
 ];

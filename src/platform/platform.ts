@@ -1,6 +1,7 @@
 import type { Config } from "../config.ts";
 import type { InferenceEngine } from "../modules/inference/inference.service.ts";
 import type { RateLimits } from "../modules/rate-limit/rate-limits.ts";
+import type { AuditLog } from "./audit.ts";
 import type { AuthRegistry } from "./auth.ts";
 import type { BatchSink, BatchWriter, BatchWriterTuning } from "./batch-writer.ts";
 import type { Database } from "./db/client.ts";
@@ -35,6 +36,8 @@ export interface Platform {
   readonly email: Mailer;
   /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
   readonly deletion: DeletionRegistry;
+  /** The append-only audit log (platform/audit.ts): changes of keys, profiles, tiers, settings; superuser reads. */
+  readonly audit: AuditLog;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */

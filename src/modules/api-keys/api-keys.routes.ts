@@ -18,6 +18,13 @@ const SECURITY: { [scheme: string]: string[] }[] = [{ bearerAuth: [] }, { apiKey
 
 const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 
+/** The names of the fields a request set, for the audit log (never their values). */
+const givenFields = (body: object) =>
+  Object.entries(body)
+    .filter(([, v]) => v !== undefined)
+    .map(([k]) => k)
+    .sort();
+
 export function toView(v: KeyView): ApiKeyView {
   const r = v.row;
   return {
@@ -89,6 +96,13 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
           model,
           unnormKey: unnorm_key,
         });
+        await platform.audit.recordRequest(request, {
+          action: "api_key.create",
+          targetType: "api_key",
+          targetId: created.view.row.id,
+          customerId: principal.customerId,
+          details: { scopes: created.view.row.scopes, fields: givenFields(request.body) },
+        });
         return reply.code(201).send({ ...toView(created.view), key: created.key });
       },
     );
@@ -112,15 +126,24 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
       async (request) => {
         const principal = request.principal as NonNullable<typeof request.principal>;
         const { name, scopes, robot_id, model, unnorm_key } = request.body;
-        return toView(
-          await service.update(principal.customerId, request.params.key_id, {
-            name: name?.trim(),
-            scopes,
-            robotId: robot_id,
-            model,
-            unnormKey: unnorm_key,
-          }),
-        );
+        const updated = await service.update(principal.customerId, request.params.key_id, {
+          name: name?.trim(),
+          scopes,
+          robotId: robot_id,
+          model,
+          unnormKey: unnorm_key,
+        });
+        await platform.audit.recordRequest(request, {
+          action: "api_key.update",
+          targetType: "api_key",
+          targetId: updated.row.id,
+          customerId: principal.customerId,
+          details: {
+            fields: givenFields(request.body),
+            ...(scopes === undefined ? {} : { scopes: updated.row.scopes }),
+          },
+        });
+        return toView(updated);
       },
     );
 
@@ -140,7 +163,14 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
       },
       async (request) => {
         const principal = request.principal as NonNullable<typeof request.principal>;
-        return toView(await service.revoke(principal.customerId, request.params.key_id));
+        const revoked = await service.revoke(principal.customerId, request.params.key_id);
+        await platform.audit.recordRequest(request, {
+          action: "api_key.revoke",
+          targetType: "api_key",
+          targetId: revoked.row.id,
+          customerId: principal.customerId,
+        });
+        return toView(revoked);
       },
     );
 
@@ -162,6 +192,13 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
       async (request, reply) => {
         const principal = request.principal as NonNullable<typeof request.principal>;
         const r = await service.rotate(principal, request.params.key_id, request.body.grace_seconds);
+        await platform.audit.recordRequest(request, {
+          action: "api_key.rotate",
+          targetType: "api_key",
+          targetId: r.old.row.id,
+          customerId: principal.customerId,
+          details: { new_key_id: r.created.row.id, grace_seconds: request.body.grace_seconds },
+        });
         return reply.code(201).send({ api_key: { ...toView(r.created), key: r.key }, rotated: toView(r.old) });
       },
     );

@@ -1,7 +1,6 @@
 import { and, eq, gt, isNull, lt, or, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
 import {
-  auditLog,
   type CustomerRow,
   customers,
   type EmailTokenRow,
@@ -248,21 +247,6 @@ export class AuthRepo {
       .returning({ id: refreshTokens.id });
     const b = await tx.delete(emailTokens).where(eq(emailTokens.userId, userId)).returning({ id: emailTokens.id });
     return { refresh_tokens: a.length, email_tokens: b.length };
-  }
-
-  async audit(
-    tx: Db,
-    entry: {
-      actorUserId: string | null;
-      actorCustomerId: string | null;
-      action: string;
-      targetType: string;
-      targetId: string | null;
-      requestId: string | null;
-      details: Record<string, unknown>;
-    },
-  ): Promise<void> {
-    await tx.insert(auditLog).values(entry);
   }
 
   transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T> {

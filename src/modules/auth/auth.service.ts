@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { recordAudit } from "../../platform/audit.ts";
 import type { Principal, Scope } from "../../platform/auth.ts";
 import type { DeletionRegistry } from "../../platform/deletion.ts";
 import type { EmailMessage } from "../../platform/email.ts";
@@ -387,13 +388,16 @@ export class AuthService {
       counts.users = (counts.users ?? 0) + (await this.o.repo.deleteUserRow(tx, userId));
       if (wholeCustomer)
         counts.customers = (counts.customers ?? 0) + (await this.o.repo.deleteCustomerRow(tx, customerId));
-      await this.o.repo.audit(tx, {
+      await recordAudit(tx, {
         actorUserId: userId,
         actorCustomerId: customerId,
+        actorApiKeyId: null,
+        customerId,
         action: "account.delete",
         targetType: wholeCustomer ? "customer" : "user",
         targetId: wholeCustomer ? customerId : userId,
         requestId: meta.requestId,
+        ip: meta.ip,
         details: { deleted: counts, customer_deleted: wholeCustomer, hooks: [...this.o.deletion.names] },
       });
       return { customerDeleted: wholeCustomer, counts };

@@ -1,4 +1,5 @@
-import { and, eq, lt, ne, sql } from "drizzle-orm";
+import { and, eq, inArray, lt, ne, sql } from "drizzle-orm";
+import { recordAudit } from "../../platform/audit.ts";
 import type { Db } from "../../platform/db/client.ts";
 import { customers } from "../../platform/db/schema/index.ts";
 import type { EmailMessage } from "../../platform/email.ts";
@@ -29,18 +30,42 @@ export function graceTask(deps: GraceDeps): BillingTask {
     async run() {
       let ids: string[] = [];
       await withJobLock(deps.db, BILLING_LOCKS.grace, async (tx) => {
+        const due = and(
+          eq(customers.subscriptionStatus, "past_due"),
+          lt(customers.graceUntil, new Date(deps.now())),
+          ne(customers.tier, "free"),
+        );
+        // The tiers before the change, for the audit log (UPDATE ... RETURNING gives the new ones).
+        const before = await tx
+          .select({ id: customers.id, tier: customers.tier })
+          .from(customers)
+          .where(due)
+          .for("update");
+        if (before.length === 0) return;
         const rows = await tx
           .update(customers)
           .set({ tier: "free", updatedAt: sql`now()` })
           .where(
             and(
-              eq(customers.subscriptionStatus, "past_due"),
-              lt(customers.graceUntil, new Date(deps.now())),
-              ne(customers.tier, "free"),
+              due,
+              inArray(
+                customers.id,
+                before.map((r) => r.id),
+              ),
             ),
           )
           .returning({ id: customers.id });
         ids = rows.map((r) => r.id);
+        const from = new Map(before.map((r) => [r.id, r.tier]));
+        for (const id of ids) {
+          await recordAudit(tx, {
+            action: "customer.tier_change",
+            targetType: "customer",
+            targetId: id,
+            customerId: id,
+            details: { from: from.get(id), to: "free", source: "grace_expired" },
+          });
+        }
       });
       if (ids.length === 0) return;
       deps.onDowngrade(ids.length);

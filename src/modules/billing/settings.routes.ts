@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { auditActor } from "../../platform/audit.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { SettingsPatch, SettingsSchema } from "./settings.schemas.ts";
@@ -57,7 +58,7 @@ export function settingsRoutes(service: SettingsService | null): FastifyPluginAs
           response: { 200: SettingsSchema },
         },
       },
-      async (request) => live().update(customerOf(request), request.body),
+      async (request) => live().update(customerOf(request), request.body, auditActor(request)),
     );
   };
 }

@@ -1,4 +1,5 @@
 import { sql } from "drizzle-orm";
+import { type AuditActor, recordAudit, SYSTEM_ACTOR } from "../../platform/audit.ts";
 import { billingMeterReports, customers } from "../../platform/db/schema/index.ts";
 import { errors } from "../../platform/errors.ts";
 import { calendar } from "../rate-limit/calendar.ts";
@@ -48,7 +49,8 @@ export class SettingsService {
     return view(c);
   }
 
-  async update(customerId: string, patch: SettingsPatch): Promise<SettingsView> {
+  /** `actor` goes into the audit entry written with the change (same transaction). */
+  async update(customerId: string, patch: SettingsPatch, actor: AuditActor = SYSTEM_ACTOR): Promise<SettingsView> {
     const { repo } = this.deps;
     const updated = await repo.db.transaction(async (tx) => {
       const c = await repo.customerForUpdate(tx, customerId);
@@ -90,6 +92,22 @@ export class SettingsService {
           .values(METERS.map((meter) => ({ customerId, period, meter })))
           .onConflictDoNothing();
       }
+      // Non-secret settings: the audit entry keeps their old and new values.
+      const changes: Record<string, { from: unknown; to: unknown }> = {};
+      const compare = (field: string, from: unknown, to: unknown) => {
+        if (from !== to) changes[field] = { from, to };
+      };
+      compare("overage", c.overageEnabled, enabled);
+      compare("monthly_overage_cap", c.overageCapRequests, capRequests);
+      compare("stream_overage_cap_seconds", c.overageCapStreamSeconds, capStream);
+      await recordAudit(tx, {
+        ...actor,
+        action: "billing_settings.update",
+        targetType: "customer",
+        targetId: customerId,
+        customerId,
+        details: { fields: Object.keys(patch).sort(), changes },
+      });
       return { ...c, overageEnabled: enabled, overageCapRequests: capRequests, overageCapStreamSeconds: capStream };
     });
     await this.deps.limits.customerChanged(customerId);

@@ -1,3 +1,4 @@
+import { recordAudit } from "../../platform/audit.ts";
 import type { Tier } from "../../platform/auth.ts";
 import type { Db } from "../../platform/db/client.ts";
 import type { EmailMessage } from "../../platform/email.ts";
@@ -323,7 +324,7 @@ export class WebhookService {
         });
       }
       case "customer.deleted":
-        return this.customerDeleted(tx, o, effects);
+        return this.customerDeleted(tx, event, o, effects);
       default:
         this.deps.log.info({ event_id: event.id, event_type: event.type }, "stripe webhook: unhandled event type");
         return { outcome: "unknown_type", customerId: null };
@@ -435,7 +436,10 @@ export class WebhookService {
 
     const { effects } = opts;
     const email = (render: (to: string) => EmailMessage) => effects.emails.push({ customerId: row.id, render });
-    if (tier !== row.tier) effects.changed.add(row.id);
+    if (tier !== row.tier) {
+      effects.changed.add(row.id);
+      await auditTierChange(tx, row.id, row.tier, tier, opts.event, snap.status);
+    }
     const wasFailing = previousStatus === "past_due" || previousStatus === "unpaid";
     if (wasFailing && (snap.status === "active" || snap.status === "trialing")) {
       email((to) => paymentRecoveredEmail(to, { tier }));
@@ -474,7 +478,12 @@ export class WebhookService {
   }
 
   /** Deleted in Stripe's dashboard: forget the Stripe ids and the subscription; tier free (overrides kept). */
-  private async customerDeleted(tx: Db, o: Readonly<Record<string, unknown>>, effects: Effects): Promise<Result> {
+  private async customerDeleted(
+    tx: Db,
+    event: { readonly id: string; readonly type: string },
+    o: Readonly<Record<string, unknown>>,
+    effects: Effects,
+  ): Promise<Result> {
     const stripeCustomerId = ref(o.id, "cus_");
     if (stripeCustomerId === null) return { outcome: "ignored", customerId: null };
     const found = await this.deps.repo.customerByStripeId(stripeCustomerId, tx);
@@ -495,11 +504,42 @@ export class WebhookService {
     });
     if (row.tier !== "free") {
       effects.changed.add(row.id);
+      await auditTierChange(tx, row.id, row.tier, "free", event, null);
       const publicBaseUrl = this.deps.publicBaseUrl;
       effects.emails.push({ customerId: row.id, render: (to) => subscriptionCanceledEmail(to, { publicBaseUrl }) });
     }
     return { outcome: "applied", customerId: row.id };
   }
+}
+
+/**
+ * `customer.tier_change`, in the transaction that changes the tier. Source `stripe` (a webhook
+ * event, whose id is kept) or `stripe_reconcile` (reconciliation, including its dry runs, which
+ * roll the entry back with the change).
+ */
+async function auditTierChange(
+  tx: Db,
+  customerId: string,
+  from: Tier,
+  to: Tier,
+  event: { readonly id: string; readonly type: string },
+  status: string | null,
+): Promise<void> {
+  const reconcile = event.type === "reconcile";
+  await recordAudit(tx, {
+    action: "customer.tier_change",
+    targetType: "customer",
+    targetId: customerId,
+    customerId,
+    details: {
+      from,
+      to,
+      source: reconcile ? "stripe_reconcile" : "stripe",
+      ...(reconcile ? {} : { stripe_event_type: event.type }),
+      ...(reconcile ? {} : { stripe_event_id: event.id }),
+      ...(status === null ? {} : { subscription_status: status }),
+    },
+  });
 }
 
 /** The snapshot of a subscription Stripe no longer has: ended. */

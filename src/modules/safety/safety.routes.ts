@@ -213,8 +213,20 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
       const r = resolveProfile(body);
       if (!r.ok) throw errors.invalidSafetyProfile(r.errors);
       const stored = body as Record<string, unknown>;
+      const before = (await repo.getRobot(customerId, robot_id))?.profile ?? null;
       await repo.upsertProfile(customerId, robot_id, stored);
       await service.profileChanged(customerId, robot_id);
+      await platform.audit.recordRequest(request, {
+        action: before === null ? "safety_profile.create" : "safety_profile.update",
+        targetType: "robot",
+        targetId: robot_id,
+        customerId,
+        // Field names only: the limits themselves are the customer's configuration, not audit material.
+        details: {
+          fields: Object.keys(stored).sort(),
+          ...(before === null ? {} : { changed: changedKeys(before, stored) }),
+        },
+      });
       return {
         robot_id,
         source: "custom" as const,
@@ -248,6 +260,12 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
       const had = await repo.deleteProfile(customerId, robot_id);
       if (!had) throw errors.notFound("Safety profile");
       await service.profileChanged(customerId, robot_id);
+      await platform.audit.recordRequest(request, {
+        action: "safety_profile.delete",
+        targetType: "robot",
+        targetId: robot_id,
+        customerId,
+      });
       return reply.code(204).send(null);
     },
   );
@@ -385,6 +403,25 @@ function queryTime(v: string | undefined, path: string): Date | undefined {
     throw errors.invalidRequest([{ in: "query", path, message: "must be a date-time in the years 0001-9999" }]);
   }
   return d;
+}
+
+/** Top-level fields added, removed or given another value. */
+function changedKeys(before: Record<string, unknown>, after: Record<string, unknown>): string[] {
+  const keys = new Set([...Object.keys(before), ...Object.keys(after)]);
+  return [...keys].filter((k) => canonical(before[k]) !== canonical(after[k])).sort();
+}
+
+/** JSON with object keys sorted (jsonb gives them back in its own order). */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v !== null && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(v) ?? "undefined";
 }
 
 function splitList(v: string | undefined): string[] | undefined {
