@@ -9,6 +9,7 @@ import { hashPassword } from "./modules/auth/password.ts";
 import { passwordProblem } from "./modules/auth/password-policy.ts";
 import { billingReconcile } from "./modules/billing/reconcile.ts";
 import { UsersRepo } from "./modules/users/users.repo.ts";
+import { recordAudit } from "./platform/audit.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from "./platform/db/data-dir-lock.ts";
 
@@ -213,6 +214,13 @@ async function main(argv: string[]): Promise<number> {
         const existing = await repo.findByEmail(email);
         if (existing !== undefined) {
           await repo.setSuperuser(existing.id, passwordHash);
+          await recordAudit(db.db, {
+            action: "user.superuser_grant",
+            targetType: "user",
+            targetId: existing.id,
+            customerId: existing.customerId,
+            details: { source: "cli", created: false },
+          });
           process.stdout.write(`promoted ${existing.email} to superuser and set the new password\n`);
           return 0;
         }
@@ -221,6 +229,13 @@ async function main(argv: string[]): Promise<number> {
           process.stderr.write("create-admin: the email was taken concurrently; run again\n");
           return 1;
         }
+        await recordAudit(db.db, {
+          action: "user.superuser_grant",
+          targetType: "user",
+          targetId: created.user.id,
+          customerId: created.customer.id,
+          details: { source: "cli", created: true },
+        });
         process.stdout.write(`created superuser ${created.user.email} (user ${created.user.id})\n`);
         return 0;
       });

@@ -71,6 +71,20 @@ describe("cli", () => {
     expect(r.stdout).toContain("promoted");
     const user = await readUser("root@example.com");
     expect((await verifyPassword(user?.password_hash ?? "", "another long passphrase")).ok).toBe(true);
+    // Both grants are in the audit log (created, then promoted again), never the password.
+    const db = await createDatabase({ dataDir });
+    try {
+      const r = await db.db.execute(
+        "select target_type, details::text as details from audit_log where action = 'user.superuser_grant' order by at, id",
+      );
+      const rows = (r as unknown as { rows: { target_type: string; details: string }[] }).rows;
+      expect(rows.map((x) => [x.target_type, JSON.parse(x.details)])).toEqual([
+        ["user", { source: "cli", created: true }],
+        ["user", { source: "cli", created: false }],
+      ]);
+    } finally {
+      await db.close();
+    }
   });
 
   it("analytics rebuild recomputes a range with a progress report, equal to what the job built", async () => {
