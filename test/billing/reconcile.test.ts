@@ -1,5 +1,7 @@
+import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { billingReconcile } from "../../src/modules/billing/reconcile.ts";
+import { auditLog } from "../../src/platform/db/schema/index.ts";
 import { FAKE_PRICE_ENTERPRISE } from "../helpers/stripe-fake.ts";
 import { type BillingTestContext, buildBillingApp } from "./helpers.ts";
 import { customerRow, subscribe } from "./webhook-helpers.ts";
@@ -45,6 +47,15 @@ describe("npm run cli -- billing-reconcile", () => {
     expect(dry.text()).toMatch(/3 customer\(s\) checked, 2 would change/);
     expect((await customerRow(t, canceled.customerId)).tier).toBe("pro");
     expect((await customerRow(t, upgraded.customerId)).tier).toBe("pro");
+    const tierChanges = async (customerId: string) =>
+      (
+        await t.database.db
+          .select()
+          .from(auditLog)
+          .where(and(eq(auditLog.customerId, customerId), eq(auditLog.action, "customer.tier_change")))
+      ).map((r) => r.details);
+    // The dry run rolled its audit entries back with its changes: only checkout's free -> pro.
+    expect(await tierChanges(upgraded.customerId)).toHaveLength(1);
 
     const run = capture();
     expect(await billingReconcile(t.config, t.database, { dryRun: false }, run.out)).toBe(0);
@@ -55,6 +66,19 @@ describe("npm run cli -- billing-reconcile", () => {
       stripePriceId: FAKE_PRICE_ENTERPRISE,
     });
     expect((await customerRow(t, fine.customerId)).tier).toBe("pro");
+    expect(await tierChanges(upgraded.customerId)).toContainEqual({
+      from: "pro",
+      to: "enterprise",
+      source: "stripe_reconcile",
+      subscription_status: "active",
+    });
+    expect(await tierChanges(canceled.customerId)).toContainEqual({
+      from: "pro",
+      to: "free",
+      source: "stripe_reconcile",
+      subscription_status: "canceled",
+    });
+    expect(await tierChanges(fine.customerId)).toHaveLength(1);
 
     const again = capture();
     expect(await billingReconcile(t.config, t.database, { dryRun: false }, again.out)).toBe(0);
