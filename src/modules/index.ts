@@ -3,6 +3,7 @@ import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
+import { consentModule } from "./consent/consent.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
@@ -20,6 +21,7 @@ export const modules: readonly ModulePlugin[] = [
   billingModule,
   modelsRoutes,
   safetyModule,
+  consentModule,
   inferenceModule,
   feedbackModule,
   streamingModule,
