@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { packMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
 import { buildLimitsApp, hasRedis, type LimitsContext } from "../helpers/limits.ts";
 import { flushLogs, newKey, pattern } from "../inference/helpers.ts";
-import { buildStreamApp, jpeg, type StreamTestContext, started } from "../streaming/helpers.ts";
+import { buildStreamApp, Client, jpeg, type StreamTestContext, started } from "../streaming/helpers.ts";
 import { installConsentSessions, owner, storedInstructions } from "./helpers.ts";
 
 /**
  * Enforcement of store_instructions: for each consent state, one inference through every entry
- * point (REST ok, REST failed, /act, WS /v1/stream, WS /v1/openpi has no instruction text), then
+ * point (REST ok, REST failed, /act, WS /v1/stream, WS /v1/openpi), then
  * the stored rows: the SHA-256 always, the text only when the effective consent allows it.
  */
 let t: StreamTestContext;
@@ -42,7 +43,7 @@ function rest(app: LimitsContext["app"], key: string, instruction: string, model
   });
 }
 
-/** One inference per entry point; returns the sources driven. */
+/** One inference per entry point: REST (ok and failed), /act, WS /v1/stream, WS /v1/openpi. */
 async function driveAll(key: string, instruction: string): Promise<void> {
   expect((await rest(t.app, key, instruction)).statusCode).toBe(200);
   expect((await rest(t.app, key, instruction, "no-such-model")).statusCode).toBe(404);
@@ -62,6 +63,18 @@ async function driveAll(key: string, instruction: string): Promise<void> {
   await c.type("action");
   c.json({ type: "stop" });
   await c.closed;
+  const pi = new Client(`${t.baseUrl}/v1/openpi?unnorm_key=bridge_orig`, { authorization: `Api-Key ${key}` });
+  await pi.opened();
+  await pi.next(() => pi.raw.length >= 1); // metadata
+  pi.ws.send(
+    packMsgpackNumpy({
+      "observation/image": { data: pattern(224, 224, 4), shape: [224, 224, 3] },
+      prompt: instruction,
+    }),
+  );
+  await pi.next(() => pi.raw.length >= 2);
+  pi.close();
+  await pi.closed;
 }
 
 interface Case {
@@ -106,7 +119,7 @@ describe("instruction text is stored only as consent allows", () => {
       await flushLogs(t.app);
       const rows = await storedInstructions(t.database, c.customerId);
       expect(new Set(rows.map((r) => `${r.source}/${r.status}`))).toEqual(
-        new Set(["rest/ok", "rest/error", "act/ok", "stream/ok"]),
+        new Set(["rest/ok", "rest/error", "act/ok", "stream/ok", "openpi/ok"]),
       );
       for (const r of rows) {
         expect(r.sha, JSON.stringify(r)).toMatch(/^[0-9a-f]{64}$/);
