@@ -99,8 +99,8 @@ export const ConsentPatchBody = Type.Object(
     additionalProperties: false,
     minProperties: 1,
     description:
-      "Only the fields given change. Omitted permissions keep their values while the tier stays and take the new " +
-      "tier's defaults when it changes.",
+      "Only the fields given change. Omitted permissions and retention_days keep their values while the tier stays " +
+      "and take the new tier's defaults when it changes.",
     examples: [{ retention_days: 30 }, { tier: "research", policy_version: "2026-12-01" }],
   },
 );
