@@ -87,6 +87,13 @@ export interface Config {
      */
     readonly lookupWaitMs: number;
   };
+  /** Data consent (docs/privacy.md). */
+  readonly consent: {
+    /** The tier of a customer with no consent version yet (basic keeps instruction text, as before consent existed). */
+    readonly defaultTier: "none" | "basic" | "analytics" | "research";
+    /** How long a customer's consent is served from the in-process cache (changes are broadcast at once). */
+    readonly cacheFreshMs: number;
+  };
   readonly safety: {
     /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
     readonly classifiers: readonly "ood"[];
@@ -417,6 +424,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       maxAgeDays: r.int("FEEDBACK_MAX_AGE_DAYS", 90, 1, 36_500),
       perMinute: r.int("FEEDBACK_PER_MINUTE", 600, 1, 1_000_000),
       lookupWaitMs: r.int("FEEDBACK_LOOKUP_WAIT_MS", 300, 0, 10_000),
+    },
+    consent: {
+      defaultTier: r.oneOf("CONSENT_DEFAULT_TIER", ["none", "basic", "analytics", "research"] as const, "basic"),
+      cacheFreshMs: r.int("CONSENT_CACHE_FRESH_MS", 600_000, 0, 86_400_000),
     },
     safety: {
       classifiers: parseClassifiers(r),

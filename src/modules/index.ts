@@ -4,6 +4,7 @@ import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { auditModule } from "./audit/audit.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
+import { consentModule } from "./consent/consent.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
@@ -21,6 +22,7 @@ export const modules: readonly ModulePlugin[] = [
   billingModule,
   modelsRoutes,
   safetyModule,
+  consentModule,
   inferenceModule,
   feedbackModule,
   streamingModule,

@@ -32,6 +32,11 @@ export const TAGS = [
     description:
       "Ground truth on inferences: success and safety ratings, corrected actions, failure reports, their list and statistics (docs/feedback.md).",
   },
+  {
+    name: "privacy",
+    description:
+      "Data consent: what the service may keep of your inferences (tiers, permissions, expiry), its versions, and superuser administration (docs/privacy.md).",
+  },
   { name: "usage", description: "Rate limits and quotas: current usage, limits and reset times." },
   {
     name: "analytics",

@@ -275,7 +275,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox<AnalyticsRouteOptions> =
           "Instructions over the UTC days of [from, to) (default: the last 30 days, at most 400 days), deduplicated by the " +
           "SHA-256 of their normalized form (trimmed, case-folded, whitespace collapsed), with count, success and failure " +
           "rates, mean success rating from feedback, latency, first and last seen. The text is shown only when instruction " +
-          `logging (LOG_INSTRUCTIONS) stored it; otherwise the hash alone. ${freshness}`,
+          `logging stored it (LOG_INSTRUCTIONS and the customer's consent, docs/privacy.md); otherwise the hash alone. ${freshness}`,
         security: SECURITY,
         querystring: InstructionsQuery,
         response: { 200: ok(InstructionsSchema) },

@@ -284,7 +284,7 @@ export const InstructionsSchema = Type.Object(
           description: "SHA-256 of the normalized instruction (trimmed, case-folded, whitespace collapsed).",
         }),
         instruction: Type.Union([Type.String(), Type.Null()], {
-          description: "The text, when instruction logging (LOG_INSTRUCTIONS) allowed storing it; else null.",
+          description: "The text, when LOG_INSTRUCTIONS and the customer's consent allowed storing it; else null.",
         }),
         count: Type.Integer(),
         errors: Type.Integer(),

@@ -127,6 +127,12 @@ export function createInferenceApiMetrics(registry: Registry): Counter<"source" 
   });
 }
 
+/** The customer's data consent, as the runner asks it (src/modules/consent). */
+export interface ConsentGate {
+  /** May this customer's instruction text be stored? Synchronous when cached. */
+  storesInstructions(customerId: string): boolean | Promise<boolean>;
+}
+
 /**
  * Runs one inference through the engine and records it: a log row for the batch writer (off
  * the request path) and the per-source counter. Framework-free; routes and stream handlers
@@ -139,6 +145,7 @@ export class InferenceRunner {
   private readonly counter: Counter<"source" | "model" | "outcome"> | undefined;
   private readonly now: () => number;
   private readonly safety: SafetyGate;
+  private readonly consent: ConsentGate | undefined;
 
   constructor(options: {
     engine: InferenceEngine;
@@ -147,7 +154,10 @@ export class InferenceRunner {
     counter?: Counter<"source" | "model" | "outcome">;
     now?: () => number;
     safety?: SafetyGate;
+    /** Without one, LOG_INSTRUCTIONS alone decides (engine-only tests). */
+    consent?: ConsentGate;
   }) {
+    this.consent = options.consent;
     this.safety = options.safety ?? NO_SAFETY_GATE;
     this.engine = options.engine;
     this.sink = options.sink;
@@ -165,6 +175,8 @@ export class InferenceRunner {
     let outcome: SafetyOutcome;
     const id = randomUUID();
     const admitting = this.safety.admit(customerId, input.robotId, input.previousAction === undefined);
+    // Looked up while the model runs; from the in-process cache after the customer's first request.
+    const keepingText = this.keepsInstructionText(customerId);
     admitting.catch(() => {}); // awaited below; this only keeps an early rejection from being "unhandled"
     try {
       try {
@@ -198,8 +210,9 @@ export class InferenceRunner {
       throw e;
     }
     const totalMs = round(ctx.elapsedMs());
+    const keepText = keepingText instanceof Promise ? await keepingText : keepingText;
     this.sink.push({
-      ...this.base(ctx, input, id),
+      ...this.base(ctx, input, id, keepText),
       model: result.model,
       backend: result.backend,
       imageSha256: result.imageSha256,
@@ -222,22 +235,28 @@ export class InferenceRunner {
   recordFailure(ctx: CallContext, asked: FailureInfo, code: string): void {
     const info = this.withDefaults(ctx, asked);
     const model = typeof info.model === "string" ? info.model.slice(0, 128) : this.engine.defaultModel;
-    this.sink.push({
-      ...this.base(ctx, info, randomUUID()),
-      model,
-      backend: null,
-      imageSha256: null,
-      action: null,
-      actionChunk: null,
-      unnormKey: typeof info.unnormKey === "string" ? info.unnormKey.slice(0, 128) : null,
-      status: "error",
-      errorCode: code,
-      safetyStatus: null,
-      preprocessMs: null,
-      queueMs: null,
-      modelMs: null,
-      totalMs: round(ctx.elapsedMs()),
-    });
+    const id = randomUUID();
+    const createdAt = this.now();
+    const push = (keepText: boolean) =>
+      this.sink.push({
+        ...this.base(ctx, info, id, keepText, createdAt),
+        model,
+        backend: null,
+        imageSha256: null,
+        action: null,
+        actionChunk: null,
+        unnormKey: typeof info.unnormKey === "string" ? info.unnormKey.slice(0, 128) : null,
+        status: "error",
+        errorCode: code,
+        safetyStatus: null,
+        preprocessMs: null,
+        queueMs: null,
+        modelMs: null,
+        totalMs: round(ctx.elapsedMs()),
+      });
+    const keepText = typeof info.instruction === "string" ? this.keepsInstructionText(ctx.principal.customerId) : false;
+    if (keepText instanceof Promise) void keepText.then(push);
+    else push(keepText);
     // Unknown model names are caller input: keep the label set bounded.
     const label = this.engine.modelIds().includes(model) ? model : "unknown";
     this.counter?.inc({ source: ctx.source, model: label, outcome: code });
@@ -258,17 +277,32 @@ export class InferenceRunner {
     }
   }
 
-  private base(ctx: CallContext, info: FailureInfo, id: string) {
+  /**
+   * Instruction text is stored only when the operator allows it (LOG_INSTRUCTIONS, the ceiling)
+   * and the customer's consent does (store_instructions). A failed consent lookup stores no text.
+   */
+  private keepsInstructionText(customerId: string): boolean | Promise<boolean> {
+    if (!this.logInstructions) return false;
+    if (this.consent === undefined) return true;
+    try {
+      const v = this.consent.storesInstructions(customerId);
+      return v instanceof Promise ? v.catch(() => false) : v;
+    } catch {
+      return false;
+    }
+  }
+
+  private base(ctx: CallContext, info: FailureInfo, id: string, keepText: boolean, at = this.now()) {
     const instruction = typeof info.instruction === "string" ? info.instruction : null;
     const robotId = typeof info.robotId === "string" ? info.robotId.slice(0, 128) : null;
     return {
       id,
-      createdAt: new Date(this.now()).toISOString(),
+      createdAt: new Date(at).toISOString(),
       customerId: ctx.principal.customerId,
       apiKeyId: ctx.principal.apiKeyId,
       userId: ctx.principal.userId,
       robotId,
-      instruction: this.logInstructions && instruction !== null ? instruction.slice(0, 1000) : null,
+      instruction: keepText && instruction !== null ? instruction.slice(0, 1000) : null,
       instructionSha256: instruction === null ? null : sha256(instruction),
       instructionKey: instruction === null ? null : instructionKey(instruction),
       source: ctx.source,

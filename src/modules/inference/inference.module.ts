@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
+import { consentServices } from "../consent/consent.module.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";
@@ -66,6 +67,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     counter: createInferenceApiMetrics(platform.metrics.registry),
     now: platform.now,
     safety: safetyServices.get(platform),
+    consent: consentServices.get(platform),
   });
   inferenceRunners.set(platform, runner);
   await app.register(inferenceRoutes, { platform, runner, repo });

@@ -93,7 +93,7 @@ export const usageHourlyMetrics = pgTable(
 /**
  * Instructions per (customer, normalized-instruction hash, UTC day): the day in the key keeps the
  * table decomposable (a range can be rebuilt, a period queried); the API merges the days.
- * `instruction` is the text only when LOG_INSTRUCTIONS allowed storing it, else null.
+ * `instruction` is the text only when the log row kept it (LOG_INSTRUCTIONS and consent), else null.
  */
 export const instructionAnalytics = pgTable(
   "instruction_analytics",

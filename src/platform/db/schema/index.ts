@@ -5,6 +5,7 @@ export * from "./api-keys.ts";
 export * from "./audit.ts";
 export * from "./auth.ts";
 export * from "./billing.ts";
+export * from "./consent.ts";
 export * from "./customers.ts";
 export * from "./feedback.ts";
 export * from "./inference-logs.ts";

@@ -32,7 +32,7 @@ export const inferenceLogs = pgTable(
     model: text("model").notNull(),
     backend: text("backend"),
     robotId: text("robot_id"),
-    /** Stored only when LOG_INSTRUCTIONS allows it; the hash is always kept. */
+    /** Stored only when LOG_INSTRUCTIONS and the customer's consent allow it; the hash is always kept. */
     instruction: text("instruction"),
     instructionSha256: text("instruction_sha256"),
     /** SHA-256 of the normalized instruction (trimmed, case-folded, whitespace collapsed): analytics groups by it. */
