@@ -23,6 +23,7 @@ import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DeletionRegistry } from "./platform/deletion.ts";
 import { Mailer, outboxTransport, smtpTransport } from "./platform/email.ts";
 import { errors } from "./platform/errors.ts";
+import { ExportRegistry } from "./platform/exports.ts";
 import { HealthRegistry } from "./platform/health.ts";
 import { installEdgeGuards, storableDateTimeFormat } from "./platform/http/edge-guards.ts";
 import { installErrorHandler } from "./platform/http/error-handler.ts";
@@ -144,6 +145,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     auth: new AuthRegistry(),
     email,
     deletion: new DeletionRegistry(),
+    exports: new ExportRegistry(),
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({

@@ -87,6 +87,15 @@ export interface Config {
      */
     readonly lookupWaitMs: number;
   };
+  /** Account exports (GDPR Art. 15/20; docs/privacy.md, "Export"). */
+  readonly exports: {
+    /** How long a finished archive can be downloaded before the cleanup deletes it. */
+    readonly ttlHours: number;
+    /** Rows per keyset page when a section streams a large table (inference logs). */
+    readonly batchRows: number;
+    /** How often the cleanup deletes expired archives and fails jobs whose process died. */
+    readonly cleanupIntervalMs: number;
+  };
   readonly safety: {
     /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
     readonly classifiers: readonly "ood"[];
@@ -417,6 +426,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       maxAgeDays: r.int("FEEDBACK_MAX_AGE_DAYS", 90, 1, 36_500),
       perMinute: r.int("FEEDBACK_PER_MINUTE", 600, 1, 1_000_000),
       lookupWaitMs: r.int("FEEDBACK_LOOKUP_WAIT_MS", 300, 0, 10_000),
+    },
+    exports: {
+      ttlHours: r.int("EXPORT_TTL_HOURS", 24, 1, 24 * 30),
+      batchRows: r.int("EXPORT_BATCH_ROWS", 5_000, 100, 100_000),
+      cleanupIntervalMs: r.int("EXPORT_CLEANUP_INTERVAL_MS", 600_000, 1_000, 86_400_000),
     },
     safety: {
       classifiers: parseClassifiers(r),

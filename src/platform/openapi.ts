@@ -44,6 +44,11 @@ export const TAGS = [
       "Stripe subscriptions: checkout, billing portal, subscription state, invoices, overage settings, and Stripe's webhook. 503 billing_disabled when the server has no Stripe key.",
   },
   {
+    name: "account",
+    description:
+      "The account's data: request an export of everything stored about it (GDPR Art. 15/20), follow its progress, download the archive (docs/privacy.md).",
+  },
+  {
     name: "streaming",
     description:
       "Real-time WebSocket endpoints: the native `/v1/stream` and the openpi-compatible `/v1/openpi` (docs/streaming.md).",

@@ -6,6 +6,7 @@ import type { BatchSink, BatchWriter, BatchWriterTuning } from "./batch-writer.t
 import type { Database } from "./db/client.ts";
 import type { DeletionRegistry } from "./deletion.ts";
 import type { Mailer } from "./email.ts";
+import type { ExportRegistry } from "./exports.ts";
 import type { HealthRegistry } from "./health.ts";
 import type { InvalidationBus } from "./invalidation.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -35,6 +36,8 @@ export interface Platform {
   readonly email: Mailer;
   /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
   readonly deletion: DeletionRegistry;
+  /** Account-export (GDPR access/portability) sections; every module that stores customer data plugs in here. */
+  readonly exports: ExportRegistry;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */
