@@ -53,6 +53,11 @@ export interface BuildOptions {
   readonly plugins?: readonly ModulePlugin[];
   /** Clock for limits and key expiry (tests); defaults to Date.now. */
   readonly now?: () => number;
+  /**
+   * False for CLI commands that build the app only to use its registries (e.g. `export`): modules
+   * then skip startup recovery of the server's jobs and their timers. Default true.
+   */
+  readonly backgroundJobs?: boolean;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -144,6 +149,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     lifecycle,
     auth: new AuthRegistry(),
     email,
+    backgroundJobs: options.backgroundJobs ?? true,
     deletion: new DeletionRegistry(),
     exports: new ExportRegistry(),
     notices: [],

@@ -34,6 +34,11 @@ export interface Platform {
   batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
   /** Outgoing email, queued off the request path (SMTP, or the outbox folder in development). */
   readonly email: Mailer;
+  /**
+   * False when a CLI command built the app to reuse its registries: skip startup recovery of the
+   * server's jobs and background timers (the account export module does).
+   */
+  readonly backgroundJobs: boolean;
   /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
   readonly deletion: DeletionRegistry;
   /** Account-export (GDPR access/portability) sections; every module that stores customer data plugs in here. */

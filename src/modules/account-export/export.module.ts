@@ -56,6 +56,7 @@ export const accountExportModule: ModulePlugin = async (app, { platform }: Modul
 
   let timer: NodeJS.Timeout | undefined;
   app.addHook("onReady", async () => {
+    if (!platform.backgroundJobs) return;
     try {
       await service.recover();
     } catch (e) {
