@@ -111,8 +111,11 @@ export class InferenceLogsRepo {
   /**
    * One page of a customer's logs for the account export, oldest first, strictly after the
    * keyset cursor (created_at, id). created_at is read as text with microseconds (a JS Date
-   * would drop them, and the cursor would skip or repeat rows). Uses the (customer_id,
-   * created_at, id) index backwards; every page costs the same whatever its depth.
+   * would drop them, and the cursor would skip or repeat rows). The ORDER BY is what a backward
+   * scan of the (customer_id, created_at DESC NULLS LAST, id DESC NULLS LAST) index yields, so each
+   * page is an index range read (the columns are NOT NULL: NULLS FIRST changes no order); a bare
+   * `created_at` would name the text alias, and plain ASC (NULLS LAST) made PostgreSQL sort every
+   * matching row for each page (1.4 s a page at 1M rows instead of 30-90 ms).
    */
   async exportPage(customerId: string, after: HistoryCursor | undefined, limit: number): Promise<ExportLogRow[]> {
     const from =
@@ -124,7 +127,7 @@ export class InferenceLogsRepo {
         preprocess_ms, queue_ms, model_ms, total_ms
       from inference_logs
       where customer_id = ${customerId} ${from}
-      order by created_at, id
+      order by inference_logs.created_at nulls first, inference_logs.id nulls first
       limit ${limit}`);
     return (res as unknown as { rows: ExportLogRow[] }).rows;
   }
