@@ -24,6 +24,7 @@ import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DeletionRegistry } from "./platform/deletion.ts";
 import { Mailer, outboxTransport, smtpTransport } from "./platform/email.ts";
 import { errors } from "./platform/errors.ts";
+import { ExportRegistry } from "./platform/exports.ts";
 import { HealthRegistry } from "./platform/health.ts";
 import { installEdgeGuards, storableDateTimeFormat } from "./platform/http/edge-guards.ts";
 import { installErrorHandler } from "./platform/http/error-handler.ts";
@@ -53,6 +54,11 @@ export interface BuildOptions {
   readonly plugins?: readonly ModulePlugin[];
   /** Clock for limits and key expiry (tests); defaults to Date.now. */
   readonly now?: () => number;
+  /**
+   * False for CLI commands that build the app only to use its registries (e.g. `export`): modules
+   * then skip startup recovery of the server's jobs and their timers. Default true.
+   */
+  readonly backgroundJobs?: boolean;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -144,8 +150,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     lifecycle,
     auth: new AuthRegistry(),
     email,
+    backgroundJobs: options.backgroundJobs ?? true,
     deletion: new DeletionRegistry(),
     audit: createAuditLog(database.db),
+    exports: new ExportRegistry(),
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({

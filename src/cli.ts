@@ -1,8 +1,12 @@
+import { rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { eq } from "drizzle-orm";
+import { buildApp } from "./app.ts";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { writeArchive } from "./modules/account-export/archive.ts";
 import { RollupJob } from "./modules/analytics/rollup-job.ts";
 import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
@@ -12,6 +16,7 @@ import { UsersRepo } from "./modules/users/users.repo.ts";
 import { recordAudit } from "./platform/audit.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from "./platform/db/data-dir-lock.ts";
+import { customers } from "./platform/db/schema/index.ts";
 
 /**
  * Operator commands: `npm run cli -- <command> [options]`.
@@ -32,6 +37,10 @@ commands:
   analytics rebuild --from <YYYY-MM-DD> --to <YYYY-MM-DD>
                              recompute the analytics rollups of those UTC days (both
                              inclusive) from the raw inference logs and feedback
+  export --customer <id> [--out <file.tar.gz>]
+                             write the customer's account export (the archive of
+                             POST /v1/account/export, docs/privacy.md) to a file
+                             (default ./account-export-<id>-<day>.tar.gz, mode 0600)
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -181,6 +190,75 @@ async function analyticsCommand(rest: string[]): Promise<number> {
   );
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * `export --customer <id> [--out <file>]`: the same archive as the API's export job. The app is
+ * built (without its background jobs) for its section registry, so every module's section is in.
+ */
+async function exportCommand(rest: string[]): Promise<number> {
+  const { values } = parseArgs({ args: rest, options: { customer: { type: "string" }, out: { type: "string" } } });
+  const customerId = values.customer ?? "";
+  if (!UUID.test(customerId)) {
+    process.stderr.write("export: --customer <customer id (uuid)> is required\n");
+    return 2;
+  }
+  const loaded = loadConfig();
+  // An operator command: no model warm-up, no per-statement timeout on the long reads.
+  const config: Config = {
+    ...loaded,
+    models: { ...loaded.models, warmUp: false },
+    log: { ...loaded.log, level: "warn" },
+  };
+  const out = path.resolve(
+    values.out ?? `account-export-${customerId}-${new Date().toISOString().slice(0, 10)}.tar.gz`,
+  );
+  refuseIfDataDirBusy("export", config);
+  return withDatabase(
+    "export",
+    config,
+    async (database) => {
+      await database.migrate();
+      const found = await database.db.select({ id: customers.id }).from(customers).where(eq(customers.id, customerId));
+      if (found.length === 0) {
+        process.stderr.write(`export: no customer ${customerId}\n`);
+        return 1;
+      }
+      const app = await buildApp(config, { database, migrate: false, backgroundJobs: false });
+      try {
+        const started = Date.now();
+        let last = started;
+        const result = await writeArchive({
+          customerId,
+          sections: app.platform.exports.sections,
+          db: database.db,
+          outFile: out,
+          stagePrefix: path.join(path.dirname(out), `.${path.basename(out)}.stage-`),
+          now: Date.now,
+          progressEvery: config.exports.batchRows,
+          onProgress: (progress) => {
+            if (Date.now() - last < 1_000) return;
+            last = Date.now();
+            const rows = Object.values(progress).reduce((a, b) => a + b, 0);
+            process.stderr.write(`export: ${rows} rows written\n`);
+          },
+        });
+        const lines = Object.entries(result.progress).map(([name, n]) => `  ${name}: ${n}`);
+        process.stdout.write(
+          `wrote ${out} (${result.sizeBytes} bytes) in ${((Date.now() - started) / 1000).toFixed(1)} s\n${lines.join("\n")}\n`,
+        );
+        return 0;
+      } catch (e) {
+        await rm(out, { force: true });
+        throw e;
+      } finally {
+        await app.close();
+      }
+    },
+    0,
+  );
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -257,6 +335,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case "analytics":
       return analyticsCommand(rest);
+    case "export":
+      return exportCommand(rest);
     case undefined:
     case "help":
     case "--help":

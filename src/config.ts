@@ -94,6 +94,15 @@ export interface Config {
     /** How long a customer's consent is served from the in-process cache (changes are broadcast at once). */
     readonly cacheFreshMs: number;
   };
+  /** Account exports (GDPR Art. 15/20; docs/privacy.md, "Export"). */
+  readonly exports: {
+    /** How long a finished archive can be downloaded before the cleanup deletes it. */
+    readonly ttlHours: number;
+    /** Rows per keyset page when a section streams a large table (inference logs). */
+    readonly batchRows: number;
+    /** How often the cleanup deletes expired archives and fails jobs whose process died. */
+    readonly cleanupIntervalMs: number;
+  };
   readonly safety: {
     /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
     readonly classifiers: readonly "ood"[];
@@ -428,6 +437,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     consent: {
       defaultTier: r.oneOf("CONSENT_DEFAULT_TIER", ["none", "basic", "analytics", "research"] as const, "basic"),
       cacheFreshMs: r.int("CONSENT_CACHE_FRESH_MS", 600_000, 0, 86_400_000),
+    },
+    exports: {
+      ttlHours: r.int("EXPORT_TTL_HOURS", 24, 1, 24 * 30),
+      batchRows: r.int("EXPORT_BATCH_ROWS", 5_000, 100, 100_000),
+      cleanupIntervalMs: r.int("EXPORT_CLEANUP_INTERVAL_MS", 600_000, 1_000, 86_400_000),
     },
     safety: {
       classifiers: parseClassifiers(r),

@@ -1,4 +1,5 @@
 import type { ModulePlugin } from "../platform/module.ts";
+import { accountExportModule } from "./account-export/export.module.ts";
 import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { auditModule } from "./audit/audit.module.ts";
@@ -17,6 +18,8 @@ import { streamingModule } from "./streaming/streaming.module.ts";
 export const modules: readonly ModulePlugin[] = [
   opsRoutes,
   authRoutes,
+  // Early: its profile and members sections open the archive; the other modules add theirs.
+  accountExportModule,
   apiKeysModule,
   usageRoutes,
   billingModule,

@@ -43,6 +43,9 @@ export const ERROR_CATALOGUE = {
   overage_not_available: { status: 409, title: "Metered overage not available" },
   idempotency_key_reused: { status: 422, title: "Idempotency key used for another request" },
   inference_without_action: { status: 409, title: "Inference returned no action" },
+  export_in_progress: { status: 409, title: "An account export is already queued or running" },
+  export_not_ready: { status: 409, title: "Account export not finished" },
+  export_expired: { status: 410, title: "Account export expired" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -281,6 +284,26 @@ export const errors = {
     }),
   inferenceWithoutAction: (inferenceId: string, detail: string) =>
     new AppError("inference_without_action", { detail, extensions: { inference_id: inferenceId } }),
+  exportInProgress: (exportId: string | undefined) =>
+    new AppError("export_in_progress", {
+      detail:
+        "This account already has an export queued or running; follow it at GET /v1/account/export/{id} and request another once it has finished.",
+      ...(exportId === undefined
+        ? {}
+        : { extensions: { export_id: exportId }, headers: { Location: `/v1/account/export/${exportId}` } }),
+    }),
+  exportNotReady: (status: string) =>
+    new AppError("export_not_ready", {
+      detail:
+        status === "failed"
+          ? "This export failed; there is nothing to download. Request a new export."
+          : `This export is ${status}; download it once its status is done.`,
+      extensions: { status },
+    }),
+  exportExpired: () =>
+    new AppError("export_expired", {
+      detail: "This export's download window has passed and its archive was deleted; request a new export.",
+    }),
   billingDisabled: () =>
     new AppError("billing_disabled", {
       detail: "Billing is not configured on this server (no STRIPE_SECRET_KEY); tiers are changed by administrators.",

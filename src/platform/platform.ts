@@ -7,6 +7,7 @@ import type { BatchSink, BatchWriter, BatchWriterTuning } from "./batch-writer.t
 import type { Database } from "./db/client.ts";
 import type { DeletionRegistry } from "./deletion.ts";
 import type { Mailer } from "./email.ts";
+import type { ExportRegistry } from "./exports.ts";
 import type { HealthRegistry } from "./health.ts";
 import type { InvalidationBus } from "./invalidation.ts";
 import type { Lifecycle } from "./lifecycle.ts";
@@ -34,10 +35,17 @@ export interface Platform {
   batchWriter<T>(name: string, sink: BatchSink<T>, options?: BatchWriterTuning): Promise<BatchWriter<T>>;
   /** Outgoing email, queued off the request path (SMTP, or the outbox folder in development). */
   readonly email: Mailer;
+  /**
+   * False when a CLI command built the app to reuse its registries: skip startup recovery of the
+   * server's jobs and background timers (the account export module does).
+   */
+  readonly backgroundJobs: boolean;
   /** Account-deletion (GDPR erasure) hooks; every module that stores customer data plugs in here. */
   readonly deletion: DeletionRegistry;
   /** The append-only audit log (platform/audit.ts): changes of keys, profiles, tiers, settings; superuser reads. */
   readonly audit: AuditLog;
+  /** Account-export (GDPR access/portability) sections; every module that stores customer data plugs in here. */
+  readonly exports: ExportRegistry;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { eq } from "drizzle-orm";
 import { Counter } from "prom-client";
 import { apiKeys, usageCounters } from "../../platform/db/schema/index.ts";
+import { tableSection } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { ApiKeyStrategy } from "./api-key-strategy.ts";
 import { ApiKeysRepo } from "./api-keys.repo.ts";
@@ -47,6 +48,19 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
   });
   const strategy = new ApiKeyStrategy(service, config.apiKeys.invalidAttemptsPerMinute, metrics);
   platform.auth.useApiKeys(strategy);
+
+  // Account export: key metadata, never the hash (the plaintext is never stored at all).
+  platform.exports.register(
+    tableSection({
+      name: "api_keys",
+      file: "api_keys.ndjson",
+      table: apiKeys,
+      customer: apiKeys.customerId,
+      key: apiKeys.id,
+      omit: ["keyHash"],
+      batchRows: platform.config.exports.batchRows,
+    }),
+  );
 
   // Account deletion (GDPR): the customer's keys and usage go in the erasure transaction, and
   // every instance drops its cached keys once it has committed.

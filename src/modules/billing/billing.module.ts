@@ -1,9 +1,12 @@
+import { eq } from "drizzle-orm";
 import { Counter } from "prom-client";
+import { customers } from "../../platform/db/schema/index.ts";
+import type { ExportSection } from "../../platform/exports.ts";
 import type { ModuleOptions, ModulePlugin } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
 import { BillingRepo } from "./billing.repo.ts";
 import { billingRoutes } from "./billing.routes.ts";
-import { BillingService } from "./billing.service.ts";
+import { BillingService, invoiceView } from "./billing.service.ts";
 import type { BillingClient } from "./billing-client.ts";
 import { BillingJobs } from "./jobs.ts";
 import { registerOverage } from "./overage.module.ts";
@@ -60,6 +63,9 @@ export const billingModule: ModulePlugin = async (app, { platform }: ModuleOptio
   const ctx: BillingContext = { platform, client, repo, service, jobs, stripeFailures };
   billingContexts.set(platform, ctx);
 
+  if (client !== null)
+    platform.exports.register(invoicesSection(client, () => stripeFailures.inc({ operation: "export_invoices" })));
+
   platform.health.register(
     "billing",
     async () =>
@@ -74,3 +80,45 @@ export const billingModule: ModulePlugin = async (app, { platform }: ModuleOptio
   app.addHook("onReady", async () => jobs.start());
   platform.lifecycle.onFlush("billing-jobs", () => jobs.stop());
 };
+
+/**
+ * The account export's invoice list, read from Stripe page by page (100 a page). When Stripe
+ * cannot be reached the file gets one `{"error": "billing_unavailable", ...}` line after the
+ * invoices read so far: the rest of the export is still worth having.
+ */
+function invoicesSection(client: BillingClient, onFailure: () => void): ExportSection {
+  return {
+    name: "invoices",
+    file: "invoices.ndjson",
+    async *rows(customerId, db) {
+      const [row] = await db
+        .select({ stripeCustomerId: customers.stripeCustomerId })
+        .from(customers)
+        .where(eq(customers.id, customerId));
+      const stripeCustomerId = row?.stripeCustomerId ?? null;
+      if (stripeCustomerId === null) return;
+      let startingAfter: string | undefined;
+      for (;;) {
+        let page: Awaited<ReturnType<BillingClient["listInvoices"]>>;
+        try {
+          page = await client.listInvoices({
+            stripeCustomerId,
+            limit: 100,
+            ...(startingAfter === undefined ? {} : { startingAfter }),
+          });
+        } catch {
+          onFailure();
+          yield {
+            error: "billing_unavailable",
+            message: "The billing provider could not be reached; the invoice list is incomplete. Export again later.",
+          };
+          return;
+        }
+        for (const invoice of page.data) yield invoiceView(invoice);
+        const last = page.data[page.data.length - 1];
+        if (!page.hasMore || last === undefined) return;
+        startingAfter = last.id;
+      }
+    },
+  };
+}

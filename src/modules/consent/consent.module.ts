@@ -1,4 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { customerDataConsent } from "../../platform/db/schema/index.ts";
+import { tableSection } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
 import { ConsentRepo } from "./consent.repo.ts";
@@ -31,6 +33,18 @@ export const consentModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
       return { customer_data_consent: await new ConsentRepo(tx).deleteCustomer(customerId) };
     },
   });
+
+  // The customer's consent history, every version, oldest first (GDPR access: what it allowed when).
+  platform.exports.register(
+    tableSection({
+      name: "consent_history",
+      file: "consent_history.ndjson",
+      table: customerDataConsent,
+      customer: customerDataConsent.customerId,
+      key: customerDataConsent.version,
+      batchRows: platform.config.exports.batchRows,
+    }),
+  );
 
   await app.register(consentRoutes, { platform, service });
 };

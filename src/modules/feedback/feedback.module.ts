@@ -1,5 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Counter } from "prom-client";
+import { feedback } from "../../platform/db/schema/index.ts";
+import { tableSection } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { inferenceLogWriters } from "../inference/inference.module.ts";
 import { FeedbackRepo } from "./feedback.repo.ts";
@@ -41,6 +43,19 @@ export const feedbackModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (a
       lookup: (result) => lookups.inc({ result }),
     },
   });
+
+  platform.exports.register(
+    tableSection({
+      name: "feedback",
+      file: "feedback.ndjson",
+      table: feedback,
+      customer: feedback.customerId,
+      key: feedback.id,
+      // Internal bookkeeping: the request fingerprint and the analytics watermark.
+      omit: ["requestHash", "ingestXid"],
+      batchRows: platform.config.exports.batchRows,
+    }),
+  );
 
   platform.deletion.register({
     name: "feedback",

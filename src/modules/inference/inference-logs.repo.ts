@@ -62,6 +62,12 @@ export function monthPartition(t: Date, ahead = 0): { name: string; from: string
   return { name: `inference_logs_y${y}m${m}`, from: start.toISOString(), to: end.toISOString() };
 }
 
+/** One inference log as the account export writes it (snake_case, created_at with microseconds). */
+export interface ExportLogRow extends Record<string, unknown> {
+  readonly id: string;
+  readonly created_at: string;
+}
+
 /** Data access for inference_logs; framework-free. */
 export class InferenceLogsRepo {
   private readonly db: Db;
@@ -100,6 +106,30 @@ export class InferenceLogsRepo {
         instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
         preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key)
       on conflict do nothing`);
+  }
+
+  /**
+   * One page of a customer's logs for the account export, oldest first, strictly after the
+   * keyset cursor (created_at, id). created_at is read as text with microseconds (a JS Date
+   * would drop them, and the cursor would skip or repeat rows). The ORDER BY is what a backward
+   * scan of the (customer_id, created_at DESC NULLS LAST, id DESC NULLS LAST) index yields, so each
+   * page is an index range read (the columns are NOT NULL: NULLS FIRST changes no order); a bare
+   * `created_at` would name the text alias, and plain ASC (NULLS LAST) made PostgreSQL sort every
+   * matching row for each page (1.4 s a page at 1M rows instead of 30-90 ms).
+   */
+  async exportPage(customerId: string, after: HistoryCursor | undefined, limit: number): Promise<ExportLogRow[]> {
+    const from =
+      after === undefined ? sql`` : sql`and (created_at, id) > (${after.createdAt}::timestamptz, ${after.id}::uuid)`;
+    const res = await this.db.execute(sql`
+      select id, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at,
+        api_key_id, user_id, source, model, backend, robot_id, instruction, instruction_sha256, instruction_key,
+        image_sha256, action, action_chunk, unnorm_key, status, error_code, safety_status,
+        preprocess_ms, queue_ms, model_ms, total_ms
+      from inference_logs
+      where customer_id = ${customerId} ${from}
+      order by inference_logs.created_at nulls first, inference_logs.id nulls first
+      limit ${limit}`);
+    return (res as unknown as { rows: ExportLogRow[] }).rows;
   }
 
   /**

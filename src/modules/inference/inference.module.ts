@@ -1,12 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
+import { keysetPages } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
 import { consentServices } from "../consent/consent.module.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";
-import { type InferenceLogEntry, InferenceLogsRepo } from "./inference-logs.repo.ts";
+import {
+  type ExportLogRow,
+  type HistoryCursor,
+  type InferenceLogEntry,
+  InferenceLogsRepo,
+} from "./inference-logs.repo.ts";
 import { createInferenceApiMetrics, InferenceRunner } from "./inference-runner.ts";
 
 /** Test seam: the inference-log writer of an app (tests flush it instead of waiting). */
@@ -46,6 +52,21 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
   const timer = setInterval(() => void ensure(), platform.config.inference.partitionCheckMs);
   timer.unref();
   platform.lifecycle.onFlush("inference-partitions", () => clearInterval(timer));
+
+  const batchRows = platform.config.exports.batchRows;
+  platform.exports.register({
+    name: "inference_logs",
+    file: "inference_logs.ndjson",
+    async *rows(customerId, db) {
+      await writer.flush(); // rows still buffered belong in the export too
+      const logs = new InferenceLogsRepo(db);
+      yield* keysetPages<ExportLogRow, HistoryCursor>(
+        (after, limit) => logs.exportPage(customerId, after, limit),
+        (row) => ({ createdAt: row.created_at, id: row.id }),
+        batchRows,
+      );
+    },
+  });
 
   platform.deletion.register({
     name: "inference-logs",

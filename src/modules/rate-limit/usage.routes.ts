@@ -1,4 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { usageCounters } from "../../platform/db/schema/index.ts";
+import { tableSection } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { rateLimitHeaders, windowRemaining } from "./headers.ts";
 import { limitOf, type WindowName } from "./policy.ts";
@@ -35,6 +37,16 @@ function streamUsage(r: StreamTimeResult, w: StreamWindow) {
 
 /** `GET /v1/usage`: the customer's current counters. Reading them consumes nothing. */
 export const usageRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
+  platform.exports.register(
+    tableSection({
+      name: "usage",
+      file: "usage.ndjson",
+      table: usageCounters,
+      customer: usageCounters.customerId,
+      key: usageCounters.month,
+      batchRows: platform.config.exports.batchRows,
+    }),
+  );
   app.get(
     "/v1/usage",
     {

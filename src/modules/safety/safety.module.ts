@@ -1,5 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
+import { robotProfiles, safetyIncidents } from "../../platform/db/schema/index.ts";
+import { tableSection } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
 import { createEstopRegistry } from "./estop.ts";
@@ -54,6 +56,33 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
   });
   safetyServices.set(platform, service);
   safetyWriters.set(platform, { incidents, lastSeen });
+
+  const batchRows = platform.config.exports.batchRows;
+  const incidentSection = tableSection({
+    name: "safety_incidents",
+    file: "safety_incidents.ndjson",
+    table: safetyIncidents,
+    customer: safetyIncidents.customerId,
+    key: safetyIncidents.id,
+    batchRows,
+  });
+  platform.exports.register({
+    ...incidentSection,
+    async *rows(customerId, db) {
+      await incidents.flush(); // incidents still buffered belong in the export too
+      yield* incidentSection.rows(customerId, db);
+    },
+  });
+  platform.exports.register(
+    tableSection({
+      name: "robot_profiles",
+      file: "robot_profiles.ndjson",
+      table: robotProfiles,
+      customer: robotProfiles.customerId,
+      key: robotProfiles.robotId,
+      batchRows,
+    }),
+  );
 
   platform.deletion.register({
     name: "safety",

@@ -7,6 +7,7 @@ export * from "./auth.ts";
 export * from "./billing.ts";
 export * from "./consent.ts";
 export * from "./customers.ts";
+export * from "./exports.ts";
 export * from "./feedback.ts";
 export * from "./inference-logs.ts";
 export * from "./safety.ts";
