@@ -8,6 +8,7 @@ import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
 import { passwordProblem } from "./modules/auth/password-policy.ts";
 import { billingReconcile } from "./modules/billing/reconcile.ts";
+import { RetentionJob } from "./modules/retention/retention.job.ts";
 import { UsersRepo } from "./modules/users/users.repo.ts";
 import { recordAudit } from "./platform/audit.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
@@ -18,6 +19,7 @@ import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from 
  *   migrate                      apply pending SQL migrations
  *   create-admin --email <e>     create (or promote) a superuser; password prompted or read from stdin
  *   analytics rebuild --from <day> --to <day>   recompute the analytics rollups of those UTC days
+ *   retention [--dry-run]        run the retention job once
  */
 const USAGE = `usage: npm run cli -- <command> [options]
 
@@ -32,6 +34,8 @@ commands:
   analytics rebuild --from <YYYY-MM-DD> --to <YYYY-MM-DD>
                              recompute the analytics rollups of those UTC days (both
                              inclusive) from the raw inference logs and feedback
+  retention [--dry-run]      delete what outlived each customer's consent retention_days
+                             (docs/privacy.md); --dry-run only prints what it would delete
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -118,21 +122,21 @@ async function withDatabase<T>(
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
 
 /** A progress bar on a terminal (redrawn in place), else a line per tenth. */
-function progressBar(label: string): (done: number, total: number) => void {
+function progressBar(label: string, unit = "days"): (done: number, total: number) => void {
   let lastTenth = -1;
   return (done, total) => {
     const frac = total === 0 ? 1 : done / total;
     if (process.stderr.isTTY) {
       const width = 30;
       const full = Math.round(frac * width);
-      process.stderr.write(`\r${label} [${"#".repeat(full)}${".".repeat(width - full)}] ${done}/${total} days`);
+      process.stderr.write(`\r${label} [${"#".repeat(full)}${".".repeat(width - full)}] ${done}/${total} ${unit}`);
       if (done === total) process.stderr.write("\n");
       return;
     }
     const tenth = Math.floor(frac * 10);
     if (tenth !== lastTenth) {
       lastTenth = tenth;
-      process.stderr.write(`${label}: ${done}/${total} days (${Math.round(frac * 100)} %)\n`);
+      process.stderr.write(`${label}: ${done}/${total} ${unit} (${Math.round(frac * 100)} %)\n`);
     }
   };
 }
@@ -179,6 +183,33 @@ async function analyticsCommand(rest: string[]): Promise<number> {
     },
     0,
   );
+}
+
+async function retentionCommand(rest: string[]): Promise<number> {
+  const { values } = parseArgs({ args: rest, options: { "dry-run": { type: "boolean" } } });
+  const dryRun = values["dry-run"] === true;
+  const config = loadConfig();
+  return withDatabase("retention", config, async (database) => {
+    await database.migrate();
+    const job = new RetentionJob({
+      database,
+      now: Date.now,
+      defaultTier: config.consent.defaultTier,
+      batchSize: config.retention.batchSize,
+    });
+    const r = await job.run({ dryRun, onProgress: progressBar(dryRun ? "counting" : "deleting", "customers") });
+    if (!r.ran) {
+      process.stderr.write("retention: the retention job is running in another process; try again\n");
+      return 1;
+    }
+    const verb = dryRun ? "would delete" : "deleted";
+    const out = [`retention${dryRun ? " (dry run)" : ""}: ${r.customers} customers`];
+    for (const [table, n] of Object.entries(r.rows)) out.push(`  ${table}: ${verb} ${n} rows`);
+    for (const p of r.partitions) out.push(`  inference_logs: ${dryRun ? "would drop" : "dropped"} partition ${p}`);
+    out.push(`in ${(r.durationMs / 1000).toFixed(1)} s`);
+    process.stdout.write(`${out.join("\n")}\n`);
+    return 0;
+  });
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -257,6 +288,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case "analytics":
       return analyticsCommand(rest);
+    case "retention":
+      return retentionCommand(rest);
     case undefined:
     case "help":
     case "--help":

@@ -94,6 +94,13 @@ export interface Config {
     /** How long a customer's consent is served from the in-process cache (changes are broadcast at once). */
     readonly cacheFreshMs: number;
   };
+  /** The retention job (docs/privacy.md "Retention"). */
+  readonly retention: {
+    /** How often the job deletes what is older than each customer's consent `retention_days`. */
+    readonly intervalMs: number;
+    /** Rows per DELETE statement (each its own short transaction). */
+    readonly batchSize: number;
+  };
   readonly safety: {
     /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
     readonly classifiers: readonly "ood"[];
@@ -428,6 +435,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     consent: {
       defaultTier: r.oneOf("CONSENT_DEFAULT_TIER", ["none", "basic", "analytics", "research"] as const, "basic"),
       cacheFreshMs: r.int("CONSENT_CACHE_FRESH_MS", 600_000, 0, 86_400_000),
+    },
+    retention: {
+      intervalMs: r.int("RETENTION_INTERVAL_MS", 3_600_000, 1_000, 7 * 86_400_000),
+      batchSize: r.int("RETENTION_BATCH_SIZE", 5_000, 1, 100_000),
     },
     safety: {
       classifiers: parseClassifiers(r),

@@ -1,0 +1,48 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { ModuleOptions } from "../../platform/module.ts";
+import type { Platform } from "../../platform/platform.ts";
+import { createRetentionMetrics, RetentionJob } from "./retention.job.ts";
+
+/** Test seam: the retention job of an app (tests run it instead of waiting for the timer). */
+export const retentionJobs = new WeakMap<Platform, RetentionJob>();
+
+/**
+ * The retention job (docs/privacy.md "Retention"): every RETENTION_INTERVAL_MS, deletes what
+ * outlived each customer's consent `retention_days`. No routes.
+ */
+export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
+  const job = new RetentionJob({
+    database: platform.database,
+    now: platform.now,
+    defaultTier: platform.config.consent.defaultTier,
+    batchSize: platform.config.retention.batchSize,
+    metrics: createRetentionMetrics(platform.metrics.registry),
+  });
+  retentionJobs.set(platform, job);
+
+  let current: Promise<unknown> | undefined;
+  const tick = () => {
+    current = job.run().then(
+      (r) => {
+        if (r.ran) {
+          app.log.info(
+            {
+              deleted: r.rows,
+              partitionsDropped: r.partitions,
+              customers: r.customers,
+              durationMs: Math.round(r.durationMs),
+            },
+            "retention run",
+          );
+        }
+      },
+      (err: unknown) => app.log.warn({ err }, "retention run failed; retried at the next tick"),
+    );
+  };
+  const timer = setInterval(tick, platform.config.retention.intervalMs);
+  timer.unref();
+  platform.lifecycle.onFlush("retention", async () => {
+    clearInterval(timer);
+    await current;
+  });
+};
