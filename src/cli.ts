@@ -205,6 +205,9 @@ async function retentionCommand(rest: string[]): Promise<number> {
     const verb = dryRun ? "would delete" : "deleted";
     const out = [`retention${dryRun ? " (dry run)" : ""}: ${r.customers} customers`];
     for (const [table, n] of Object.entries(r.rows)) out.push(`  ${table}: ${verb} ${n} rows`);
+    out.push(
+      `  instruction_analytics: ${dryRun ? "would clear" : "cleared"} the instruction text of ${r.instructionTextsCleared} rows`,
+    );
     for (const p of r.partitions) out.push(`  inference_logs: ${dryRun ? "would drop" : "dropped"} partition ${p}`);
     out.push(`in ${(r.durationMs / 1000).toFixed(1)} s`);
     process.stdout.write(`${out.join("\n")}\n`);

@@ -40,6 +40,7 @@ describe("cli retention", () => {
       expect(dry.stdout).toContain("inference_logs: would delete 2 rows");
       expect(dry.stdout).toContain("safety_incidents: would delete 3 rows");
       expect(dry.stdout).toContain("feedback: would delete 3 rows");
+      expect(dry.stdout).toContain("instruction_analytics: would clear the instruction text of 0 rows");
       expect(dry.stdout).toContain("inference_logs: would drop partition inference_logs_y2020m01");
       expect(dry.status).toBe(0);
 

@@ -74,3 +74,25 @@ export async function ages(database: Database, customerId: string) {
     feedback: await q("feedback", "created_at"),
   };
 }
+
+/** An instruction_analytics row of the customer for the UTC day `days` before NOW, with text and 5 requests. */
+export async function insertInstructionDay(database: Database, customerId: string, days: number): Promise<void> {
+  const day = new Date(NOW - days * DAY).toISOString().slice(0, 10);
+  await database.db.execute(sql`
+    insert into instruction_analytics (customer_id, instruction_key, day, instruction, requests)
+    values (${customerId}, ${`k${days}`}, ${day}::date, 'pick up the cup', 5)`);
+}
+
+/** The customer's instruction_analytics rows: age in days, text, requests; newest first. */
+export async function instructionDays(database: Database, customerId: string) {
+  const res = await database.db.execute(sql`
+    select day::text as day, instruction, requests::int as requests from instruction_analytics
+    where customer_id = ${customerId} order by day desc`);
+  return (res as unknown as { rows: { day: string; instruction: string | null; requests: number }[] }).rows.map(
+    (r) => ({
+      age: Math.floor((NOW - Date.parse(`${r.day}T00:00:00Z`)) / DAY),
+      instruction: r.instruction,
+      requests: r.requests,
+    }),
+  );
+}

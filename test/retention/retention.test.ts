@@ -3,7 +3,16 @@ import { InferenceLogsRepo } from "../../src/modules/inference/inference-logs.re
 import { RETENTION_LOCK, type RetentionJob } from "../../src/modules/retention/retention.job.ts";
 import { retentionJobs } from "../../src/modules/retention/retention.module.ts";
 import { buildTestApp, type TestContext, usingRealServices } from "../helpers/app.ts";
-import { ages, createCustomer, DAY, grantRetention, insertAt, NOW } from "./helpers.ts";
+import {
+  ages,
+  createCustomer,
+  DAY,
+  grantRetention,
+  insertAt,
+  insertInstructionDay,
+  instructionDays,
+  NOW,
+} from "./helpers.ts";
 
 let t: TestContext | undefined;
 afterEach(async () => {
@@ -29,9 +38,18 @@ describe("retention job", () => {
     await grantRetention(ctx.database, short, 30);
     await grantRetention(ctx.database, long, 365);
     for (const c of [short, long, none]) await insertAt(ctx.database, c, [at(10), at(60), at(200), at(400)]);
+    for (const d of [10, 60]) await insertInstructionDay(ctx.database, short, d);
+    await insertInstructionDay(ctx.database, long, 60);
 
     const r = await job.run();
     expect(r.ran).toBe(true);
+    // The instruction rollup keeps its counts past retention, not the text.
+    expect(r.instructionTextsCleared).toBe(1);
+    expect(await instructionDays(ctx.database, short)).toEqual([
+      { age: 10, instruction: "pick up the cup", requests: 5 },
+      { age: 60, instruction: null, requests: 5 },
+    ]);
+    expect((await instructionDays(ctx.database, long))[0]?.instruction).toBe("pick up the cup");
     // short keeps 10; long keeps 10, 60, 200; none keeps 10, 60
     expect(r.rows).toEqual({ inference_logs: 3 + 1 + 2, safety_incidents: 6, feedback: 6 });
     const expected = (kept: number[]) => ({ inference_logs: kept, safety_incidents: kept, feedback: kept });
@@ -48,6 +66,7 @@ describe("retention job", () => {
     const again = await job.run();
     expect(again.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0 });
     expect(again.partitions).toEqual([]);
+    expect(again.instructionTextsCleared).toBe(0);
     expect(await ages(ctx.database, long)).toEqual(expected([10, 60, 200]));
   });
 
@@ -67,8 +86,11 @@ describe("retention job", () => {
     const c = await createCustomer(ctx.database, "dry");
     await grantRetention(ctx.database, c, 30);
     await insertAt(ctx.database, c, [at(5), at(45), at(100)]);
+    await insertInstructionDay(ctx.database, c, 45);
     const before = await ages(ctx.database, c);
     const dry = await job.run({ dryRun: true });
+    expect(dry.instructionTextsCleared).toBe(1);
+    expect((await instructionDays(ctx.database, c))[0]?.instruction).toBe("pick up the cup");
     expect(dry).toMatchObject({
       ran: true,
       dryRun: true,
@@ -79,6 +101,7 @@ describe("retention job", () => {
     expect(metrics).not.toMatch(/vla_retention_rows_deleted_total\{table="inference_logs"\} [1-9]/);
     const real = await job.run();
     expect(real.rows).toEqual(dry.rows);
+    expect(real.instructionTextsCleared).toBe(1);
   });
 
   it("drops a month's partition once every customer's retention (and the default's) has passed it", async () => {

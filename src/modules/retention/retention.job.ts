@@ -17,6 +17,8 @@ export interface RetentionReport {
   readonly dryRun: boolean;
   /** Rows deleted row by row per table (dry run: rows that would be). */
   readonly rows: Record<RetainedTableName, number>;
+  /** instruction_analytics rows whose instruction text was cleared (dry run: would be); counts stay. */
+  readonly instructionTextsCleared: number;
   /** Monthly inference_logs partitions detached and dropped (dry run: that would be). */
   readonly partitions: string[];
   readonly customers: number;
@@ -25,6 +27,7 @@ export interface RetentionReport {
 
 export interface RetentionMetrics {
   readonly rowsDeleted: Counter<"table">;
+  readonly instructionTextsCleared: Counter;
   readonly partitionsDropped: Counter;
   readonly lastRun: Gauge;
   readonly lastDuration: Gauge;
@@ -36,6 +39,11 @@ export function createRetentionMetrics(registry: Registry): RetentionMetrics {
       name: "vla_retention_rows_deleted_total",
       help: "Rows the retention job deleted because they outlived their customer's retention_days, by table.",
       labelNames: ["table"],
+      registers: [registry],
+    }),
+    instructionTextsCleared: new Counter({
+      name: "vla_retention_instruction_texts_cleared_total",
+      help: "instruction_analytics rows past their customer's retention whose instruction text the retention job cleared.",
       registers: [registry],
     }),
     partitionsDropped: new Counter({
@@ -106,6 +114,7 @@ export class RetentionJob {
         ran: false,
         dryRun: opts.dryRun === true,
         rows: { inference_logs: 0, safety_incidents: 0, feedback: 0 },
+        instructionTextsCleared: 0,
         partitions: [],
         customers: 0,
         durationMs: performance.now() - started,
@@ -135,6 +144,7 @@ export class RetentionJob {
     }
 
     const rows: Record<RetainedTableName, number> = { inference_logs: 0, safety_incidents: 0, feedback: 0 };
+    let instructionTextsCleared = 0;
     onProgress?.(0, customers.length);
     for (const [i, c] of customers.entries()) {
       const before = new Date(now - (days[i] as number) * DAY_MS);
@@ -150,6 +160,17 @@ export class RetentionJob {
           if (n < this.o.batchSize) break;
         }
       }
+      // The instruction rollup keeps counts past retention, not the text (whole UTC days before the cutoff).
+      const beforeDay = before.toISOString().slice(0, 10);
+      if (dryRun) instructionTextsCleared += await this.repo.countInstructions(c.customerId, beforeDay);
+      else {
+        for (;;) {
+          const n = await this.repo.clearInstructionBatch(c.customerId, beforeDay, this.o.batchSize);
+          instructionTextsCleared += n;
+          this.o.metrics?.instructionTextsCleared.inc(n);
+          if (n < this.o.batchSize) break;
+        }
+      }
       onProgress?.(i + 1, customers.length);
     }
     const durationMs = performance.now() - started;
@@ -157,6 +178,6 @@ export class RetentionJob {
       this.o.metrics?.lastRun.set(now / 1000);
       this.o.metrics?.lastDuration.set(durationMs / 1000);
     }
-    return { ran: true, dryRun, rows, partitions, customers: customers.length, durationMs };
+    return { ran: true, dryRun, rows, instructionTextsCleared, partitions, customers: customers.length, durationMs };
   }
 }

@@ -28,6 +28,7 @@ export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
           app.log.info(
             {
               deleted: r.rows,
+              instructionTextsCleared: r.instructionTextsCleared,
               partitionsDropped: r.partitions,
               customers: r.customers,
               durationMs: Math.round(r.durationMs),

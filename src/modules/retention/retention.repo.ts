@@ -36,6 +36,12 @@ function rowsOf<T>(res: unknown): T[] {
   return (res as { rows: T[] }).rows;
 }
 
+/** Rows a DELETE or UPDATE touched (node-postgres: rowCount; PGlite: affectedRows). */
+function affected(res: unknown): number {
+  const r = res as { rowCount?: number | null; affectedRows?: number };
+  return r.rowCount ?? r.affectedRows ?? 0;
+}
+
 /** SQL of the retention job; framework-free. */
 export class RetentionRepo {
   private readonly db: Db;
@@ -90,6 +96,28 @@ export class RetentionRepo {
     const res = await this.db.execute(sql`
       select count(*)::int as n from ${t}
       where customer_id = ${customerId} and ${time} < ${before.toISOString()}::timestamptz${outside}`);
+    return Number(rowsOf<{ n: number }>(res)[0]?.n ?? 0);
+  }
+
+  /**
+   * Clears the instruction text of at most `limit` of the customer's `instruction_analytics` rows
+   * of UTC days before `beforeDay` (YYYY-MM-DD); the counts stay. The number cleared.
+   */
+  async clearInstructionBatch(customerId: string, beforeDay: string, limit: number): Promise<number> {
+    const res = await this.db.execute(sql`
+      update instruction_analytics set instruction = null
+      where (customer_id, instruction_key, day) in (
+        select customer_id, instruction_key, day from instruction_analytics
+        where customer_id = ${customerId} and day < ${beforeDay}::date and instruction is not null
+        limit ${limit})`);
+    return affected(res);
+  }
+
+  /** How many of the customer's instruction_analytics rows before `beforeDay` still hold text. */
+  async countInstructions(customerId: string, beforeDay: string): Promise<number> {
+    const res = await this.db.execute(sql`
+      select count(*)::int as n from instruction_analytics
+      where customer_id = ${customerId} and day < ${beforeDay}::date and instruction is not null`);
     return Number(rowsOf<{ n: number }>(res)[0]?.n ?? 0);
   }
 
