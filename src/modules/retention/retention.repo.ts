@@ -73,16 +73,13 @@ export class RetentionRepo {
     const time = sql.raw(table.time);
     const key = sql.raw(table.key);
     const cols = sql.raw(table.keyColumns);
+    const cutoff = sql`${before.toISOString()}::timestamptz`;
+    // The outer predicates repeat the inner ones on purpose: without them PostgreSQL plans a hash
+    // semi-join over a sequential scan of every partition for each batch.
     const res = await this.db.execute(sql`
-      delete from ${t} where ${key} in (
-        select ${cols} from ${t}
-        where customer_id = ${customerId} and ${time} < ${before.toISOString()}::timestamptz
-        limit ${limit})`);
-    return (
-      (res as unknown as { rowCount?: number | null; affectedRows?: number }).rowCount ??
-      (res as unknown as { affectedRows?: number }).affectedRows ??
-      0
-    );
+      delete from ${t} where customer_id = ${customerId} and ${time} < ${cutoff} and ${key} in (
+        select ${cols} from ${t} where customer_id = ${customerId} and ${time} < ${cutoff} limit ${limit})`);
+    return affected(res);
   }
 
   /** How many of the customer's rows are older than `before`, outside the partitions named in `skip`. */
