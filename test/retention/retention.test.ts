@@ -1,7 +1,8 @@
+import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { InferenceLogsRepo } from "../../src/modules/inference/inference-logs.repo.ts";
 import { RETENTION_LOCK, type RetentionJob } from "../../src/modules/retention/retention.job.ts";
-import { retentionJobs } from "../../src/modules/retention/retention.module.ts";
+import { retentionJobs, retentionTicks } from "../../src/modules/retention/retention.module.ts";
 import { buildTestApp, type TestContext, usingRealServices } from "../helpers/app.ts";
 import {
   ages,
@@ -167,6 +168,40 @@ describe("retention job", () => {
     expect(r.partitions).toEqual([]);
     expect(r.rows.inference_logs).toBe(1);
     expect(await logs.partitionNames()).toContain("inference_logs_y2025m06");
+  });
+
+  it("after stop() (shutdown) a run deletes nothing more", async () => {
+    const { ctx, job } = await setup();
+    const c = await createCustomer(ctx.database, "stopped");
+    await grantRetention(ctx.database, c, 30);
+    await insertAt(ctx.database, c, [at(100)]);
+    await job.stop();
+    const r = await job.run();
+    expect(r.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0 });
+    expect((await ages(ctx.database, c)).inference_logs).toEqual([100]);
+    expect(await ctx.app.platform.metrics.registry.metrics()).toContain("vla_retention_last_run_timestamp_seconds 0");
+  });
+
+  it("a timer tick logs one line with what the run deleted", async () => {
+    const lines: string[] = [];
+    const logStream = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk));
+        cb();
+      },
+    });
+    t = await buildTestApp({ now: () => NOW, env: { LOG_LEVEL: "info" }, logStream });
+    const c = await createCustomer(t.database, "logged");
+    await grantRetention(t.database, c, 30);
+    await insertAt(t.database, c, [at(100), at(5)]);
+    await retentionTicks.get(t.app.platform)?.();
+    const runs = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "retention run");
+    expect(runs).toHaveLength(1);
+    expect(runs[0]).toMatchObject({
+      deleted: { inference_logs: 1, safety_incidents: 1, feedback: 1 },
+      partitionsDropped: [],
+      customers: 1,
+    });
   });
 
   it.skipIf(!usingRealServices)("skips the run while another instance holds the lock", async () => {

@@ -89,10 +89,20 @@ export class RetentionJob {
   private readonly o: RetentionJobOptions;
   private readonly repo: RetentionRepo;
   private running: Promise<RetentionReport> | undefined;
+  private stopping = false;
 
   constructor(o: RetentionJobOptions) {
     this.o = o;
     this.repo = new RetentionRepo(o.database.db);
+  }
+
+  /**
+   * Ends a run in progress after its current statement (shutdown); what it deleted so far stays
+   * deleted and the next run carries on. Later runs do nothing.
+   */
+  stop(): Promise<unknown> {
+    this.stopping = true;
+    return this.running ?? Promise.resolve();
   }
 
   /** Runs once; a call while a run is in progress in this process joins it. */
@@ -134,6 +144,7 @@ export class RetentionJob {
 
     const partitions: string[] = [];
     for (const name of await this.repo.monthPartitions()) {
+      if (this.stopping) break;
       const end = partitionEnd(name);
       if (end === undefined || end.getTime() > allCutoff) continue;
       if (!dryRun) {
@@ -147,6 +158,7 @@ export class RetentionJob {
     let instructionTextsCleared = 0;
     onProgress?.(0, customers.length);
     for (const [i, c] of customers.entries()) {
+      if (this.stopping) break;
       const before = new Date(now - (days[i] as number) * DAY_MS);
       for (const table of RETAINED_TABLES) {
         if (dryRun) {
@@ -157,7 +169,7 @@ export class RetentionJob {
           const n = await this.repo.deleteBatch(table, c.customerId, before, this.o.batchSize);
           rows[table.name] += n;
           this.o.metrics?.rowsDeleted.inc({ table: table.name }, n);
-          if (n < this.o.batchSize) break;
+          if (n < this.o.batchSize || this.stopping) break;
         }
       }
       // The instruction rollup keeps counts past retention, not the text (whole UTC days before the cutoff).
@@ -168,13 +180,14 @@ export class RetentionJob {
           const n = await this.repo.clearInstructionBatch(c.customerId, beforeDay, this.o.batchSize);
           instructionTextsCleared += n;
           this.o.metrics?.instructionTextsCleared.inc(n);
-          if (n < this.o.batchSize) break;
+          if (n < this.o.batchSize || this.stopping) break;
         }
       }
       onProgress?.(i + 1, customers.length);
     }
     const durationMs = performance.now() - started;
-    if (!dryRun) {
+    // A run cut short by stop() is not a finished run.
+    if (!dryRun && !this.stopping) {
       this.o.metrics?.lastRun.set(now / 1000);
       this.o.metrics?.lastDuration.set(durationMs / 1000);
     }

@@ -6,6 +6,9 @@ import { createRetentionMetrics, RetentionJob } from "./retention.job.ts";
 /** Test seam: the retention job of an app (tests run it instead of waiting for the timer). */
 export const retentionJobs = new WeakMap<Platform, RetentionJob>();
 
+/** Test seam: one timer tick of an app (a run, then its log line), resolving when both are done. */
+export const retentionTicks = new WeakMap<Platform, () => Promise<unknown>>();
+
 /**
  * The retention job (docs/privacy.md "Retention"): every RETENTION_INTERVAL_MS, deletes what
  * outlived each customer's consent `retention_days`. No routes.
@@ -39,11 +42,14 @@ export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
       },
       (err: unknown) => app.log.warn({ err }, "retention run failed; retried at the next tick"),
     );
+    return current;
   };
-  const timer = setInterval(tick, platform.config.retention.intervalMs);
+  retentionTicks.set(platform, tick);
+  const timer = setInterval(() => void tick(), platform.config.retention.intervalMs);
   timer.unref();
   platform.lifecycle.onFlush("retention", async () => {
     clearInterval(timer);
+    await job.stop();
     await current;
   });
 };
