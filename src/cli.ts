@@ -12,6 +12,7 @@ import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
 import { passwordProblem } from "./modules/auth/password-policy.ts";
 import { billingReconcile } from "./modules/billing/reconcile.ts";
+import { RetentionJob } from "./modules/retention/retention.job.ts";
 import { UsersRepo } from "./modules/users/users.repo.ts";
 import { recordAudit } from "./platform/audit.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
@@ -23,6 +24,7 @@ import { customers } from "./platform/db/schema/index.ts";
  *   migrate                      apply pending SQL migrations
  *   create-admin --email <e>     create (or promote) a superuser; password prompted or read from stdin
  *   analytics rebuild --from <day> --to <day>   recompute the analytics rollups of those UTC days
+ *   retention [--dry-run]        run the retention job once
  */
 const USAGE = `usage: npm run cli -- <command> [options]
 
@@ -37,6 +39,8 @@ commands:
   analytics rebuild --from <YYYY-MM-DD> --to <YYYY-MM-DD>
                              recompute the analytics rollups of those UTC days (both
                              inclusive) from the raw inference logs and feedback
+  retention [--dry-run]      delete what outlived each customer's consent retention_days
+                             (docs/privacy.md); --dry-run only prints what it would delete
   export --customer <id> [--out <file.tar.gz>]
                              write the customer's account export (the archive of
                              POST /v1/account/export, docs/privacy.md) to a file
@@ -127,21 +131,21 @@ async function withDatabase<T>(
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
 
 /** A progress bar on a terminal (redrawn in place), else a line per tenth. */
-function progressBar(label: string): (done: number, total: number) => void {
+function progressBar(label: string, unit = "days"): (done: number, total: number) => void {
   let lastTenth = -1;
   return (done, total) => {
     const frac = total === 0 ? 1 : done / total;
     if (process.stderr.isTTY) {
       const width = 30;
       const full = Math.round(frac * width);
-      process.stderr.write(`\r${label} [${"#".repeat(full)}${".".repeat(width - full)}] ${done}/${total} days`);
+      process.stderr.write(`\r${label} [${"#".repeat(full)}${".".repeat(width - full)}] ${done}/${total} ${unit}`);
       if (done === total) process.stderr.write("\n");
       return;
     }
     const tenth = Math.floor(frac * 10);
     if (tenth !== lastTenth) {
       lastTenth = tenth;
-      process.stderr.write(`${label}: ${done}/${total} days (${Math.round(frac * 100)} %)\n`);
+      process.stderr.write(`${label}: ${done}/${total} ${unit} (${Math.round(frac * 100)} %)\n`);
     }
   };
 }
@@ -259,6 +263,42 @@ async function exportCommand(rest: string[]): Promise<number> {
   );
 }
 
+async function retentionCommand(rest: string[]): Promise<number> {
+  const { values } = parseArgs({ args: rest, options: { "dry-run": { type: "boolean" } } });
+  const dryRun = values["dry-run"] === true;
+  const config = loadConfig();
+  return withDatabase(
+    "retention",
+    config,
+    async (database) => {
+      await database.migrate();
+      const job = new RetentionJob({
+        database,
+        now: Date.now,
+        defaultTier: config.consent.defaultTier,
+        batchSize: config.retention.batchSize,
+      });
+      const r = await job.run({ dryRun, onProgress: progressBar(dryRun ? "counting" : "deleting", "customers") });
+      if (!r.ran) {
+        process.stderr.write("retention: the retention job is running in another process; try again\n");
+        return 1;
+      }
+      const verb = dryRun ? "would delete" : "deleted";
+      const out = [`retention${dryRun ? " (dry run)" : ""}: ${r.customers} customers`];
+      for (const [table, n] of Object.entries(r.rows)) out.push(`  ${table}: ${verb} ${n} rows`);
+      out.push(
+        `  instruction_analytics: ${dryRun ? "would clear" : "cleared"} the instruction text of ${r.instructionTextsCleared} rows`,
+      );
+      for (const p of r.partitions) out.push(`  inference_logs: ${dryRun ? "would drop" : "dropped"} partition ${p}`);
+      out.push(`in ${(r.durationMs / 1000).toFixed(1)} s`);
+      process.stdout.write(`${out.join("\n")}\n`);
+      return 0;
+      // The dry run counts a customer's whole backlog in one statement: no per-statement timeout (0 = none).
+    },
+    0,
+  );
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -335,6 +375,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case "analytics":
       return analyticsCommand(rest);
+    case "retention":
+      return retentionCommand(rest);
     case "export":
       return exportCommand(rest);
     case undefined:

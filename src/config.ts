@@ -103,6 +103,13 @@ export interface Config {
     /** How often the cleanup deletes expired archives and fails jobs whose process died. */
     readonly cleanupIntervalMs: number;
   };
+  /** The retention job (docs/privacy.md "Retention"). */
+  readonly retention: {
+    /** How often the job deletes what is older than each customer's consent `retention_days`. */
+    readonly intervalMs: number;
+    /** Rows per DELETE statement (each its own short transaction). */
+    readonly batchSize: number;
+  };
   readonly safety: {
     /** Classifiers run on every action besides the rules: `ood` (the shipped one) or none. */
     readonly classifiers: readonly "ood"[];
@@ -442,6 +449,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       ttlHours: r.int("EXPORT_TTL_HOURS", 24, 1, 24 * 30),
       batchRows: r.int("EXPORT_BATCH_ROWS", 5_000, 100, 100_000),
       cleanupIntervalMs: r.int("EXPORT_CLEANUP_INTERVAL_MS", 600_000, 1_000, 86_400_000),
+    },
+    retention: {
+      intervalMs: r.int("RETENTION_INTERVAL_MS", 3_600_000, 1_000, 7 * 86_400_000),
+      batchSize: r.int("RETENTION_BATCH_SIZE", 5_000, 1, 100_000),
     },
     safety: {
       classifiers: parseClassifiers(r),

@@ -11,6 +11,7 @@ import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
 import { usageRoutes } from "./rate-limit/usage.routes.ts";
+import { retentionModule } from "./retention/retention.module.ts";
 import { safetyModule } from "./safety/safety.module.ts";
 import { streamingModule } from "./streaming/streaming.module.ts";
 
@@ -31,4 +32,5 @@ export const modules: readonly ModulePlugin[] = [
   streamingModule,
   analyticsModule,
   auditModule,
+  retentionModule,
 ];

@@ -30,6 +30,13 @@ export interface Database {
   /** Resolves when a trivial query succeeds within `timeoutMs`. */
   ping(timeoutMs?: number): Promise<void>;
   migrate(): Promise<void>;
+  /**
+   * Runs `fn` while holding the session-level advisory lock `lockId` on a connection of its own,
+   * so a long job is one instance at a time without keeping a transaction open: `fn`'s own
+   * statements run on other connections, each its own short transaction. False (and `fn` not run)
+   * when another session holds the lock.
+   */
+  withSessionLock(lockId: number, fn: () => Promise<void>): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -102,6 +109,17 @@ export async function wrapPglite(client: PGlite, description: string, afterClose
     async migrate() {
       await migratePglite(db, { migrationsFolder: MIGRATIONS_DIR });
     },
+    // One session: the lock still keeps a second caller in this process out.
+    async withSessionLock(lockId, fn) {
+      const r = await client.query<{ ok: boolean }>("select pg_try_advisory_lock($1) as ok", [lockId]);
+      if (r.rows[0]?.ok !== true) return false;
+      try {
+        await fn();
+      } finally {
+        await client.query("select pg_advisory_unlock($1)", [lockId]);
+      }
+      return true;
+    },
     async close() {
       if (closed) return;
       closed = true;
@@ -148,6 +166,24 @@ async function createPostgres(options: DatabaseOptions): Promise<Database> {
         }
       } finally {
         conn.release();
+      }
+    },
+    async withSessionLock(lockId, fn) {
+      const conn = await pool.connect();
+      let broken = false;
+      try {
+        const r = await conn.query<{ ok: boolean }>("select pg_try_advisory_lock($1) as ok", [lockId]);
+        if (r.rows[0]?.ok !== true) return false;
+        try {
+          await fn();
+        } finally {
+          await conn.query("select pg_advisory_unlock($1)", [lockId]).catch(() => {
+            broken = true; // a lost connection released the lock with its session
+          });
+        }
+        return true;
+      } finally {
+        conn.release(broken);
       }
     },
     async close() {

@@ -1,0 +1,196 @@
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { Database } from "../../platform/db/client.ts";
+import { type ConsentTier, TIER_RETENTION_DAYS } from "../consent/consent-policy.ts";
+import { partitionEnd, RETAINED_TABLES, type RetainedTable, RetentionRepo } from "./retention.repo.ts";
+
+/** Advisory lock id of the retention job (arbitrary constant, distinct from the others). */
+export const RETENTION_LOCK = 7_401_001;
+
+const DAY_MS = 86_400_000;
+
+export type RetainedTableName = RetainedTable["name"];
+
+/** What one run deleted (or, dry, would delete). */
+export interface RetentionReport {
+  /** False: another instance held the lock; nothing was done. */
+  readonly ran: boolean;
+  readonly dryRun: boolean;
+  /** Rows deleted row by row per table (dry run: rows that would be). */
+  readonly rows: Record<RetainedTableName, number>;
+  /** instruction_analytics rows whose instruction text was cleared (dry run: would be); counts stay. */
+  readonly instructionTextsCleared: number;
+  /** Monthly inference_logs partitions detached and dropped (dry run: that would be). */
+  readonly partitions: string[];
+  readonly customers: number;
+  readonly durationMs: number;
+}
+
+export interface RetentionMetrics {
+  readonly rowsDeleted: Counter<"table">;
+  readonly instructionTextsCleared: Counter;
+  readonly partitionsDropped: Counter;
+  readonly lastRun: Gauge;
+  readonly lastDuration: Gauge;
+}
+
+export function createRetentionMetrics(registry: Registry): RetentionMetrics {
+  return {
+    rowsDeleted: new Counter({
+      name: "vla_retention_rows_deleted_total",
+      help: "Rows the retention job deleted because they outlived their customer's retention_days, by table.",
+      labelNames: ["table"],
+      registers: [registry],
+    }),
+    instructionTextsCleared: new Counter({
+      name: "vla_retention_instruction_texts_cleared_total",
+      help: "instruction_analytics rows past their customer's retention whose instruction text the retention job cleared.",
+      registers: [registry],
+    }),
+    partitionsDropped: new Counter({
+      name: "vla_retention_partitions_dropped_total",
+      help: "Monthly inference_logs partitions the retention job detached and dropped.",
+      registers: [registry],
+    }),
+    lastRun: new Gauge({
+      name: "vla_retention_last_run_timestamp_seconds",
+      help: "When the retention job last finished a run (Unix seconds).",
+      registers: [registry],
+    }),
+    lastDuration: new Gauge({
+      name: "vla_retention_last_run_duration_seconds",
+      help: "How long the retention job's last run took.",
+      registers: [registry],
+    }),
+  };
+}
+
+export interface RetentionJobOptions {
+  readonly database: Database;
+  readonly now: () => number;
+  readonly defaultTier: ConsentTier;
+  readonly batchSize: number;
+  readonly metrics?: RetentionMetrics;
+}
+
+export interface RunOptions {
+  readonly dryRun?: boolean;
+  /** Called after each customer: customers done, customers in all. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Deletes, per customer, inference logs, safety incidents and feedback older than the customer's
+ * consent `retention_days` (its default tier's for a customer without a version), in batches of
+ * `batchSize` rows per statement, each its own transaction. A monthly inference_logs partition
+ * that ends before every customer's cutoff (the longest retention of all) is detached and dropped
+ * whole instead. One instance at a time (session advisory lock on a connection of its own).
+ */
+export class RetentionJob {
+  private readonly o: RetentionJobOptions;
+  private readonly repo: RetentionRepo;
+  private running: Promise<RetentionReport> | undefined;
+  private stopping = false;
+
+  constructor(o: RetentionJobOptions) {
+    this.o = o;
+    this.repo = new RetentionRepo(o.database.db);
+  }
+
+  /**
+   * Ends a run in progress after its current statement (shutdown); what it deleted so far stays
+   * deleted and the next run carries on. Later runs do nothing.
+   */
+  stop(): Promise<unknown> {
+    this.stopping = true;
+    return this.running ?? Promise.resolve();
+  }
+
+  /** Runs once; a call while a run is in progress in this process joins it. */
+  run(opts: RunOptions = {}): Promise<RetentionReport> {
+    this.running ??= this.runLocked(opts).finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async runLocked(opts: RunOptions): Promise<RetentionReport> {
+    const started = performance.now();
+    let report: RetentionReport | undefined;
+    const ran = await this.o.database.withSessionLock(RETENTION_LOCK, async () => {
+      report = await this.pass(opts.dryRun === true, opts.onProgress, started);
+    });
+    if (!ran || report === undefined) {
+      return {
+        ran: false,
+        dryRun: opts.dryRun === true,
+        rows: { inference_logs: 0, safety_incidents: 0, feedback: 0 },
+        instructionTextsCleared: 0,
+        partitions: [],
+        customers: 0,
+        durationMs: performance.now() - started,
+      };
+    }
+    return report;
+  }
+
+  private async pass(dryRun: boolean, onProgress: RunOptions["onProgress"], started: number): Promise<RetentionReport> {
+    const now = this.o.now();
+    const customers = await this.repo.customers(new Date(now));
+    const defaultDays = TIER_RETENTION_DAYS[this.o.defaultTier];
+    const days = customers.map((c) => c.retentionDays ?? defaultDays);
+    // The default counts even with every customer on a version: a customer created later starts on it.
+    const longest = Math.max(defaultDays, ...days);
+    const allCutoff = now - longest * DAY_MS;
+
+    const partitions: string[] = [];
+    for (const name of await this.repo.monthPartitions()) {
+      if (this.stopping) break;
+      const end = partitionEnd(name);
+      if (end === undefined || end.getTime() > allCutoff) continue;
+      if (!dryRun) {
+        await this.repo.dropPartition(name);
+        this.o.metrics?.partitionsDropped.inc();
+      }
+      partitions.push(name);
+    }
+
+    const rows: Record<RetainedTableName, number> = { inference_logs: 0, safety_incidents: 0, feedback: 0 };
+    let instructionTextsCleared = 0;
+    onProgress?.(0, customers.length);
+    for (const [i, c] of customers.entries()) {
+      if (this.stopping) break;
+      const before = new Date(now - (days[i] as number) * DAY_MS);
+      for (const table of RETAINED_TABLES) {
+        if (dryRun) {
+          rows[table.name] += await this.repo.count(table, c.customerId, before, partitions);
+          continue;
+        }
+        for (;;) {
+          const n = await this.repo.deleteBatch(table, c.customerId, before, this.o.batchSize);
+          rows[table.name] += n;
+          this.o.metrics?.rowsDeleted.inc({ table: table.name }, n);
+          if (n < this.o.batchSize || this.stopping) break;
+        }
+      }
+      // The instruction rollup keeps counts past retention, not the text (whole UTC days before the cutoff).
+      const beforeDay = before.toISOString().slice(0, 10);
+      if (dryRun) instructionTextsCleared += await this.repo.countInstructions(c.customerId, beforeDay);
+      else {
+        for (;;) {
+          const n = await this.repo.clearInstructionBatch(c.customerId, beforeDay, this.o.batchSize);
+          instructionTextsCleared += n;
+          this.o.metrics?.instructionTextsCleared.inc(n);
+          if (n < this.o.batchSize || this.stopping) break;
+        }
+      }
+      onProgress?.(i + 1, customers.length);
+    }
+    const durationMs = performance.now() - started;
+    // A run cut short by stop() is not a finished run.
+    if (!dryRun && !this.stopping) {
+      this.o.metrics?.lastRun.set(now / 1000);
+      this.o.metrics?.lastDuration.set(durationMs / 1000);
+    }
+    return { ran: true, dryRun, rows, instructionTextsCleared, partitions, customers: customers.length, durationMs };
+  }
+}
