@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { BatchWriter } from "../../platform/batch-writer.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
+import { Pseudonymizer } from "../../platform/pseudonym.ts";
 import { consentServices } from "../consent/consent.module.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
@@ -68,6 +69,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     now: platform.now,
     safety: safetyServices.get(platform),
     consent: consentServices.get(platform),
+    pseudonyms: new Pseudonymizer(platform.config.auth.secretKey),
   });
   inferenceRunners.set(platform, runner);
   await app.register(inferenceRoutes, { platform, runner, repo });

@@ -1,0 +1,42 @@
+import { createHmac } from "node:crypto";
+
+/** `anon_` + 32 hex digits: a pseudonymized robot id. */
+export const ROBOT_PSEUDONYM = /^anon_[0-9a-f]{32}$/;
+/** A pseudonymized API key id: a version-8 (custom) UUID; real key ids are version 4. */
+export const KEY_PSEUDONYM = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/**
+ * Keyed pseudonyms for analytics (docs/privacy.md, "Anonymization"): HMAC-SHA256 under a key
+ * derived from SECRET_KEY (HMAC(SECRET_KEY, "analytics-pseudonym/v1")), over the customer id and
+ * the identifier, truncated to 128 bits. Stable for a given SECRET_KEY, different per customer (the
+ * same robot name of two customers gives two pseudonyms), and not reversible without the key.
+ * Idempotent: a pseudonym maps to itself, so a value pseudonymized when its row was written passes
+ * the rollup job unchanged.
+ */
+export class Pseudonymizer {
+  private readonly key: Buffer;
+
+  constructor(secretKey: string) {
+    this.key = createHmac("sha256", secretKey).update("analytics-pseudonym/v1").digest();
+  }
+
+  private mac(kind: string, customerId: string, id: string): Buffer {
+    return createHmac("sha256", this.key).update(`${kind}\u0000${customerId}\u0000${id}`).digest();
+  }
+
+  /** `anon_<32 hex>`; null stays null. */
+  robot(customerId: string, robotId: string | null): string | null {
+    if (robotId === null || ROBOT_PSEUDONYM.test(robotId)) return robotId;
+    return `anon_${this.mac("robot", customerId, robotId).subarray(0, 16).toString("hex")}`;
+  }
+
+  /** A version-8 UUID (it fits the uuid columns); null stays null. */
+  apiKey(customerId: string, apiKeyId: string | null): string | null {
+    if (apiKeyId === null || KEY_PSEUDONYM.test(apiKeyId)) return apiKeyId;
+    const b = this.mac("api_key", customerId, apiKeyId.toLowerCase()).subarray(0, 16);
+    b[6] = ((b[6] as number) & 0x0f) | 0x80;
+    b[8] = ((b[8] as number) & 0x3f) | 0x80;
+    const h = b.toString("hex");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+}
