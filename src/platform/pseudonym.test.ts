@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { KEY_PSEUDONYM, Pseudonymizer, ROBOT_PSEUDONYM } from "./pseudonym.ts";
 
@@ -37,5 +37,17 @@ describe("Pseudonymizer", () => {
     const k = p.apiKey(c1, randomUUID());
     expect(p.robot(c1, r)).toBe(r);
     expect(p.apiKey(c1, k)).toBe(k);
+  });
+
+  it("computes HMAC-SHA256 under HMAC(SECRET_KEY, 'analytics-pseudonym/v1')", () => {
+    const key = createHmac("sha256", SECRET).update("analytics-pseudonym/v1").digest();
+    const want = createHmac("sha256", key).update(`robot\u0000${c1}\u0000arm-1`).digest();
+    expect(p.mac("robot", c1, "arm-1")).toEqual(want);
+    expect(p.robot(c1, "arm-1")).toBe(`anon_${want.subarray(0, 16).toString("hex")}`);
+    expect(p.mac("robot", c1, "ü".repeat(300))).toEqual(
+      createHmac("sha256", key)
+        .update(`robot\u0000${c1}\u0000${"ü".repeat(300)}`)
+        .digest(),
+    );
   });
 });
