@@ -29,7 +29,7 @@ type Row = Record<string, unknown>;
 const rows = async (query: ReturnType<typeof sql>) =>
   (await t.database.db.execute(query)) as unknown as { rows: Row[] };
 
-async function drive(key: string, customerId: string, instruction: string): Promise<void> {
+async function drive(key: string, customerId: string, instruction: string): Promise<string> {
   const rest = (headers: Record<string, string>, model?: string) =>
     t.app.inject({
       method: "POST",
@@ -43,7 +43,8 @@ async function drive(key: string, customerId: string, instruction: string): Prom
         ...(model === undefined ? {} : { model }),
       },
     });
-  expect((await rest({ "x-api-key": key })).statusCode).toBe(200);
+  const first = await rest({ "x-api-key": key });
+  expect(first.statusCode).toBe(200);
   expect((await rest(superuser(customerId))).statusCode).toBe(200); // a session: user_id
   expect((await rest({ "x-api-key": key }, "no-such-model")).statusCode).toBe(404);
   const act = await t.app.inject({
@@ -76,6 +77,7 @@ async function drive(key: string, customerId: string, instruction: string): Prom
   await pi.next(() => pi.raw.length >= 2);
   pi.close();
   await pi.closed;
+  return first.json().inference_id as string;
 }
 
 const LEVELS = ["none", "partial", "full"] as const;
@@ -91,7 +93,7 @@ describe.each(LEVELS)("anonymization %s", (level) => {
     });
     expect(put.statusCode, put.body).toBe(200);
     const instruction = `fetch the secret parcel (${level})`;
-    await drive(key, customerId, instruction);
+    const inferenceId = await drive(key, customerId, instruction);
     await flushLogs(t.app);
     await settle(t.app, t.database);
 
@@ -162,6 +164,23 @@ describe.each(LEVELS)("anonymization %s", (level) => {
       expect(all).not.toContain("arm-c");
       expect(all).not.toContain(instruction);
     }
+
+    // Feedback: a correction needs the action, which `full` does not keep; a rating needs nothing.
+    const feedback = (type: string, body: Record<string, unknown>) =>
+      t.app.inject({
+        method: "POST",
+        url: `/v1/feedback/${type}`,
+        headers: { "x-api-key": key },
+        payload: { inference_id: inferenceId, ...body },
+      });
+    const correction = await feedback("correction", { corrected_action: [0, 0, 0, 0, 0, 0, 0] });
+    if (full) {
+      expect(correction.statusCode, correction.body).toBe(409);
+      expect(correction.json()).toMatchObject({ code: "inference_without_action", inference_id: inferenceId });
+      expect(correction.json().detail).toContain("anonymization full");
+    } else expect(correction.statusCode, correction.body).toBe(201);
+    const rating = await feedback("success", { rating: 3 });
+    expect(rating.statusCode, rating.body).toBe(201);
 
     // The usage route shows what the rollups hold: the pseudonym.
     const usage = await t.app.inject({

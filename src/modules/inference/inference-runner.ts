@@ -163,6 +163,7 @@ export class InferenceRunner {
   private readonly consent: ConsentGate | undefined;
   private readonly pseudonyms: Pseudonymizer | undefined;
   private readonly unconsented: RecordingPolicy;
+  private readonly pendingRows = new Set<Promise<void>>();
 
   constructor(options: {
     engine: InferenceEngine;
@@ -276,11 +277,20 @@ export class InferenceRunner {
         totalMs: round(ctx.elapsedMs()),
       });
     const policy = this.policy(ctx.principal.customerId);
-    if (policy instanceof Promise) void policy.then(push);
-    else push(policy);
+    if (policy instanceof Promise) {
+      // The customer's first request on this instance: the row waits for its consent (one load).
+      const pending = policy.then(push);
+      this.pendingRows.add(pending);
+      void pending.finally(() => this.pendingRows.delete(pending));
+    } else push(policy);
     // Unknown model names are caller input: keep the label set bounded.
     const label = this.engine.modelIds().includes(model) ? model : "unknown";
     this.counter?.inc({ source: ctx.source, model: label, outcome: code });
+  }
+
+  /** Resolves when every failure row waiting for its customer's consent has reached the sink. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.pendingRows]);
   }
 
   /** What the failed request named, completed by its key's defaults (a mismatch keeps what it named). */
