@@ -35,6 +35,7 @@ import { RollupJob } from "../src/modules/analytics/rollup-job.ts";
 import { RollupsRepo } from "../src/modules/analytics/rollups.repo.ts";
 import { InferenceLogsRepo } from "../src/modules/inference/inference-logs.repo.ts";
 import { createDatabase, type Database } from "../src/platform/db/client.ts";
+import { Pseudonymizer } from "../src/platform/pseudonym.ts";
 import { benchConfig, seedUnlimitedKey, serveForBench, writeMockRegistry } from "./lib/server.ts";
 
 const SERVER_URL = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -128,7 +129,11 @@ async function queryBench(): Promise<void> {
     const total = ROWS + 49 * OTHER_ROWS;
 
     t0 = performance.now();
-    const job = new RollupJob({ db: database.db, repo: new RollupsRepo(), batchSize: 50_000 });
+    const job = new RollupJob({
+      db: database.db,
+      repo: new RollupsRepo(new Pseudonymizer("bench-analytics-pseudonym-key-000000000")),
+      batchSize: 50_000,
+    });
     let counted = 0;
     for (;;) {
       const r = await job.step();

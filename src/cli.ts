@@ -18,6 +18,7 @@ import { recordAudit } from "./platform/audit.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from "./platform/db/data-dir-lock.ts";
 import { customers } from "./platform/db/schema/index.ts";
+import { Pseudonymizer } from "./platform/pseudonym.ts";
 
 /**
  * Operator commands: `npm run cli -- <command> [options]`.
@@ -175,7 +176,7 @@ async function analyticsCommand(rest: string[]): Promise<number> {
     config,
     async (db) => {
       await db.migrate();
-      const job = new RollupJob({ db: db.db, repo: new RollupsRepo() });
+      const job = new RollupJob({ db: db.db, repo: new RollupsRepo(new Pseudonymizer(config.auth.secretKey)) });
       // Count what has arrived first: the rebuild recomputes exactly the rows the job has counted.
       await job.catchUp(Number.MAX_SAFE_INTEGER);
       const started = Date.now();

@@ -10,6 +10,7 @@ import { verifyPassword } from "../src/modules/auth/password.ts";
 import { createDatabase } from "../src/platform/db/client.ts";
 import { DataDirLockedError, LOCK_FILE } from "../src/platform/db/data-dir-lock.ts";
 import { customers } from "../src/platform/db/schema/index.ts";
+import { Pseudonymizer } from "../src/platform/pseudonym.ts";
 import { insertLogs, randomEntry, rng, snapshot } from "./analytics/helpers.ts";
 import { testConfig } from "./helpers/app.ts";
 
@@ -100,7 +101,11 @@ describe("cli", () => {
         Array.from({ length: 200 }, () => randomEntry(r, c?.id as string, d0 + Math.floor(r() * 3 * 86_400_000))),
       );
       // Half counted by the job; the CLI catches up first, then rebuilds.
-      await new RollupJob({ db: db.db, repo: new RollupsRepo(), batchSize: 100 }).step();
+      await new RollupJob({
+        db: db.db,
+        repo: new RollupsRepo(new Pseudonymizer("cli-test-secret-key-0123456789abcdef")),
+        batchSize: 100,
+      }).step();
       await db.close();
       const out = run("src/cli.ts", ["analytics", "rebuild", "--from", "2026-11-01", "--to", "2026-11-03"], "", dir);
       expect(out.stderr).toContain("rebuilding: 3/3 days (100 %)");
@@ -112,7 +117,10 @@ describe("cli", () => {
       await db.db.execute("delete from usage_hourly_metrics");
       await db.db.execute("delete from instruction_analytics");
       await db.db.execute("delete from analytics_watermarks");
-      await new RollupJob({ db: db.db, repo: new RollupsRepo() }).catchUp();
+      await new RollupJob({
+        db: db.db,
+        repo: new RollupsRepo(new Pseudonymizer("cli-test-secret-key-0123456789abcdef")),
+      }).catchUp();
       expect(await snapshot(db)).toEqual(rebuilt);
       await db.close();
       const bad = run("src/cli.ts", ["analytics", "rebuild", "--from", "2026-11-05", "--to", "2026-11-01"], "", dir);

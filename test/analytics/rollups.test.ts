@@ -5,6 +5,7 @@ import { RollupJob } from "../../src/modules/analytics/rollup-job.ts";
 import { RollupsRepo } from "../../src/modules/analytics/rollups.repo.ts";
 import { ALPHA } from "../../src/modules/analytics/sketch.ts";
 import type { InferenceLogEntry } from "../../src/modules/inference/inference-logs.repo.ts";
+import { Pseudonymizer } from "../../src/platform/pseudonym.ts";
 import { owner } from "../helpers/limits.ts";
 import { buildInferenceApp, type InferenceTestContext, newKey } from "../inference/helpers.ts";
 import { analytics, insertFeedback, insertLogs, randomEntry, rng, settle, snapshot } from "./helpers.ts";
@@ -81,7 +82,11 @@ describe("analytics rollups", () => {
     // A journal replay (same ids: ignored by the insert) and further job runs count nothing again.
     await insertLogs(t.database, logs.slice(0, 500));
     await settle(t.app, t.database);
-    await new RollupJob({ db: t.database.db, repo: new RollupsRepo(), batchSize: 7 }).catchUp(5);
+    await new RollupJob({
+      db: t.database.db,
+      repo: new RollupsRepo(new Pseudonymizer(t.app.platform.config.auth.secretKey)),
+      batchSize: 7,
+    }).catchUp(5);
     expect(await snapshot(t.database)).toEqual(before);
   });
 

@@ -1,5 +1,5 @@
 import type { App } from "../../src/app.ts";
-import { inferenceLogWriters } from "../../src/modules/inference/inference.module.ts";
+import { inferenceLogWriters, inferenceRunners } from "../../src/modules/inference/inference.module.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
 
 export { jpeg, pattern, png } from "../engine/helpers.ts";
@@ -22,6 +22,7 @@ export async function buildInferenceApp(env: Record<string, string> = {}): Promi
 export async function flushLogs(app: App): Promise<void> {
   const w = inferenceLogWriters.get(app.platform);
   if (w === undefined) throw new Error("no inference log writer");
+  await inferenceRunners.get(app.platform)?.drain(); // failure rows still waiting for a consent load
   await w.flush();
 }
 

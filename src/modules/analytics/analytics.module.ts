@@ -1,5 +1,6 @@
 import type { ModuleOptions, ModulePlugin } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
+import { Pseudonymizer } from "../../platform/pseudonym.ts";
 import { analyticsRoutes } from "./analytics.routes.ts";
 import { AnalyticsService } from "./analytics.service.ts";
 import { RollupJob } from "./rollup-job.ts";
@@ -20,7 +21,7 @@ export const analyticsContexts = new WeakMap<Platform, AnalyticsContext>();
  */
 export const analyticsModule: ModulePlugin = async (app, { platform }: ModuleOptions) => {
   const db = platform.database.db;
-  const repo = new RollupsRepo();
+  const repo = new RollupsRepo(new Pseudonymizer(platform.config.auth.secretKey));
   const job = new RollupJob({
     db,
     repo,

@@ -1,6 +1,7 @@
-import { sql } from "drizzle-orm";
+import { type SQL, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
 import { analyticsWatermarks } from "../../platform/db/schema/index.ts";
+import type { Pseudonymizer } from "../../platform/pseudonym.ts";
 import {
   addFeedback,
   addLog,
@@ -158,6 +159,8 @@ interface RawLog {
   model_ms: number | null;
   queue_ms: number | null;
   safety_status: string | null;
+  /** The customer's anonymization level when the row was written (its consent at created_at). */
+  anonymization: string;
   /** False for rows of a deleted customer (a journal replayed after the erasure): not counted. */
   live: boolean;
 }
@@ -178,31 +181,50 @@ interface RawFeedback {
   error_translation: number | null;
   error_rotation: number | null;
   error_gripper: number | null;
+  /** The customer's anonymization level when the inference ran. */
+  anonymization: string;
 }
+
+/**
+ * The anonymization level of the customer's consent version in effect at `at` (the last one
+ * granted at or before it; an expired or withdrawn version keeps its level), `none` without one.
+ * A primary-key range scan of the customer's few versions.
+ */
+const anonymizationAt = (customer: SQL, at: SQL) =>
+  sql`coalesce((select c.anonymization::text from customer_data_consent c
+    where c.customer_id = ${customer} and c.granted_at <= ${at} order by c.version desc limit 1), 'none')`;
 
 const LOG_COLUMNS = sql`id::text as id, ingest_xid::text as xid, created_at::text as at_text,
   (extract(epoch from created_at) * 1000)::float8 as at_ms, customer_id::text as customer_id,
   api_key_id::text as api_key_id, model, robot_id, source, instruction, instruction_key, status, error_code,
   total_ms::float8 as total_ms, model_ms::float8 as model_ms, queue_ms::float8 as queue_ms, safety_status,
+  ${anonymizationAt(sql.raw("inference_logs.customer_id"), sql.raw("inference_logs.created_at"))} as anonymization,
   exists (select 1 from customers c where c.id = customer_id) as live`;
 
 const FEEDBACK_SELECT = sql`select f.id::text as id, f.ingest_xid::text as xid, f.created_at::text as at_text,
   f.customer_id::text as customer_id, (extract(epoch from f.inference_created_at) * 1000)::float8 as inference_at_ms,
   f.robot_id, f.model, coalesce(l.source, f.source) as source, l.api_key_id::text as api_key_id,
   l.instruction_key, f.type, f.rating::int as rating, f.error_translation::float8 as error_translation,
-  f.error_rotation::float8 as error_rotation, f.error_gripper::float8 as error_gripper
+  f.error_rotation::float8 as error_rotation, f.error_gripper::float8 as error_gripper,
+  ${anonymizationAt(sql.raw("f.customer_id"), sql.raw("f.inference_created_at"))} as anonymization
   from feedback f left join inference_logs l
     on l.id = f.inference_id and l.created_at = f.inference_created_at and l.customer_id = f.customer_id`;
 
-const toLog = (r: RawLog): LogFact => ({
+/** Robot and API key ids as analytics may see them: keyed pseudonyms under `partial` and `full`. */
+function ids(p: Pseudonymizer, level: string, customerId: string, robotId: string | null, apiKeyId: string | null) {
+  if (level === "none") return { robotId, apiKeyId };
+  return { robotId: p.robot(customerId, robotId), apiKeyId: p.apiKey(customerId, apiKeyId) };
+}
+
+const toLog = (p: Pseudonymizer, r: RawLog): LogFact => ({
   id: r.id,
   atMs: Number(r.at_ms),
   customerId: r.customer_id,
-  apiKeyId: r.api_key_id,
+  ...ids(p, r.anonymization, r.customer_id, r.robot_id, r.api_key_id),
   model: r.model,
-  robotId: r.robot_id,
   source: r.source,
-  instruction: r.instruction,
+  // Never stored under partial or full; dropped here too should a row written from a stale cache have it.
+  instruction: r.anonymization === "none" ? r.instruction : null,
   instructionKey: r.instruction_key,
   status: r.status,
   errorCode: r.error_code,
@@ -212,13 +234,12 @@ const toLog = (r: RawLog): LogFact => ({
   safetyStatus: r.safety_status,
 });
 
-const toFeedback = (r: RawFeedback): FeedbackFact => ({
+const toFeedback = (p: Pseudonymizer, r: RawFeedback): FeedbackFact => ({
   customerId: r.customer_id,
   inferenceAtMs: Number(r.inference_at_ms),
-  robotId: r.robot_id,
+  ...ids(p, r.anonymization, r.customer_id, r.robot_id, r.api_key_id),
   model: r.model,
   source: r.source,
-  apiKeyId: r.api_key_id,
   instructionKey: r.instruction_key,
   type: r.type,
   rating: r.rating === null ? null : Number(r.rating),
@@ -339,6 +360,13 @@ const minText = (a: string | null, b: string | null) => (a === null ? b : b === 
 
 /** SQL of the rollup tables and of the job's reads, always inside the caller's transaction; framework-free. */
 export class RollupsRepo {
+  private readonly pseudonyms: Pseudonymizer;
+
+  /** `pseudonyms` must use the SECRET_KEY of the instances writing the logs (rows of `full` carry theirs). */
+  constructor(pseudonyms: Pseudonymizer) {
+    this.pseudonyms = pseudonyms;
+  }
+
   /** Transaction ids below this have all ended: rows they wrote are final. */
   async safeXid(tx: Db): Promise<string> {
     const res = await tx.execute(sql`select pg_snapshot_xmin(pg_current_snapshot())::text as x`);
@@ -387,7 +415,7 @@ export class RollupsRepo {
     const rows = rowsOf<RawLog>(res);
     const l = rows[rows.length - 1];
     return {
-      facts: rows.filter((r) => r.live).map(toLog),
+      facts: rows.filter((r) => r.live).map((r) => toLog(this.pseudonyms, r)),
       ...(l === undefined ? {} : { last: { xid: l.xid, rowId: l.id, rowAt: l.at_text } }),
     };
   }
@@ -404,7 +432,7 @@ export class RollupsRepo {
     const rows = rowsOf<RawFeedback>(res);
     const l = rows[rows.length - 1];
     return {
-      facts: rows.map(toFeedback),
+      facts: rows.map((r) => toFeedback(this.pseudonyms, r)),
       ...(l === undefined ? {} : { last: { xid: l.xid, rowId: l.id, rowAt: l.at_text } }),
     };
   }
@@ -425,7 +453,7 @@ export class RollupsRepo {
       order by id limit ${limit}`);
     const rows = rowsOf<RawLog>(res);
     return {
-      facts: rows.filter((r) => r.live).map(toLog),
+      facts: rows.filter((r) => r.live).map((r) => toLog(this.pseudonyms, r)),
       scanned: rows.length,
       lastId: rows[rows.length - 1]?.id,
     };
@@ -437,7 +465,7 @@ export class RollupsRepo {
       where f.inference_created_at >= ${from.toISOString()}::timestamptz
         and f.inference_created_at < ${to.toISOString()}::timestamptz
         and (f.ingest_xid, f.id) <= (${upTo.xid}::bigint, ${upTo.rowId}::uuid)`);
-    return rowsOf<RawFeedback>(res).map(toFeedback);
+    return rowsOf<RawFeedback>(res).map((r) => toFeedback(this.pseudonyms, r));
   }
 
   /** Removes the rollups of the UTC days [from, to) (a rebuild recomputes them). */

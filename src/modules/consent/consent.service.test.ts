@@ -99,4 +99,18 @@ describe("ConsentService cache (the inference path)", () => {
     expect(s.service.storesInstructions("c1")).toBe(false);
     expect(s.loads).toHaveLength(1);
   });
+
+  it("recording(): text and anonymization level from the same cached version; an invalidation applies at once", async () => {
+    const s = setup(null);
+    expect(await s.service.recording("c1")).toEqual({ storeInstructions: true, anonymization: "none" });
+    s.state.stored = row({ tier: "research", storeInstructions: true, anonymization: "full" });
+    s.invalidate("c1");
+    expect(await s.service.recording("c1")).toEqual({ storeInstructions: false, anonymization: "full" });
+    expect(s.service.recording("c1")).toEqual({ storeInstructions: false, anonymization: "full" }); // cached
+    s.state.stored = row({ tier: "basic", storeInstructions: true, anonymization: "partial", withdrawn: true });
+    s.invalidate("c1");
+    // A withdrawal keeps its level.
+    expect(await s.service.recording("c1")).toEqual({ storeInstructions: false, anonymization: "partial" });
+    expect(s.loads).toHaveLength(3);
+  });
 });

@@ -50,6 +50,12 @@ export interface ConsentInput {
 /** A PATCH: only the fields given change; the rest come from the current version. */
 export type ConsentPatch = Partial<ConsentInput>;
 
+/** What an inference's log row may keep (the InferenceRunner's ConsentGate). */
+export interface RecordingPolicy {
+  readonly storeInstructions: boolean;
+  readonly anonymization: Anonymization;
+}
+
 export interface ConsentView {
   readonly at: Date;
   readonly effective: EffectiveConsent;
@@ -124,6 +130,19 @@ export class ConsentService {
     const cached = this.cache.get(customerId);
     const decide = (v: ConsentVersion | null) =>
       effectiveConsent(v, this.o.now(), this.o.defaultTier).permissions.store_instructions;
+    return cached instanceof Promise ? cached.then(decide) : decide(cached);
+  }
+
+  /**
+   * The hot path of every inference: what its log row may keep (instruction text, and the
+   * anonymization level). Same cache and cost as `storesInstructions`.
+   */
+  recording(customerId: string): RecordingPolicy | Promise<RecordingPolicy> {
+    const cached = this.cache.get(customerId);
+    const decide = (v: ConsentVersion | null): RecordingPolicy => {
+      const e = effectiveConsent(v, this.o.now(), this.o.defaultTier);
+      return { storeInstructions: e.permissions.store_instructions, anonymization: e.anonymization };
+    };
     return cached instanceof Promise ? cached.then(decide) : decide(cached);
   }
 

@@ -238,10 +238,17 @@ export class FeedbackService {
         { in: "body", path: "", message: "must have exactly one of corrected_action and corrected_chunk" },
       ]);
     }
-    if (inference.status !== "ok" || inference.action === null) {
+    if (inference.status !== "ok") {
       throw errors.inferenceWithoutAction(
         inference.id,
         "This inference failed and returned no action; there is nothing to correct.",
+      );
+    }
+    if (inference.action === null) {
+      // Anonymization `full` (docs/privacy.md): the log row keeps no action, and a correction would store one.
+      throw errors.inferenceWithoutAction(
+        inference.id,
+        "No action is kept for this inference (the customer's consent has anonymization full); there is nothing to compare a correction with.",
       );
     }
     const dimProblem = (path: string, dim: number) =>

@@ -2,6 +2,7 @@ import { hash, randomUUID } from "node:crypto";
 import { Counter, type Registry } from "prom-client";
 import type { Principal } from "../../platform/auth.ts";
 import type { AppError } from "../../platform/errors.ts";
+import type { Pseudonymizer } from "../../platform/pseudonym.ts";
 import type { RobotState, SafetyResult } from "../safety/types.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "./inference.service.ts";
 import type { InferenceLogEntry, InferenceSource } from "./inference-logs.repo.ts";
@@ -127,11 +128,25 @@ export function createInferenceApiMetrics(registry: Registry): Counter<"source" 
   });
 }
 
+/** What one inference's log row may keep (docs/privacy.md, "Anonymization"). */
+export interface RecordingPolicy {
+  /** The instruction text (the hash is kept unless anonymization is `full`). */
+  readonly storeInstructions: boolean;
+  /**
+   * `none` and `partial`: the row keeps its ids (`partial` is pseudonymized by the analytics
+   * job); `full`: the row keeps no identifier or content, only pseudonyms and counters.
+   */
+  readonly anonymization: "none" | "partial" | "full";
+}
+
 /** The customer's data consent, as the runner asks it (src/modules/consent). */
 export interface ConsentGate {
-  /** May this customer's instruction text be stored? Synchronous when cached. */
-  storesInstructions(customerId: string): boolean | Promise<boolean>;
+  /** What this customer's log rows may keep now. Synchronous when cached. */
+  recording(customerId: string): RecordingPolicy | Promise<RecordingPolicy>;
 }
+
+/** When the consent lookup fails: keep the least (no text, no identifiers). */
+const FAIL_CLOSED: RecordingPolicy = { storeInstructions: false, anonymization: "full" };
 
 /**
  * Runs one inference through the engine and records it: a log row for the batch writer (off
@@ -146,6 +161,9 @@ export class InferenceRunner {
   private readonly now: () => number;
   private readonly safety: SafetyGate;
   private readonly consent: ConsentGate | undefined;
+  private readonly pseudonyms: Pseudonymizer | undefined;
+  private readonly unconsented: RecordingPolicy;
+  private readonly pendingRows = new Set<Promise<void>>();
 
   constructor(options: {
     engine: InferenceEngine;
@@ -156,8 +174,12 @@ export class InferenceRunner {
     safety?: SafetyGate;
     /** Without one, LOG_INSTRUCTIONS alone decides (engine-only tests). */
     consent?: ConsentGate;
+    /** Pseudonyms of rows under anonymization `full`; without one those rows keep no robot or key id. */
+    pseudonyms?: Pseudonymizer;
   }) {
     this.consent = options.consent;
+    this.pseudonyms = options.pseudonyms;
+    this.unconsented = { storeInstructions: options.logInstructions, anonymization: "none" };
     this.safety = options.safety ?? NO_SAFETY_GATE;
     this.engine = options.engine;
     this.sink = options.sink;
@@ -176,7 +198,7 @@ export class InferenceRunner {
     const id = randomUUID();
     const admitting = this.safety.admit(customerId, input.robotId, input.previousAction === undefined);
     // Looked up while the model runs; from the in-process cache after the customer's first request.
-    const keepingText = this.keepsInstructionText(customerId);
+    const policing = this.policy(customerId);
     admitting.catch(() => {}); // awaited below; this only keeps an early rejection from being "unhandled"
     try {
       try {
@@ -210,9 +232,9 @@ export class InferenceRunner {
       throw e;
     }
     const totalMs = round(ctx.elapsedMs());
-    const keepText = keepingText instanceof Promise ? await keepingText : keepingText;
-    this.sink.push({
-      ...this.base(ctx, input, id, keepText),
+    const policy = policing instanceof Promise ? await policing : policing;
+    this.record(policy, {
+      ...this.base(ctx, input, id, policy.storeInstructions),
       model: result.model,
       backend: result.backend,
       imageSha256: result.imageSha256,
@@ -237,9 +259,9 @@ export class InferenceRunner {
     const model = typeof info.model === "string" ? info.model.slice(0, 128) : this.engine.defaultModel;
     const id = randomUUID();
     const createdAt = this.now();
-    const push = (keepText: boolean) =>
-      this.sink.push({
-        ...this.base(ctx, info, id, keepText, createdAt),
+    const push = (policy: RecordingPolicy) =>
+      this.record(policy, {
+        ...this.base(ctx, info, id, policy.storeInstructions, createdAt),
         model,
         backend: null,
         imageSha256: null,
@@ -254,12 +276,21 @@ export class InferenceRunner {
         modelMs: null,
         totalMs: round(ctx.elapsedMs()),
       });
-    const keepText = typeof info.instruction === "string" ? this.keepsInstructionText(ctx.principal.customerId) : false;
-    if (keepText instanceof Promise) void keepText.then(push);
-    else push(keepText);
+    const policy = this.policy(ctx.principal.customerId);
+    if (policy instanceof Promise) {
+      // The customer's first request on this instance: the row waits for its consent (one load).
+      const pending = policy.then(push);
+      this.pendingRows.add(pending);
+      void pending.finally(() => this.pendingRows.delete(pending));
+    } else push(policy);
     // Unknown model names are caller input: keep the label set bounded.
     const label = this.engine.modelIds().includes(model) ? model : "unknown";
     this.counter?.inc({ source: ctx.source, model: label, outcome: code });
+  }
+
+  /** Resolves when every failure row waiting for its customer's consent has reached the sink. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.pendingRows]);
   }
 
   /** What the failed request named, completed by its key's defaults (a mismatch keeps what it named). */
@@ -279,17 +310,44 @@ export class InferenceRunner {
 
   /**
    * Instruction text is stored only when the operator allows it (LOG_INSTRUCTIONS, the ceiling)
-   * and the customer's consent does (store_instructions). A failed consent lookup stores no text.
+   * and the customer's consent does (store_instructions). A failed consent lookup keeps the least:
+   * no text and anonymization `full`.
    */
-  private keepsInstructionText(customerId: string): boolean | Promise<boolean> {
-    if (!this.logInstructions) return false;
-    if (this.consent === undefined) return true;
+  private policy(customerId: string): RecordingPolicy | Promise<RecordingPolicy> {
+    if (this.consent === undefined) return this.unconsented;
+    const ceiling = (p: RecordingPolicy): RecordingPolicy =>
+      this.logInstructions || !p.storeInstructions ? p : { ...p, storeInstructions: false };
     try {
-      const v = this.consent.storesInstructions(customerId);
-      return v instanceof Promise ? v.catch(() => false) : v;
+      const v = this.consent.recording(customerId);
+      return v instanceof Promise ? v.then(ceiling, () => FAIL_CLOSED) : ceiling(v);
     } catch {
-      return false;
+      return FAIL_CLOSED;
     }
+  }
+
+  /**
+   * Anonymization `full`: the row is built without any identifier or content, so none reaches the
+   * database: robot and API key ids become keyed pseudonyms, the user id, instruction (text and
+   * hashes), image hash and actions are dropped. What stays is what the aggregate counters need.
+   */
+  private record(policy: RecordingPolicy, row: InferenceLogEntry): void {
+    if (policy.anonymization !== "full") {
+      this.sink.push(row);
+      return;
+    }
+    const p = this.pseudonyms;
+    this.sink.push({
+      ...row,
+      apiKeyId: p === undefined ? null : p.apiKey(row.customerId, row.apiKeyId),
+      robotId: p === undefined ? null : p.robot(row.customerId, row.robotId),
+      userId: null,
+      instruction: null,
+      instructionSha256: null,
+      instructionKey: null,
+      imageSha256: null,
+      action: null,
+      actionChunk: null,
+    });
   }
 
   private base(ctx: CallContext, info: FailureInfo, id: string, keepText: boolean, at = this.now()) {

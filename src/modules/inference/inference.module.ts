@@ -3,6 +3,7 @@ import type { BatchWriter } from "../../platform/batch-writer.ts";
 import { keysetPages } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
+import { Pseudonymizer } from "../../platform/pseudonym.ts";
 import { consentServices } from "../consent/consent.module.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
@@ -89,6 +90,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     now: platform.now,
     safety: safetyServices.get(platform),
     consent: consentServices.get(platform),
+    pseudonyms: new Pseudonymizer(platform.config.auth.secretKey),
   });
   inferenceRunners.set(platform, runner);
   await app.register(inferenceRoutes, { platform, runner, repo });
