@@ -1,5 +1,6 @@
 import type { Tier } from "../../platform/auth.ts";
 import type { EmailMessage } from "../../platform/email.ts";
+import { emailLayout as layout, EMAIL_PRODUCT as PRODUCT } from "../../platform/email-layout.ts";
 
 /**
  * Billing emails to the account owner: payment failed (with the hosted invoice link and the
@@ -7,29 +8,6 @@ import type { EmailMessage } from "../../platform/email.ts";
  * downgraded to free. Links are Stripe's hosted invoice pages (validated https URLs) or built from
  * PUBLIC_BASE_URL; every value placed in HTML is escaped.
  */
-const PRODUCT = "VLA Inference API";
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function layout(title: string, paragraphs: readonly string[], action?: { label: string; url: string }): string {
-  const body = paragraphs.map((p) => `<p style="margin:0 0 16px">${escapeHtml(p)}</p>`).join("\n");
-  const button =
-    action === undefined
-      ? ""
-      : `<p style="margin:24px 0"><a href="${escapeHtml(action.url)}" style="background:#1f6feb;color:#fff;padding:10px 18px;border-radius:6px;text-decoration:none">${escapeHtml(action.label)}</a></p>
-<p style="margin:0 0 16px;font-size:13px;color:#555">Or paste this link into your browser:<br><a href="${escapeHtml(action.url)}">${escapeHtml(action.url)}</a></p>`;
-  return `<!doctype html>
-<html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>
-<body style="font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;line-height:1.5;color:#222;max-width:560px;margin:0 auto;padding:24px">
-<h1 style="font-size:20px;margin:0 0 16px">${escapeHtml(title)}</h1>
-${body}
-${button}
-<p style="margin:32px 0 0;font-size:12px;color:#888">${PRODUCT}</p>
-</body></html>
-`;
-}
 
 function message(
   kind: string,

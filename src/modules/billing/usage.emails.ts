@@ -1,12 +1,8 @@
 import type { EmailMessage } from "../../platform/email.ts";
+import { emailLayout as layout, EMAIL_PRODUCT as PRODUCT } from "../../platform/email-layout.ts";
 import type { MeterName } from "./settings.service.ts";
 
 /** Quota alert emails (80 % and 100 % of the included quota). Every value placed in HTML is escaped. */
-const PRODUCT = "VLA Inference API";
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 export interface QuotaAlert {
   readonly to: string;
@@ -48,13 +44,6 @@ export function quotaAlertEmail(a: QuotaAlert): EmailMessage {
     to: a.to,
     subject: `${PRODUCT}: ${title.toLowerCase()}`,
     text: `${paragraphs.join("\n\n")}\n\n-- \n${PRODUCT}\n`,
-    html: `<!doctype html>
-<html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>
-<body style="font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;line-height:1.5;color:#222;max-width:560px;margin:0 auto;padding:24px">
-<h1 style="font-size:20px;margin:0 0 16px">${escapeHtml(title)}</h1>
-${paragraphs.map((p) => `<p style="margin:0 0 16px">${escapeHtml(p)}</p>`).join("\n")}
-<p style="margin:32px 0 0;font-size:12px;color:#888">${PRODUCT}</p>
-</body></html>
-`,
+    html: layout(title, paragraphs),
   };
 }
