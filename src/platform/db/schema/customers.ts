@@ -38,6 +38,10 @@ export const customers = pgTable(
     overageCapRequests: integer("overage_cap_requests"),
     /** Stream robot-seconds allowed beyond the monthly stream allowance while overage is on. */
     overageCapStreamSeconds: integer("overage_cap_stream_seconds"),
+    /** Set by an operator (`POST /admin/customers/{id}/suspend`): keys and sessions stop working at once. Null: active. */
+    suspendedAt: timestamp("suspended_at", { withTimezone: true }),
+    /** The operator's reason, shown to the customer's members on sign-in. */
+    suspendedReason: text("suspended_reason"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
