@@ -1,3 +1,5 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import type { Frame } from "./render.ts";
 
 /**
@@ -187,4 +189,10 @@ export function encodeGif(frames: readonly Frame[], options: GifOptions = {}): U
   }
   out.byte(0x3b);
   return out.result();
+}
+
+/** Writes an animated GIF of frames (an episode's) to `file`, creating its folder. */
+export function writeGif(file: string, frames: readonly Frame[], options: GifOptions = {}): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, encodeGif(frames, options));
 }

@@ -44,7 +44,7 @@ export const CAMERA = {
   position: { x: 0, y: -0.7, z: 0.6 },
   target: { x: 0, y: 0, z: 0.05 },
   /** Vertical field of view in degrees. */
-  fov: 42,
+  fov: 38,
 } as const;
 
 export const BLOCK_RGB: Record<Colour, readonly [number, number, number]> = {
@@ -63,9 +63,9 @@ const SHADOW = 0.45;
 /** Gripper geometry relative to the TCP (metres). */
 export const GRIPPER_GEOMETRY = {
   finger: { hx: 0.005, hy: 0.012, hz: 0.024, bottom: -0.012 },
-  fingerOpenX: 0.036,
+  fingerOpenX: 0.044,
   fingerClosedX: 0.007,
-  palm: { hx: 0.046, hy: 0.016, hz: 0.008 },
+  palm: { hx: 0.054, hy: 0.016, hz: 0.008 },
   wrist: { hx: 0.012, hy: 0.012, hz: 0.12 },
 } as const;
 
@@ -295,7 +295,11 @@ function background(camera: Camera, lighting: Lighting): Uint8Array {
     const base = row < horizon ? WALL_RGB : FLOOR_RGB;
     const fade = 1 - (0.15 * row) / height;
     const rgb = shade(base, lighting.brightness * fade, lighting.tint);
-    for (let c = 0; c < width; c++) bg.set(rgb, (row * width + c) * 3);
+    const start = row * width * 3;
+    bg.set(rgb, start);
+    for (let filled = 3; filled < width * 3; filled *= 2) {
+      bg.copyWithin(start + filled, start, start + Math.min(filled, width * 3 - filled));
+    }
   }
   if (backgrounds.size > 64) backgrounds.clear();
   backgrounds.set(key, bg);

@@ -15,15 +15,15 @@ export const COLOURS = ["red", "green", "blue", "yellow"] as const;
 export type Colour = (typeof COLOURS)[number];
 
 /** Edge length of every block (a cube). */
-export const BLOCK_SIZE = 0.04;
+export const BLOCK_SIZE = 0.05;
 const HALF = BLOCK_SIZE / 2;
 
 /** The table top as drawn; blocks are placed well inside it. */
 export const TABLE = { xMin: -0.3, xMax: 0.3, yMin: -0.22, yMax: 0.22 } as const;
 /** Where block centres may be placed at the start of an episode. */
-export const PLACEMENT = { xMin: -0.18, xMax: 0.18, yMin: -0.14, yMax: 0.14 } as const;
+export const PLACEMENT = { xMin: -0.17, xMax: 0.17, yMin: -0.13, yMax: 0.13 } as const;
 /** Minimum distance between two block centres at placement (no overlap, room for the fingers). */
-export const MIN_BLOCK_DISTANCE = 0.09;
+export const MIN_BLOCK_DISTANCE = 0.1;
 
 /** The reachable workspace of the TCP: a clamp applied after every action. */
 export const WORKSPACE = { xMin: -0.22, xMax: 0.22, yMin: -0.18, yMax: 0.18, zMin: 0, zMax: 0.2 } as const;
@@ -79,7 +79,7 @@ export function createScene(seed: number, options: SceneOptions = {}): Scene {
   const colours = rng.shuffle([...include, ...others.slice(0, count - include.length)]);
   const blocks: Block[] = [];
   for (const colour of colours) {
-    // Rejection sampling; with at most 4 blocks of 9 cm spacing in a 36 x 28 cm area it ends fast.
+    // Rejection sampling; with at most 4 blocks 10 cm apart in a 34 x 26 cm area it ends fast.
     for (let attempt = 0; ; attempt++) {
       const x = rng.uniform(PLACEMENT.xMin, PLACEMENT.xMax);
       const y = rng.uniform(PLACEMENT.yMin, PLACEMENT.yMax);

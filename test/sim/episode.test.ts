@@ -1,7 +1,10 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { expertPolicy, type Observation, runEpisode, setupEpisode } from "../../sim/episode.ts";
-import { encodeGif, PALETTE, quantize } from "../../sim/gif.ts";
+import { encodeGif, PALETTE, quantize, writeGif } from "../../sim/gif.ts";
 import type { Frame } from "../../sim/render.ts";
 import { STEP_LIMITS } from "../../sim/tasks.ts";
 
@@ -82,6 +85,19 @@ describe("encodeGif", () => {
       const page = data.subarray(k * 224 * 224 * 3, (k + 1) * 224 * 224 * 3);
       expect(Buffer.from(page).equals(Buffer.from(expected))).toBe(true);
     });
+  });
+
+  it("writes the GIF of an episode to a file, creating the folder", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "sim-gif-"));
+    try {
+      const episode = await runEpisode(setupEpisode(8, { kind: "move_to" }), expertPolicy);
+      const file = path.join(dir, "nested", "episode.gif");
+      writeGif(file, episode.frames);
+      const meta = await sharp(readFileSync(file)).metadata();
+      expect([meta.format, meta.pages, meta.width]).toEqual(["gif", episode.steps + 1, 224]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses no frames and frames of different sizes", () => {
