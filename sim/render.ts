@@ -1,6 +1,6 @@
 import sharp from "sharp";
 import { createRng, deriveSeed } from "./rng.ts";
-import { BLOCK_SIZE, type Colour, isOpen, type Scene, surfaceHeightAt, TABLE, type Vec3 } from "./scene.ts";
+import { BLOCK_SIZE, type Colour, isOpen, type Scene, supportUnder, TABLE, type Vec3 } from "./scene.ts";
 
 /**
  * A fixed oblique camera and a small software rasterizer: every object is a box, drawn face by
@@ -367,35 +367,22 @@ export function render(scene: Scene, options: RenderOptions = {}, into?: Frame):
   }));
   for (const part of gripperBoxes(scene)) boxes.push({ ...part, depth: camera.distance(part.c) });
 
-  // Drop shadows straight down onto the table or the block top below: under the gripper's
-  // fingers and palm, and under a held block.
-  const shadows: Shadow[] = [];
+  // Drop shadows straight down onto the table or the block top below (under the gripper's palm,
+  // and under a held block), each drawn right after the surface it falls on.
+  const shadowAt = (x: number, y: number, lowest: number, hx: number, hy: number): Shadow => {
+    const support = supportUnder(scene, x, y, lowest);
+    const z = support ? support.pos.z + half : 0;
+    const depth = support ? camera.distance(support.pos) - 1e-6 : Number.POSITIVE_INFINITY;
+    return { c: { x, y, z: z + 0.0005 }, hx, hy, depth };
+  };
   const g = GRIPPER_GEOMETRY;
-  const lowest = scene.ee.z + g.finger.bottom;
-  const gripperSurface = surfaceHeightAt(scene, scene.ee.x, scene.ee.y, lowest);
-  shadows.push({
-    c: { x: scene.ee.x, y: scene.ee.y, z: gripperSurface + 0.0005 },
-    hx: g.palm.hx,
-    hy: g.palm.hy,
-    depth: 0,
-  });
+  const shadows = [shadowAt(scene.ee.x, scene.ee.y, scene.ee.z + g.finger.bottom, g.palm.hx, g.palm.hy)];
   const held = scene.blocks[scene.held];
-  if (held) {
-    const surface = surfaceHeightAt(scene, held.pos.x, held.pos.y, held.pos.z - half);
-    shadows.push({ c: { x: held.pos.x, y: held.pos.y, z: surface + 0.0005 }, hx: half, hy: half, depth: 0 });
-  }
-  // A shadow is drawn right after the surface it falls on: after the table, or after its block.
-  const order: ({ kind: "box"; box: Box } | { kind: "shadow"; shadow: Shadow })[] = [];
-  for (const box of boxes) order.push({ kind: "box", box });
-  for (const shadow of shadows) {
-    let depth = Number.POSITIVE_INFINITY;
-    for (const b of scene.blocks) {
-      if (Math.abs(b.pos.z + half - shadow.c.z + 0.0005) < 1e-6 && Math.abs(b.pos.x - shadow.c.x) <= half + 1e-9) {
-        if (Math.abs(b.pos.y - shadow.c.y) <= half + 1e-9) depth = camera.distance(b.pos) - 1e-6;
-      }
-    }
-    order.push({ kind: "shadow", shadow: { ...shadow, depth } });
-  }
+  if (held) shadows.push(shadowAt(held.pos.x, held.pos.y, held.pos.z - half, half, half));
+  const order: ({ kind: "box"; box: Box } | { kind: "shadow"; shadow: Shadow })[] = [
+    ...boxes.map((box) => ({ kind: "box" as const, box })),
+    ...shadows.map((shadow) => ({ kind: "shadow" as const, shadow })),
+  ];
   const depthOf = (e: (typeof order)[number]) => (e.kind === "box" ? e.box.depth : e.shadow.depth);
   order.sort((a, b) => depthOf(b) - depthOf(a));
   for (const e of order) {

@@ -194,14 +194,15 @@ export function settle(scene: Scene): void {
   });
 }
 
-/** Height of the highest block top under (x, y) at or below `below`, else 0 (the table): where a shadow falls. */
-export function surfaceHeightAt(scene: Scene, x: number, y: number, below = Number.POSITIVE_INFINITY): number {
-  let h = 0;
+/** The block with the highest top at or below `below` whose top contains (x, y), or null (the table). */
+export function supportUnder(scene: Scene, x: number, y: number, below = Number.POSITIVE_INFINITY): Block | null {
+  let best: Block | null = null;
   for (const b of scene.blocks) {
     const top = b.pos.z + HALF;
-    if (Math.abs(b.pos.x - x) <= HALF && Math.abs(b.pos.y - y) <= HALF && top <= below && top > h) h = top;
+    if (Math.abs(b.pos.x - x) > HALF || Math.abs(b.pos.y - y) > HALF || top > below) continue;
+    if (!best || top > best.pos.z + HALF) best = b;
   }
-  return h;
+  return best;
 }
 
 /** Proprioception in the OpenVLA 7-D layout: `[x, y, z, roll, pitch, yaw, gripper]`. */
