@@ -112,6 +112,47 @@ describe("render", () => {
     }
   });
 
+  it("is upright: right in the world is right in the image, forward is up, higher is up (no projection used)", () => {
+    /** Centroid (column, row) of the red pixels of a frame. */
+    const redCentroid = (frame: Frame) => {
+      let n = 0;
+      let cx = 0;
+      let cy = 0;
+      for (let row = 0; row < frame.height; row++) {
+        for (let col = 0; col < frame.width; col++) {
+          const o = (row * frame.width + col) * 3;
+          const p: [number, number, number] = [
+            frame.data[o] as number,
+            frame.data[o + 1] as number,
+            frame.data[o + 2] as number,
+          ];
+          if (hue.red(p)) {
+            n++;
+            cx += col;
+            cy += row;
+          }
+        }
+      }
+      expect(n).toBeGreaterThan(50);
+      return { col: cx / n, row: cy / n };
+    };
+    const redAt = (x: number, y: number, z: number) => {
+      const scene = gripperAt(createScene(1), 0.2, 0.17, 0.2);
+      scene.blocks = [{ colour: "red", pos: { x, y, z } }];
+      return redCentroid(render(scene));
+    };
+    const centre = redAt(0, 0, HALF);
+    const right = redAt(0.1, 0, HALF);
+    const forward = redAt(0, 0.1, HALF);
+    const up = redAt(0, 0, HALF + 0.1);
+    expect(centre.col).toBeGreaterThan(100);
+    expect(centre.col).toBeLessThan(124);
+    expect(right.col).toBeGreaterThan(centre.col + 20);
+    expect(Math.abs(right.row - centre.row)).toBeLessThan(5);
+    expect(forward.row).toBeLessThan(centre.row - 10);
+    expect(up.row).toBeLessThan(centre.row - 20);
+  });
+
   it("shows whether the gripper is open or closed", () => {
     const open = gripperAt(createScene(4), 0, 0.05, 0.1, 1);
     const closed = gripperAt(createScene(4), 0, 0.05, 0.1, 0);
