@@ -108,7 +108,22 @@ describe("ConsentService cache (the inference path)", () => {
       storeEmbeddings: false,
       anonymization: "none",
     });
-    s.state.stored = row({ tier: "research", storeInstructions: true, anonymization: "full" });
+    s.state.stored = row({ tier: "research", storeInstructions: true, storeImages: true, storeEmbeddings: true });
+    s.invalidate("c1");
+    expect(await s.service.recording("c1")).toEqual({
+      storeInstructions: true,
+      storeImages: true,
+      storeEmbeddings: true,
+      anonymization: "none",
+    });
+    // `full` keeps no content: no image, no embedding, whatever the permissions.
+    s.state.stored = row({
+      tier: "research",
+      storeInstructions: true,
+      storeImages: true,
+      storeEmbeddings: true,
+      anonymization: "full",
+    });
     s.invalidate("c1");
     expect(await s.service.recording("c1")).toEqual({
       storeInstructions: false,
@@ -131,6 +146,6 @@ describe("ConsentService cache (the inference path)", () => {
       storeEmbeddings: false,
       anonymization: "partial",
     });
-    expect(s.loads).toHaveLength(3);
+    expect(s.loads).toHaveLength(4);
   });
 });

@@ -16,24 +16,39 @@ export function thumbnailEmbedding(rgb: Uint8Array, width: number, height: numbe
     throw new Error(`thumbnail: ${rgb.length} bytes do not hold ${width}x${height}x3`);
   }
   const n = THUMBNAIL_SIDE;
-  const sums = new Float64Array(n * n);
+  // Per box: integer channel sums (exact, no float work per pixel) and pixel counts.
+  const r = new Float64Array(n * n);
+  const g = new Float64Array(n * n);
+  const bl = new Float64Array(n * n);
   const counts = new Float64Array(n * n);
-  // Box of each column and row, computed once: pixel x falls into box floor(x * n / width).
-  const colBox = new Uint8Array(width);
-  for (let x = 0; x < width; x++) colBox[x] = Math.floor((x * n) / width);
+  // Pixel x falls into box floor(x * n / width): box bx covers [start[bx], start[bx + 1]).
+  const start = new Int32Array(n + 1);
+  for (let bx = 0; bx <= n; bx++) start[bx] = Math.ceil((bx * width) / n);
   for (let y = 0; y < height; y++) {
-    const rowBase = Math.floor((y * n) / height) * n;
-    let i = y * width * 3;
-    for (let x = 0; x < width; x++, i += 3) {
-      const b = rowBase + (colBox[x] as number);
-      sums[b] =
-        (sums[b] as number) +
-        0.299 * (rgb[i] as number) +
-        0.587 * (rgb[i + 1] as number) +
-        0.114 * (rgb[i + 2] as number);
-      counts[b] = (counts[b] as number) + 1;
+    const rowBox = Math.floor((y * n) / height) * n;
+    const rowStart = y * width * 3;
+    for (let bx = 0; bx < n; bx++) {
+      const x0 = start[bx] as number;
+      const x1 = start[bx + 1] as number;
+      if (x1 <= x0) continue;
+      let sr = 0;
+      let sg = 0;
+      let sb = 0;
+      for (let i = rowStart + x0 * 3, end = rowStart + x1 * 3; i < end; i += 3) {
+        sr += rgb[i] as number;
+        sg += rgb[i + 1] as number;
+        sb += rgb[i + 2] as number;
+      }
+      const box = rowBox + bx;
+      r[box] = (r[box] as number) + sr;
+      g[box] = (g[box] as number) + sg;
+      bl[box] = (bl[box] as number) + sb;
+      counts[box] = (counts[box] as number) + (x1 - x0);
     }
   }
+  const sums = new Float64Array(n * n);
+  for (let b = 0; b < n * n; b++)
+    sums[b] = 0.299 * (r[b] as number) + 0.587 * (g[b] as number) + 0.114 * (bl[b] as number);
   const v = new Float64Array(n * n);
   let mean = 0;
   for (let b = 0; b < n * n; b++) {
