@@ -53,7 +53,9 @@ export const contextModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
     name: "context_metadata",
     file: "context_metadata.ndjson",
     async *rows(customerId, db) {
-      await uploads.drained(); // rows wait for their upload; then the writer holds them
+      // Rows wait for their upload, then sit in the writer: both first, so the export is complete.
+      // Bounded: a customer sending images all the time must not hold its export up forever.
+      await Promise.race([uploads.settled(customerId), new Promise((r) => setTimeout(r, 30_000).unref())]);
       await writer.flush();
       const rows = new ContextMetadataRepo(db);
       yield* keysetPages<ExportContextRow, ContextCursor>(
@@ -91,7 +93,9 @@ export const contextModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
     // Objects are not in the transaction: deleted once it committed, after rows still in flight.
     async afterCommit({ customerId, wholeCustomer }) {
       if (!wholeCustomer) return;
-      await uploads.drained();
+      // Its keys are gone, so no new upload starts; those in flight would write objects and rows
+      // after the deletion: wait for them, then delete again.
+      await uploads.settled(customerId);
       await writer.flush();
       await repo.deleteCustomer(customerId);
       for await (const key of store.list(customerImagePrefix(customerId))) await store.delete(key);

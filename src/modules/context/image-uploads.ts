@@ -84,6 +84,9 @@ export class ImageUploadQueue {
   /** Jobs backing off: their timer and what it runs. */
   private readonly retrying = new Map<NodeJS.Timeout, () => void>();
   private idle: (() => void)[] = [];
+  /** Jobs held per customer, and who waits for a customer's to settle. */
+  private readonly perCustomer = new Map<string, number>();
+  private readonly customerWaiters = new Map<string, (() => void)[]>();
 
   constructor(o: UploadQueueOptions) {
     this.o = o;
@@ -102,6 +105,7 @@ export class ImageUploadQueue {
       return false;
     }
     this.held++;
+    this.perCustomer.set(job.customerId, (this.perCustomer.get(job.customerId) ?? 0) + 1);
     this.o.metrics?.depth.set(this.held);
     this.waiting.push({ job, attempt: 1 });
     this.pump();
@@ -112,6 +116,19 @@ export class ImageUploadQueue {
   drained(): Promise<void> {
     if (this.held === 0) return Promise.resolve();
     return new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  /**
+   * Resolves when none of this customer's uploads is held (export, erasure): unlike `drained`, other
+   * customers' traffic does not hold it up.
+   */
+  settled(customerId: string): Promise<void> {
+    if ((this.perCustomer.get(customerId) ?? 0) === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.customerWaiters.get(customerId) ?? [];
+      list.push(resolve);
+      this.customerWaiters.set(customerId, list);
+    });
   }
 
   /**
@@ -176,6 +193,14 @@ export class ImageUploadQueue {
       job.done(key);
     } finally {
       this.held--;
+      const left = (this.perCustomer.get(job.customerId) ?? 1) - 1;
+      if (left > 0) this.perCustomer.set(job.customerId, left);
+      else {
+        this.perCustomer.delete(job.customerId);
+        const waiters = this.customerWaiters.get(job.customerId) ?? [];
+        this.customerWaiters.delete(job.customerId);
+        for (const w of waiters) w();
+      }
       this.o.metrics?.depth.set(this.held);
       if (this.held === 0) {
         const waiters = this.idle;
