@@ -36,6 +36,7 @@ import { Lifecycle } from "./platform/lifecycle.ts";
 import { createLoggerOptions } from "./platform/logger.ts";
 import { createMetrics } from "./platform/metrics.ts";
 import type { ModulePlugin } from "./platform/module.ts";
+import { createObjectStore, type ObjectStore } from "./platform/object-store.ts";
 import { registerOpenApi } from "./platform/openapi.ts";
 import type { Platform } from "./platform/platform.ts";
 import { createRedis, type RedisHandle } from "./platform/redis.ts";
@@ -59,6 +60,8 @@ export interface BuildOptions {
    * then skip startup recovery of the server's jobs and their timers. Default true.
    */
   readonly backgroundJobs?: boolean;
+  /** Use this object store instead of the one the config names (tests: a failing store). */
+  readonly objectStore?: ObjectStore;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -138,6 +141,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     registry: metrics.registry,
   });
 
+  const objectStore = options.objectStore ?? createObjectStore(config.objectStore);
+  if (options.objectStore === undefined) lifecycle.onClose("object-store", () => objectStore.close?.());
   const now = options.now ?? Date.now;
   const invalidation = new InvalidationBus(redis);
   const limits = createRateLimits({ config, database, redis, metrics, health, lifecycle, invalidation, now });
@@ -154,6 +159,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     deletion: new DeletionRegistry(),
     audit: createAuditLog(database.db),
     exports: new ExportRegistry(),
+    objectStore,
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({

@@ -18,6 +18,7 @@ import { recordAudit } from "./platform/audit.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { DataDirLockedError, dataDirLockOwner, LOCK_FILE, type LockOwner } from "./platform/db/data-dir-lock.ts";
 import { customers } from "./platform/db/schema/index.ts";
+import { createObjectStore } from "./platform/object-store.ts";
 import { Pseudonymizer } from "./platform/pseudonym.ts";
 
 /**
@@ -273,13 +274,17 @@ async function retentionCommand(rest: string[]): Promise<number> {
     config,
     async (database) => {
       await database.migrate();
+      const objectStore = createObjectStore(config.objectStore);
       const job = new RetentionJob({
         database,
         now: Date.now,
         defaultTier: config.consent.defaultTier,
         batchSize: config.retention.batchSize,
+        objectStore,
       });
-      const r = await job.run({ dryRun, onProgress: progressBar(dryRun ? "counting" : "deleting", "customers") });
+      const r = await job
+        .run({ dryRun, onProgress: progressBar(dryRun ? "counting" : "deleting", "customers") })
+        .finally(() => objectStore.close?.());
       if (!r.ran) {
         process.stderr.write("retention: the retention job is running in another process; try again\n");
         return 1;
@@ -291,6 +296,12 @@ async function retentionCommand(rest: string[]): Promise<number> {
         `  instruction_analytics: ${dryRun ? "would clear" : "cleared"} the instruction text of ${r.instructionTextsCleared} rows`,
       );
       for (const p of r.partitions) out.push(`  inference_logs: ${dryRun ? "would drop" : "dropped"} partition ${p}`);
+      out.push(`  context_metadata: ${verb} ${r.contextRows} rows`);
+      out.push(
+        dryRun
+          ? `  images: would clear the image key of ${r.imageKeysCleared} rows whose consent no longer allows images`
+          : `  images: deleted ${r.imagesDeleted} stored images; cleared the image key of ${r.imageKeysCleared} rows`,
+      );
       out.push(`in ${(r.durationMs / 1000).toFixed(1)} s`);
       process.stdout.write(`${out.join("\n")}\n`);
       return 0;

@@ -182,3 +182,49 @@ describe("limits and api-keys settings", () => {
     });
   });
 });
+
+describe("object store settings", () => {
+  it("defaults to the folder under DATA_DIR, with no S3", () => {
+    const c = loadConfig({ DATA_DIR: "/tmp/vla-x" }, opts);
+    expect(c.objectStore).toMatchObject({ dir: "/tmp/vla-x/objects", s3: undefined, uploadQueueMax: 1000 });
+  });
+
+  it("a bucket alone is AWS with the default credential chain; an endpoint and both keys are taken", () => {
+    expect(loadConfig({ S3_BUCKET: "robot-frames" }, opts).objectStore.s3).toEqual({
+      bucket: "robot-frames",
+      endpoint: undefined,
+      region: "us-east-1",
+      credentials: undefined,
+      forcePathStyle: false,
+    });
+    const c = loadConfig(
+      {
+        S3_BUCKET: "robot-frames",
+        S3_ENDPOINT: "http://127.0.0.1:9000",
+        S3_REGION: "eu-west-1",
+        S3_ACCESS_KEY_ID: "AKIAEXAMPLE",
+        S3_SECRET_ACCESS_KEY: "secret-example",
+        S3_FORCE_PATH_STYLE: "true",
+      },
+      opts,
+    );
+    expect(c.objectStore.s3).toMatchObject({
+      endpoint: "http://127.0.0.1:9000",
+      region: "eu-west-1",
+      credentials: { accessKeyId: "AKIAEXAMPLE", secretAccessKey: "secret-example" },
+      forcePathStyle: true,
+    });
+  });
+
+  it("refuses half-configured credentials, settings without a bucket, and bad names, all at once", () => {
+    const half = problemsOf({ S3_BUCKET: "robot-frames", S3_ACCESS_KEY_ID: "AKIAEXAMPLE" }).join("\n");
+    expect(half).toMatch(/S3_ACCESS_KEY_ID \/ S3_SECRET_ACCESS_KEY: set both or neither/);
+    expect(half).not.toContain("AKIAEXAMPLE");
+    const noBucket = problemsOf({ S3_ENDPOINT: "http://127.0.0.1:9000", S3_SECRET_ACCESS_KEY: "x" }).join("\n");
+    expect(noBucket).toMatch(/S3_BUCKET: required when S3_ENDPOINT, S3_SECRET_ACCESS_KEY is set/);
+    expect(noBucket).toMatch(/set both or neither/);
+    expect(problemsOf({ S3_BUCKET: "Bad_Bucket" }).join("\n")).toMatch(/S3_BUCKET: not a valid bucket name/);
+    expect(problemsOf({ S3_BUCKET: "b-ok", S3_ENDPOINT: "ftp://x" }).join("\n")).toMatch(/S3_ENDPOINT/);
+    expect(problemsOf({ IMAGE_UPLOAD_ATTEMPTS: "0" }).join("\n")).toMatch(/IMAGE_UPLOAD_ATTEMPTS/);
+  });
+});

@@ -104,6 +104,28 @@ export interface Config {
     readonly cleanupIntervalMs: number;
   };
   /** The retention job (docs/privacy.md "Retention"). */
+  /** Stored camera images (docs/privacy.md): a folder under DATA_DIR, or an S3-compatible bucket. */
+  readonly objectStore: {
+    /** The folder store's root (`DATA_DIR/objects`); used when `s3` is undefined. */
+    readonly dir: string;
+    readonly s3:
+      | {
+          readonly bucket: string;
+          /** Undefined: AWS's endpoint for the region. */
+          readonly endpoint: string | undefined;
+          readonly region: string;
+          /** Both or neither; neither: the SDK's default chain (environment role, instance profile). */
+          readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string } | undefined;
+          readonly forcePathStyle: boolean;
+        }
+      | undefined;
+    /** Uploads waiting at most; beyond it new uploads are dropped (counted). */
+    readonly uploadQueueMax: number;
+    /** Attempts per upload (the first included) before it counts as failed. */
+    readonly uploadAttempts: number;
+    /** First retry delay; doubled per attempt. */
+    readonly uploadRetryMs: number;
+  };
   readonly retention: {
     /** How often the job deletes what is older than each customer's consent `retention_days`. */
     readonly intervalMs: number;
@@ -450,6 +472,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       batchRows: r.int("EXPORT_BATCH_ROWS", 5_000, 100, 100_000),
       cleanupIntervalMs: r.int("EXPORT_CLEANUP_INTERVAL_MS", 600_000, 1_000, 86_400_000),
     },
+    objectStore: readObjectStore(r, dataDir),
     retention: {
       intervalMs: r.int("RETENTION_INTERVAL_MS", 3_600_000, 1_000, 7 * 86_400_000),
       batchSize: r.int("RETENTION_BATCH_SIZE", 5_000, 1, 100_000),
@@ -572,6 +595,43 @@ function readBilling(r: Reader, publicBaseUrl: string): Config["billing"] {
     meterEventStreamSeconds: r.str("STRIPE_METER_EVENT_STREAM_SECONDS", "vla_overage_stream_seconds"),
     jobIntervalMs: r.int("BILLING_JOB_INTERVAL_MS", 60_000, 50, 3_600_000),
     invoiceCacheMs: r.int("BILLING_INVOICE_CACHE_MS", 60_000, 0, 3_600_000),
+  };
+}
+
+function readObjectStore(r: Reader, dataDir: string): Config["objectStore"] {
+  const bucket = r.raw("S3_BUCKET");
+  const endpoint = r.optionalUrl("S3_ENDPOINT", ["http:", "https:"]);
+  const region = r.str("S3_REGION", "us-east-1");
+  const accessKeyId = r.raw("S3_ACCESS_KEY_ID");
+  const secretAccessKey = r.raw("S3_SECRET_ACCESS_KEY");
+  const forcePathStyle = r.bool("S3_FORCE_PATH_STYLE", false);
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    r.problems.push(
+      "S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY: set both or neither (neither: the AWS SDK's default credential chain)",
+    );
+  }
+  if (bucket === undefined) {
+    const stray = ["S3_ENDPOINT", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"].filter((n) => r.raw(n) !== undefined);
+    if (stray.length > 0) r.problems.push(`S3_BUCKET: required when ${stray.join(", ")} is set`);
+  } else if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    r.problems.push("S3_BUCKET: not a valid bucket name (3-63 lowercase letters, digits, '.', '-')");
+  }
+  return {
+    dir: path.join(dataDir, "objects"),
+    s3:
+      bucket === undefined
+        ? undefined
+        : {
+            bucket,
+            endpoint,
+            region,
+            credentials:
+              accessKeyId !== undefined && secretAccessKey !== undefined ? { accessKeyId, secretAccessKey } : undefined,
+            forcePathStyle,
+          },
+    uploadQueueMax: r.int("IMAGE_UPLOAD_QUEUE_MAX", 1_000, 1, 1_000_000),
+    uploadAttempts: r.int("IMAGE_UPLOAD_ATTEMPTS", 5, 1, 100),
+    uploadRetryMs: r.int("IMAGE_UPLOAD_RETRY_MS", 500, 1, 600_000),
   };
 }
 

@@ -6,6 +6,7 @@ import { auditModule } from "./audit/audit.module.ts";
 import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
 import { consentModule } from "./consent/consent.module.ts";
+import { contextModule } from "./context/context.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
@@ -27,6 +28,8 @@ export const modules: readonly ModulePlugin[] = [
   modelsRoutes,
   safetyModule,
   consentModule,
+  // Before inference: the runner records context_metadata and images through it.
+  contextModule,
   inferenceModule,
   feedbackModule,
   streamingModule,

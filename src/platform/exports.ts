@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import { and, asc, eq, gt } from "drizzle-orm";
 import type { AnyPgColumn, PgTable } from "drizzle-orm/pg-core";
 import type { Db } from "./db/client.ts";
@@ -22,7 +23,7 @@ import type { Db } from "./db/client.ts";
  * stays flat whatever the customer's volume. A section that cannot reach an outside system
  * (Stripe) yields an `{ "error": ... }` line instead of throwing; a thrown error fails the export.
  */
-export interface ExportSection {
+export interface RowsSection {
   /** Unique, shown in the job's progress (`rows written per section`). */
   readonly name: string;
   /** The file inside the archive: `[a-z0-9_]+\.ndjson`. */
@@ -30,13 +31,42 @@ export interface ExportSection {
   rows(customerId: string, db: Db): AsyncIterable<object>;
 }
 
+/** One stored file of a files section: streamed into the archive, never held whole in memory. */
+export interface ExportFile {
+  /** Its name inside the section's folder: `[A-Za-z0-9._-]+`. */
+  readonly name: string;
+  /** Exact byte count of `body` (a tar header precedes the bytes). */
+  readonly size: number;
+  readonly body: Readable;
+  /** Its line in the section's NDJSON index (the archive adds `file`, the path in the archive). */
+  readonly line: object;
+}
+
+/**
+ * A section of binary files (stored images): each goes into the archive under `<dir>/`, and
+ * `file` (NDJSON) lists them, one line each, written after them.
+ */
+export interface FilesSection {
+  readonly name: string;
+  readonly file: string;
+  /** The folder inside the archive: `[a-z0-9_]+`. */
+  readonly dir: string;
+  files(customerId: string, db: Db): AsyncIterable<ExportFile>;
+}
+
+export type ExportSection = RowsSection | FilesSection;
+
 const FILE = /^[a-z0-9_]+\.ndjson$/;
+const DIR = /^[a-z0-9_]+$/;
 
 export class ExportRegistry {
   private readonly list: ExportSection[] = [];
 
   register(section: ExportSection): void {
     if (!FILE.test(section.file)) throw new Error(`export section "${section.name}": file must match ${FILE}`);
+    if ("dir" in section && !DIR.test(section.dir)) {
+      throw new Error(`export section "${section.name}": dir must match ${DIR}`);
+    }
     if (this.list.some((s) => s.name === section.name || s.file === section.file)) {
       throw new Error(`export section "${section.name}" (${section.file}) registered twice`);
     }
@@ -100,7 +130,7 @@ export interface TableSectionOptions {
 }
 
 /** A section holding every row of one table for the customer, paged by a unique key column. */
-export function tableSection(o: TableSectionOptions): ExportSection {
+export function tableSection(o: TableSectionOptions): RowsSection {
   return {
     name: o.name,
     file: o.file,

@@ -12,6 +12,7 @@ import type { HealthRegistry } from "./health.ts";
 import type { InvalidationBus } from "./invalidation.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import type { Metrics } from "./metrics.ts";
+import type { ObjectStore } from "./object-store.ts";
 import type { RedisHandle } from "./redis.ts";
 
 /**
@@ -46,6 +47,8 @@ export interface Platform {
   readonly audit: AuditLog;
   /** Account-export (GDPR access/portability) sections; every module that stores customer data plugs in here. */
   readonly exports: ExportRegistry;
+  /** Stored camera images (docs/architecture.md "Object store"): DATA_DIR/objects, or S3 when `S3_BUCKET` is set. */
+  readonly objectStore: ObjectStore;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */

@@ -176,6 +176,8 @@ describe("account export", () => {
       "safety_incidents.ndjson",
       "robot_profiles.ndjson",
       "consent_history.ndjson",
+      "context_metadata.ndjson",
+      "images.ndjson",
       "inference_logs.ndjson",
       "feedback.ndjson",
       "manifest.json",

@@ -34,3 +34,20 @@ export function ndjson(text: string | undefined): Record<string, unknown>[] {
     .filter((l) => l !== "")
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
+
+/** Reads a .tar.gz into { name: bytes } (binary files, e.g. stored images). */
+export function untarBuffers(gz: Buffer): Map<string, Buffer> {
+  const tar = gunzipSync(gz);
+  const files = new Map<string, Buffer>();
+  let off = 0;
+  while (off + 512 <= tar.length) {
+    const header = tar.subarray(off, off + 512);
+    if (header.every((b) => b === 0)) break;
+    const name = header.subarray(0, 100).toString("utf8").replace(/\0.*$/s, "");
+    const size = Number.parseInt(header.subarray(124, 136).toString("utf8").replace(/\0.*$/s, ""), 8);
+    off += 512;
+    files.set(name, Buffer.from(tar.subarray(off, off + size)));
+    off += Math.ceil(size / 512) * 512;
+  }
+  return files;
+}

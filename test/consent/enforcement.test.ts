@@ -1,9 +1,10 @@
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
 import { buildLimitsApp, hasRedis, type LimitsContext } from "../helpers/limits.ts";
 import { flushLogs, newKey, pattern } from "../inference/helpers.ts";
 import { buildStreamApp, Client, jpeg, type StreamTestContext, started } from "../streaming/helpers.ts";
-import { installConsentSessions, owner, storedInstructions } from "./helpers.ts";
+import { installConsentSessions, owner, storedContext, storedInstructions, storedObjects } from "./helpers.ts";
 
 /**
  * Enforcement of store_instructions: for each consent state, one inference through every entry
@@ -80,29 +81,117 @@ async function driveAll(key: string, instruction: string): Promise<void> {
 interface Case {
   readonly name: string;
   readonly consent: Record<string, unknown> | null;
+  /** Instruction text kept. */
   readonly stored: boolean;
+  /** context_metadata: rows at all (not under `full`), with an embedding, with a stored image. */
+  readonly context: "none" | "metrics" | "embedding" | "image" | "embedding+image";
   readonly expire?: boolean;
 }
 
 const CASES: readonly Case[] = [
-  { name: "no record (CONSENT_DEFAULT_TIER=basic)", consent: null, stored: true },
-  { name: "tier none", consent: { tier: "none", policy_version: "p" }, stored: false },
-  { name: "tier basic", consent: { tier: "basic", policy_version: "p" }, stored: true },
-  { name: "tier research", consent: { tier: "research", policy_version: "p" }, stored: true },
+  { name: "no record (CONSENT_DEFAULT_TIER=basic)", consent: null, stored: true, context: "metrics" },
+  { name: "tier none", consent: { tier: "none", policy_version: "p" }, stored: false, context: "metrics" },
+  { name: "tier basic", consent: { tier: "basic", policy_version: "p" }, stored: true, context: "metrics" },
+  {
+    name: "tier analytics",
+    consent: { tier: "analytics", policy_version: "p" },
+    stored: true,
+    context: "embedding",
+  },
+  {
+    name: "tier research",
+    consent: { tier: "research", policy_version: "p" },
+    stored: true,
+    context: "embedding+image",
+  },
+  {
+    name: "research with store_embeddings narrowed off",
+    consent: { tier: "research", permissions: { store_embeddings: false }, policy_version: "p" },
+    stored: true,
+    context: "image",
+  },
+  {
+    name: "research with store_images narrowed off",
+    consent: { tier: "research", permissions: { store_images: false }, policy_version: "p" },
+    stored: true,
+    context: "embedding",
+  },
   {
     name: "basic with store_instructions narrowed off",
     consent: { tier: "basic", permissions: { store_instructions: false }, policy_version: "p" },
     stored: false,
+    context: "metrics",
   },
   {
     name: "research with anonymization partial",
     consent: { tier: "research", anonymization: "partial", policy_version: "p" },
     stored: false,
+    context: "embedding+image",
   },
-  { name: "basic, expired", consent: { tier: "basic", policy_version: "p" }, stored: false, expire: true },
+  {
+    name: "research with anonymization full",
+    consent: { tier: "research", anonymization: "full", policy_version: "p" },
+    stored: false,
+    context: "none",
+  },
+  {
+    name: "research, expired",
+    consent: { tier: "research", policy_version: "p" },
+    stored: false,
+    context: "metrics",
+    expire: true,
+  },
 ];
 
-describe("instruction text is stored only as consent allows", () => {
+/**
+ * context_metadata and the object store: one row per successful inference (4: REST, /act, stream,
+ * openpi; the failed one has no image), hash and size always, the embedding and the image only
+ * as the case allows; `full` keeps neither rows nor objects. The objects are exactly the keys the
+ * rows name: the JPEG sent twice (REST and stream) is one object, the two arrays are PNGs.
+ */
+async function checkContext(k: Case, customerId: string): Promise<void> {
+  const rows = await storedContext(t.database, customerId);
+  const objects = await storedObjects(t.app, customerId);
+  if (k.context === "none") {
+    expect(rows).toEqual([]);
+    expect(objects).toEqual([]);
+    return;
+  }
+  expect(rows).toHaveLength(4);
+  const embedding = k.context.includes("embedding");
+  const image = k.context.includes("image");
+  for (const r of rows) {
+    expect(r.imageSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(r.imageBytes).toBeGreaterThan(0);
+    expect(r.width).toBeGreaterThan(0);
+    expect(r.height).toBeGreaterThan(0);
+    if (embedding) {
+      expect(r.embedding).toHaveLength(64);
+      expect(r.embeddingKind).toBe("thumbnail-8x8-v1");
+    } else {
+      expect(r.embedding).toBeNull();
+      expect(r.embeddingKind).toBeNull();
+    }
+    if (image)
+      expect(r.imageKey).toBe(`images/${customerId}/${r.imageSha256}.${r.imageFormat === "jpeg" ? "jpg" : "png"}`);
+    else expect(r.imageKey).toBeNull();
+  }
+  const jpegSha = createHash("sha256").update(img).digest("hex");
+  expect(rows.filter((r) => r.imageFormat === "jpeg").map((r) => r.imageSha256)).toEqual([jpegSha, jpegSha]);
+  expect(rows.filter((r) => r.imageFormat === "array")).toHaveLength(2);
+  if (!image) {
+    expect(objects).toEqual([]);
+    return;
+  }
+  expect(objects).toEqual([...new Set(rows.map((r) => r.imageKey as string))].sort());
+  expect(objects).toHaveLength(3);
+  const stored = await t.app.platform.objectStore.get(`images/${customerId}/${jpegSha}.jpg`);
+  const chunks: Buffer[] = [];
+  for await (const ch of stored?.body ?? []) chunks.push(ch as Buffer);
+  expect(Buffer.concat(chunks).equals(img)).toBe(true);
+}
+
+describe("instruction text, context metadata and images are stored only as consent allows", () => {
   for (const k of CASES) {
     it(`${k.name}: text ${k.stored ? "stored" : "not stored"}, hash always`, async () => {
       const c = await newKey(t);
@@ -122,9 +211,11 @@ describe("instruction text is stored only as consent allows", () => {
         new Set(["rest/ok", "rest/error", "act/ok", "stream/ok", "openpi/ok"]),
       );
       for (const r of rows) {
+        if (k.context === "none") continue; // `full` keeps no hash (anonymization.test.ts)
         expect(r.sha, JSON.stringify(r)).toMatch(/^[0-9a-f]{64}$/);
         expect(r.instruction, JSON.stringify(r)).toBe(k.stored ? instruction : null);
       }
+      await checkContext(k, c.customerId);
     });
   }
 

@@ -3,7 +3,7 @@ import { desc, eq } from "drizzle-orm";
 import type { App } from "../../src/app.ts";
 import type { Principal } from "../../src/platform/auth.ts";
 import type { Database } from "../../src/platform/db/client.ts";
-import { auditLog, inferenceLogs } from "../../src/platform/db/schema/index.ts";
+import { auditLog, contextMetadata, inferenceLogs } from "../../src/platform/db/schema/index.ts";
 import { errors } from "../../src/platform/errors.ts";
 
 export { owner, xKey } from "../helpers/limits.ts";
@@ -54,4 +54,15 @@ export async function storedInstructions(database: Database, customerId: string)
     })
     .from(inferenceLogs)
     .where(eq(inferenceLogs.customerId, customerId));
+}
+
+export async function storedContext(database: Database, customerId: string) {
+  return database.db.select().from(contextMetadata).where(eq(contextMetadata.customerId, customerId));
+}
+
+/** Every object key under the customer's image prefix. */
+export async function storedObjects(app: App, customerId: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const k of app.platform.objectStore.list(`images/${customerId}/`)) keys.push(k);
+  return keys.sort();
 }

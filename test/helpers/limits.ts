@@ -10,6 +10,7 @@ import type { Database } from "../../src/platform/db/client.ts";
 import { customers } from "../../src/platform/db/schema/index.ts";
 import { errors } from "../../src/platform/errors.ts";
 import type { ModuleOptions } from "../../src/platform/module.ts";
+import type { ObjectStore } from "../../src/platform/object-store.ts";
 import type { RedisHandle } from "../../src/platform/redis.ts";
 import { type IsolatedDatabase, isolatedDatabase, testConfig, testRedis } from "./app.ts";
 
@@ -96,6 +97,8 @@ export interface LimitsAppOptions {
   readonly redisKeyPrefix?: string;
   readonly clock?: FakeClock;
   readonly realClock?: boolean;
+  /** Instead of the folder store under the test's DATA_DIR (e.g. a failing one, or S3). */
+  readonly objectStore?: ObjectStore;
 }
 
 export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<LimitsContext> {
@@ -112,6 +115,7 @@ export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<Li
     redis,
     migrate: false,
     plugins: [probePlugin],
+    ...(options.objectStore === undefined ? {} : { objectStore: options.objectStore }),
     ...(options.realClock === true ? {} : { now: clock.now }),
   });
   installTestSessions(app);

@@ -1,4 +1,5 @@
 import type { App } from "../../src/app.ts";
+import { contextWriters, imageUploadQueues } from "../../src/modules/context/context.module.ts";
 import { inferenceLogWriters, inferenceRunners } from "../../src/modules/inference/inference.module.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
 
@@ -18,12 +19,14 @@ export async function buildInferenceApp(env: Record<string, string> = {}): Promi
   return Object.assign(ctx, { key, keyId: id, customerId });
 }
 
-/** Writes every buffered log row now. */
+/** Writes every buffered log row now (and context_metadata rows, once their image uploads settled). */
 export async function flushLogs(app: App): Promise<void> {
   const w = inferenceLogWriters.get(app.platform);
   if (w === undefined) throw new Error("no inference log writer");
   await inferenceRunners.get(app.platform)?.drain(); // failure rows still waiting for a consent load
   await w.flush();
+  await imageUploadQueues.get(app.platform)?.drained();
+  await contextWriters.get(app.platform)?.flush();
 }
 
 export async function newKey(ctx: LimitsContext, seed: Parameters<typeof seedCustomer>[1] = {}) {

@@ -6,7 +6,7 @@ import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import type { Db } from "../../platform/db/client.ts";
-import type { ExportSection } from "../../platform/exports.ts";
+import type { ExportSection, FilesSection, RowsSection } from "../../platform/exports.ts";
 import { TAR_END, tarHeader, tarPadding } from "./tar.ts";
 
 /** Bumped when the archive's layout changes; written into manifest.json. */
@@ -43,7 +43,7 @@ const FLUSH_BYTES = 64 * 1024;
 
 /** Streams a section into an NDJSON file; returns its row count. Lines are written in ~64 KB chunks. */
 async function stageSection(
-  section: ExportSection,
+  section: RowsSection,
   input: ArchiveInput,
   file: string,
   progress: Record<string, number>,
@@ -85,6 +85,61 @@ async function appendFile(tar: Writable, name: string, file: string, mtime: numb
   await write(tar, tarPadding(size));
 }
 
+const FILE_NAME = /^[A-Za-z0-9._-]+$/;
+
+/**
+ * A files section: each file streamed into the tar (header, bytes chunk by chunk, padding), its
+ * index line staged to `indexFile`; returns the number of files. A body whose length differs
+ * from its declared size fails the export (the tar would be corrupt).
+ */
+async function appendFiles(
+  tar: Writable,
+  section: FilesSection,
+  input: ArchiveInput,
+  indexFile: string,
+  progress: Record<string, number>,
+  mtime: number,
+): Promise<number> {
+  const index = createWriteStream(indexFile, { mode: 0o600 });
+  const closed = once(index, "close");
+  let files = 0;
+  try {
+    for await (const f of section.files(input.customerId, input.db)) {
+      input.signal?.throwIfAborted();
+      if (!FILE_NAME.test(f.name) || f.name === "." || f.name === "..") {
+        f.body.destroy();
+        throw new Error(`export section "${section.name}": bad file name ${JSON.stringify(f.name)}`);
+      }
+      const name = `${section.dir}/${f.name}`;
+      await write(tar, tarHeader({ name, size: f.size, mtime }));
+      let written = 0;
+      for await (const chunk of f.body) {
+        const b = chunk as Buffer;
+        written += b.length;
+        if (written > f.size) break;
+        await write(tar, b);
+      }
+      if (written !== f.size) {
+        f.body.destroy();
+        throw new Error(`export section "${section.name}": ${name} is ${written} bytes, declared ${f.size}`);
+      }
+      await write(tar, tarPadding(f.size));
+      await write(index, `${JSON.stringify({ file: name, ...f.line })}\n`);
+      files += 1;
+      if (files % 100 === 0) {
+        progress[section.name] = files;
+        await input.onProgress?.(progress);
+      }
+    }
+  } finally {
+    index.end();
+    await closed;
+  }
+  progress[section.name] = files;
+  await input.onProgress?.(progress);
+  return files;
+}
+
 async function appendBuffer(tar: Writable, name: string, body: Buffer, mtime: number): Promise<void> {
   await write(tar, tarHeader({ name, size: body.length, mtime }));
   await write(tar, body);
@@ -111,7 +166,10 @@ export async function writeArchive(input: ArchiveInput): Promise<ArchiveResult> 
     for (const section of input.sections) {
       input.signal?.throwIfAborted();
       const staged = path.join(stage, section.file);
-      const rows = await stageSection(section, input, staged, progress);
+      const rows =
+        "dir" in section
+          ? await appendFiles(gzip, section, input, staged, progress, mtime)
+          : await stageSection(section, input, staged, progress);
       await appendFile(gzip, section.file, staged, mtime);
       await rm(staged, { force: true });
       files.push({ name: section.name, file: section.file, rows });

@@ -76,7 +76,8 @@ export const exportRoutes: FastifyPluginAsyncTypebox<ExportRouteOptions> = async
           "Starts an export of the account's data (GDPR Art. 15 access and Art. 20 portability) as a background " +
           "job and answers 202 at once. Follow it at `GET /v1/account/export/{id}`; when `status` is `done`, " +
           "`download_url` gives a `.tar.gz` of NDJSON files (profile, members, API key metadata, inference logs, " +
-          "safety incidents, robot profiles, feedback, usage, invoices, ...; docs/privacy.md lists them), which " +
+          "safety incidents, robot profiles, feedback, usage, invoices, context metadata, ...; docs/privacy.md lists " +
+          "them) plus the stored camera images under `images/` (consent `store_images`), which " +
           "only the requesting user (or API key) may download, until `expires_at` (24 h by default). One export " +
           "at a time per account: while one is queued or running, another request is 409 `export_in_progress` " +
           "naming it." +
@@ -139,7 +140,8 @@ export const exportRoutes: FastifyPluginAsyncTypebox<ExportRouteOptions> = async
         tags: ["account"],
         summary: "Download a finished export",
         description:
-          "The archive (`application/gzip`, a tar of NDJSON files and manifest.json), streamed from disk. Only the " +
+          "The archive (`application/gzip`, a tar of NDJSON files, stored images under `images/` and manifest.json), " +
+          "streamed from disk. Only the " +
           "user whose session requested the export (or the API key that requested it) may download it (403 " +
           "otherwise), any number of times until `expires_at`; then 410 `export_expired`. Not finished yet or " +
           "failed: 409 `export_not_ready`." +

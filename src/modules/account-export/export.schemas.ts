@@ -29,7 +29,8 @@ export const ExportJobSchema = Type.Object(
         "queued, running, done (download until expires_at), failed (see error; request a new export), expired (the archive was deleted).",
     }),
     progress: Type.Record(Type.String(), Type.Integer({ minimum: 0 }), {
-      description: "Rows written so far per section (file name without .ndjson); complete when done.",
+      description:
+        "Rows (for `images`: files) written so far per section (file name without .ndjson); complete when done.",
     }),
     created_at: Type.String({ format: "date-time" }),
     started_at: nullableTime("When the job started writing."),
@@ -70,6 +71,6 @@ export const ExportParams = Type.Object({
 export const ArchiveSchema = Type.String({
   format: "binary",
   description:
-    "A gzip-compressed tar of NDJSON files (one JSON object per line) and manifest.json; docs/privacy.md lists the files and fields.",
+    "A gzip-compressed tar of NDJSON files (one JSON object per line), stored camera images under images/, and manifest.json; docs/privacy.md lists the files and fields.",
   examples: ["(binary .tar.gz)"],
 });

@@ -34,8 +34,12 @@ const permissionFlag = (what: string) => Type.Optional(Type.Boolean({ descriptio
 export const PermissionsInput = Type.Object(
   {
     store_instructions: permissionFlag("Keep the instruction text of inferences (the SHA-256 is always kept)."),
-    store_images: permissionFlag("Keep camera images (research tier; this version stores none)."),
-    store_embeddings: permissionFlag("Keep image embeddings (analytics and research; this version stores none)."),
+    store_images: permissionFlag(
+      "Keep camera images in the object store (research tier; never under anonymization full). Withdrawing it deletes them at the next retention run.",
+    ),
+    store_embeddings: permissionFlag(
+      "Keep each image's thumbnail-8x8-v1 embedding (64 numbers from an 8x8 grayscale thumbnail, not a learned embedding) in context_metadata (analytics and research; never under anonymization full).",
+    ),
     use_for_training: permissionFlag("Use stored data to train models (research tier)."),
   },
   {

@@ -102,15 +102,50 @@ describe("ConsentService cache (the inference path)", () => {
 
   it("recording(): text and anonymization level from the same cached version; an invalidation applies at once", async () => {
     const s = setup(null);
-    expect(await s.service.recording("c1")).toEqual({ storeInstructions: true, anonymization: "none" });
-    s.state.stored = row({ tier: "research", storeInstructions: true, anonymization: "full" });
+    expect(await s.service.recording("c1")).toEqual({
+      storeInstructions: true,
+      storeImages: false,
+      storeEmbeddings: false,
+      anonymization: "none",
+    });
+    s.state.stored = row({ tier: "research", storeInstructions: true, storeImages: true, storeEmbeddings: true });
     s.invalidate("c1");
-    expect(await s.service.recording("c1")).toEqual({ storeInstructions: false, anonymization: "full" });
-    expect(s.service.recording("c1")).toEqual({ storeInstructions: false, anonymization: "full" }); // cached
+    expect(await s.service.recording("c1")).toEqual({
+      storeInstructions: true,
+      storeImages: true,
+      storeEmbeddings: true,
+      anonymization: "none",
+    });
+    // `full` keeps no content: no image, no embedding, whatever the permissions.
+    s.state.stored = row({
+      tier: "research",
+      storeInstructions: true,
+      storeImages: true,
+      storeEmbeddings: true,
+      anonymization: "full",
+    });
+    s.invalidate("c1");
+    expect(await s.service.recording("c1")).toEqual({
+      storeInstructions: false,
+      storeImages: false,
+      storeEmbeddings: false,
+      anonymization: "full",
+    });
+    expect(s.service.recording("c1")).toEqual({
+      storeInstructions: false,
+      storeImages: false,
+      storeEmbeddings: false,
+      anonymization: "full",
+    }); // cached
     s.state.stored = row({ tier: "basic", storeInstructions: true, anonymization: "partial", withdrawn: true });
     s.invalidate("c1");
     // A withdrawal keeps its level.
-    expect(await s.service.recording("c1")).toEqual({ storeInstructions: false, anonymization: "partial" });
-    expect(s.loads).toHaveLength(3);
+    expect(await s.service.recording("c1")).toEqual({
+      storeInstructions: false,
+      storeImages: false,
+      storeEmbeddings: false,
+      anonymization: "partial",
+    });
+    expect(s.loads).toHaveLength(4);
   });
 });

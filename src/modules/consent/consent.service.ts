@@ -53,6 +53,10 @@ export type ConsentPatch = Partial<ConsentInput>;
 /** What an inference's log row may keep (the InferenceRunner's ConsentGate). */
 export interface RecordingPolicy {
   readonly storeInstructions: boolean;
+  /** Keep the camera image in the object store (never under anonymization `full`). */
+  readonly storeImages: boolean;
+  /** Keep the image's thumbnail embedding in context_metadata (never under anonymization `full`). */
+  readonly storeEmbeddings: boolean;
   readonly anonymization: Anonymization;
 }
 
@@ -141,7 +145,13 @@ export class ConsentService {
     const cached = this.cache.get(customerId);
     const decide = (v: ConsentVersion | null): RecordingPolicy => {
       const e = effectiveConsent(v, this.o.now(), this.o.defaultTier);
-      return { storeInstructions: e.permissions.store_instructions, anonymization: e.anonymization };
+      const content = e.anonymization !== "full";
+      return {
+        storeInstructions: e.permissions.store_instructions,
+        storeImages: content && e.permissions.store_images,
+        storeEmbeddings: content && e.permissions.store_embeddings,
+        anonymization: e.anonymization,
+      };
     };
     return cached instanceof Promise ? cached.then(decide) : decide(cached);
   }

@@ -3,6 +3,8 @@ import { Counter, type Registry } from "prom-client";
 import type { Principal } from "../../platform/auth.ts";
 import type { AppError } from "../../platform/errors.ts";
 import type { Pseudonymizer } from "../../platform/pseudonym.ts";
+import type { ContextRecorder } from "../context/context-recorder.ts";
+import type { UploadBody } from "../context/image-uploads.ts";
 import type { RobotState, SafetyResult } from "../safety/types.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "./inference.service.ts";
 import type { InferenceLogEntry, InferenceSource } from "./inference-logs.repo.ts";
@@ -116,6 +118,20 @@ export const NO_SAFETY_GATE: SafetyGate = {
 };
 
 const sha256 = (s: string) => hash("sha256", s, "hex");
+
+/**
+ * A copy of a uint8 HxWx3 array's pixels for the upload queue: a worker backend may take the
+ * array's buffer once the model runs. Undefined for encoded images (kept by reference; the
+ * decoder copies what it hands to threads) and for arrays the engine will refuse anyway.
+ */
+function pixelsOf(image: RunInput["image"]): UploadBody | undefined {
+  const a = image.imageArray;
+  if (a === undefined || a.dtype !== "|u1" || a.shape.length !== 3 || a.shape[2] !== 3) return undefined;
+  const d = a.data as Uint8Array;
+  const data = new Uint8Array(d.byteLength);
+  data.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+  return { kind: "pixels", data, width: a.shape[1] as number, height: a.shape[0] as number };
+}
 const round = (v: number) => Math.round(v * 1000) / 1000;
 
 /** API-level counter: per entry point, including requests that fail before reaching a model. */
@@ -132,6 +148,10 @@ export function createInferenceApiMetrics(registry: Registry): Counter<"source" 
 export interface RecordingPolicy {
   /** The instruction text (the hash is kept unless anonymization is `full`). */
   readonly storeInstructions: boolean;
+  /** The camera image, in the object store (consent `store_images`; never under `full`). */
+  readonly storeImages: boolean;
+  /** The image's thumbnail embedding in context_metadata (consent `store_embeddings`; never under `full`). */
+  readonly storeEmbeddings: boolean;
   /**
    * `none` and `partial`: the row keeps its ids (`partial` is pseudonymized by the analytics
    * job); `full`: the row keeps no identifier or content, only pseudonyms and counters.
@@ -146,7 +166,12 @@ export interface ConsentGate {
 }
 
 /** When the consent lookup fails: keep the least (no text, no identifiers). */
-const FAIL_CLOSED: RecordingPolicy = { storeInstructions: false, anonymization: "full" };
+const FAIL_CLOSED: RecordingPolicy = {
+  storeInstructions: false,
+  storeImages: false,
+  storeEmbeddings: false,
+  anonymization: "full",
+};
 
 /**
  * Runs one inference through the engine and records it: a log row for the batch writer (off
@@ -164,6 +189,7 @@ export class InferenceRunner {
   private readonly pseudonyms: Pseudonymizer | undefined;
   private readonly unconsented: RecordingPolicy;
   private readonly pendingRows = new Set<Promise<void>>();
+  private readonly context: ContextRecorder | undefined;
 
   constructor(options: {
     engine: InferenceEngine;
@@ -176,10 +202,18 @@ export class InferenceRunner {
     consent?: ConsentGate;
     /** Pseudonyms of rows under anonymization `full`; without one those rows keep no robot or key id. */
     pseudonyms?: Pseudonymizer;
+    /** context_metadata rows and stored images (src/modules/context); without one, none are kept. */
+    context?: ContextRecorder;
   }) {
+    this.context = options.context;
     this.consent = options.consent;
     this.pseudonyms = options.pseudonyms;
-    this.unconsented = { storeInstructions: options.logInstructions, anonymization: "none" };
+    this.unconsented = {
+      storeInstructions: options.logInstructions,
+      storeImages: false,
+      storeEmbeddings: false,
+      anonymization: "none",
+    };
     this.safety = options.safety ?? NO_SAFETY_GATE;
     this.engine = options.engine;
     this.sink = options.sink;
@@ -200,6 +234,12 @@ export class InferenceRunner {
     // Looked up while the model runs; from the in-process cache after the customer's first request.
     const policing = this.policy(customerId);
     admitting.catch(() => {}); // awaited below; this only keeps an early rejection from being "unhandled"
+    // Known now when cached (the usual case); on a customer's first request both are prepared and
+    // the policy decides below whether they are kept.
+    const known = policing instanceof Promise ? undefined : policing;
+    const keepsContent = this.context !== undefined && known?.anonymization !== "full";
+    const wantThumbnail = keepsContent && (known === undefined || known.storeEmbeddings);
+    const pixels = keepsContent && (known === undefined || known.storeImages) ? pixelsOf(input.image) : undefined;
     try {
       try {
         result = await this.engine.infer({
@@ -207,6 +247,7 @@ export class InferenceRunner {
           instruction: input.instruction,
           unnormKey: input.unnormKey,
           customerId: ctx.principal.customerId,
+          thumbnail: wantThumbnail,
           ...input.image,
         });
       } catch (e) {
@@ -233,8 +274,26 @@ export class InferenceRunner {
     }
     const totalMs = round(ctx.elapsedMs());
     const policy = policing instanceof Promise ? await policing : policing;
+    const createdAt = this.now();
+    if (this.context !== undefined && policy.anonymization !== "full") {
+      const bytes = input.image.imageBytes;
+      const format = result.image.format;
+      this.context.record({
+        inferenceId: id,
+        customerId,
+        createdAt: new Date(createdAt).toISOString(),
+        imageSha256: result.imageSha256,
+        image: result.image,
+        embedding: policy.storeEmbeddings ? result.thumbnail : undefined,
+        upload: !policy.storeImages
+          ? undefined
+          : bytes !== undefined && format !== "array"
+            ? { kind: "encoded", bytes, format }
+            : pixels,
+      });
+    }
     this.record(policy, {
-      ...this.base(ctx, input, id, policy.storeInstructions),
+      ...this.base(ctx, input, id, policy.storeInstructions, createdAt),
       model: result.model,
       backend: result.backend,
       imageSha256: result.imageSha256,

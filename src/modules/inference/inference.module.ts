@@ -5,6 +5,7 @@ import type { ModuleOptions } from "../../platform/module.ts";
 import type { Platform } from "../../platform/platform.ts";
 import { Pseudonymizer } from "../../platform/pseudonym.ts";
 import { consentServices } from "../consent/consent.module.ts";
+import { contextRecorders } from "../context/context.module.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";
@@ -91,6 +92,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     safety: safetyServices.get(platform),
     consent: consentServices.get(platform),
     pseudonyms: new Pseudonymizer(platform.config.auth.secretKey),
+    context: contextRecorders.get(platform),
   });
   inferenceRunners.set(platform, runner);
   await app.register(inferenceRoutes, { platform, runner, repo });

@@ -3,6 +3,7 @@ import type { Config } from "../../config.ts";
 import { AppError, errors } from "../../platform/errors.ts";
 import type { CheckResult, HealthRegistry } from "../../platform/health.ts";
 import type { Lifecycle } from "../../platform/lifecycle.ts";
+import { thumbnailEmbedding } from "../context/thumbnail-embedding.ts";
 import { decodeAction, unnormalize } from "../models/action-codec.ts";
 import { createBackend } from "../models/backends/index.ts";
 import type { BackendOutput, BackendRequest, ModelBackend } from "../models/backends/types.ts";
@@ -28,6 +29,20 @@ export interface InferenceRequest {
   readonly customerId: string;
   /** Overrides the model's per-request timeout (ms). */
   readonly timeoutMs?: number | undefined;
+  /**
+   * Compute the `thumbnail-8x8-v1` embedding of the decoded image (consent `store_embeddings`),
+   * before the pixels go to the model (a worker backend may take them).
+   */
+  readonly thumbnail?: boolean | undefined;
+}
+
+/** The image as received: what context_metadata keeps about it (docs/privacy.md). */
+export interface ReceivedImage {
+  readonly format: "jpeg" | "png" | "webp" | "array";
+  /** Bytes received: the encoded file's, or the array's (H x W x 3). */
+  readonly bytes: number;
+  readonly width: number;
+  readonly height: number;
 }
 
 export interface InferenceResult {
@@ -41,6 +56,9 @@ export interface InferenceResult {
   readonly timing: { readonly preprocess_ms: number; readonly queue_ms: number; readonly model_ms: number };
   readonly batchSize: number;
   readonly imageSha256: string;
+  readonly image: ReceivedImage;
+  /** Only when asked (`thumbnail: true`): 64 float32 values, see thumbnail-embedding.ts. */
+  readonly thumbnail?: Float32Array;
 }
 
 export interface ModelInfo {
@@ -226,6 +244,13 @@ export class InferenceEngine {
     );
     const preprocessMs = performance.now() - t0;
     this.metrics?.imageDecodes.inc({ path: image.path });
+    const thumbnail = req.thumbnail === true ? thumbnailEmbedding(image.data, image.width, image.height) : undefined;
+    const received: ReceivedImage = {
+      format: image.source.format,
+      bytes: req.imageBytes !== undefined ? req.imageBytes.byteLength : (req.imageArray as NdArray).data.byteLength,
+      width: image.source.width,
+      height: image.source.height,
+    };
     const scheduled = await m.scheduler.submit(
       req.customerId,
       { modelId: def.id, image, prompt: renderPrompt(def, req.instruction), instruction: req.instruction, unnormKey },
@@ -241,6 +266,8 @@ export class InferenceEngine {
       timing: { preprocess_ms: ms(preprocessMs), queue_ms: ms(scheduled.queueMs), model_ms: ms(scheduled.modelMs) },
       batchSize: scheduled.batchSize,
       imageSha256: image.sha256,
+      image: received,
+      ...(thumbnail === undefined ? {} : { thumbnail }),
     };
   }
 

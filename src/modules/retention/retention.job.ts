@@ -1,6 +1,9 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Database } from "../../platform/db/client.ts";
-import { type ConsentTier, TIER_RETENTION_DAYS } from "../consent/consent-policy.ts";
+import type { ObjectStore } from "../../platform/object-store.ts";
+import { type ConsentTier, TIER_PERMISSIONS, TIER_RETENTION_DAYS } from "../consent/consent-policy.ts";
+import { ContextMetadataRepo } from "../context/context-metadata.repo.ts";
+import { customerImagePrefix } from "../context/image-uploads.ts";
 import { partitionEnd, RETAINED_TABLES, type RetainedTable, RetentionRepo } from "./retention.repo.ts";
 
 /** Advisory lock id of the retention job (arbitrary constant, distinct from the others). */
@@ -21,6 +24,15 @@ export interface RetentionReport {
   readonly instructionTextsCleared: number;
   /** Monthly inference_logs partitions detached and dropped (dry run: that would be). */
   readonly partitions: string[];
+  /** context_metadata rows deleted past retention (dry run: would be). */
+  readonly contextRows: number;
+  /**
+   * Stored images deleted: past retention and named by no remaining row, or of a customer whose
+   * consent no longer allows images (dry run: rows that name one, which a run would clear).
+   */
+  readonly imagesDeleted: number;
+  /** context_metadata rows whose image_key was cleared because `store_images` no longer applies. */
+  readonly imageKeysCleared: number;
   readonly customers: number;
   readonly durationMs: number;
 }
@@ -29,6 +41,7 @@ export interface RetentionMetrics {
   readonly rowsDeleted: Counter<"table">;
   readonly instructionTextsCleared: Counter;
   readonly partitionsDropped: Counter;
+  readonly imagesDeleted: Counter<"reason">;
   readonly lastRun: Gauge;
   readonly lastDuration: Gauge;
 }
@@ -51,6 +64,12 @@ export function createRetentionMetrics(registry: Registry): RetentionMetrics {
       help: "Monthly inference_logs partitions the retention job detached and dropped.",
       registers: [registry],
     }),
+    imagesDeleted: new Counter({
+      name: "vla_retention_images_deleted_total",
+      help: "Stored images the retention job deleted, by reason: retention (past retention_days) or consent (store_images no longer applies).",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
     lastRun: new Gauge({
       name: "vla_retention_last_run_timestamp_seconds",
       help: "When the retention job last finished a run (Unix seconds).",
@@ -70,6 +89,8 @@ export interface RetentionJobOptions {
   readonly defaultTier: ConsentTier;
   readonly batchSize: number;
   readonly metrics?: RetentionMetrics;
+  /** Where stored images live; without one, context_metadata rows are still deleted and no object is touched. */
+  readonly objectStore?: ObjectStore;
 }
 
 export interface RunOptions {
@@ -88,12 +109,14 @@ export interface RunOptions {
 export class RetentionJob {
   private readonly o: RetentionJobOptions;
   private readonly repo: RetentionRepo;
+  private readonly context: ContextMetadataRepo;
   private running: Promise<RetentionReport> | undefined;
   private stopping = false;
 
   constructor(o: RetentionJobOptions) {
     this.o = o;
     this.repo = new RetentionRepo(o.database.db);
+    this.context = new ContextMetadataRepo(o.database.db);
   }
 
   /**
@@ -126,6 +149,9 @@ export class RetentionJob {
         rows: { inference_logs: 0, safety_incidents: 0, feedback: 0 },
         instructionTextsCleared: 0,
         partitions: [],
+        contextRows: 0,
+        imagesDeleted: 0,
+        imageKeysCleared: 0,
         customers: 0,
         durationMs: performance.now() - started,
       };
@@ -156,6 +182,9 @@ export class RetentionJob {
 
     const rows: Record<RetainedTableName, number> = { inference_logs: 0, safety_incidents: 0, feedback: 0 };
     let instructionTextsCleared = 0;
+    const images = { contextRows: 0, imagesDeleted: 0, imageKeysCleared: 0 };
+    const withImages = new Set(await this.context.customersWithImages());
+    const defaultImages = TIER_PERMISSIONS[this.o.defaultTier].store_images;
     onProgress?.(0, customers.length);
     for (const [i, c] of customers.entries()) {
       if (this.stopping) break;
@@ -183,6 +212,10 @@ export class RetentionJob {
           if (n < this.o.batchSize || this.stopping) break;
         }
       }
+      await this.images(c.customerId, before, dryRun, images);
+      if (withImages.has(c.customerId) && !(c.storeImages ?? defaultImages) && !this.stopping) {
+        await this.withdrawImages(c.customerId, dryRun, images);
+      }
       onProgress?.(i + 1, customers.length);
     }
     const durationMs = performance.now() - started;
@@ -191,6 +224,78 @@ export class RetentionJob {
       this.o.metrics?.lastRun.set(now / 1000);
       this.o.metrics?.lastDuration.set(durationMs / 1000);
     }
-    return { ran: true, dryRun, rows, instructionTextsCleared, partitions, customers: customers.length, durationMs };
+    return {
+      ran: true,
+      dryRun,
+      rows,
+      instructionTextsCleared,
+      partitions,
+      ...images,
+      customers: customers.length,
+      durationMs,
+    };
+  }
+
+  /**
+   * context_metadata rows past the cutoff, batch by batch; each batch's image objects are deleted
+   * unless a remaining row of the customer still names them (the same image sent again later is
+   * one object: content-addressed).
+   */
+  private async images(
+    customerId: string,
+    before: Date,
+    dryRun: boolean,
+    out: { contextRows: number; imagesDeleted: number },
+  ): Promise<void> {
+    if (dryRun) {
+      out.contextRows += await this.context.countExpired(customerId, before);
+      return;
+    }
+    for (;;) {
+      const { deleted, imageKeys } = await this.context.deleteExpiredBatch(customerId, before, this.o.batchSize);
+      out.contextRows += deleted;
+      this.o.metrics?.rowsDeleted.inc({ table: "context_metadata" }, deleted);
+      const store = this.o.objectStore;
+      if (store !== undefined && imageKeys.length > 0) {
+        const inUse = await this.context.keysInUse(customerId, imageKeys);
+        for (const key of imageKeys) {
+          if (inUse.has(key)) continue;
+          await store.delete(key);
+          out.imagesDeleted += 1;
+          this.o.metrics?.imagesDeleted.inc({ reason: "retention" });
+        }
+      }
+      if (deleted < this.o.batchSize || this.stopping) break;
+    }
+  }
+
+  /**
+   * The customer's consent no longer allows images (withdrawn, narrowed, expired, anonymization
+   * `full`): every stored object under its prefix is deleted, then the rows' image_key cleared
+   * (objects first: a run cut short leaves keys that the next run finds again).
+   */
+  private async withdrawImages(
+    customerId: string,
+    dryRun: boolean,
+    out: { imagesDeleted: number; imageKeysCleared: number },
+  ): Promise<void> {
+    if (dryRun) {
+      out.imageKeysCleared += await this.context.countImageKeys(customerId);
+      return;
+    }
+    const store = this.o.objectStore;
+    if (store !== undefined) {
+      for await (const key of store.list(customerImagePrefix(customerId))) {
+        await store.delete(key);
+        out.imagesDeleted += 1;
+        this.o.metrics?.imagesDeleted.inc({ reason: "consent" });
+        if (this.stopping) return;
+      }
+    }
+    for (;;) {
+      const n = await this.context.clearImageKeysBatch(customerId, this.o.batchSize);
+      out.imageKeysCleared += n;
+      if (n < this.o.batchSize || this.stopping) break;
+    }
   }
 }

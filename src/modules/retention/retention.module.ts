@@ -20,6 +20,7 @@ export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     defaultTier: platform.config.consent.defaultTier,
     batchSize: platform.config.retention.batchSize,
     metrics: createRetentionMetrics(platform.metrics.registry),
+    objectStore: platform.objectStore,
   });
   retentionJobs.set(platform, job);
 
@@ -33,6 +34,9 @@ export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
               deleted: r.rows,
               instructionTextsCleared: r.instructionTextsCleared,
               partitionsDropped: r.partitions,
+              contextRows: r.contextRows,
+              imagesDeleted: r.imagesDeleted,
+              imageKeysCleared: r.imageKeysCleared,
               customers: r.customers,
               durationMs: Math.round(r.durationMs),
             },

@@ -1,5 +1,9 @@
 import { sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
+import { CONSENT_TIERS, TIER_PERMISSIONS } from "../consent/consent-policy.ts";
+
+/** Tiers whose permissions include `store_images` (consent-policy.ts decides, not this file). */
+const IMAGE_TIERS = CONSENT_TIERS.filter((t) => TIER_PERMISSIONS[t].store_images);
 
 /** A table the retention job deletes from: its time column and its primary key. */
 export interface RetainedTable {
@@ -21,6 +25,8 @@ export const RETAINED_TABLES: readonly RetainedTable[] = [
 export interface CustomerRetention {
   readonly customerId: string;
   readonly retentionDays: number | null;
+  /** Whether its consent now lets us keep camera images; null: no version yet (the default tier decides). */
+  readonly storeImages: boolean | null;
 }
 
 const MONTH_TABLE = /^inference_logs_y(\d{4})m(\d{2})$/;
@@ -53,18 +59,26 @@ export class RetentionRepo {
   /** Every customer with the retention of its last consent version granted at or before `now`. */
   async customers(now: Date): Promise<CustomerRetention[]> {
     const res = await this.db.execute(sql`
-      select c.id as customer_id, v.retention_days
+      select c.id as customer_id, v.retention_days,
+        case when v.customer_id is null then null
+          else v.store_images and v.tier::text = any(${sql.param(IMAGE_TIERS)}::text[]) and not v.withdrawn and v.anonymization <> 'full'
+            and (v.expires_at is null or v.expires_at > ${now.toISOString()}::timestamptz)
+        end as store_images
       from customers c
       left join lateral (
-        select retention_days from customer_data_consent d
+        select customer_id, retention_days, store_images, tier, withdrawn, anonymization, expires_at
+        from customer_data_consent d
         where d.customer_id = c.id and d.granted_at <= ${now.toISOString()}::timestamptz
         order by d.version desc limit 1
       ) v on true
       order by c.id`);
-    return rowsOf<{ customer_id: string; retention_days: number | null }>(res).map((r) => ({
-      customerId: r.customer_id,
-      retentionDays: r.retention_days === null ? null : Number(r.retention_days),
-    }));
+    return rowsOf<{ customer_id: string; retention_days: number | null; store_images: boolean | null }>(res).map(
+      (r) => ({
+        customerId: r.customer_id,
+        retentionDays: r.retention_days === null ? null : Number(r.retention_days),
+        storeImages: r.store_images,
+      }),
+    );
   }
 
   /** Deletes at most `limit` of the customer's rows older than `before`; the number deleted. */

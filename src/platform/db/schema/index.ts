@@ -6,6 +6,7 @@ export * from "./audit.ts";
 export * from "./auth.ts";
 export * from "./billing.ts";
 export * from "./consent.ts";
+export * from "./context-metadata.ts";
 export * from "./customers.ts";
 export * from "./exports.ts";
 export * from "./feedback.ts";
