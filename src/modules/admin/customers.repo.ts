@@ -107,15 +107,10 @@ export class AdminCustomersRepo {
   }
 
   /**
-   * One page in two steps: the page's ids by keyset over indexed (or precomputed) sort values,
-   * then the per-customer counts for those ids only, so the cost does not grow with the page depth.
+   * The first step of `list`: the page's ids and sort values (the benchmark EXPLAINs it).
    * Throws InvalidCustomerCursorError for a cursor of another sort or a malformed one.
    */
-  async list(
-    filter: CustomerListFilter,
-    page: CustomerListPage,
-    now: Date,
-  ): Promise<{ items: CustomerSummary[]; nextCursor: string | null }> {
+  pageQuery(filter: CustomerListFilter, page: CustomerListPage) {
     const conds: (SQL | undefined)[] = [];
     if (filter.q !== undefined && filter.q !== "") {
       const p = likePattern(filter.q);
@@ -150,11 +145,23 @@ export class AdminCustomersRepo {
     const base = this.db
       .select({ id: customers.id, createdAt: CREATED_AT_US, mrr: customers.mrrMinor, r30: REQUESTS_30D })
       .from(customers);
-    const rows = await base
+    return base
       .leftJoin(customerAdminMetrics, eq(customerAdminMetrics.customerId, customers.id))
       .where(and(...conds))
       .orderBy(dir(key), dir(customers.id))
       .limit(page.limit + 1);
+  }
+
+  /**
+   * One page in two steps: the page's ids by keyset over indexed (or precomputed) sort values,
+   * then the per-customer counts for those ids only, so the cost does not grow with the page depth.
+   */
+  async list(
+    filter: CustomerListFilter,
+    page: CustomerListPage,
+    now: Date,
+  ): Promise<{ items: CustomerSummary[]; nextCursor: string | null }> {
+    const rows = await this.pageQuery(filter, page);
     const pageRows = rows.slice(0, page.limit);
     const last = pageRows[pageRows.length - 1];
     let nextCursor: string | null = null;
