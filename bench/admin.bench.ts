@@ -105,7 +105,9 @@ async function main(): Promise<void> {
           case when g % 4 = 2 then 'month' when g % 4 = 3 then (array['month', 'year'])[1 + g % 2] end
         from generate_series(1, ${CUSTOMERS}) g`),
     );
-    const ids = rowsOf<{ id: string }>(await db.execute(sql`select id::text as id from customers order by id`)).map((r) => r.id);
+    const ids = rowsOf<{ id: string }>(await db.execute(sql`select id::text as id from customers order by id`)).map(
+      (r) => r.id,
+    );
     await timed("users (1 to 3 per customer)", () =>
       db.execute(sql`insert into users (customer_id, role, email, password_hash, last_login_at)
         select c.id, case when n = 1 then 'owner' else 'member' end::user_role,
@@ -159,7 +161,8 @@ async function main(): Promise<void> {
       refreshMs.push(performance.now() - t0);
     }
     await db.execute(sql`analyze customer_admin_metrics`);
-    const hourly = rowsOf<{ n: number }>(await db.execute(sql`select count(*)::int as n from usage_hourly_metrics`))[0]?.n;
+    const hourly = rowsOf<{ n: number }>(await db.execute(sql`select count(*)::int as n from usage_hourly_metrics`))[0]
+      ?.n;
 
     const app = await buildApp(config, { database, migrate: false, backgroundJobs: false });
     const address = await app.listen({ host: "127.0.0.1", port: 0 });
@@ -190,7 +193,13 @@ async function main(): Promise<void> {
       let cursor: string | undefined;
       const base = `/admin/customers?sort=${sort}&limit=${PAGE}`;
       for (let i = 0; i < DEEP_PAGES; i++) {
-        const res = await request(port, "GET", `${base}${cursor === undefined ? "" : `&cursor=${cursor}`}`, headers, agent);
+        const res = await request(
+          port,
+          "GET",
+          `${base}${cursor === undefined ? "" : `&cursor=${cursor}`}`,
+          headers,
+          agent,
+        );
         if (res.status !== 200) throw new Error(`list: ${res.status} ${res.body}`);
         cursor = (JSON.parse(res.body) as { next_cursor: string }).next_cursor;
       }
@@ -222,7 +231,8 @@ async function main(): Promise<void> {
       `metrics refresh (requests_30d for every customer): ${refreshMs.map((m) => m.toFixed(0)).join(", ")} ms`,
     );
     console.log(`\n| case | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|`);
-    for (const r of results) console.log(`| ${r.case} | ${r.p50.toFixed(1)} | ${r.p95.toFixed(1)} | ${r.p99.toFixed(1)} |`);
+    for (const r of results)
+      console.log(`| ${r.case} | ${r.p50.toFixed(1)} | ${r.p95.toFixed(1)} | ${r.p99.toFixed(1)} |`);
     console.log(`\n${plans.join("\n\n")}`);
   } finally {
     await database.close();
