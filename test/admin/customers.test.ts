@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminCustomersRepos } from "../../src/modules/admin/customers.module.ts";
+import { safetyServices } from "../../src/modules/safety/safety.module.ts";
 import {
   auditLog,
   customers,
@@ -261,6 +262,18 @@ describe("GET /admin/customers/{id}", () => {
     expect(grant.statusCode, grant.body).toBeLessThan(300);
     const body = (await get(`/admin/customers/${s.customerId}`)).json();
     expect(body.consent).toMatchObject({ state: "active", tier: "analytics", version: 1 });
+  });
+
+  it("lists the customer's open emergency stops from the safety module", async () => {
+    const s = await signUp(t, "estop");
+    const safety = safetyServices.get(t.app.platform);
+    if (safety === undefined) throw new Error("no safety service");
+    // The registry the safety gate writes when an action triggers an emergency stop.
+    await safety["o"].estops.stop(s.customerId, "arm-9", { at: "2026-12-05T10:00:00.000Z", reason: "keep-out zone" });
+    const body = (await get(`/admin/customers/${s.customerId}`)).json();
+    expect(body.emergency_stops).toEqual([
+      { robot_id: "arm-9", at: "2026-12-05T10:00:00.000Z", reason: "keep-out zone", inference_id: null },
+    ]);
   });
 
   it("400 for a malformed id, 404 for an unknown customer", async () => {

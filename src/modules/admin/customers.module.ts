@@ -7,6 +7,9 @@ import { AdminCustomersService } from "./customers.service.ts";
 /** How often every customer's `requests_30d` is recomputed from the hourly rollup (the list's sort key). */
 export const METRICS_REFRESH_MS = 60_000;
 
+/** Session advisory lock of the metrics refresh: one instance at a time (distinct from the other jobs' ids). */
+export const ADMIN_METRICS_LOCK = 7_501_001;
+
 /** The repo the module's job uses, for tests and the benchmark (refresh on demand). */
 export const adminCustomersRepos = new WeakMap<object, AdminCustomersRepo>();
 
@@ -28,9 +31,13 @@ export const adminCustomersModule: FastifyPluginAsyncTypebox<ModuleOptions> = as
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();
   const tick = () => {
-    running = repo.refreshMetrics(new Date(platform.now())).catch((err: unknown) => {
-      app.log.warn({ err }, "admin customer metrics refresh failed; the list keeps the previous values");
-    });
+    running = platform.database
+      .withSessionLock(ADMIN_METRICS_LOCK, async () => {
+        await repo.refreshMetrics(new Date(platform.now()));
+      })
+      .catch((err: unknown) => {
+        app.log.warn({ err }, "admin customer metrics refresh failed; the list keeps the previous values");
+      });
   };
   app.addHook("onReady", async () => {
     tick();
