@@ -269,6 +269,7 @@ describe("GET /admin/customers/{id}", () => {
     const safety = safetyServices.get(t.app.platform);
     if (safety === undefined) throw new Error("no safety service");
     // The registry the safety gate writes when an action triggers an emergency stop.
+    // biome-ignore lint/complexity/useLiteralKeys: the private registry, reached on purpose (TS allows it only so)
     await safety["o"].estops.stop(s.customerId, "arm-9", { at: "2026-12-05T10:00:00.000Z", reason: "keep-out zone" });
     const body = (await get(`/admin/customers/${s.customerId}`)).json();
     expect(body.emergency_stops).toEqual([
