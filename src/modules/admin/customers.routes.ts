@@ -262,16 +262,17 @@ export function adminCustomersRoutes(
             "Sets the tier (its default limits apply at once; overrides stay) and writes `customer.tier_change` " +
             "with the reason to the audit log in the same transaction. Every instance applies the new limits " +
             "within a second. Stripe is not told: a later subscription event sets the tier it sells again. " +
-            "400 `invalid_request` for an unknown tier, a missing or empty reason or an unknown field; 404 " +
-            "`not_found` for an unknown customer.",
+            "422 `validation_failed` for an unknown tier, a missing or empty reason or an unknown field; 400 " +
+            "`invalid_request` for a malformed id; 404 `not_found` for an unknown customer.",
           security: SECURITY_JWT,
           params: CustomerParams,
           body: TierBody,
           response: {
             200: TierChangeSchema,
-            400: PROBLEM("invalid_request: bad body or id."),
+            400: PROBLEM("invalid_request: the id is not a UUID."),
             403: FORBIDDEN,
             404: PROBLEM("not_found: no such customer."),
+            422: PROBLEM("validation_failed: the body does not match the schema."),
           },
         },
       },
@@ -300,16 +301,17 @@ export function adminCustomersRoutes(
             "Sets the given overrides of the tier's limits (`rate_limit_per_minute`, `quota_per_day`, " +
             "`quota_per_month`; whole numbers from 0; null resets one to the tier default; fields left out stay). " +
             "Audited (`customer.limits_change`, in the same transaction); every instance applies them within a " +
-            "second. 400 `invalid_request` for an empty body, a negative or fractional value or an unknown field; " +
-            "404 `not_found` for an unknown customer.",
+            "second. 422 `validation_failed` for an empty body, a negative or fractional value or an unknown " +
+            "field; 400 `invalid_request` for a malformed id; 404 `not_found` for an unknown customer.",
           security: SECURITY_JWT,
           params: CustomerParams,
           body: LimitsBody,
           response: {
             200: LimitsChangeSchema,
-            400: PROBLEM("invalid_request: bad body or id."),
+            400: PROBLEM("invalid_request: the id is not a UUID."),
             403: FORBIDDEN,
             404: PROBLEM("not_found: no such customer."),
+            422: PROBLEM("validation_failed: the body does not match the schema."),
           },
         },
       },
