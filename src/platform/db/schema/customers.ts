@@ -44,14 +44,15 @@ export const customers = pgTable(
     subscriptionInterval: text("subscription_interval"),
     /**
      * Monthly recurring revenue of the subscription in the smallest currency unit, derived by the
-     * database from the columns above (a yearly price / 12, rounded down); 0 unless the
-     * subscription is active or past due. Generated, so it can never disagree with them; indexed
-     * for the admin list's `sort=mrr` (docs/architecture.md, "Admin customer list").
+     * database from the columns above: the unit amount times the intervals per month (a year
+     * 1/12, a week 52/12, a day 365/12), rounded; 0 unless the subscription is active or past
+     * due. Generated, so it can never disagree with them; indexed for the admin list's `sort=mrr`
+     * (docs/architecture.md, "Admin customer list").
      */
     mrrMinor: bigint("mrr_minor", { mode: "number" })
       .notNull()
       .generatedAlwaysAs(
-        sql`case when subscription_status in ('active', 'past_due') and subscription_unit_amount is not null then case subscription_interval when 'month' then subscription_unit_amount when 'year' then subscription_unit_amount / 12 else 0 end else 0 end`,
+        sql`case when subscription_status in ('active', 'past_due') and subscription_unit_amount is not null then round(subscription_unit_amount * case subscription_interval when 'month' then 1.0 when 'year' then 1.0 / 12 when 'week' then 52.0 / 12 when 'day' then 365.0 / 12 else 0 end)::bigint else 0 end`,
       ),
     currentPeriodStart: timestamp("current_period_start", { withTimezone: true }),
     currentPeriodEnd: timestamp("current_period_end", { withTimezone: true }),
