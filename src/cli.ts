@@ -7,6 +7,7 @@ import { eq } from "drizzle-orm";
 import { buildApp } from "./app.ts";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { writeArchive } from "./modules/account-export/archive.ts";
+import { customersCommand, keysCommand } from "./modules/admin/customers.cli.ts";
 import { RollupJob } from "./modules/analytics/rollup-job.ts";
 import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
@@ -27,6 +28,8 @@ import { Pseudonymizer } from "./platform/pseudonym.ts";
  *   create-admin --email <e>     create (or promote) a superuser; password prompted or read from stdin
  *   analytics rebuild --from <day> --to <day>   recompute the analytics rollups of those UTC days
  *   retention [--dry-run]        run the retention job once
+ *   customers list|show|tier     the admin customer routes at a shell
+ *   keys create --customer <id>  a key for a customer, printed once
  */
 const USAGE = `usage: npm run cli -- <command> [options]
 
@@ -47,6 +50,17 @@ commands:
                              write the customer's account export (the archive of
                              POST /v1/account/export, docs/privacy.md) to a file
                              (default ./account-export-<id>-<day>.tar.gz, mode 0600)
+  customers list [--q <text>] [--tier <t>] [--status active|suspended]
+                 [--sort created_at|requests_30d|mrr] [--limit <n>] [--json]
+                             customers as a table (newest or largest first), or JSON
+  customers show <customer_id> [--json]
+                             one customer: limits, usage, subscription, members, keys
+  customers tier <customer_id> <free|pro|enterprise> --reason <text> [--json]
+                             change the tier (audited, actor cli); with REDIS_URL running
+                             servers apply it within a second
+  keys create --customer <customer_id> --name <name> [--scopes inference,admin] [--json]
+                             create an API key for the customer (audited); the key is
+                             printed once and never stored
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -391,6 +405,13 @@ async function main(argv: string[]): Promise<number> {
       return retentionCommand(rest);
     case "export":
       return exportCommand(rest);
+    case "customers":
+    case "keys": {
+      const config = loadConfig();
+      const io = { out: (t: string) => process.stdout.write(t), err: (t: string) => process.stderr.write(t) };
+      const run = command === "customers" ? customersCommand : keysCommand;
+      return withDatabase(command, config, (db) => run(rest, config, db, io));
+    }
     case undefined:
     case "help":
     case "--help":

@@ -49,6 +49,11 @@ export const TAGS = [
       "Stripe subscriptions: checkout, billing portal, subscription state, invoices, overage settings, and Stripe's webhook. 503 billing_disabled when the server has no Stripe key.",
   },
   {
+    name: "admin",
+    description:
+      "The service operators' surface (superusers only; a customer's `admin` key gets 403): customers, tiers and limits (docs/admin.md).",
+  },
+  {
     name: "audit",
     description:
       "The append-only audit log: superuser reads of customer data and changes of keys, profiles, tiers, billing settings and consent (docs/privacy.md).",

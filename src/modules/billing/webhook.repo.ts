@@ -9,6 +9,10 @@ export interface SubscriptionFields {
   readonly stripeSubscriptionId: string | null;
   readonly subscriptionStatus: string | null;
   readonly stripePriceId: string | null;
+  /** The price's amount, currency and interval (the admin list's MRR); left as they are when omitted. */
+  readonly subscriptionUnitAmount?: number | null;
+  readonly subscriptionCurrency?: string | null;
+  readonly subscriptionInterval?: string | null;
   readonly currentPeriodStart: Date | null;
   readonly currentPeriodEnd: Date | null;
   readonly cancelAtPeriodEnd: boolean;

@@ -1,5 +1,16 @@
 import { sql } from "drizzle-orm";
-import { boolean, index, integer, pgEnum, pgTable, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
+import {
+  bigint,
+  boolean,
+  index,
+  integer,
+  pgEnum,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
 
 export const tierEnum = pgEnum("customer_tier", ["free", "pro", "enterprise"]);
 
@@ -25,6 +36,24 @@ export const customers = pgTable(
     /** Stripe's status of the current subscription (`active`, `past_due`, ...); null: never subscribed. */
     subscriptionStatus: text("subscription_status"),
     stripePriceId: text("stripe_price_id"),
+    /** The subscription price's unit amount in the currency's smallest unit (Stripe's `unit_amount`); null: none or metered. */
+    subscriptionUnitAmount: bigint("subscription_unit_amount", { mode: "number" }),
+    /** ISO currency of that price, lower case (`usd`). */
+    subscriptionCurrency: text("subscription_currency"),
+    /** `month` or `year`. */
+    subscriptionInterval: text("subscription_interval"),
+    /**
+     * Monthly recurring revenue of the subscription in the smallest currency unit, derived by the
+     * database from the columns above: the unit amount times the intervals per month (a year
+     * 1/12, a week 52/12, a day 365/12), rounded; 0 unless the subscription is active or past
+     * due. Generated, so it can never disagree with them; indexed for the admin list's `sort=mrr`
+     * (docs/architecture.md, "Admin customer list").
+     */
+    mrrMinor: bigint("mrr_minor", { mode: "number" })
+      .notNull()
+      .generatedAlwaysAs(
+        sql`case when subscription_status in ('active', 'past_due') and subscription_unit_amount is not null then round(subscription_unit_amount * case subscription_interval when 'month' then 1.0 when 'year' then 1.0 / 12 when 'week' then 52.0 / 12 when 'day' then 365.0 / 12 else 0 end)::bigint else 0 end`,
+      ),
     currentPeriodStart: timestamp("current_period_start", { withTimezone: true }),
     currentPeriodEnd: timestamp("current_period_end", { withTimezone: true }),
     cancelAtPeriodEnd: boolean("cancel_at_period_end").notNull().default(false),
@@ -50,6 +79,8 @@ export const customers = pgTable(
     uniqueIndex("customers_stripe_customer_id_key").on(t.stripeCustomerId),
     index("customers_created_at_idx").on(t.createdAt),
     index("customers_grace_until_idx").on(t.graceUntil),
+    index("customers_mrr_minor_id_idx").on(t.mrrMinor, t.id),
+    index("customers_created_at_id_idx").on(t.createdAt, t.id),
   ],
 );
 

@@ -1,5 +1,6 @@
 /** Every table of the service. drizzle-kit reads this folder to generate migrations. */
 
+export * from "./admin-customers.ts";
 export * from "./analytics.ts";
 export * from "./api-keys.ts";
 export * from "./audit.ts";
