@@ -7,6 +7,7 @@ import { eq } from "drizzle-orm";
 import { buildApp } from "./app.ts";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { writeArchive } from "./modules/account-export/archive.ts";
+import { parseSuspensionArgs, runSuspension } from "./modules/admin/suspension.cli.ts";
 import { RollupJob } from "./modules/analytics/rollup-job.ts";
 import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
@@ -26,6 +27,7 @@ import { Pseudonymizer } from "./platform/pseudonym.ts";
  *   create-admin --email <e>     create (or promote) a superuser; password prompted or read from stdin
  *   analytics rebuild --from <day> --to <day>   recompute the analytics rollups of those UTC days
  *   retention [--dry-run]        run the retention job once
+ *   customers suspend|unsuspend <id> [--reason <r>] [--json]   suspend or reinstate a customer
  */
 const USAGE = `usage: npm run cli -- <command> [options]
 
@@ -46,6 +48,11 @@ commands:
                              write the customer's account export (the archive of
                              POST /v1/account/export, docs/privacy.md) to a file
                              (default ./account-export-<id>-<day>.tar.gz, mode 0600)
+  customers suspend <customer id> --reason <text> [--json]
+                             suspend a customer: its keys, sessions and sign-in answer 403
+                             customer_suspended, its streams close (docs/admin.md); audited
+  customers unsuspend <customer id> [--reason <text>] [--json]
+                             lift the suspension; audited
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -300,6 +307,20 @@ async function retentionCommand(rest: string[]): Promise<number> {
   );
 }
 
+/** `customers suspend|unsuspend <id>`: the API's service, audited with `details.source: "cli"`. */
+async function suspensionCommand(action: "suspend" | "unsuspend", args: string[]): Promise<number> {
+  const parsed = parseSuspensionArgs(action, args);
+  if (typeof parsed === "string") {
+    process.stderr.write(`customers ${action}: ${parsed}\n`);
+    return 2;
+  }
+  const config = loadConfig();
+  return withDatabase(`customers ${action}`, config, async (db) => {
+    await db.migrate();
+    return runSuspension(config, db, parsed, process.stdout, process.stderr);
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -380,6 +401,10 @@ async function main(argv: string[]): Promise<number> {
       return retentionCommand(rest);
     case "export":
       return exportCommand(rest);
+    case "customers":
+      if (rest[0] === "suspend" || rest[0] === "unsuspend") return suspensionCommand(rest[0], rest.slice(1));
+      process.stderr.write(`customers: unknown subcommand ${rest[0] ?? "(none)"}\n\n${USAGE}`);
+      return 2;
     case undefined:
     case "help":
     case "--help":
