@@ -1,6 +1,9 @@
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AuditLogRow, auditLog, customers } from "../../src/platform/db/schema/index.ts";
+import { SuspensionRepo } from "../../src/modules/admin/suspension.repo.ts";
+import { SuspensionService } from "../../src/modules/admin/suspension.service.ts";
+import { SYSTEM_ACTOR } from "../../src/platform/audit.ts";
+import { type AuditLogRow, auditLog, customers, users } from "../../src/platform/db/schema/index.ts";
 import { bearer, expectProblem, login, PASSWORD, type Session, signUp } from "../auth/helpers.ts";
 import { expectSuperuserOnly, signUpSuperuser } from "../helpers/admin.ts";
 import type { TestContext } from "../helpers/app.ts";
@@ -141,6 +144,23 @@ describe("suspend and unsuspend", () => {
       });
       expectProblem(r, 403, "customer_suspended");
     }
+    // A suspended key is a real key, not a guess: many refusals never trip the invalid-key throttle.
+    for (let i = 0; i < 35; i++) {
+      const r = await t.app.inject({
+        method: "GET",
+        url: "/v1/usage",
+        headers: { "x-api-key": v.key },
+        remoteAddress: "192.0.2.77",
+      });
+      expectProblem(r, 403, "customer_suspended");
+    }
+    const guess = await t.app.inject({
+      method: "GET",
+      url: "/v1/usage",
+      headers: { "x-api-key": `vla_live_${"1".repeat(43)}` },
+      remoteAddress: "192.0.2.77",
+    });
+    expectProblem(guess, 401, "invalid_api_key");
     expect((await as(t, root, unsuspendReq(v.customerId))).statusCode).toBe(200);
     expect(await used()).toBe(0);
   });
@@ -196,6 +216,25 @@ describe("suspend and unsuspend", () => {
     // A refused change leaves no entry.
     expectProblem(await as(t, root, unsuspendReq(v.customerId)), 409, "not_suspended");
     expect(await auditRows(v.customerId, "customer.unsuspend")).toHaveLength(1);
+  });
+
+  it("the change and its audit entry commit together: when the entry cannot be written, nothing changes", async () => {
+    const v = await newTenant(t, "atomic");
+    const u = await signUp(t, "atomic-user");
+    const service = new SuspensionService({
+      repo: new SuspensionRepo(t.database.db),
+      invalidation: t.app.platform.invalidation,
+      now: Date.now,
+    });
+    // actor_user_id is a uuid column: this actor makes the audit INSERT fail inside the transaction.
+    const broken = { ...SYSTEM_ACTOR, actorUserId: "not-a-uuid", source: "api" as const };
+    await expect(service.suspend(broken, v.customerId, "x")).rejects.toThrow();
+    await expect(service.setSuperuser(broken, u.userId, true)).rejects.toThrow();
+    const [c] = await t.database.db.select().from(customers).where(eq(customers.id, v.customerId));
+    expect(c?.suspendedAt).toBeNull();
+    const [row] = await t.database.db.select().from(users).where(eq(users.id, u.userId));
+    expect(row?.isSuperuser).toBe(false);
+    expect((await withKey(v.key)).statusCode).toBe(200);
   });
 
   it("unsuspend takes no body at all", async () => {
