@@ -1,6 +1,6 @@
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { auditLog, users } from "../../src/platform/db/schema/index.ts";
+import { auditLog, customers, users } from "../../src/platform/db/schema/index.ts";
 import { bearer, expectProblem, type Session, signUp } from "../auth/helpers.ts";
 import { expectSuperuserOnly, signUpSuperuser } from "../helpers/admin.ts";
 import type { TestContext } from "../helpers/app.ts";
@@ -100,9 +100,14 @@ describe("POST /admin/users/{user_id}/superuser", () => {
   it("the last active superuser cannot be demoted (409 last_superuser), by themselves or by a race", async () => {
     // Only root and this second one are superusers in this app (earlier tests revoked theirs).
     const second = await signUpSuperuser(t, "second");
-    // An inactive superuser does not count as one who could still sign in.
+    // An inactive superuser, or one whose customer is suspended, does not count as one who could still act.
     const ghost = await signUpSuperuser(t, "ghost");
     await t.database.db.update(users).set({ isActive: false }).where(eq(users.id, ghost.userId));
+    const benched = await signUpSuperuser(t, "benched");
+    await t.database.db
+      .update(customers)
+      .set({ suspendedAt: new Date(), suspendedReason: "test" })
+      .where(eq(customers.id, benched.customerId));
 
     // Two demotions at once: one wins, the other is refused, never both. The loser gets 409
     // last_superuser when both passed the superuser check before either committed, else 403
@@ -124,7 +129,7 @@ describe("POST /admin/users/{user_id}/superuser", () => {
       .select({ id: users.id })
       .from(users)
       .where(and(eq(users.isSuperuser, true), eq(users.isActive, true)));
-    expect(active.map((x) => x.id)).toEqual([survivor.userId]);
+    expect(active.map((x) => x.id).sort()).toEqual([survivor.userId, benched.userId].sort());
     // Restore root for any later test.
     if (survivor !== root) expect((await as(t, survivor, superuserReq(root.userId, true))).statusCode).toBe(200);
   });

@@ -1,4 +1,4 @@
-import { and, eq, ne, sql } from "drizzle-orm";
+import { and, eq, isNull, ne, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
 import { customers, users } from "../../platform/db/schema/index.ts";
 
@@ -100,11 +100,15 @@ export class SuspensionRepo {
     await tx.execute(sql`select pg_advisory_xact_lock(${SUPERUSER_LOCK_ID})`);
   }
 
+  /** Superusers other than `userId` who can still act: active, and their customer not suspended. */
   async countOtherActiveSuperusers(tx: Db, userId: string): Promise<number> {
     const rows = await tx
       .select({ n: sql<number>`count(*)::int` })
       .from(users)
-      .where(and(eq(users.isSuperuser, true), eq(users.isActive, true), ne(users.id, userId)));
+      .innerJoin(customers, eq(customers.id, users.customerId))
+      .where(
+        and(eq(users.isSuperuser, true), eq(users.isActive, true), ne(users.id, userId), isNull(customers.suspendedAt)),
+      );
     return rows[0]?.n ?? 0;
   }
 
