@@ -8,6 +8,7 @@ import { buildApp } from "./app.ts";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import { writeArchive } from "./modules/account-export/archive.ts";
 import { customersCommand, keysCommand } from "./modules/admin/customers.cli.ts";
+import { parseSuspensionArgs, runSuspension } from "./modules/admin/suspension.cli.ts";
 import { RollupJob } from "./modules/analytics/rollup-job.ts";
 import { RollupsRepo } from "./modules/analytics/rollups.repo.ts";
 import { hashPassword } from "./modules/auth/password.ts";
@@ -30,6 +31,7 @@ import { Pseudonymizer } from "./platform/pseudonym.ts";
  *   retention [--dry-run]        run the retention job once
  *   customers list|show|tier     the admin customer routes at a shell
  *   keys create --customer <id>  a key for a customer, printed once
+ *   customers suspend|unsuspend <id> [--reason <r>] [--json]   suspend or reinstate a customer
  */
 const USAGE = `usage: npm run cli -- <command> [options]
 
@@ -61,6 +63,11 @@ commands:
   keys create --customer <customer_id> --name <name> [--scopes inference,admin] [--json]
                              create an API key for the customer (audited); the key is
                              printed once and never stored
+  customers suspend <customer id> --reason <text> [--json]
+                             suspend a customer: its keys, sessions and sign-in answer 403
+                             customer_suspended, its streams close (docs/admin.md); audited
+  customers unsuspend <customer id> [--reason <text>] [--json]
+                             lift the suspension; audited
 
 On the embedded database (no DATABASE_URL) these commands refuse, with exit code 75, while the
 server or another command has the same DATA_DIR open: stop the server first.
@@ -325,6 +332,20 @@ async function retentionCommand(rest: string[]): Promise<number> {
   );
 }
 
+/** `customers suspend|unsuspend <id>`: the API's service, audited with `details.source: "cli"`. */
+async function suspensionCommand(action: "suspend" | "unsuspend", args: string[]): Promise<number> {
+  const parsed = parseSuspensionArgs(action, args);
+  if (typeof parsed === "string") {
+    process.stderr.write(`customers ${action}: ${parsed}\n`);
+    return 2;
+  }
+  const config = loadConfig();
+  return withDatabase(`customers ${action}`, config, async (db) => {
+    await db.migrate();
+    return runSuspension(config, db, parsed, process.stdout, process.stderr);
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -407,6 +428,9 @@ async function main(argv: string[]): Promise<number> {
       return exportCommand(rest);
     case "customers":
     case "keys": {
+      if (command === "customers" && (rest[0] === "suspend" || rest[0] === "unsuspend")) {
+        return suspensionCommand(rest[0], rest.slice(1));
+      }
       const config = loadConfig();
       const io = { out: (t: string) => process.stdout.write(t), err: (t: string) => process.stderr.write(t) };
       const run = command === "customers" ? customersCommand : keysCommand;

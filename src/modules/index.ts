@@ -1,6 +1,7 @@
 import type { ModulePlugin } from "../platform/module.ts";
 import { accountExportModule } from "./account-export/export.module.ts";
 import { adminCustomersModule } from "./admin/customers.module.ts";
+import { suspensionModule } from "./admin/suspension.module.ts";
 import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { auditModule } from "./audit/audit.module.ts";
@@ -39,4 +40,5 @@ export const modules: readonly ModulePlugin[] = [
   retentionModule,
   // After safety and consent: its customer detail reads their services.
   adminCustomersModule,
+  suspensionModule,
 ];

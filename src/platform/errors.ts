@@ -21,11 +21,15 @@ export const ERROR_CATALOGUE = {
   api_key_expired: { status: 401, title: "API key expired" },
   forbidden: { status: 403, title: "Not allowed" },
   robot_mismatch: { status: 403, title: "API key is bound to another robot" },
+  customer_suspended: { status: 403, title: "Customer account suspended" },
   not_found: { status: 404, title: "Resource not found" },
   route_not_found: { status: 404, title: "No such route" },
   method_not_allowed: { status: 405, title: "Method not allowed" },
   conflict: { status: 409, title: "Conflict" },
   email_taken: { status: 409, title: "Email already registered" },
+  already_suspended: { status: 409, title: "Customer already suspended" },
+  not_suspended: { status: 409, title: "Customer is not suspended" },
+  last_superuser: { status: 409, title: "Last superuser" },
   payload_too_large: { status: 413, title: "Request body too large" },
   unsupported_media_type: { status: 415, title: "Unsupported media type" },
   rate_limited: { status: 429, title: "Too many requests" },
@@ -159,6 +163,21 @@ export const errors = {
     new AppError("robot_mismatch", {
       detail: `This API key is bound to robot "${bound}"; it cannot act for robot "${asked}". Omit the robot id, or use that robot's key.`,
       extensions: { robot_id: asked, key_robot_id: bound },
+    }),
+  customerSuspended: (reason: string, suspendedAt: string) =>
+    new AppError("customer_suspended", {
+      detail: `This customer account was suspended by the service operator at ${suspendedAt}: ${reason}. Its API keys and sessions do not work until it is reinstated; contact support.`,
+      extensions: { suspended_at: suspendedAt, suspended_reason: reason },
+    }),
+  alreadySuspended: (suspendedAt: string) =>
+    new AppError("already_suspended", {
+      detail: `The customer has been suspended since ${suspendedAt}; unsuspend it first to record a new reason.`,
+      extensions: { suspended_at: suspendedAt },
+    }),
+  notSuspended: () => new AppError("not_suspended", { detail: "The customer is not suspended; nothing to undo." }),
+  lastSuperuser: () =>
+    new AppError("last_superuser", {
+      detail: "This is the last active superuser; grant another user first, then revoke this one.",
     }),
   notFound: (what = "Resource") => new AppError("not_found", { detail: `${what} not found.` }),
   routeNotFound: (method: string, url: string) =>

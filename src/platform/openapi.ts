@@ -59,6 +59,11 @@ export const TAGS = [
       "The append-only audit log: superuser reads of customer data and changes of keys, profiles, tiers, billing settings and consent (docs/privacy.md).",
   },
   {
+    name: "admin",
+    description:
+      "The service operator's routes (superusers only): customers, their suspension, superuser grants, platform statistics and health (docs/admin.md).",
+  },
+  {
     name: "account",
     description:
       "The account's data: request an export of everything stored about it (GDPR Art. 15/20), follow its progress, download the archive (docs/privacy.md).",

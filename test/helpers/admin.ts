@@ -5,7 +5,7 @@ import { users } from "../../src/platform/db/schema/index.ts";
 import { bearer, expectProblem, login, PASSWORD, register, type Session, uniqueEmail } from "../auth/helpers.ts";
 import type { TestContext } from "./app.ts";
 
-/** Registers an account, makes its user a superuser in the database, then signs in (the JWT carries the flag). */
+/** Registers an account, makes its user a superuser in the database, then signs in (the flag is read per request). */
 export async function signUpSuperuser(ctx: Pick<TestContext, "app" | "database">, tag = "root"): Promise<Session> {
   const email = uniqueEmail(tag);
   const reg = await register(ctx as TestContext, { email, password: PASSWORD });

@@ -3,6 +3,7 @@ import { Counter } from "prom-client";
 import type { AuthStrategy, Credential, Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { Metrics } from "../../platform/metrics.ts";
+import { suspendedError } from "../../platform/suspension.ts";
 import type { ApiKeysService, VerifyFailure } from "./api-keys.service.ts";
 import { KeyFailureThrottle } from "./key-throttle.ts";
 
@@ -22,14 +23,14 @@ const FAILURES: Readonly<Record<VerifyFailure, () => AppError>> = {
 export class ApiKeyStrategy implements AuthStrategy {
   private readonly service: ApiKeysService;
   private readonly throttle: KeyFailureThrottle;
-  private readonly outcomes: Record<"ok" | VerifyFailure | "throttled", { inc(): void }>;
+  private readonly outcomes: Record<"ok" | VerifyFailure | "suspended" | "throttled", { inc(): void }>;
 
   constructor(service: ApiKeysService, attemptsPerMinute: number, metrics: Metrics) {
     this.service = service;
     this.throttle = new KeyFailureThrottle(attemptsPerMinute);
     const c = new Counter({
       name: "vla_api_key_verifications_total",
-      help: "API key verifications by result (ok, malformed, unknown, revoked, expired, throttled).",
+      help: "API key verifications by result (ok, malformed, unknown, revoked, expired, suspended, throttled).",
       labelNames: ["result"],
       registers: [metrics.registry],
     });
@@ -39,6 +40,7 @@ export class ApiKeyStrategy implements AuthStrategy {
       unknown: c.labels("unknown"),
       revoked: c.labels("revoked"),
       expired: c.labels("expired"),
+      suspended: c.labels("suspended"),
       throttled: c.labels("throttled"),
     };
   }
@@ -62,6 +64,11 @@ export class ApiKeyStrategy implements AuthStrategy {
     }
     // While throttled, every failure is a 429 that does not say why the key failed.
     if (decision.throttled) throw this.throttled(ip);
+    if (outcome.reason === "suspended") {
+      // A real key of a suspended customer: said plainly, and not a guess to throttle.
+      this.outcomes.suspended.inc();
+      throw suspendedError(outcome.suspension);
+    }
     this.outcomes[outcome.reason].inc();
     this.throttle.fail(ip);
     throw FAILURES[outcome.reason]();

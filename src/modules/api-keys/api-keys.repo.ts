@@ -3,7 +3,7 @@ import type { Scope, Tier } from "../../platform/auth.ts";
 import type { Db } from "../../platform/db/client.ts";
 import { type ApiKeyRow, apiKeys, customers } from "../../platform/db/schema/index.ts";
 
-/** Everything verification needs, in one query: the key, its customer's tier and limits. */
+/** Everything verification needs, in one query: the key, its customer's tier, limits and suspension. */
 export interface KeyForVerification {
   readonly id: string;
   readonly customerId: string;
@@ -16,6 +16,9 @@ export interface KeyForVerification {
   readonly quotaPerMonth: number | null;
   readonly overageEnabled: boolean;
   readonly overageCapRequests: number | null;
+  /** The customer's suspension by the operator (null: active). */
+  readonly suspendedAt: Date | null;
+  readonly suspendedReason: string | null;
   readonly robotId: string | null;
   readonly model: string | null;
   readonly unnormKey: string | null;
@@ -61,6 +64,8 @@ export class ApiKeysRepo {
         quotaPerMonth: customers.quotaPerMonth,
         overageEnabled: customers.overageEnabled,
         overageCapRequests: customers.overageCapRequests,
+        suspendedAt: customers.suspendedAt,
+        suspendedReason: customers.suspendedReason,
         robotId: apiKeys.robotId,
         model: apiKeys.model,
         unnormKey: apiKeys.unnormKey,

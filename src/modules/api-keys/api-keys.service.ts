@@ -2,6 +2,7 @@ import type { Principal, Scope } from "../../platform/auth.ts";
 import type { ApiKeyRow } from "../../platform/db/schema/index.ts";
 import { errors, type FieldError } from "../../platform/errors.ts";
 import type { InvalidationBus } from "../../platform/invalidation.ts";
+import { type Suspension, suspensionOf } from "../../platform/suspension.ts";
 import type { CustomerLimitsCache } from "../rate-limit/customer-limits.ts";
 import { CUSTOMER_TOPIC } from "../rate-limit/rate-limits.ts";
 import type { ApiKeysRepo, KeyDefaultColumns } from "./api-keys.repo.ts";
@@ -17,7 +18,9 @@ export type KeyStatus = "active" | "expired" | "revoked" | "rotating";
 export type VerifyFailure = "malformed" | "unknown" | "revoked" | "expired";
 export type VerifyOutcome =
   | { readonly ok: true; readonly principal: Principal }
-  | { readonly ok: false; readonly reason: VerifyFailure };
+  | { readonly ok: false; readonly reason: VerifyFailure }
+  /** A valid key of a suspended customer (not a guess: never counted against the caller's IP). */
+  | { readonly ok: false; readonly reason: "suspended"; readonly suspension: Suspension };
 
 export interface KeyView {
   readonly row: ApiKeyRow;
@@ -91,6 +94,7 @@ export class ApiKeysService {
       customerId: row.customerId,
       expiresAt: row.expiresAt?.getTime() ?? null,
       revokedAt: row.revokedAt?.getTime() ?? null,
+      suspension: suspensionOf(row),
       lastUsedMinute: 0,
       principal: Object.freeze({
         kind: "api_key",
@@ -117,6 +121,8 @@ export class ApiKeysService {
     const now = this.o.now();
     if (entry.revokedAt !== null && entry.revokedAt <= now) return { ok: false, reason: "revoked" };
     if (entry.expiresAt !== null && entry.expiresAt <= now) return { ok: false, reason: "expired" };
+    // Not touched: a suspended customer's key use is refused before anything records it.
+    if (entry.suspension !== null) return { ok: false, reason: "suspended", suspension: entry.suspension };
     this.touch(entry, now);
     return { ok: true, principal: entry.principal };
   }

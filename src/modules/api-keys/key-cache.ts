@@ -1,4 +1,5 @@
 import type { Principal } from "../../platform/auth.ts";
+import type { Suspension } from "../../platform/suspension.ts";
 import { SwrCache } from "../../platform/swr-cache.ts";
 
 /** A verified key as cached: the ready-made principal plus the times that end its validity. */
@@ -9,6 +10,8 @@ export interface CachedKey {
   readonly expiresAt: number | null;
   /** In the future while rotating; in the past once revoked. */
   readonly revokedAt: number | null;
+  /** The customer's suspension when loaded; a suspend or unsuspend drops the entry on every instance. */
+  readonly suspension: Suspension | null;
   /** Minute (ms) of the last recorded use, so a key is queued for last_used_at once a minute. */
   lastUsedMinute: number;
 }
@@ -33,8 +36,8 @@ export interface KeyCacheOptions {
  * Verified keys by SHA-256, in process: fresh for `freshMs`, then served while one background
  * load refreshes them (so a warm key never waits on the database); unknown hashes are
  * remembered too (`negativeMs`). Expiry and scheduled revocation (rotation end) are checked on
- * every hit, so they need no invalidation; revocations and tier changes arrive through the
- * invalidation bus.
+ * every hit, so they need no invalidation; revocations, tier changes and suspensions arrive
+ * through the invalidation bus.
  */
 export class KeyCache {
   private readonly cache: SwrCache<KeyCacheEntry>;

@@ -25,6 +25,9 @@ export interface AccountRow {
   readonly createdAt: Date;
   readonly tier: CustomerRow["tier"];
   readonly company: string | null;
+  /** The customer's suspension by the operator (null: active); sessions and sign-in are refused while set. */
+  readonly suspendedAt: Date | null;
+  readonly suspendedReason: string | null;
 }
 
 export type EmailTokenPurpose = EmailTokenRow["purpose"];
@@ -56,6 +59,8 @@ export class AuthRepo {
         createdAt: users.createdAt,
         tier: customers.tier,
         company: customers.company,
+        suspendedAt: customers.suspendedAt,
+        suspendedReason: customers.suspendedReason,
       })
       .from(users)
       .innerJoin(customers, eq(customers.id, users.customerId))
@@ -148,6 +153,31 @@ export class AuthRepo {
       });
       return { kind: "ok", previous: spent } as const;
     });
+  }
+
+  /**
+   * The suspension of the customer owning a refresh token that could still be spent (unused,
+   * not revoked, not expired); null when active or when the token is not usable. Read before
+   * rotating, so a refused refresh does not spend the token (spending it would make its next
+   * use look like theft and revoke the session).
+   */
+  async refreshTokenSuspension(tokenHash: string): Promise<{ at: Date; reason: string } | null> {
+    const rows = await this.db
+      .select({ at: customers.suspendedAt, reason: customers.suspendedReason })
+      .from(refreshTokens)
+      .innerJoin(users, eq(users.id, refreshTokens.userId))
+      .innerJoin(customers, eq(customers.id, users.customerId))
+      .where(
+        and(
+          eq(refreshTokens.tokenHash, tokenHash),
+          isNull(refreshTokens.usedAt),
+          isNull(refreshTokens.revokedAt),
+          gt(refreshTokens.expiresAt, new Date()),
+        ),
+      )
+      .limit(1);
+    const row = rows[0];
+    return row === undefined || row.at === null ? null : { at: row.at, reason: row.reason ?? "" };
   }
 
   async revokeFamily(familyId: string): Promise<number> {

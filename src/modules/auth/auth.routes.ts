@@ -3,6 +3,8 @@ import type { FastifyRequest } from "fastify";
 import { Counter } from "prom-client";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
+import { USER_TOPIC } from "../../platform/suspension.ts";
+import { CUSTOMER_TOPIC } from "../rate-limit/rate-limits.ts";
 import { UsersRepo } from "../users/users.repo.ts";
 import { authPages } from "./auth.pages.ts";
 import { AuthRepo } from "./auth.repo.ts";
@@ -64,7 +66,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   const registers = [platform.metrics.registry];
   const logins = new Counter({
     name: "vla_auth_logins_total",
-    help: "Sign-in attempts by result (success, failure, throttled).",
+    help: "Sign-in attempts by result (success, failure, throttled, suspended).",
     labelNames: ["result"],
     registers,
   });
@@ -100,6 +102,11 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
     refreshTokenTtlDays: config.auth.refreshTokenTtlDays,
     events,
   });
+  // Cached account rows (suspension, tier, is_superuser) are dropped on every instance when an
+  // operator changes them, instead of waiting out ACCOUNT_CACHE_TTL_MS.
+  platform.invalidation.on(CUSTOMER_TOPIC, (id) => service.forgetCustomer(id));
+  platform.invalidation.on(USER_TOPIC, (id) => service.forgetUser(id));
+  platform.invalidation.onReset(() => service.forgetAll());
   // Compute the dummy hash now, so the first sign-in with an unknown email is not the slow one.
   void burnVerifyTime("warm-up");
 

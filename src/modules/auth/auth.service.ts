@@ -5,6 +5,7 @@ import type { DeletionRegistry } from "../../platform/deletion.ts";
 import type { EmailMessage } from "../../platform/email.ts";
 import { errors } from "../../platform/errors.ts";
 import { WindowCounter } from "../../platform/http/window-counter.ts";
+import { suspendedError, suspensionOf } from "../../platform/suspension.ts";
 import { normalizeEmail, type UsersRepo } from "../users/users.repo.ts";
 import { accountDeletedEmail, passwordChangedEmail, passwordResetEmail, verificationEmail } from "./auth.emails.ts";
 import type { AccountRow, AuthRepo } from "./auth.repo.ts";
@@ -25,7 +26,7 @@ export interface Mail {
 
 /** Security events worth counting; the routes back this with Prometheus counters. */
 export interface AuthEvents {
-  login(result: "success" | "failure" | "throttled"): void;
+  login(result: "success" | "failure" | "throttled" | "suspended"): void;
   refreshReuse(): void;
   accountDeleted(scope: "user" | "customer"): void;
 }
@@ -208,12 +209,22 @@ export class AuthService {
       throw errors.invalidCredentials();
     }
     this.accountThrottle.success(accountKey);
+    // Only after the right password: a guesser learns nothing about the account's state.
+    const account = await this.o.repo.findAccount(user.id);
+    const suspension = account === undefined ? null : suspensionOf(account);
+    if (suspension !== null) {
+      this.events.login("suspended");
+      throw suspendedError(suspension);
+    }
     this.events.login("success");
     await this.o.repo.markLogin(user.id);
     return this.startSession(user.id, user.tokenVersion);
   }
 
   async refresh(refreshToken: string): Promise<TokenPair> {
+    // Refused while suspended without spending the token, so the session resumes after unsuspension.
+    const suspension = await this.o.repo.refreshTokenSuspension(sha256(refreshToken));
+    if (suspension !== null) throw suspendedError(suspension);
     const next = randomToken();
     const result = await this.o.repo.rotateRefreshToken(sha256(refreshToken), {
       tokenHash: sha256(next),
@@ -259,6 +270,9 @@ export class AuthService {
     if (account.tokenVersion !== claims.ver) {
       throw errors.invalidToken("The access token was revoked (password changed or signed out everywhere).");
     }
+    // The suspension rides on the cached account row: no extra query per request.
+    const suspension = suspensionOf(account);
+    if (suspension !== null) throw suspendedError(suspension);
     return {
       claims,
       principal: {
@@ -466,6 +480,20 @@ export class AuthService {
     if (hit.count > (this.o.emailRequestsPerIp ?? 30)) {
       throw errors.rateLimited(hit.resetInMs / 1000, "Too many email requests from this address; try again later.");
     }
+  }
+
+  /** Drops one user's cached account row (is_superuser or activity changed elsewhere). */
+  forgetUser(userId: string): void {
+    this.cache.delete(userId);
+  }
+
+  /** Drops the cached account rows of a customer's members (suspension, tier change). */
+  forgetCustomer(customerId: string): void {
+    for (const [id, hit] of this.cache) if (hit.row.customerId === customerId) this.cache.delete(id);
+  }
+
+  forgetAll(): void {
+    this.cache.clear();
   }
 
   /** User rows for token checks are reused for ACCOUNT_CACHE_TTL_MS; local changes evict at once. */

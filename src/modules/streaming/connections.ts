@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { WebSocket } from "ws";
 import type { Tier } from "../../platform/auth.ts";
+import type { AppError } from "../../platform/errors.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
 import type { DropReason } from "./session-stats.ts";
 
@@ -48,6 +49,10 @@ export interface StreamConnection {
   shutdown(): Promise<void>;
   /** Charges the session time elapsed since the last charge; closes the session when the allowance is used up. */
   chargeTime(): Promise<void>;
+  /** The authenticated customer; undefined before authentication. */
+  customerId(): string | undefined;
+  /** The customer was suspended: say why, close 4403 at once (a frame in flight is not waited for). */
+  revoke(e: AppError): void;
 }
 
 /**
@@ -189,6 +194,23 @@ export class ConnectionRegistry {
 
   pushStats(): void {
     for (const c of this.connections) c.pushStats();
+  }
+
+  /** True when this instance has an authenticated connection of the customer. */
+  hasCustomer(customerId: string): boolean {
+    for (const c of this.connections) if (c.customerId() === customerId) return true;
+    return false;
+  }
+
+  /** Closes every authenticated connection of the customer with `e` (suspension); returns how many. */
+  revokeCustomer(customerId: string, e: AppError): number {
+    let n = 0;
+    for (const c of [...this.connections]) {
+      if (c.customerId() !== customerId) continue;
+      c.revoke(e);
+      n++;
+    }
+    return n;
   }
 
   /** Every session charges its elapsed time (called with the heartbeat; tests call it directly). */

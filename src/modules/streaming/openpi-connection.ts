@@ -351,6 +351,16 @@ export class OpenpiConnection implements StreamConnection {
     this.timeTimer = setTimeout(() => void this.chargeTime().catch(() => {}), Math.max(1, left)).unref();
   }
 
+  customerId(): string | undefined {
+    return this.admission.principal.customerId;
+  }
+
+  /** openpi's error convention: the text frame `customer_suspended: ...`, then close 4403. */
+  revoke(e: AppError): void {
+    if (this.closing) return;
+    this.fail(e, CLOSE.customerSuspended);
+  }
+
   async shutdown(): Promise<void> {
     // Let the observation in flight be answered, then go away.
     const inFlight = this.busy;

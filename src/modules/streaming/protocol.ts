@@ -25,6 +25,8 @@ export const CLOSE = {
   policyViolation: 1008,
   tooBig: 1009,
   internalError: 1011,
+  /** The customer account was suspended by the operator (HTTP 403 `customer_suspended`): docs/streaming.md. */
+  customerSuspended: 4403,
   /** The customer's stream time (day or month allowance) is used up: docs/streaming.md. */
   streamTimeExhausted: 4429,
 } as const;

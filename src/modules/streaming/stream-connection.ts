@@ -433,6 +433,25 @@ export class NativeStreamConnection implements StreamConnection {
     this.timeTimer = setTimeout(() => void this.chargeTime().catch(() => {}), Math.max(1, left)).unref();
   }
 
+  customerId(): string | undefined {
+    return this.principal?.customerId;
+  }
+
+  revoke(e: AppError): void {
+    if (this.closing) return;
+    this.stopping = true;
+    const session = this.session;
+    session?.stopAccepting();
+    this.sendError(e);
+    this.send({
+      type: "stopped",
+      reason: "customer_suspended",
+      ...(session === undefined ? {} : { session_id: session.id, stats: session.stats.snapshot() }),
+      ...(this.time === undefined ? {} : { stream_time: this.time.snapshot() }),
+    });
+    this.close(CLOSE.customerSuspended, `${e.code}: ${e.detail ?? e.title}`);
+  }
+
   shutdown(): Promise<void> {
     // Without a session there is nothing to finish: say goodbye now, even if an auth check is pending.
     if (this.session === undefined) return this.finish("server_shutdown", CLOSE.goingAway);

@@ -2,6 +2,7 @@ import type { IncomingMessage } from "node:http";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { errors, isAppError } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
+import { loadSuspension, SUSPENSION_TOPIC, suspendedError } from "../../platform/suspension.ts";
 import { inferenceRunners } from "../inference/inference.module.ts";
 import { streamExhausted, streamHeaders, streamTimeError } from "../rate-limit/stream-time.ts";
 import { ConnectionRegistry, createStreamMetrics } from "./connections.ts";
@@ -42,6 +43,20 @@ export const streamingModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     const extra = deps.upgradeHeaders.get(req);
     if (extra === undefined) return;
     for (const [k, v] of Object.entries(extra)) if (v !== "") headers.push(`${k}: ${v}`);
+  });
+
+  // A suspension closes the customer's open streams on every instance (close 4403). The reason is
+  // read once per instance that holds one of its streams, never on a frame's path; an unsuspension
+  // finds no suspension and closes nothing.
+  platform.invalidation.on(SUSPENSION_TOPIC, (customerId) => {
+    if (!registry.hasCustomer(customerId)) return;
+    loadSuspension(platform.database.db, customerId)
+      .then((s) => {
+        if (s !== null) registry.revokeCustomer(customerId, suspendedError(s));
+      })
+      .catch((err: unknown) =>
+        app.log.warn({ err, customer_id: customerId }, "closing a suspended customer's streams failed"),
+      );
   });
 
   const heartbeat = setInterval(() => {
