@@ -32,6 +32,7 @@ import { installNotFound } from "./platform/http/not-found.ts";
 import { ProblemSchema } from "./platform/http/problem.ts";
 import { securityHeadersOf } from "./platform/http/security-headers.ts";
 import { InvalidationBus } from "./platform/invalidation.ts";
+import { JobRegistry } from "./platform/jobs.ts";
 import { Lifecycle } from "./platform/lifecycle.ts";
 import { createLoggerOptions } from "./platform/logger.ts";
 import { createMetrics } from "./platform/metrics.ts";
@@ -172,6 +173,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     now,
     invalidation,
     limits,
+    jobs: new JobRegistry(now),
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

@@ -1,5 +1,6 @@
 import type { ModulePlugin } from "../platform/module.ts";
 import { accountExportModule } from "./account-export/export.module.ts";
+import { adminStatsModule } from "./admin/stats.module.ts";
 import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
 import { auditModule } from "./audit/audit.module.ts";
@@ -33,4 +34,6 @@ export const modules: readonly ModulePlugin[] = [
   analyticsModule,
   auditModule,
   retentionModule,
+  // After safety (its emergency-stop registry) and analytics.
+  adminStatsModule,
 ];
