@@ -165,6 +165,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         metrics: batchMetrics,
         log: app.log,
       });
+      // Every writer's series exist from the start (0), so /metrics and the deep health list it.
+      for (const c of [batchMetrics.written, batchMetrics.spilled, batchMetrics.replayed, batchMetrics.dropped]) {
+        c.inc({ writer: name }, 0);
+      }
+      batchMetrics.deadLettered.inc({ writer: name }, 0);
       await writer.start();
       lifecycle.onFlush(`batch-writer:${name}`, () => writer.close());
       return writer;

@@ -146,8 +146,10 @@ describe("GET /admin/stats/revenue", () => {
     b = await subscribe(t, "rev-b", "enterprise"); // 499.00 / month
     c = await subscribe(t, "rev-c"); // pro, then 3 seats
     nowMs = NOW - DAY;
-    const items = t.fake.state.subscriptions.get(c.subId)?.items as { data: { quantity: number }[] };
-    (items.data[0] as { quantity: number }).quantity = 3;
+    const items = t.fake.state.subscriptions.get(c.subId)?.items as { data: { quantity: number }[] } | undefined;
+    const first = items?.data[0];
+    if (first === undefined) throw new Error("no item");
+    first.quantity = 3;
     await update(c, {});
     await update(b, { status: "past_due" });
     await update(a, { status: "canceled" });
@@ -181,7 +183,8 @@ describe("GET /admin/stats/revenue", () => {
   });
 
   it("a price change of a paying subscription is expansion (or contraction)", async () => {
-    const item = (t.fake.state.subscriptions.get(c.subId)?.items as { data: Record<string, unknown>[] }).data[0];
+    const sub = t.fake.state.subscriptions.get(c.subId);
+    const item = (sub?.items as { data: Record<string, unknown>[] } | undefined)?.data[0];
     if (item === undefined) throw new Error("no item");
     item.price = t.fake.state.priceObject(FAKE_PRICE_ENTERPRISE);
     item.quantity = 1;

@@ -167,7 +167,8 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
           "background jobs (last run, next run, last error). 200 while ok or degraded, 503 when down, like " +
           `\`/health\`. The numbers are this instance's.${OPERATORS}`,
         security: SECURITY_JWT,
-        response: { 200: DeepHealthSchema, 503: DeepHealthSchema, 401: DENIED[401], 403: DENIED[403] },
+        querystring: RevenueQuery,
+        response: { 200: DeepHealthSchema, 503: DeepHealthSchema, ...DENIED },
       },
     },
     async (_request, reply) => {

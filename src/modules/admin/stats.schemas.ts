@@ -15,6 +15,7 @@ export const StatsQuery = Type.Object(
 );
 export type StatsQuery = Static<typeof StatsQuery>;
 
+/** Routes that take no query parameters refuse any (400). */
 export const RevenueQuery = Type.Object({}, { additionalProperties: false });
 
 const Counts = Type.Object({
