@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeSketch, Sketch } from "../../src/modules/analytics/sketch.ts";
+import { billingReconcile } from "../../src/modules/billing/reconcile.ts";
 import { bearer, expectProblem, type Session, signUp } from "../auth/helpers.ts";
 import { type BillingTestContext, buildBillingApp } from "../billing/helpers.ts";
 import { deliverOk, type Subscribed, subEvent, subscribe } from "../billing/webhook-helpers.ts";
@@ -207,5 +208,17 @@ describe("GET /admin/stats/revenue", () => {
 
   it("refuses query parameters (400)", async () => {
     expectProblem(await get("/admin/stats/revenue?currency=usd"), 400, "invalid_request");
+  });
+
+  it("billing-reconcile records a subscription whose amount was never recorded", async () => {
+    await t.database.db.execute(sql`delete from subscription_changes where customer_id = ${old.customerId}`);
+    expect((await get("/admin/stats/revenue")).json().unpriced_subscriptions).toBe(1);
+    const out = { write() {} };
+    expect(await billingReconcile(t.config, t.database, { dryRun: false, customerId: old.customerId }, out)).toBe(0);
+    const rows = await t.database.db.execute(
+      sql`select source, mrr_before::int as before, mrr_after::int as after from subscription_changes where customer_id = ${old.customerId}`,
+    );
+    expect((rows as unknown as { rows: unknown[] }).rows).toEqual([{ source: "reconcile", before: 0, after: 2_900 }]);
+    expect((await get("/admin/stats/revenue")).json().unpriced_subscriptions).toBe(0);
   });
 });
