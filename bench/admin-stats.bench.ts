@@ -143,7 +143,7 @@ try {
   await exec(sql`update customers c set subscription_status = l.status, stripe_subscription_id = l.stripe_subscription_id
     from (select distinct on (customer_id) customer_id, status, stripe_subscription_id from subscription_changes
           order by customer_id, at desc) l where l.customer_id = c.id`);
-  await exec(sql`analyze`);
+  await exec(sql`vacuum analyze`);
   console.error(`incidents and subscriptions: ${Math.round(performance.now() - t0)} ms`);
 
   const headers = { authorization: `Bearer ${access}` };
@@ -178,13 +178,13 @@ try {
   );
   await explain(
     "active customers, 30 days",
-    sql`select count(distinct customer_id) from robot_performance_metrics
-        where day >= ${new Date(today - 29 * DAY).toISOString().slice(0, 10)} and requests > 0`,
+    sql`select count(*) from (select distinct customer_id from robot_performance_metrics
+        where day >= ${new Date(today - 29 * DAY).toISOString().slice(0, 10)}) a`,
   );
   await explain(
     "top customers this month",
     sql`select u.customer_id, c.name, c.email, c.tier, u.requests from usage_counters u join customers c on c.id = u.customer_id
-        where u.month = ${monthDate} and u.requests > 0 order by u.requests desc, u.customer_id limit 10`,
+        where u.month = ${monthDate} and u.requests > 0 order by u.requests desc, u.customer_id desc limit 10`,
   );
   await explain(
     "incidents today by severity",

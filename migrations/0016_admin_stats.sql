@@ -23,4 +23,4 @@ CREATE INDEX "subscription_changes_at_idx" ON "subscription_changes" USING btree
 CREATE INDEX "robot_performance_metrics_day_customer_idx" ON "robot_performance_metrics" USING btree ("day","customer_id");--> statement-breakpoint
 CREATE INDEX "usage_hourly_metrics_hour_customer_idx" ON "usage_hourly_metrics" USING btree ("hour","customer_id");--> statement-breakpoint
 CREATE INDEX "safety_incidents_at_id_idx" ON "safety_incidents" USING btree ("at","id");--> statement-breakpoint
-CREATE INDEX "usage_counters_month_requests_idx" ON "usage_counters" USING btree ("month","requests");
+CREATE INDEX "usage_counters_month_requests_idx" ON "usage_counters" USING btree ("month","requests","customer_id");

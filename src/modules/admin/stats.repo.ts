@@ -72,10 +72,11 @@ export class StatsRepo {
           (select count(*) from customers where created_at >= ${d7})::int as new_7d,
           (select count(*) from customers where created_at >= ${d30})::int as new_30d`),
       db.execute(sql`select tier::text as tier, count(*)::int as n from customers group by tier`),
-      db.execute(sql`select count(distinct customer_id)::int as n from usage_hourly_metrics
-          where hour >= ${since24h} and requests > 0`),
-      db.execute(sql`select count(distinct customer_id)::int as n from robot_performance_metrics
-          where day >= ${since30d} and requests > 0`),
+      // Index-only scans of (hour | day, customer_id): a customer with a rollup row in the range.
+      db.execute(sql`select count(*)::int as n from (select distinct customer_id from usage_hourly_metrics
+          where hour >= ${since24h}) a`),
+      db.execute(sql`select count(*)::int as n from (select distinct customer_id from robot_performance_metrics
+          where day >= ${since30d}) a`),
       db.execute(sql`select requests::float8 as requests, errors::float8 as errors, latency_total as latency
           from usage_hourly_metrics where hour >= ${new Date(today)}`),
       db.execute(sql`select coalesce(sum(requests), 0)::float8 as requests, coalesce(sum(errors), 0)::float8 as errors
@@ -84,7 +85,7 @@ export class StatsRepo {
           u.requests::float8 as requests
           from usage_counters u join customers c on c.id = u.customer_id
           where u.month = ${dateOf(month)} and u.requests > 0
-          order by u.requests desc, u.customer_id limit ${top}`),
+          order by u.requests desc, u.customer_id desc limit ${top}`),
       db.execute(sql`select severity, count(*)::int as n from safety_incidents
           where at >= ${new Date(today)} group by severity`),
       db.execute(sql`select row_at, updated_at from analytics_watermarks where name = 'inference_logs'`),

@@ -21,7 +21,7 @@ export const usageCounters = pgTable(
   (t) => [
     primaryKey({ columns: [t.customerId, t.month] }),
     // A month's totals and top customers over every customer (GET /admin/stats).
-    index("usage_counters_month_requests_idx").on(t.month, t.requests),
+    index("usage_counters_month_requests_idx").on(t.month, t.requests, t.customerId),
   ],
 );
 
