@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { analyticsContexts } from "../../src/modules/analytics/analytics.module.ts";
 import { bearer, expectProblem, type Session } from "../auth/helpers.ts";
 import { signUpSuperuser } from "../helpers/admin.ts";
 import { buildTestApp, type TestContext } from "../helpers/app.ts";
@@ -40,6 +41,17 @@ describe("GET /admin/monitoring/health", () => {
     for (const n of ["analytics.rollups", "inference_logs.partitions", "retention"]) expect(names).toContain(n);
     // The partition check runs at startup.
     expect(jobs.find((j) => j.name === "inference_logs.partitions")?.last_outcome).toBe("ok");
+  });
+
+  it("a job's tick reports its run (the analytics rollups)", async () => {
+    const job = analyticsContexts.get(t.app.platform)?.job;
+    if (job === undefined) throw new Error("no analytics job");
+    await job.runOnce();
+    const rollups = ((await get()).json().jobs as (Job & { runs: number })[]).find(
+      (j) => j.name === "analytics.rollups",
+    );
+    expect(rollups).toMatchObject({ last_outcome: "ok", last_error: null });
+    expect(rollups?.runs).toBeGreaterThanOrEqual(1);
   });
 
   it("a job whose last run failed makes it degraded, with the error", async () => {

@@ -6,7 +6,7 @@ import { bearer, expectProblem, type Session, signUp } from "../auth/helpers.ts"
 import { type BillingTestContext, buildBillingApp } from "../billing/helpers.ts";
 import { deliverOk, type Subscribed, subEvent, subscribe } from "../billing/webhook-helpers.ts";
 import { expectSuperuserOnly, signUpSuperuser } from "../helpers/admin.ts";
-import { FAKE_PRICE_ENTERPRISE } from "../helpers/stripe-fake.ts";
+import { FAKE_PRICE_ENTERPRISE, signedEvent } from "../helpers/stripe-fake.ts";
 
 const DAY = 86_400_000;
 const NOW = Date.parse("2026-12-15T12:30:00Z");
@@ -208,6 +208,19 @@ describe("GET /admin/stats/revenue", () => {
 
   it("refuses query parameters (400)", async () => {
     expectProblem(await get("/admin/stats/revenue?currency=usd"), 400, "invalid_request");
+  });
+
+  it("Stripe deleting the customer churns its MRR (a change to 0)", async () => {
+    const before = (await get("/admin/stats/revenue")).json().currencies[0];
+    const ev = signedEvent(t.fake, {
+      type: "customer.deleted",
+      object: { id: b.stripeCustomerId, object: "customer" },
+    });
+    expect(await deliverOk(t, ev)).toBe("applied");
+    const after = (await get("/admin/stats/revenue")).json().currencies[0];
+    expect(after.mrr).toBe(before.mrr - 49_900);
+    expect(after.past_due).toEqual({ mrr: 0, subscriptions: 0 });
+    expect(after.movement_30d.churned).toBe(before.movement_30d.churned + 49_900);
   });
 
   it("billing-reconcile records a subscription whose amount was never recorded", async () => {
