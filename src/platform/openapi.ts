@@ -54,6 +54,11 @@ export const TAGS = [
       "The append-only audit log: superuser reads of customer data and changes of keys, profiles, tiers, billing settings and consent (docs/privacy.md).",
   },
   {
+    name: "admin",
+    description:
+      "The operators' routes (superusers only; a customer's admin key gets 403): platform statistics, revenue, safety incidents and emergency stops across customers, deep health (docs/admin.md).",
+  },
+  {
     name: "account",
     description:
       "The account's data: request an export of everything stored about it (GDPR Art. 15/20), follow its progress, download the archive (docs/privacy.md).",
