@@ -114,6 +114,15 @@ describe("GET /admin/stats", () => {
     expect(s.incidents_today).toEqual({ total: 2, by_severity: { low: 0, medium: 0, high: 1, critical: 1 } });
   });
 
+  it("audits the read with the customers it showed (admin_stats.read)", async () => {
+    const rows = await t.database.db.execute(
+      sql`select actor_user_id::text as actor, details from audit_log where action = 'admin_stats.read'`,
+    );
+    const last = (rows as unknown as { rows: { actor: string; details: Record<string, unknown> }[] }).rows.at(-1);
+    expect(last?.actor).toBe(root.userId);
+    expect(last?.details).toMatchObject({ superuser: true, top_customers: [plain.customerId, root.customerId] });
+  });
+
   it("limit caps the top customers", async () => {
     const res = await get("/admin/stats?limit=1");
     expect(res.statusCode, res.body).toBe(200);

@@ -45,13 +45,24 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
           "and this month; inference latency p50/p95/p99 today; the top customers by requests this month " +
           "(`limit`, 1 to 100, default 10); safety incidents today by severity. Read from the analytics rollups " +
           "and the usage counters, never the raw logs: `rollups.watermark_at` says up to which log row they " +
-          `count. Days and months are UTC.${OPERATORS}`,
+          "count. Days and months are UTC. The read is audited (`admin_stats.read`: the top customers' names " +
+          `and emails are customer data).${OPERATORS}`,
         security: SECURITY_JWT,
         querystring: StatsQuery,
         response: { 200: StatsSchema, ...DENIED },
       },
     },
-    async (request) => stats.stats(platform.now(), request.query.limit),
+    async (request) => {
+      const s = await stats.stats(platform.now(), request.query.limit);
+      await platform.audit.recordSuperuserRead(request, {
+        action: "admin_stats.read",
+        targetType: "admin_stats",
+        targetId: null,
+        customerId: null,
+        details: { top_customers: s.top_customers.map((c) => c.customer_id) },
+      });
+      return s;
+    },
   );
 
   app.get(
