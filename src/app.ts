@@ -32,6 +32,7 @@ import { installNotFound } from "./platform/http/not-found.ts";
 import { ProblemSchema } from "./platform/http/problem.ts";
 import { securityHeadersOf } from "./platform/http/security-headers.ts";
 import { InvalidationBus } from "./platform/invalidation.ts";
+import { JobRegistry } from "./platform/jobs.ts";
 import { Lifecycle } from "./platform/lifecycle.ts";
 import { createLoggerOptions } from "./platform/logger.ts";
 import { createMetrics } from "./platform/metrics.ts";
@@ -170,6 +171,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         metrics: batchMetrics,
         log: app.log,
       });
+      // Every writer's series exist from the start (0), so /metrics and the deep health list it.
+      for (const c of [batchMetrics.written, batchMetrics.spilled, batchMetrics.replayed, batchMetrics.dropped]) {
+        c.inc({ writer: name }, 0);
+      }
+      batchMetrics.deadLettered.inc({ writer: name }, 0);
       await writer.start();
       lifecycle.onFlush(`batch-writer:${name}`, () => writer.close());
       return writer;
@@ -178,6 +184,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     now,
     invalidation,
     limits,
+    jobs: new JobRegistry(now),
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);

@@ -1,6 +1,7 @@
 import type { ModulePlugin } from "../platform/module.ts";
 import { accountExportModule } from "./account-export/export.module.ts";
 import { adminCustomersModule } from "./admin/customers.module.ts";
+import { adminStatsModule } from "./admin/stats.module.ts";
 import { suspensionModule } from "./admin/suspension.module.ts";
 import { analyticsModule } from "./analytics/analytics.module.ts";
 import { apiKeysModule } from "./api-keys/api-keys.module.ts";
@@ -41,4 +42,6 @@ export const modules: readonly ModulePlugin[] = [
   // After safety and consent: its customer detail reads their services.
   adminCustomersModule,
   suspensionModule,
+  // After safety (its emergency-stop registry) and analytics.
+  adminStatsModule,
 ];

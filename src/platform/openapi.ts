@@ -61,7 +61,7 @@ export const TAGS = [
   {
     name: "admin",
     description:
-      "The service operator's routes (superusers only): customers, their suspension, superuser grants, platform statistics and health (docs/admin.md).",
+      "The service operator's routes (superusers only; a customer's admin key gets 403): customers, tiers and limits, suspension, superuser grants, platform statistics, revenue, safety incidents and emergency stops across customers, deep health (docs/admin.md).",
   },
   {
     name: "account",

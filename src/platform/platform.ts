@@ -10,6 +10,7 @@ import type { Mailer } from "./email.ts";
 import type { ExportRegistry } from "./exports.ts";
 import type { HealthRegistry } from "./health.ts";
 import type { InvalidationBus } from "./invalidation.ts";
+import type { JobRegistry } from "./jobs.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ObjectStore } from "./object-store.ts";
@@ -59,6 +60,8 @@ export interface Platform {
   readonly invalidation: InvalidationBus;
   /** Rate limits and quotas: `meter()` preHandler and `consume()` for stream frames. */
   readonly limits: RateLimits;
+  /** Background jobs report each run here (last run, next run, last error) for the deep health route. */
+  readonly jobs: JobRegistry;
 }
 
 declare module "fastify" {

@@ -192,6 +192,13 @@ describe("openvla-http backend", () => {
     const health = await e.healthCheck();
     expect(health.status).toBe("degraded");
     expect(health.detail).toContain("open");
+    // The deep health route's view: each endpoint's circuit.
+    const [report] = await e.backendReports();
+    expect(report).toMatchObject({ backend: "openvla-http", status: "degraded" });
+    expect(report?.endpoints).toEqual([
+      expect.objectContaining({ url: failing.url, circuit: "open", consecutive_failures: 2 }),
+      expect.objectContaining({ url: good.url, circuit: "closed", consecutive_failures: 0, last_error: null }),
+    ]);
   });
 
   it("balances by least outstanding requests", async () => {

@@ -62,8 +62,9 @@ export const accountExportModule: ModulePlugin = async (app, { platform }: Modul
     } catch (e) {
       log.error({ err: e }, "account export recovery failed");
     }
+    const report = platform.jobs.register("account_exports.cleanup", cfg.cleanupIntervalMs);
     timer = setInterval(() => {
-      service.cleanup().catch((e: unknown) => log.error({ err: e }, "account export cleanup failed"));
+      report.run(() => service.cleanup()).catch((e: unknown) => log.error({ err: e }, "account export cleanup failed"));
     }, cfg.cleanupIntervalMs);
     timer.unref();
   });

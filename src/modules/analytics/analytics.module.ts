@@ -27,6 +27,7 @@ export const analyticsModule: ModulePlugin = async (app, { platform }: ModuleOpt
     repo,
     registry: platform.metrics.registry,
     log: app.log.child({ module: "analytics" }),
+    report: platform.jobs.register("analytics.rollups", platform.config.analytics.rollupIntervalMs),
   });
   const service = new AnalyticsService(db);
   analyticsContexts.set(platform, { job, repo, service });

@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Db } from "../../platform/db/client.ts";
+import type { JobHandle } from "../../platform/jobs.ts";
 import { RollupBatch, type RollupsRepo } from "./rollups.repo.ts";
 
 /** Advisory lock of the analytics job and of rebuilds (arbitrary constant, distinct from the others). */
@@ -42,6 +43,8 @@ export interface RollupJobOptions {
   readonly maxStepsPerTick?: number;
   readonly registry?: Registry;
   readonly log?: Logger;
+  /** Where each tick reports (platform.jobs). */
+  readonly report?: JobHandle;
 }
 
 /**
@@ -59,6 +62,7 @@ export class RollupJob {
   private readonly batchSize: number;
   private readonly maxSteps: number;
   private readonly log: Logger | undefined;
+  private readonly report: JobHandle | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly rows: Counter<"source"> | undefined;
@@ -72,6 +76,7 @@ export class RollupJob {
     this.batchSize = opts.batchSize ?? 5_000;
     this.maxSteps = opts.maxStepsPerTick ?? 20;
     this.log = opts.log;
+    this.report = opts.report;
     const registers = opts.registry === undefined ? undefined : [opts.registry];
     if (registers !== undefined) {
       this.rows = new Counter({
@@ -188,7 +193,7 @@ export class RollupJob {
   runOnce(): Promise<void> {
     this.running ??= (async () => {
       try {
-        await this.catchUp();
+        await (this.report === undefined ? this.catchUp() : this.report.run(() => this.catchUp()));
         this.lastSuccess?.setToCurrentTime();
       } catch (err) {
         this.runs?.inc({ outcome: "failed" });

@@ -31,8 +31,12 @@ export interface SubscriptionSnapshot {
   /** Unit amount of that price in the smallest currency unit (cents), null for metered/tiered. */
   readonly unitAmount: number | null;
   readonly currency: string;
-  /** `month` or `year`. */
+  /** `day`, `week`, `month` or `year`. */
   readonly interval: string | null;
+  /** Billed every `intervalCount` intervals (Stripe's `recurring.interval_count`; absent: 1). */
+  readonly intervalCount?: number;
+  /** The item's quantity (seats); absent: 1. */
+  readonly quantity?: number;
   /** Seconds since the epoch (Stripe's `current_period_*`, on the item since API 2025-03-31). */
   readonly currentPeriodStart: number | null;
   readonly currentPeriodEnd: number | null;

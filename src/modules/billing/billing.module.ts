@@ -59,7 +59,12 @@ export const billingModule: ModulePlugin = async (app, { platform }: ModuleOptio
           },
           onStripeFailure: (operation) => stripeFailures.inc({ operation }),
         });
-  const jobs = new BillingJobs({ intervalMs: cfg.jobIntervalMs, log, registry: platform.metrics.registry });
+  const jobs = new BillingJobs({
+    intervalMs: cfg.jobIntervalMs,
+    log,
+    registry: platform.metrics.registry,
+    jobs: platform.jobs,
+  });
   const ctx: BillingContext = { platform, client, repo, service, jobs, stripeFailures };
   billingContexts.set(platform, ctx);
 

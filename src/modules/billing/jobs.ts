@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import { Counter, type Registry } from "prom-client";
 import type { Db } from "../../platform/db/client.ts";
+import type { JobHandle, JobRegistry } from "../../platform/jobs.ts";
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -40,15 +41,17 @@ export interface BillingTask {
  * the others; `runOnce()` is the test seam.
  */
 export class BillingJobs {
-  private readonly tasks: BillingTask[] = [];
+  private readonly tasks: { task: BillingTask; handle: JobHandle | undefined }[] = [];
+  private readonly jobs: JobRegistry | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly failures: Counter;
   private readonly log: Logger;
   private readonly intervalMs: number;
 
-  constructor(opts: { intervalMs: number; log: Logger; registry: Registry }) {
+  constructor(opts: { intervalMs: number; log: Logger; registry: Registry; jobs?: JobRegistry }) {
     this.intervalMs = opts.intervalMs;
+    this.jobs = opts.jobs;
     this.log = opts.log;
     this.failures = new Counter({
       name: "vla_billing_job_failures_total",
@@ -59,7 +62,7 @@ export class BillingJobs {
   }
 
   add(task: BillingTask): void {
-    this.tasks.push(task);
+    this.tasks.push({ task, handle: this.jobs?.register(`billing.${task.name}`, this.intervalMs) });
   }
 
   start(): void {
@@ -72,9 +75,9 @@ export class BillingJobs {
   runOnce(): Promise<void> {
     this.running ??= (async () => {
       try {
-        for (const task of this.tasks) {
+        for (const { task, handle } of this.tasks) {
           try {
-            await task.run();
+            await (handle === undefined ? task.run() : handle.run(() => task.run()));
           } catch (err) {
             this.failures.inc({ task: task.name });
             this.log.warn({ err, task: task.name }, "billing job task failed; retried at the next tick");

@@ -152,6 +152,8 @@ describe("stripe billing client: requests", () => {
       unitAmount: 29_000,
       currency: "usd",
       interval: "year",
+      intervalCount: 1,
+      quantity: 1,
       currentPeriodStart: item?.current_period_start,
       currentPeriodEnd: item?.current_period_end,
       cancelAtPeriodEnd: false,

@@ -420,11 +420,24 @@ function toSubscription(raw: unknown): SubscriptionSnapshot {
     throw unusable(what, "items.data[0].price.unit_amount");
   }
   let interval: string | null = null;
+  let intervalCount = 1;
   if (isRecord(price.recurring)) {
     const i = price.recurring.interval;
     if (typeof i !== "string" || !INTERVALS.has(i)) throw unusable(what, "items.data[0].price.recurring.interval");
     interval = i;
+    const n = price.recurring.interval_count;
+    if (n !== undefined && n !== null) {
+      if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1) {
+        throw unusable(what, "items.data[0].price.recurring.interval_count");
+      }
+      intervalCount = n;
+    }
   }
+  const q = item.quantity;
+  if (q !== undefined && q !== null && (typeof q !== "number" || !Number.isSafeInteger(q) || q < 0)) {
+    throw unusable(what, "items.data[0].quantity");
+  }
+  const quantity = typeof q === "number" ? q : 1;
   const cancelAtPeriodEnd = raw.cancel_at_period_end;
   if (typeof cancelAtPeriodEnd !== "boolean") throw unusable(what, "cancel_at_period_end");
   let ourCustomerId: string | null = null;
@@ -440,6 +453,8 @@ function toSubscription(raw: unknown): SubscriptionSnapshot {
     unitAmount: typeof unitAmount === "number" ? unitAmount : null,
     currency: readCurrency(raw, "currency", what),
     interval,
+    intervalCount,
+    quantity,
     currentPeriodStart: readOptionalTimestamp(item, "current_period_start", what),
     currentPeriodEnd: readOptionalTimestamp(item, "current_period_end", what),
     cancelAtPeriodEnd,

@@ -21,6 +21,7 @@ import {
   paymentRecoveredEmail,
   subscriptionCanceledEmail,
 } from "./dunning.emails.ts";
+import { recordSubscriptionChange } from "./subscription-changes.ts";
 import {
   claimEvent,
   customersWithStripe,
@@ -436,6 +437,13 @@ export class WebhookService {
       tier,
     };
     await writeSubscription(tx, row.id, fields);
+    await recordSubscriptionChange(tx, {
+      customerId: row.id,
+      source: opts.event.type === "reconcile" ? "reconcile" : "webhook",
+      snap,
+      priceTier: paidTier,
+      now: new Date(now),
+    });
 
     const { effects } = opts;
     const email = (render: (to: string) => EmailMessage) => effects.emails.push({ customerId: row.id, render });
@@ -507,6 +515,13 @@ export class WebhookService {
       graceUntil: null,
       subscriptionSyncedAt: new Date(this.deps.now()),
       tier: "free",
+    });
+    await recordSubscriptionChange(tx, {
+      customerId: row.id,
+      source: "stripe_customer_deleted",
+      snap: null,
+      priceTier: undefined,
+      now: new Date(this.deps.now()),
     });
     if (row.tier !== "free") {
       effects.changed.add(row.id);

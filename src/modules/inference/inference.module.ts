@@ -36,11 +36,13 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
   inferenceLogWriters.set(platform, writer);
 
   // Partitions: the current month and the next two, at start and periodically after.
+  const report = platform.jobs.register("inference_logs.partitions", platform.config.inference.partitionCheckMs);
   const ensure = async () => {
     try {
-      const r = await repo.ensurePartitions(new Date(platform.now()), 2);
+      const r = await report.run(() => repo.ensurePartitions(new Date(platform.now()), 2));
       if (r.created.length > 0) app.log.info({ partitions: r.created }, "inference_logs partitions created");
       if (r.failed.length > 0) {
+        report.failed(new Error(`partitions not created: ${r.failed.join(", ")}`));
         app.log.warn(
           { partitions: r.failed },
           "inference_logs partitions could not be created; rows go to the default partition",

@@ -6,7 +6,7 @@ import type { Lifecycle } from "../../platform/lifecycle.ts";
 import { thumbnailEmbedding } from "../context/thumbnail-embedding.ts";
 import { decodeAction, unnormalize } from "../models/action-codec.ts";
 import { createBackend } from "../models/backends/index.ts";
-import type { BackendOutput, BackendRequest, ModelBackend } from "../models/backends/types.ts";
+import type { BackendOutput, BackendRequest, EndpointReport, ModelBackend } from "../models/backends/types.ts";
 import { type DatasetStatistics, selectUnnormKey } from "../models/dataset-statistics.ts";
 import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
 import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
@@ -79,6 +79,20 @@ export interface ModelInfo {
 }
 
 export const MAX_INSTRUCTION_CHARS = 1000;
+
+export interface ModelBackendReport {
+  readonly id: string;
+  readonly backend: string;
+  readonly status: CheckResult["status"];
+  readonly detail: string | null;
+  /** How long the backend's health check took. */
+  readonly check_ms: number;
+  readonly queue_depth: number;
+  readonly max_queue: number;
+  /** Recent requests (in-process window). */
+  readonly latency_ms: { readonly p50: number | null; readonly p95: number | null; readonly p99: number | null };
+  readonly endpoints: EndpointReport[];
+}
 
 interface LoadedModel {
   readonly def: ModelDefinition;
@@ -324,6 +338,36 @@ export class InferenceEngine {
     const detail = reports.map((r) => `${r.id}: ${r.status}${r.detail ? ` (${r.detail})` : ""}`).join("; ");
     if (ready === reports.length) return { status: "ok", detail };
     return { status: down === reports.length ? "down" : "degraded", detail };
+  }
+
+  /**
+   * Each model for the deep health route: its backend's health (timed), the endpoints' circuits of
+   * a remote backend, queue depth and the recent latency window.
+   */
+  async backendReports(): Promise<ModelBackendReport[]> {
+    return Promise.all(
+      [...this.models.values()].map(async (m) => {
+        const t0 = performance.now();
+        let h: CheckResult;
+        try {
+          h = await m.backend.health();
+        } catch (e) {
+          h = { status: "down", detail: e instanceof Error ? e.message : String(e) };
+        }
+        const snap = m.stats.snapshot(m.scheduler.depth);
+        return {
+          id: m.def.id,
+          backend: m.backend.kind,
+          status: h.status,
+          detail: h.detail ?? null,
+          check_ms: Math.round((performance.now() - t0) * 100) / 100,
+          queue_depth: snap.queue_depth,
+          max_queue: m.def.batching.maxQueue,
+          latency_ms: snap.latency_ms,
+          endpoints: m.backend.endpoints?.() ?? [],
+        };
+      }),
+    );
   }
 
   /** The `queue` health check: degraded when any queue is more than 80% full. */

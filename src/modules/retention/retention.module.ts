@@ -25,27 +25,30 @@ export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
   retentionJobs.set(platform, job);
 
   let current: Promise<unknown> | undefined;
+  const report = platform.jobs.register("retention", platform.config.retention.intervalMs);
   const tick = () => {
-    current = job.run().then(
-      (r) => {
-        if (r.ran) {
-          app.log.info(
-            {
-              deleted: r.rows,
-              instructionTextsCleared: r.instructionTextsCleared,
-              partitionsDropped: r.partitions,
-              contextRows: r.contextRows,
-              imagesDeleted: r.imagesDeleted,
-              imageKeysCleared: r.imageKeysCleared,
-              customers: r.customers,
-              durationMs: Math.round(r.durationMs),
-            },
-            "retention run",
-          );
-        }
-      },
-      (err: unknown) => app.log.warn({ err }, "retention run failed; retried at the next tick"),
-    );
+    current = report
+      .run(() => job.run())
+      .then(
+        (r) => {
+          if (r.ran) {
+            app.log.info(
+              {
+                deleted: r.rows,
+                instructionTextsCleared: r.instructionTextsCleared,
+                partitionsDropped: r.partitions,
+                contextRows: r.contextRows,
+                imagesDeleted: r.imagesDeleted,
+                imageKeysCleared: r.imageKeysCleared,
+                customers: r.customers,
+                durationMs: Math.round(r.durationMs),
+              },
+              "retention run",
+            );
+          }
+        },
+        (err: unknown) => app.log.warn({ err }, "retention run failed; retried at the next tick"),
+      );
     return current;
   };
   retentionTicks.set(platform, tick);

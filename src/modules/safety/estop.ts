@@ -19,6 +19,14 @@ export interface EstopRegistry {
   clear(customerId: string, robotId: string): Promise<boolean>;
   /** The customer's stopped robots. */
   list(customerId: string): Promise<ReadonlyMap<string, EstopRecord>>;
+  /** Every customer's stopped robots (operators: `GET /admin/safety/stops`), at most `max`. */
+  listAll(max: number): Promise<StoppedRobot[]>;
+}
+
+export interface StoppedRobot {
+  readonly customerId: string;
+  readonly robotId: string;
+  readonly record: EstopRecord;
 }
 
 /**
@@ -57,6 +65,16 @@ export class MemoryEstopRegistry implements EstopRegistry {
   }
   async list(customerId: string): Promise<ReadonlyMap<string, EstopRecord>> {
     return new Map(this.byCustomer.get(customerId) ?? []);
+  }
+  async listAll(max: number): Promise<StoppedRobot[]> {
+    const out: StoppedRobot[] = [];
+    for (const [customerId, m] of this.byCustomer) {
+      for (const [robotId, record] of m) {
+        if (out.length >= max) return out;
+        out.push({ customerId, robotId, record });
+      }
+    }
+    return out;
   }
 }
 
@@ -132,7 +150,35 @@ export class RedisEstopRegistry implements EstopRegistry {
       return this.local.list(customerId);
     }
   }
+
+  /** SCANs the per-customer hashes (never KEYS); in process only while Redis is away. */
+  async listAll(max: number): Promise<StoppedRobot[]> {
+    const c = this.client();
+    if (c === null) return this.local.listAll(max);
+    try {
+      const out: StoppedRobot[] = [];
+      let cursor = "0";
+      do {
+        const [next, keys] = await c.scan(cursor, "MATCH", `${this.redis.keyPrefix}safety:estop:{*}`, "COUNT", 500);
+        cursor = next;
+        for (const key of keys) {
+          const customerId = CUSTOMER_IN_KEY.exec(key)?.[1];
+          if (customerId === undefined) continue;
+          const all = await c.hgetall(key);
+          for (const [robotId, raw] of Object.entries(all)) {
+            if (out.length >= max) return out;
+            out.push({ customerId, robotId, record: parseRecord(raw) });
+          }
+        }
+      } while (cursor !== "0");
+      return out;
+    } catch {
+      return this.local.listAll(max);
+    }
+  }
 }
+
+const CUSTOMER_IN_KEY = /safety:estop:\{([^}]+)\}$/;
 
 function parseRecord(raw: string): EstopRecord {
   try {

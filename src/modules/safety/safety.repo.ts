@@ -24,6 +24,7 @@ export interface IncidentFilter {
 
 export interface StoredIncident {
   readonly id: string;
+  readonly customerId: string;
   readonly robotId: string;
   readonly inferenceId: string | null;
   readonly violationType: string;
@@ -193,8 +194,9 @@ export class SafetyRepo {
     );
   }
 
-  private where(customerId: string, f: IncidentFilter) {
-    const conds = [eq(safetyIncidents.customerId, customerId)];
+  /** `customerId` null: every customer's (operators only; the admin routes). */
+  private where(customerId: string | null, f: IncidentFilter) {
+    const conds = customerId === null ? [] : [eq(safetyIncidents.customerId, customerId)];
     if (f.robotId !== undefined) conds.push(eq(safetyIncidents.robotId, f.robotId));
     if (f.severity !== undefined && f.severity.length > 0)
       conds.push(inArray(safetyIncidents.severity, [...f.severity]));
@@ -204,9 +206,12 @@ export class SafetyRepo {
     return conds;
   }
 
-  /** Newest first; `cursor` from the previous page. Throws InvalidCursorError on a malformed cursor. */
+  /**
+   * Newest first; `cursor` from the previous page. Throws InvalidCursorError on a malformed cursor.
+   * `customerId` null lists every customer's (operators only: `GET /admin/safety/incidents`).
+   */
   async listIncidents(
-    customerId: string,
+    customerId: string | null,
     filter: IncidentFilter = {},
     page: { readonly limit?: number; readonly cursor?: string | undefined } = {},
   ): Promise<IncidentPage> {
@@ -225,6 +230,7 @@ export class SafetyRepo {
       .limit(limit + 1);
     const items = rows.slice(0, limit).map((r) => ({
       id: r.id,
+      customerId: r.customerId,
       robotId: r.robotId,
       inferenceId: r.inferenceId,
       violationType: r.violationType,
@@ -240,8 +246,8 @@ export class SafetyRepo {
     return { items, nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last.at, last.id) : null };
   }
 
-  /** Counts by type, severity and robot over [from, to). */
-  async summary(customerId: string, filter: IncidentFilter = {}): Promise<SafetySummary> {
+  /** Counts by type, severity and robot over [from, to). `customerId` null: every customer's (operators). */
+  async summary(customerId: string | null, filter: IncidentFilter = {}): Promise<SafetySummary> {
     const where = and(...this.where(customerId, filter));
     const group = async (key: "violationType" | "severity" | "robotId") => {
       const col = sql<string>`${safetyIncidents[key]}`;

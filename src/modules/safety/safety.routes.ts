@@ -6,7 +6,13 @@ import type { Platform } from "../../platform/platform.ts";
 import { selectUnnormKey } from "../models/dataset-statistics.ts";
 import type { EstopRecord } from "./estop.ts";
 import { EMBODIMENT_DEFAULTS, resolveProfile, type SafetyProfile, UNNORM_KEY_EMBODIMENT } from "./profile.ts";
-import { InvalidCursorError, type RobotRecord, type SafetyRepo } from "./safety.repo.ts";
+import {
+  type IncidentPage,
+  InvalidCursorError,
+  type RobotRecord,
+  type SafetyRepo,
+  type StoredIncident,
+} from "./safety.repo.ts";
 import {
   ClearStopResponseSchema,
   type EffectiveProfileSchema,
@@ -314,41 +320,8 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
     },
     async (request) => {
       const customerId = customerOf(request.principal);
-      const q = request.query;
-      try {
-        const page = await repo.listIncidents(
-          customerId,
-          {
-            robotId: q.robot_id,
-            severity: splitList(q.severity),
-            type: splitList(q.type),
-            from: queryTime(q.from, "/from"),
-            to: queryTime(q.to, "/to"),
-          },
-          { limit: q.limit, cursor: q.cursor },
-        );
-        return {
-          data: page.items.map((i) => ({
-            id: i.id,
-            at: i.at.toISOString(),
-            robot_id: i.robotId,
-            inference_id: i.inferenceId,
-            type: i.violationType,
-            severity: i.severity,
-            action_taken: i.actionTaken,
-            measured: i.measured,
-            limit: i.limit,
-            step: i.step,
-            message: i.message,
-          })),
-          next_cursor: page.nextCursor,
-        };
-      } catch (e) {
-        if (e instanceof InvalidCursorError) {
-          throw errors.invalidRequest([{ in: "query", path: "/cursor", message: "is not a cursor from this API" }]);
-        }
-        throw e;
-      }
+      const page = await listIncidentPage(repo, customerId, request.query);
+      return { data: page.items.map(incidentView), next_cursor: page.nextCursor };
     },
   );
 
@@ -395,6 +368,52 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
  * (year 0000 is valid ISO 8601) is one PostgreSQL refuses in a timestamptz parameter: the query
  * would fail with a 500.
  */
+/**
+ * One page of incidents for the query of `GET /v1/safety/incidents` (also `/admin/safety/incidents`,
+ * `customerId` null for every customer): 400 `invalid_request` for a malformed cursor or time.
+ */
+export async function listIncidentPage(
+  repo: SafetyRepo,
+  customerId: string | null,
+  q: Static<typeof IncidentQuery>,
+): Promise<IncidentPage> {
+  try {
+    return await repo.listIncidents(
+      customerId,
+      {
+        robotId: q.robot_id,
+        severity: splitList(q.severity),
+        type: splitList(q.type),
+        from: queryTime(q.from, "/from"),
+        to: queryTime(q.to, "/to"),
+      },
+      { limit: q.limit, cursor: q.cursor },
+    );
+  } catch (e) {
+    if (e instanceof InvalidCursorError) {
+      throw errors.invalidRequest([{ in: "query", path: "/cursor", message: "is not a cursor from this API" }]);
+    }
+    throw e;
+  }
+}
+
+/** An incident as the incident routes show it. */
+export function incidentView(i: StoredIncident) {
+  return {
+    id: i.id,
+    at: i.at.toISOString(),
+    robot_id: i.robotId,
+    inference_id: i.inferenceId,
+    type: i.violationType,
+    severity: i.severity,
+    action_taken: i.actionTaken,
+    measured: i.measured,
+    limit: i.limit,
+    step: i.step,
+    message: i.message,
+  };
+}
+
 function queryTime(v: string | undefined, path: string): Date | undefined {
   if (v === undefined) return undefined;
   const d = new Date(v);

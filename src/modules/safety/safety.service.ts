@@ -3,7 +3,7 @@ import { errors } from "../../platform/errors.ts";
 import type { InvalidationBus } from "../../platform/invalidation.ts";
 import type { SafetyCheck, SafetyGate, SafetyOutcome } from "../inference/inference-runner.ts";
 import type { ArrayStats, DatasetStatistics } from "../models/dataset-statistics.ts";
-import type { EstopRecord, EstopRegistry } from "./estop.ts";
+import type { EstopRecord, EstopRegistry, StoppedRobot } from "./estop.ts";
 import { evaluate, evaluateSync } from "./evaluator.ts";
 import { type IncidentRow, incidentsFromResult } from "./incidents.ts";
 import { momentsFromDatasetStatistics, OodClassifier } from "./ood-classifier.ts";
@@ -222,6 +222,11 @@ export class SafetyService implements SafetyGate {
 
   async stoppedRobots(customerId: string): Promise<ReadonlyMap<string, EstopRecord>> {
     return this.o.estops.list(customerId);
+  }
+
+  /** Every customer's stopped robots, at most `max` (operators). */
+  async stoppedEverywhere(max: number): Promise<StoppedRobot[]> {
+    return this.o.estops.listAll(max);
   }
 
   /** Clears an emergency stop and the robot's previous action (motion restarts from rest). */

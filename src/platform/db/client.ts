@@ -37,7 +37,18 @@ export interface Database {
    * when another session holds the lock.
    */
   withSessionLock(lockId: number, fn: () => Promise<void>): Promise<boolean>;
+  /** Connection pool usage (PostgreSQL); undefined for embedded PGlite (one connection, no pool). */
+  poolStats?(): PoolStats;
   close(): Promise<void>;
+}
+
+export interface PoolStats {
+  readonly max: number;
+  /** Open connections (busy + idle). */
+  readonly total: number;
+  readonly idle: number;
+  /** Queries waiting for a connection. */
+  readonly waiting: number;
 }
 
 export interface DatabaseOptions {
@@ -150,6 +161,12 @@ async function createPostgres(options: DatabaseOptions): Promise<Database> {
     kind: "postgres",
     db: db as unknown as Db,
     description: `PostgreSQL ${redactUrl(url)} (pool max ${options.poolMax ?? 30})`,
+    poolStats: () => ({
+      max: options.poolMax ?? 30,
+      total: pool.totalCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+    }),
     async ping(timeoutMs = 2_000) {
       if (closed) throw new Error("database is closed");
       await withTimeout(pool.query("select 1"), timeoutMs, "database ping");

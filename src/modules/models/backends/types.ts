@@ -26,6 +26,17 @@ export type BackendOutput =
 /** Per-item outcome: an output, or the error for that item only. */
 export type BackendResult = BackendOutput | Error;
 
+export interface EndpointReport {
+  readonly url: string;
+  /** closed (usable), open (rejecting until the cooldown ends) or half_open (one trial allowed). */
+  readonly circuit: "closed" | "open" | "half_open";
+  /** The last active health probe succeeded (true when never probed). */
+  readonly probe_ok: boolean;
+  readonly consecutive_failures: number;
+  readonly outstanding: number;
+  readonly last_error: string | null;
+}
+
 export type BackendKind = "mock" | "onnx" | "openvla-http" | "kserve-v2";
 
 export interface ModelBackend {
@@ -33,6 +44,8 @@ export interface ModelBackend {
   /** Results are in the order of `batch`. Throwing fails the whole batch. */
   infer(batch: readonly BackendRequest[]): Promise<BackendResult[]>;
   health(): Promise<CheckResult>;
+  /** Remote backends: each endpoint's circuit (the deep health route); local backends have none. */
+  endpoints?(): EndpointReport[];
   /** Loads weights / checks endpoints; the model is `ready` once this resolves. */
   warmUp(): Promise<void>;
   close(): Promise<void>;

@@ -66,7 +66,11 @@ export const robotPerformanceMetrics = pgTable(
     model: text("model").notNull(),
     ...measures(),
   },
-  (t) => [primaryKey({ name: "robot_performance_metrics_pk", columns: [t.customerId, t.day, t.robotId, t.model] })],
+  (t) => [
+    primaryKey({ name: "robot_performance_metrics_pk", columns: [t.customerId, t.day, t.robotId, t.model] }),
+    // Platform-wide ranges over every customer (GET /admin/stats).
+    index("robot_performance_metrics_day_customer_idx").on(t.day, t.customerId),
+  ],
 );
 
 /**
@@ -87,6 +91,8 @@ export const usageHourlyMetrics = pgTable(
   },
   (t) => [
     primaryKey({ name: "usage_hourly_metrics_pk", columns: [t.customerId, t.hour, t.model, t.source, t.apiKeyId] }),
+    // Platform-wide ranges over every customer (GET /admin/stats).
+    index("usage_hourly_metrics_hour_customer_idx").on(t.hour, t.customerId),
   ],
 );
 

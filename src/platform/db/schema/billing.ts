@@ -83,6 +83,47 @@ export const billingUsageAlerts = pgTable(
   (t) => [primaryKey({ columns: [t.customerId, t.period, t.meter, t.threshold] })],
 );
 
+/**
+ * Append-only history of each customer's subscription as it counts for revenue: one row whenever
+ * the webhook or reconciliation changes its price, quantity, status or tier, written in the same
+ * transaction as the customer row. `mrr_before` / `mrr_after` are the monthly recurring revenue
+ * of the subscription before and after, in minor units of `currency_before` / `currency_after`
+ * (docs/admin.md, "Revenue"). The latest row of a customer is its current MRR. Erasure deletes
+ * the customer's rows with it.
+ */
+export const subscriptionChanges = pgTable(
+  "subscription_changes",
+  {
+    id: uuid("id").primaryKey().defaultRandom(),
+    customerId: uuid("customer_id")
+      .notNull()
+      .references(() => customers.id, { onDelete: "cascade" }),
+    at: timestamp("at", { withTimezone: true }).notNull().defaultNow(),
+    /** webhook, reconcile or stripe_customer_deleted. */
+    source: text("source").notNull(),
+    stripeSubscriptionId: text("stripe_subscription_id"),
+    stripePriceId: text("stripe_price_id"),
+    /** Stripe's status after the change; null once the Stripe customer is gone. */
+    status: text("status"),
+    /** The tier the price sells (pro, enterprise); null for a price not configured. */
+    priceTier: text("price_tier"),
+    unitAmount: bigint("unit_amount", { mode: "number" }),
+    quantity: integer("quantity").notNull().default(1),
+    /** day, week, month or year, every `interval_count`. */
+    interval: text("interval"),
+    intervalCount: integer("interval_count").notNull().default(1),
+    mrrBefore: bigint("mrr_before", { mode: "number" }).notNull(),
+    currencyBefore: text("currency_before"),
+    mrrAfter: bigint("mrr_after", { mode: "number" }).notNull(),
+    currencyAfter: text("currency_after"),
+  },
+  (t) => [
+    index("subscription_changes_customer_at_idx").on(t.customerId, t.at),
+    index("subscription_changes_at_idx").on(t.at),
+  ],
+);
+
 export type StripeEventRow = typeof stripeEvents.$inferSelect;
 export type BillingOutboxRow = typeof billingOutbox.$inferSelect;
 export type BillingMeterReportRow = typeof billingMeterReports.$inferSelect;
+export type SubscriptionChangeRow = typeof subscriptionChanges.$inferSelect;

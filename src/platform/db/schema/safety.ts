@@ -37,6 +37,8 @@ export const safetyIncidents = pgTable(
   (t) => [
     index("safety_incidents_customer_at_idx").on(t.customerId, t.at),
     index("safety_incidents_customer_robot_at_idx").on(t.customerId, t.robotId, t.at),
+    // Every customer's incidents, newest first (GET /admin/safety/incidents, /admin/stats).
+    index("safety_incidents_at_id_idx").on(t.at, t.id),
   ],
 );
 

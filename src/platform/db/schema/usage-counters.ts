@@ -1,4 +1,4 @@
-import { bigint, date, pgTable, primaryKey, timestamp, uuid } from "drizzle-orm/pg-core";
+import { bigint, date, index, pgTable, primaryKey, timestamp, uuid } from "drizzle-orm/pg-core";
 import { customers } from "./customers.ts";
 
 /**
@@ -18,7 +18,11 @@ export const usageCounters = pgTable(
     streamMs: bigint("stream_ms", { mode: "number" }).notNull().default(0),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.customerId, t.month] })],
+  (t) => [
+    primaryKey({ columns: [t.customerId, t.month] }),
+    // A month's totals and top customers over every customer (GET /admin/stats).
+    index("usage_counters_month_requests_idx").on(t.month, t.requests, t.customerId),
+  ],
 );
 
 export type UsageCounterRow = typeof usageCounters.$inferSelect;

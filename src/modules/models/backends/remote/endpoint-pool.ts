@@ -1,6 +1,7 @@
 import { AppError, errors } from "../../../../platform/errors.ts";
 import type { CheckResult } from "../../../../platform/health.ts";
 import type { RemoteSettings } from "../../registry.ts";
+import type { EndpointReport } from "../types.ts";
 
 /** A failure of one remote call; `retryable` false means another endpoint would fail the same way. */
 export class RemoteCallError extends Error {
@@ -142,6 +143,19 @@ export class EndpointPool {
       throw errors.modelUnavailable(this.modelId, last.message, last);
     }
     throw errors.modelUnavailable(this.modelId, "no endpoint is available (all circuits open or unhealthy)");
+  }
+
+  /** Each endpoint's circuit and counters (the deep health route). */
+  report(): EndpointReport[] {
+    const now = this.now();
+    return this.endpoints.map((e) => ({
+      url: e.url,
+      circuit: e.openUntil === 0 ? "closed" : now < e.openUntil ? "open" : "half_open",
+      probe_ok: e.probeOk,
+      consecutive_failures: e.consecutiveFailures,
+      outstanding: e.outstanding,
+      last_error: e.lastError ?? null,
+    }));
   }
 
   /** Circuit-based health: ok when every endpoint is usable, degraded when some are, down when none. */

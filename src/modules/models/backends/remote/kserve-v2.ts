@@ -1,6 +1,6 @@
 import type { CheckResult } from "../../../../platform/health.ts";
 import type { BackendSettings } from "../../registry.ts";
-import type { BackendRequest, BackendResult, ModelBackend } from "../types.ts";
+import type { BackendRequest, BackendResult, EndpointReport, ModelBackend } from "../types.ts";
 import { EndpointPool, RemoteCallError, readBounded } from "./endpoint-pool.ts";
 
 type KServeSettings = Extract<BackendSettings, { kind: "kserve-v2" }>;
@@ -201,6 +201,10 @@ export class KServeV2Backend implements ModelBackend {
     return Array.from({ length: batchSize }, (_, i) =>
       Array.from({ length: h as number }, (_r, t) => found.slice(i * per + t * d, i * per + (t + 1) * d)),
     );
+  }
+
+  endpoints(): EndpointReport[] {
+    return this.pool.report();
   }
 
   /** Probes `/v2/health/ready` and `/v2/models/{name}/ready` on every endpoint. */

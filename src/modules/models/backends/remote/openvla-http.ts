@@ -2,7 +2,7 @@ import type { CheckResult } from "../../../../platform/health.ts";
 import { decodeJsonNumpy, encodeJsonNumpy, isJsonNumpyDoc, jsonNumpyText } from "../../../inference/json-numpy.ts";
 import { toNumbers } from "../../../inference/ndarray.ts";
 import type { RemoteSettings } from "../../registry.ts";
-import type { BackendOutput, BackendRequest, BackendResult, ModelBackend } from "../types.ts";
+import type { BackendOutput, BackendRequest, BackendResult, EndpointReport, ModelBackend } from "../types.ts";
 import { EndpointPool, RemoteCallError } from "./endpoint-pool.ts";
 import { createAgents, postBytes } from "./http-post.ts";
 
@@ -89,6 +89,10 @@ export class OpenVlaHttpBackend implements ModelBackend {
     if (rows.length > this.maxChunk)
       throw invalid(`${rows.length} steps, the model is configured for ${this.maxChunk}`);
     return rows;
+  }
+
+  endpoints(): EndpointReport[] {
+    return this.pool.report();
   }
 
   async health(): Promise<CheckResult> {
