@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { ADVISORY_LOCKS } from "../../platform/db/advisory-locks.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { AdminCustomersRepo } from "./customers.repo.ts";
 import { adminCustomersRoutes } from "./customers.routes.ts";
@@ -8,7 +9,7 @@ import { AdminCustomersService } from "./customers.service.ts";
 export const METRICS_REFRESH_MS = 60_000;
 
 /** Session advisory lock of the metrics refresh: one instance at a time (distinct from the other jobs' ids). */
-export const ADMIN_METRICS_LOCK = 7_501_001;
+export const ADMIN_METRICS_LOCK = ADVISORY_LOCKS.adminMetrics;
 
 /** The repo the module's job uses, for tests and the benchmark (refresh on demand). */
 export const adminCustomersRepos = new WeakMap<object, AdminCustomersRepo>();

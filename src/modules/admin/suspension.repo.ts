@@ -1,4 +1,5 @@
 import { and, eq, isNull, ne, sql } from "drizzle-orm";
+import { ADVISORY_LOCKS } from "../../platform/db/advisory-locks.ts";
 import type { Db } from "../../platform/db/client.ts";
 import { customers, users } from "../../platform/db/schema/index.ts";
 
@@ -17,9 +18,6 @@ export interface SuperuserRow {
   readonly isSuperuser: boolean;
   readonly isActive: boolean;
 }
-
-/** Arbitrary constant: the advisory lock of superuser changes (other modules use 7_2xx, 7_3xx, 7_4xx). */
-const SUPERUSER_LOCK_ID = 7_501_001;
 
 const CUSTOMER_COLUMNS = {
   id: customers.id,
@@ -97,7 +95,7 @@ export class SuspensionRepo {
    * instead could deadlock (each transaction holds its target and waits for the other's).
    */
   async lockSuperuserChanges(tx: Db): Promise<void> {
-    await tx.execute(sql`select pg_advisory_xact_lock(${SUPERUSER_LOCK_ID})`);
+    await tx.execute(sql`select pg_advisory_xact_lock(${ADVISORY_LOCKS.superuserChanges})`);
   }
 
   /** Superusers other than `userId` who can still act: active, and their customer not suspended. */

@@ -1,11 +1,12 @@
 import { sql } from "drizzle-orm";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { ADVISORY_LOCKS } from "../../platform/db/advisory-locks.ts";
 import type { Db } from "../../platform/db/client.ts";
 import type { JobHandle } from "../../platform/jobs.ts";
 import { RollupBatch, type RollupsRepo } from "./rollups.repo.ts";
 
 /** Advisory lock of the analytics job and of rebuilds (arbitrary constant, distinct from the others). */
-export const ANALYTICS_LOCK = 7_401_001;
+export const ANALYTICS_LOCK = ADVISORY_LOCKS.analyticsRollups;
 
 const LOGS = "inference_logs";
 const FEEDBACK = "feedback";

@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import { Counter, type Registry } from "prom-client";
+import { ADVISORY_LOCKS } from "../../platform/db/advisory-locks.ts";
 import type { Db } from "../../platform/db/client.ts";
 import type { JobHandle, JobRegistry } from "../../platform/jobs.ts";
 
@@ -8,12 +9,12 @@ interface Logger {
   error(obj: object, msg: string): void;
 }
 
-/** Advisory lock ids of billing jobs (arbitrary constants, distinct from the migration lock). */
+/** Advisory lock ids of billing jobs (src/platform/db/advisory-locks.ts). */
 export const BILLING_LOCKS = {
-  grace: 7_301_001,
-  outbox: 7_301_002,
-  overage: 7_301_003,
-  alerts: 7_301_004,
+  grace: ADVISORY_LOCKS.billingGrace,
+  outbox: ADVISORY_LOCKS.billingOutbox,
+  overage: ADVISORY_LOCKS.billingOverage,
+  alerts: ADVISORY_LOCKS.billingAlerts,
 } as const;
 
 /**

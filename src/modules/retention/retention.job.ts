@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from "prom-client";
+import { ADVISORY_LOCKS } from "../../platform/db/advisory-locks.ts";
 import type { Database } from "../../platform/db/client.ts";
 import type { ObjectStore } from "../../platform/object-store.ts";
 import { type ConsentTier, TIER_PERMISSIONS, TIER_RETENTION_DAYS } from "../consent/consent-policy.ts";
@@ -7,7 +8,7 @@ import { customerImagePrefix } from "../context/image-uploads.ts";
 import { partitionEnd, RETAINED_TABLES, type RetainedTable, RetentionRepo } from "./retention.repo.ts";
 
 /** Advisory lock id of the retention job (arbitrary constant, distinct from the others). */
-export const RETENTION_LOCK = 7_401_001;
+export const RETENTION_LOCK = ADVISORY_LOCKS.retention;
 
 const DAY_MS = 86_400_000;
 

@@ -9,6 +9,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
+import { ADVISORY_LOCKS } from "./advisory-locks.ts";
 import { acquireDataDirLock } from "./data-dir-lock.ts";
 import * as schema from "./schema/index.ts";
 import { withWellFormedParams } from "./well-formed-params.ts";
@@ -19,8 +20,8 @@ export type Db = PgDatabase<PgQueryResultHKT, Schema>;
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL("../../../migrations", import.meta.url));
 
-/** Arbitrary constant: the advisory lock that serialises migrations across instances. */
-const MIGRATION_LOCK_ID = 7_240_001;
+/** The advisory lock that serialises migrations across instances. */
+const MIGRATION_LOCK_ID = ADVISORY_LOCKS.migrations;
 
 export interface Database {
   readonly kind: "pglite" | "postgres";
