@@ -190,6 +190,12 @@ describe("GET /admin/stats/revenue", () => {
       net: 2_900 + 49_900 + 2_900 + 2 * 2_900 - 2_900,
     });
     expect(old.customerId).toBeDefined();
+    // The admin list's per-customer MRR is the same computation (quantity included): they add up.
+    const list = await get("/admin/customers?sort=mrr&limit=100");
+    expect(list.statusCode, list.body).toBe(200);
+    const rows = list.json().data as { id: string; mrr: number }[];
+    expect(rows.find((x) => x.id === c.customerId)?.mrr).toBe(3 * 2_900);
+    expect(rows.reduce((sum, x) => sum + x.mrr, 0)).toBe(usd.mrr);
   });
 
   it("a price change of a paying subscription is expansion (or contraction)", async () => {

@@ -11,6 +11,7 @@ export interface SubscriptionFields {
   readonly stripePriceId: string | null;
   /** The price's amount, currency and interval (the admin list's MRR); left as they are when omitted. */
   readonly subscriptionUnitAmount?: number | null;
+  readonly mrrMinor?: number;
   readonly subscriptionCurrency?: string | null;
   readonly subscriptionInterval?: string | null;
   readonly currentPeriodStart: Date | null;

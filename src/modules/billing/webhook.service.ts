@@ -21,7 +21,7 @@ import {
   paymentRecoveredEmail,
   subscriptionCanceledEmail,
 } from "./dunning.emails.ts";
-import { recordSubscriptionChange } from "./subscription-changes.ts";
+import { monthlyAmount, recordSubscriptionChange } from "./subscription-changes.ts";
 import {
   claimEvent,
   customersWithStripe,
@@ -429,6 +429,13 @@ export class WebhookService {
       subscriptionUnitAmount: snap.unitAmount,
       subscriptionCurrency: snap.currency,
       subscriptionInterval: snap.interval,
+      mrrMinor: monthlyAmount({
+        status: snap.status,
+        unitAmount: snap.unitAmount,
+        quantity: snap.quantity ?? 1,
+        interval: snap.interval,
+        intervalCount: snap.intervalCount ?? 1,
+      }),
       currentPeriodStart: snap.currentPeriodStart === null ? null : new Date(snap.currentPeriodStart * 1000),
       currentPeriodEnd: snap.currentPeriodEnd === null ? null : new Date(snap.currentPeriodEnd * 1000),
       cancelAtPeriodEnd: snap.cancelAtPeriodEnd,
@@ -509,6 +516,7 @@ export class WebhookService {
       subscriptionUnitAmount: null,
       subscriptionCurrency: null,
       subscriptionInterval: null,
+      mrrMinor: 0,
       currentPeriodStart: null,
       currentPeriodEnd: null,
       cancelAtPeriodEnd: false,

@@ -43,17 +43,13 @@ export const customers = pgTable(
     /** `month` or `year`. */
     subscriptionInterval: text("subscription_interval"),
     /**
-     * Monthly recurring revenue of the subscription in the smallest currency unit, derived by the
-     * database from the columns above: the unit amount times the intervals per month (a year
-     * 1/12, a week 52/12, a day 365/12), rounded; 0 unless the subscription is active or past
-     * due. Generated, so it can never disagree with them; indexed for the admin list's `sort=mrr`
-     * (docs/architecture.md, "Admin customer list").
+     * Monthly recurring revenue of the subscription in the smallest currency unit, written with the
+     * subscription fields by the same function that computes the revenue history
+     * (`monthlyAmount` in src/modules/billing/subscription-changes.ts: unit amount x quantity x
+     * intervals per month / interval count, 0 unless active or past due), so the admin list and
+     * `/admin/stats/revenue` always agree; indexed for the admin list's `sort=mrr`.
      */
-    mrrMinor: bigint("mrr_minor", { mode: "number" })
-      .notNull()
-      .generatedAlwaysAs(
-        sql`case when subscription_status in ('active', 'past_due') and subscription_unit_amount is not null then round(subscription_unit_amount * case subscription_interval when 'month' then 1.0 when 'year' then 1.0 / 12 when 'week' then 52.0 / 12 when 'day' then 365.0 / 12 else 0 end)::bigint else 0 end`,
-      ),
+    mrrMinor: bigint("mrr_minor", { mode: "number" }).notNull().default(0),
     currentPeriodStart: timestamp("current_period_start", { withTimezone: true }),
     currentPeriodEnd: timestamp("current_period_end", { withTimezone: true }),
     cancelAtPeriodEnd: boolean("cancel_at_period_end").notNull().default(false),
