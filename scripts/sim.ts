@@ -1,19 +1,27 @@
 /**
  * Runs episodes of the simulated tabletop with the scripted expert (locally) or against a
- * running server over REST (POST /v1/inference), and reports success, steps, latency and safety.
+ * running server through any of its protocols, and reports success, steps, latency and safety.
  *
  *   npm run sim -- --episodes 5 --via expert
- *   npm run sim -- --episodes 5 --task pick --via rest --url http://127.0.0.1:8000 --key vla_live_...
+ *   npm run sim -- --episodes 5 --task pick --via rest|act|stream|openpi [--url URL --key KEY]
  *
+ * The key defaults to VLA_API_KEY, else DATA_DIR/demo-key (written by the first embedded start).
  * See docs/sim.md ("Running episodes").
  */
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { type LoopReport, runEpisodes } from "../sim/closed-loop.ts";
-import { expertPolicy } from "../sim/episode.ts";
-import { InferenceError, restPolicy } from "../sim/rest-policy.ts";
+import { expertPolicy, type Policy } from "../sim/episode.ts";
+import { protocolPolicy, sendEpisodeFeedback } from "../sim/protocols.ts";
+import { type SafetyReport, safetyScenario } from "../sim/safety-scenario.ts";
+import { type CallRecord, InferenceError, PROTOCOLS, type Protocol } from "../sim/server-policy.ts";
 import { parseInstruction, TASK_KINDS, type TaskKind } from "../sim/tasks.ts";
 
-const VIA = ["expert", "rest"] as const;
+/** The model asked when --model is not given (undefined: the key's model, else the server's default). */
+const DEFAULT_MODEL: string | undefined = undefined;
+
+const VIA = ["expert", ...PROTOCOLS] as const;
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +36,10 @@ const { values } = parseArgs({
     model: { type: "string" },
     "unnorm-key": { type: "string" },
     "robot-id": { type: "string", default: "sim-arm" },
+    "execute-steps": { type: "string" },
+    feedback: { type: "boolean", default: false },
+    "safety-profile": { type: "string" },
+    "admin-key": { type: "string" },
     noise: { type: "string", default: "0" },
     lighting: { type: "boolean", default: false },
     gif: { type: "string", default: "data/sim/episode.gif" },
@@ -47,8 +59,19 @@ function count(name: string, text: string | undefined): number {
   return n;
 }
 
+/** The first-run demo key (src/modules/api-keys/bootstrap.ts), from DATA_DIR as src/config.ts resolves it. */
+function demoKey(): string | undefined {
+  try {
+    return (
+      readFileSync(path.join(path.resolve(process.env.DATA_DIR ?? "./data"), "demo-key"), "utf8").trim() || undefined
+    );
+  } catch {
+    return undefined;
+  }
+}
+
 const via = values.via as (typeof VIA)[number];
-if (!VIA.includes(via)) fail(`--via must be one of ${VIA.join(", ")} (act, stream and openpi are not implemented yet)`);
+if (!VIA.includes(via)) fail(`--via must be one of ${VIA.join(", ")}`);
 if (!(TASK_KINDS as readonly string[]).includes(values.task ?? "")) {
   fail(`--task must be one of ${TASK_KINDS.join(", ")}`);
 }
@@ -58,25 +81,76 @@ if (values.instruction !== undefined) {
 }
 const noise = Number(values.noise);
 if (!Number.isFinite(noise) || noise < 0) fail("--noise must be a non-negative number");
+const executeSteps =
+  values["execute-steps"] === undefined ? undefined : count("execute-steps", values["execute-steps"]);
+if (executeSteps === 0) fail("--execute-steps must be at least 1");
+if (via === "expert" && (values.feedback || values["safety-profile"] !== undefined)) {
+  fail("--feedback and --safety-profile need a server: use --via rest, act, stream or openpi");
+}
 
-let policy = expertPolicy;
-let calls: Parameters<typeof runEpisodes>[2];
-if (via === "rest") {
-  const key = values.key ?? process.env.VLA_API_KEY;
-  if (!key)
+let policy: Policy = expertPolicy;
+let calls: CallRecord[] | undefined;
+let beforeEpisode: Parameters<typeof runEpisodes>[1]["beforeEpisode"];
+let afterEpisode: Parameters<typeof runEpisodes>[1]["afterEpisode"];
+let safety: SafetyReport | null = null;
+let feedbackSent = 0;
+if (via !== "expert") {
+  const protocol: Protocol = via;
+  const key = values.key ?? process.env.VLA_API_KEY ?? demoKey();
+  if (!key) {
     fail(
-      "--via rest needs --key (or VLA_API_KEY): the demo key npm start printed on its first run, or any key with the inference scope",
+      `--via ${via} needs --key (or VLA_API_KEY): the demo key of the first embedded start (DATA_DIR/demo-key), or any key with the inference scope`,
     );
-  const rest = restPolicy({
-    url: values.url ?? "http://127.0.0.1:8000",
+  }
+  const model = values.model ?? DEFAULT_MODEL;
+  if (protocol === "act" && model !== undefined && !values.json) {
+    console.error(`note: /act names no model; it serves the key's model, else the server's default (not ${model})`);
+  }
+  const url = values.url ?? "http://127.0.0.1:8000";
+  const robotId = values["robot-id"] ?? "sim-arm";
+  const server = protocolPolicy(protocol, {
+    url,
     key,
-    robotId: values["robot-id"] ?? "sim-arm",
-    ...(values.model ? { model: values.model } : {}),
+    robotId,
+    ...(model !== undefined ? { model } : {}),
     ...(values["unnorm-key"] ? { unnormKey: values["unnorm-key"] } : {}),
-    onWait: (s) => console.error(`429 quota_exceeded: waiting ${s} s (Retry-After)`),
+    ...(executeSteps !== undefined ? { executeSteps } : {}),
+    onWait: (s) => console.error(`429: waiting ${s} s (Retry-After)`),
   });
-  policy = rest.policy;
-  calls = rest.calls;
+  policy = server.policy;
+  calls = server.calls;
+  let scenario: ReturnType<typeof safetyScenario> | undefined;
+  if (values["safety-profile"] !== undefined) {
+    if (protocol !== "rest" && protocol !== "stream") {
+      fail(
+        "--safety-profile needs --via rest or stream: /act and openpi carry no robot state, so the server cannot check the workspace",
+      );
+    }
+    const adminKey = values["admin-key"] ?? process.env.VLA_ADMIN_KEY;
+    if (!adminKey) {
+      fail(
+        "--safety-profile needs --admin-key (or VLA_ADMIN_KEY): a key of the same customer with the admin scope (profiles are set by the owner or an admin key)",
+      );
+    }
+    try {
+      scenario = safetyScenario({ url, adminKey, robotId, profile: values["safety-profile"] }, server.calls);
+    } catch (e) {
+      fail(e instanceof Error ? e.message : String(e));
+    }
+    safety = scenario.report;
+  }
+  beforeEpisode = async (setup) => {
+    await scenario?.before(setup);
+    await server.beginEpisode(setup.instruction);
+  };
+  afterEpisode = async (result) => {
+    const ids = await server.endEpisode();
+    await scenario?.after(result);
+    const last = ids.at(-1);
+    if (values.feedback && last !== undefined) {
+      feedbackSent += (await sendEpisodeFeedback({ url, key }, last, result)).length;
+    }
+  };
 }
 
 const episodes = count("episodes", values.episodes);
@@ -92,6 +166,8 @@ try {
       noise,
       lighting: values.lighting ?? false,
       ...(values["no-gif"] ? {} : { gif: values.gif ?? "data/sim/episode.gif" }),
+      ...(beforeEpisode ? { beforeEpisode } : {}),
+      ...(afterEpisode ? { afterEpisode } : {}),
       onEpisode: (r, i) => {
         if (!values.json) {
           console.log(
@@ -108,7 +184,13 @@ try {
 }
 
 if (values.json) {
-  console.log(JSON.stringify({ via, ...report }, null, 2));
+  console.log(
+    JSON.stringify(
+      { via, ...report, feedback: values.feedback ? feedbackSent : null, safety_profile: safety },
+      null,
+      2,
+    ),
+  );
 } else {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   console.log(
@@ -129,6 +211,16 @@ if (values.json) {
       `safety verdicts: ${Object.entries(report.safety)
         .map(([k, v]) => `${k} ${v}`)
         .join(", ")}`,
+    );
+  }
+  if (values.feedback) console.log(`feedback: ${feedbackSent} records sent (on each episode's last inference)`);
+  if (safety) {
+    const boxes = safety.episodes.filter((e) => e.outside > 0).length;
+    console.log(
+      `safety profile ${safety.profile} on robot ${safety.robotId}: ${safety.clampedCalls} actions clamped at the workspace boundary; ` +
+        (safety.neverOutside
+          ? `the end effector never left the allowed box (${safety.episodes.reduce((a, e) => a + e.positions, 0)} positions checked)`
+          : `LEFT THE ALLOWED BOX in ${boxes} episodes`),
     );
   }
   if (report.gif) console.log(`first episode: ${report.gif}`);

@@ -1,0 +1,153 @@
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runEpisodes } from "../../sim/closed-loop.ts";
+import type { EpisodeResult } from "../../sim/episode.ts";
+import { protocolPolicy, sendEpisodeFeedback } from "../../sim/protocols.ts";
+import { inside, safetyScenario } from "../../sim/safety-scenario.ts";
+import { PROTOCOLS, type Protocol } from "../../sim/server-policy.ts";
+import { apiKeys, feedback } from "../../src/platform/db/schema/index.ts";
+import { seedKey } from "../helpers/limits.ts";
+import { buildStreamApp, type StreamTestContext } from "../streaming/helpers.ts";
+
+/**
+ * The closed loop against the real app listening on 127.0.0.1: the same seed through REST,
+ * /act, the native stream and openpi must give the same actions at every step (one shared
+ * path), chunk answers are executed, feedback lands on the episode's last inference and a
+ * safety profile keeps the end effector inside its box.
+ */
+
+let ctx: StreamTestContext;
+let url: string;
+
+beforeAll(async () => {
+  ctx = await buildStreamApp();
+  url = ctx.baseUrl.replace(/^ws/, "http");
+  // /act names no model: the key's model is used.
+  await ctx.database.db.update(apiKeys).set({ model: "demo-vla-tiny" }).where(eq(apiKeys.id, ctx.keyId));
+});
+
+afterAll(async () => {
+  await ctx?.close();
+});
+
+async function run(
+  protocol: Protocol,
+  model: string,
+  options: { steps: number; executeSteps?: number; seed?: number; instruction?: string },
+) {
+  const server = protocolPolicy(protocol, {
+    url,
+    key: ctx.key,
+    robotId: `sim-${protocol}-${model}`,
+    ...(protocol === "act" ? {} : { model }),
+    ...(options.executeSteps !== undefined ? { executeSteps: options.executeSteps } : {}),
+  });
+  const results: EpisodeResult[] = [];
+  const ids: string[][] = [];
+  await runEpisodes(server.policy, {
+    episodes: 1,
+    seedStart: options.seed ?? 3,
+    instruction: options.instruction ?? "pick up the red block",
+    maxSteps: options.steps,
+    beforeEpisode: (setup) => server.beginEpisode(setup.instruction),
+    afterEpisode: async (result) => {
+      ids.push(await server.endEpisode());
+      results.push(result);
+    },
+  });
+  return { result: results[0] as EpisodeResult, calls: server.calls, ids: ids[0] as string[] };
+}
+
+describe("the closed loop through every protocol", () => {
+  it("gives the same actions at every step through REST, /act, the stream and openpi (demo-vla-tiny)", async () => {
+    const runs = new Map<Protocol, Awaited<ReturnType<typeof run>>>();
+    for (const protocol of PROTOCOLS) runs.set(protocol, await run(protocol, "demo-vla-tiny", { steps: 8 }));
+    // openpi's wire is float32: compare every protocol at float32 precision.
+    const f32 = (actions: number[][]) => actions.map((a) => a.map(Math.fround));
+    const rest = runs.get("rest");
+    expect(rest?.result.steps).toBe(8);
+    expect(rest?.calls).toHaveLength(8);
+    const reference = f32(rest?.result.actions ?? []);
+    // The answers depend on the input (another instruction, another action): equal actions mean equal inputs.
+    const other = await run("rest", "demo-vla-tiny", { steps: 1, instruction: "move to the green block" });
+    expect(f32(other.result.actions)[0]).not.toEqual(reference[0]);
+    for (const protocol of PROTOCOLS) {
+      const r = runs.get(protocol);
+      expect(f32(r?.result.actions ?? []), protocol).toEqual(reference);
+      expect(r?.ids, protocol).toHaveLength(8);
+      expect(new Set(r?.calls.map((c) => c.chunk)), protocol).toEqual(new Set([1]));
+    }
+  });
+
+  it("executes mock-pi0's chunks via stream and openpi: all 10 steps by default, the first N with executeSteps", async () => {
+    for (const protocol of ["stream", "openpi"] as const) {
+      const all = await run(protocol, "mock-pi0", { steps: 20 });
+      expect(
+        all.calls.map((c) => c.chunk),
+        protocol,
+      ).toEqual([10, 10]);
+      const three = await run(protocol, "mock-pi0", { steps: 9, executeSteps: 3 });
+      expect(
+        three.calls.map((c) => c.chunk),
+        protocol,
+      ).toEqual([10, 10, 10]);
+      expect(three.ids, protocol).toHaveLength(3);
+    }
+    // Both protocols applied the same chunk steps.
+    const stream = await run("stream", "mock-pi0", { steps: 12 });
+    const openpi = await run("openpi", "mock-pi0", { steps: 12 });
+    expect(openpi.result.actions.map((a) => a.map(Math.fround))).toEqual(
+      stream.result.actions.map((a) => a.map(Math.fround)),
+    );
+  });
+
+  it("sends each episode's outcome as feedback on its last inference", async () => {
+    const { result, ids } = await run("rest", "demo-vla-tiny", { steps: 3 });
+    const last = ids.at(-1) as string;
+    const sent = await sendEpisodeFeedback({ url, key: ctx.key }, last, result);
+    expect(sent).toHaveLength(result.success ? 1 : 2);
+    const rows = await ctx.database.db.select().from(feedback).where(eq(feedback.inferenceId, last));
+    expect(rows.map((r) => r.type).sort()).toEqual(result.success ? ["success"] : ["failure", "success"]);
+  });
+
+  it("keeps the end effector inside a workspace that excludes the red block, clamping at the boundary", async () => {
+    const admin = await seedKey(ctx.database, ctx.customerId, { scopes: ["admin"] });
+    for (const protocol of ["rest", "stream"] as const) {
+      const robotId = `fence-${protocol}`;
+      const server = protocolPolicy(protocol, { url, key: ctx.key, robotId, model: "mock-openvla-7b" });
+      const scenario = safetyScenario({ url, adminKey: admin.key, robotId, profile: "exclude-red" }, server.calls);
+      const report = await runEpisodes(
+        server.policy,
+        {
+          episodes: 2,
+          instruction: "pick up the red block",
+          maxSteps: 40,
+          beforeEpisode: async (setup) => {
+            await scenario.before(setup);
+            await server.beginEpisode(setup.instruction);
+          },
+          afterEpisode: async (result) => {
+            await server.endEpisode();
+            await scenario.after(result);
+          },
+        },
+        server.calls,
+      );
+      expect(scenario.report.episodes, protocol).toHaveLength(2);
+      expect(scenario.report.neverOutside, protocol).toBe(true);
+      expect(scenario.report.clampedCalls, protocol).toBeGreaterThan(0);
+      expect(report.safety.clamped, protocol).toBe(scenario.report.clampedCalls);
+      expect(report.successRate, protocol).toBe(0);
+    }
+  });
+
+  it("refuses a profile with an inference key (the flag needs an admin key) and an unknown profile name", async () => {
+    const scenario = safetyScenario({ url, adminKey: ctx.key, robotId: "x", profile: "exclude-red" }, []);
+    const setup = (await import("../../sim/episode.ts")).setupEpisode(1, { instruction: "pick up the red block" });
+    await expect(scenario.before(setup)).rejects.toMatchObject({ status: 403 });
+    expect(() => safetyScenario({ url, adminKey: ctx.key, robotId: "x", profile: "exclude-purple" }, [])).toThrow(
+      /unknown safety profile/,
+    );
+    expect(inside({ x: [0, 1], y: [0, 1], z: [0, 1] }, [0.5, 0.5, 1.01])).toBe(false);
+  });
+});
