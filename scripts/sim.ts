@@ -3,7 +3,7 @@
  * running server through any of its protocols, and reports success, steps, latency and safety.
  *
  *   npm run sim -- --episodes 5 --via expert
- *   npm run sim -- --episodes 5 --task pick --via rest|act|stream|openpi [--url URL --key KEY]
+ *   npm run sim -- --episodes 5 --task pick --via rest|act|stream|openpi|all [--url URL --key KEY]
  *
  * The key defaults to VLA_API_KEY, else DATA_DIR/demo-key (written by the first embedded start).
  * See docs/sim.md ("Running episodes").
@@ -21,7 +21,9 @@ import { parseInstruction, TASK_KINDS, type TaskKind } from "../sim/tasks.ts";
 /** The model asked when --model is not given (undefined: the key's model, else the server's default). */
 const DEFAULT_MODEL: string | undefined = undefined;
 
-const VIA = ["expert", ...PROTOCOLS] as const;
+const VIA = ["expert", ...PROTOCOLS, "all"] as const;
+/** --via when not given: the scripted expert runs locally, without a server. */
+const DEFAULT_VIA: (typeof VIA)[number] = "expert";
 
 const { values } = parseArgs({
   options: {
@@ -30,7 +32,7 @@ const { values } = parseArgs({
     task: { type: "string", default: "pick" },
     instruction: { type: "string" },
     paraphrase: { type: "boolean", default: false },
-    via: { type: "string", default: "expert" },
+    via: { type: "string", default: DEFAULT_VIA },
     url: { type: "string", default: "http://127.0.0.1:8000" },
     key: { type: "string" },
     model: { type: "string" },
@@ -84,117 +86,111 @@ if (!Number.isFinite(noise) || noise < 0) fail("--noise must be a non-negative n
 const executeSteps =
   values["execute-steps"] === undefined ? undefined : count("execute-steps", values["execute-steps"]);
 if (executeSteps === 0) fail("--execute-steps must be at least 1");
+if (via === "all" && values["safety-profile"] !== undefined) fail("--safety-profile needs --via rest or stream");
 if (via === "expert" && (values.feedback || values["safety-profile"] !== undefined)) {
   fail("--feedback and --safety-profile need a server: use --via rest, act, stream or openpi");
 }
 
-let policy: Policy = expertPolicy;
-let calls: CallRecord[] | undefined;
-let beforeEpisode: Parameters<typeof runEpisodes>[1]["beforeEpisode"];
-let afterEpisode: Parameters<typeof runEpisodes>[1]["afterEpisode"];
-let safety: SafetyReport | null = null;
-let feedbackSent = 0;
-if (via !== "expert") {
-  const protocol: Protocol = via;
-  const key = values.key ?? process.env.VLA_API_KEY ?? demoKey();
-  if (!key) {
-    fail(
-      `--via ${via} needs --key (or VLA_API_KEY): the demo key of the first embedded start (DATA_DIR/demo-key), or any key with the inference scope`,
-    );
-  }
-  const model = values.model ?? DEFAULT_MODEL;
-  if (protocol === "act" && model !== undefined && !values.json) {
-    console.error(`note: /act names no model; it serves the key's model, else the server's default (not ${model})`);
-  }
-  const url = values.url ?? "http://127.0.0.1:8000";
-  const robotId = values["robot-id"] ?? "sim-arm";
-  const server = protocolPolicy(protocol, {
-    url,
-    key,
-    robotId,
-    ...(model !== undefined ? { model } : {}),
-    ...(values["unnorm-key"] ? { unnormKey: values["unnorm-key"] } : {}),
-    ...(executeSteps !== undefined ? { executeSteps } : {}),
-    onWait: (s) => console.error(`429: waiting ${s} s (Retry-After)`),
-  });
-  policy = server.policy;
-  calls = server.calls;
-  let scenario: ReturnType<typeof safetyScenario> | undefined;
-  if (values["safety-profile"] !== undefined) {
-    if (protocol !== "rest" && protocol !== "stream") {
-      fail(
-        "--safety-profile needs --via rest or stream: /act and openpi carry no robot state, so the server cannot check the workspace",
-      );
-    }
-    const adminKey = values["admin-key"] ?? process.env.VLA_ADMIN_KEY;
-    if (!adminKey) {
-      fail(
-        "--safety-profile needs --admin-key (or VLA_ADMIN_KEY): a key of the same customer with the admin scope (profiles are set by the owner or an admin key)",
-      );
-    }
-    try {
-      scenario = safetyScenario({ url, adminKey, robotId, profile: values["safety-profile"] }, server.calls);
-    } catch (e) {
-      fail(e instanceof Error ? e.message : String(e));
-    }
-    safety = scenario.report;
-  }
-  beforeEpisode = async (setup) => {
-    await scenario?.before(setup);
-    await server.beginEpisode(setup.instruction);
-  };
-  afterEpisode = async (result) => {
-    const ids = await server.endEpisode();
-    await scenario?.after(result);
-    const last = ids.at(-1);
-    if (values.feedback && last !== undefined) {
-      feedbackSent += (await sendEpisodeFeedback({ url, key }, last, result)).length;
-    }
-  };
-}
+type Run = { via: string; report: LoopReport; feedback: number | null; safety_profile: SafetyReport | null };
 
+const vias: readonly (typeof VIA)[number][] = via === "all" ? PROTOCOLS : [via];
 const episodes = count("episodes", values.episodes);
-let report: LoopReport;
-try {
-  report = await runEpisodes(
+const seedStart = count("seed-start", values["seed-start"]);
+
+async function runVia(v: (typeof VIA)[number], gif: string | undefined): Promise<Run> {
+  let policy: Policy = expertPolicy;
+  let calls: CallRecord[] | undefined;
+  let beforeEpisode: Parameters<typeof runEpisodes>[1]["beforeEpisode"];
+  let afterEpisode: Parameters<typeof runEpisodes>[1]["afterEpisode"];
+  let safety: SafetyReport | null = null;
+  let feedbackSent = 0;
+  if (v !== "expert" && v !== "all") {
+    const protocol: Protocol = v;
+    const key = values.key ?? process.env.VLA_API_KEY ?? demoKey();
+    if (!key) {
+      fail(
+        `--via ${v} needs --key (or VLA_API_KEY): the demo key of the first embedded start (DATA_DIR/demo-key), or any key with the inference scope`,
+      );
+    }
+    const model = values.model ?? DEFAULT_MODEL;
+    if (protocol === "act" && model !== undefined && !values.json) {
+      console.error(`note: /act names no model; it serves the key's model, else the server's default (not ${model})`);
+    }
+    const url = values.url ?? "http://127.0.0.1:8000";
+    const robotId = values["robot-id"] ?? "sim-arm";
+    const server = protocolPolicy(protocol, {
+      url,
+      key,
+      robotId,
+      ...(model !== undefined ? { model } : {}),
+      ...(values["unnorm-key"] ? { unnormKey: values["unnorm-key"] } : {}),
+      ...(executeSteps !== undefined ? { executeSteps } : {}),
+      onWait: (s) => console.error(`429: waiting ${s} s (Retry-After)`),
+    });
+    policy = server.policy;
+    calls = server.calls;
+    let scenario: ReturnType<typeof safetyScenario> | undefined;
+    if (values["safety-profile"] !== undefined) {
+      if (protocol !== "rest" && protocol !== "stream") {
+        fail(
+          "--safety-profile needs --via rest or stream: /act and openpi carry no robot state, so the server cannot check the workspace",
+        );
+      }
+      const adminKey = values["admin-key"] ?? process.env.VLA_ADMIN_KEY;
+      if (!adminKey) {
+        fail(
+          "--safety-profile needs --admin-key (or VLA_ADMIN_KEY): a key of the same customer with the admin scope (profiles are set by the owner or an admin key)",
+        );
+      }
+      try {
+        scenario = safetyScenario({ url, adminKey, robotId, profile: values["safety-profile"] }, server.calls);
+      } catch (e) {
+        fail(e instanceof Error ? e.message : String(e));
+      }
+      safety = scenario.report;
+    }
+    beforeEpisode = async (setup) => {
+      await scenario?.before(setup);
+      await server.beginEpisode(setup.instruction);
+    };
+    afterEpisode = async (result) => {
+      const ids = await server.endEpisode();
+      await scenario?.after(result);
+      const last = ids.at(-1);
+      if (values.feedback && last !== undefined) {
+        feedbackSent += (await sendEpisodeFeedback({ url, key }, last, result)).length;
+      }
+    };
+  }
+  const report = await runEpisodes(
     policy,
     {
       episodes,
-      seedStart: count("seed-start", values["seed-start"]),
+      seedStart,
       ...(values.instruction !== undefined ? { instruction: values.instruction } : { kind: values.task as TaskKind }),
       paraphrase: values.paraphrase ?? false,
       noise,
       lighting: values.lighting ?? false,
-      ...(values["no-gif"] ? {} : { gif: values.gif ?? "data/sim/episode.gif" }),
+      ...(gif !== undefined ? { gif } : {}),
       ...(beforeEpisode ? { beforeEpisode } : {}),
       ...(afterEpisode ? { afterEpisode } : {}),
       onEpisode: (r, i) => {
         if (!values.json) {
           console.log(
-            `episode ${i + 1}/${episodes} seed ${r.seed}: ${r.success ? "success" : "failure"} in ${r.steps} steps  "${r.instruction}"`,
+            `${v} episode ${i + 1}/${episodes} seed ${r.seed}: ${r.success ? "success" : "failure"} in ${r.steps} steps  "${r.instruction}"`,
           );
         }
       },
     },
     calls,
   );
-} catch (e) {
-  if (e instanceof InferenceError) fail(e.message);
-  throw e;
+  return { via: v, report, feedback: values.feedback ? feedbackSent : null, safety_profile: safety };
 }
 
-if (values.json) {
-  console.log(
-    JSON.stringify(
-      { via, ...report, feedback: values.feedback ? feedbackSent : null, safety_profile: safety },
-      null,
-      2,
-    ),
-  );
-} else {
+function printRun({ via: v, report, feedback, safety_profile: safety }: Run): void {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   console.log(
-    `\nvia ${via}: success ${pct(report.successRate)} of ${report.episodes.length}, mean ${report.meanSteps.toFixed(1)} steps`,
+    `\nvia ${v}: success ${pct(report.successRate)} of ${report.episodes.length}, mean ${report.meanSteps.toFixed(1)} steps`,
   );
   if (report.latency) {
     console.log(
@@ -203,17 +199,17 @@ if (values.json) {
   }
   if (report.serverLatency) {
     console.log(
-      `server total_ms p50 ${report.serverLatency.p50.toFixed(1)} ms, p99 ${report.serverLatency.p99.toFixed(1)} ms`,
+      `server time p50 ${report.serverLatency.p50.toFixed(1)} ms, p99 ${report.serverLatency.p99.toFixed(1)} ms`,
     );
   }
   if (Object.keys(report.safety).length > 0) {
     console.log(
       `safety verdicts: ${Object.entries(report.safety)
-        .map(([k, v]) => `${k} ${v}`)
+        .map(([k, n]) => `${k} ${n}`)
         .join(", ")}`,
     );
   }
-  if (values.feedback) console.log(`feedback: ${feedbackSent} records sent (on each episode's last inference)`);
+  if (feedback !== null) console.log(`feedback: ${feedback} records sent (on each episode's last inference)`);
   if (safety) {
     const boxes = safety.episodes.filter((e) => e.outside > 0).length;
     console.log(
@@ -224,4 +220,32 @@ if (values.json) {
     );
   }
   if (report.gif) console.log(`first episode: ${report.gif}`);
+}
+
+const runs: Run[] = [];
+try {
+  for (const [i, v] of vias.entries()) {
+    // One GIF: the first protocol's first episode.
+    runs.push(await runVia(v, i === 0 && !values["no-gif"] ? (values.gif ?? "data/sim/episode.gif") : undefined));
+  }
+} catch (e) {
+  if (e instanceof InferenceError) fail(e.message);
+  throw e;
+}
+
+if (values.json) {
+  console.log(JSON.stringify(via === "all" ? { runs } : runs[0], (_k, x) => (x === undefined ? null : x), 2));
+} else {
+  for (const run of runs) printRun(run);
+  if (runs.length > 1) {
+    console.log("\nprotocol  success  mean steps  p50 ms  p99 ms  safety");
+    for (const { via: v, report } of runs) {
+      const safety = Object.entries(report.safety)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(", ");
+      console.log(
+        `${v.padEnd(8)}  ${(100 * report.successRate).toFixed(1).padStart(5)} %  ${report.meanSteps.toFixed(1).padStart(10)}  ${(report.latency?.p50 ?? Number.NaN).toFixed(1).padStart(6)}  ${(report.latency?.p99 ?? Number.NaN).toFixed(1).padStart(6)}  ${safety}`,
+      );
+    }
+  }
 }

@@ -117,7 +117,9 @@ describe("first-run demo bootstrap", () => {
       expect(readFileSync(file, "utf8")).toBe(`${key}\n`);
       expect(statSync(file).mode & 0o777).toBe(0o600);
       expect(text).toContain(`(also in ${file}, mode 0600: npm run sim uses it when given no --key)`);
-      expect(text).toContain("1200/min, 100000/day, 1000000/month (development only, for npm run sim)");
+      expect(text).toContain(
+        "1200/min, 100000/day, 1000000/month, streams 100 frames/s (development only, for npm run sim)",
+      );
       expect(text).toContain("npm run sim -- --episodes 5 --via rest");
       const [demo] = await ctx.database.db.select().from(customers).where(eq(customers.email, BOOTSTRAP_DEMO_EMAIL));
       expect(demo).toMatchObject({

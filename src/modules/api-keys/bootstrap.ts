@@ -17,9 +17,15 @@ export const BOOTSTRAP_DEMO_EMAIL = "demo@vla.local";
 /**
  * The demo customer's per-customer overrides of the free tier's request windows, so that
  * `npm run sim` (one request per control step: a 50-step episode is 50 requests) is not held to
- * 10 requests a minute. Only ever set by this development-only bootstrap.
+ * 10 requests a minute, nor its streams to 15 frames/s. Only ever set by this development-only bootstrap.
  */
-export const DEMO_LIMITS = { rateLimitPerMinute: 1200, quotaPerDay: 100_000, quotaPerMonth: 1_000_000 } as const;
+export const DEMO_LIMITS = {
+  rateLimitPerMinute: 1200,
+  quotaPerDay: 100_000,
+  quotaPerMonth: 1_000_000,
+  // Streams: the free tier's 15 frames/s would pace a simulated loop that runs faster than a robot.
+  streamMaxFps: 100,
+} as const;
 
 /** The demo key's file under DATA_DIR (mode 0600), read by `npm run sim` when no key is given. */
 export const DEMO_KEY_FILE = "demo-key";
@@ -103,19 +109,21 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
   }
   const base = config.http.publicBaseUrl;
   const perMinute = DEMO_LIMITS.rateLimitPerMinute;
+  // npm run sim asks http://127.0.0.1:8000 unless told otherwise.
+  const simUrl = /^http:\/\/(localhost|127\.0\.0\.1):8000$/.test(base) ? "" : ` --url ${base}`;
   return [
     "",
     "First run: created demo credentials (shown once; only hashes are stored).",
     `  admin login     ${BOOTSTRAP_ADMIN_EMAIL} / ${password}`,
     `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference)`,
     keyNote,
-    `  demo limits     ${perMinute}/min, ${DEMO_LIMITS.quotaPerDay}/day, ${DEMO_LIMITS.quotaPerMonth}/month (development only, for npm run sim)`,
+    `  demo limits     ${perMinute}/min, ${DEMO_LIMITS.quotaPerDay}/day, ${DEMO_LIMITS.quotaPerMonth}/month, streams ${DEMO_LIMITS.streamMaxFps} frames/s (development only, for npm run sim)`,
     "  try it:",
     `    curl -H "X-API-Key: ${key.key}" ${base}/v1/usage`,
     `    curl -H "X-API-Key: ${key.key}" -F ${shellQuote(curlFileField("image", frame))} -F "instruction=pick up the cup" \\`,
     `         -F robot_id=arm-1 -F model=demo-vla-tiny ${base}/v1/inference`,
     ...(frameNote === undefined ? [] : [frameNote]),
-    "  drive the simulated robot: npm run sim -- --episodes 5 --via rest   (docs/sim.md)",
+    `  drive the simulated robot: npm run sim -- --episodes 5 --via rest${simUrl}   (docs/sim.md)`,
     "  Set BOOTSTRAP_DEMO=off to skip this on an empty database.",
     "",
   ];
