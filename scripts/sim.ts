@@ -213,7 +213,7 @@ function printRun({ via: v, report, feedback, safety_profile: safety }: Run): vo
   if (safety) {
     const boxes = safety.episodes.filter((e) => e.outside > 0).length;
     console.log(
-      `safety profile ${safety.profile} on robot ${safety.robotId}: ${safety.clampedCalls} actions clamped at the workspace boundary; ` +
+      `safety profile ${safety.profile} on robot ${safety.robotId}: ${safety.clampedCalls} actions clamped, ${safety.clampedAtBoundary} of them at the workspace boundary; ` +
         (safety.neverOutside
           ? `the end effector never left the allowed box (${safety.episodes.reduce((a, e) => a + e.positions, 0)} positions checked)`
           : `LEFT THE ALLOWED BOX in ${boxes} episodes`),

@@ -3,6 +3,7 @@ import {
   InferenceError,
   isAction,
   type ProtocolClient,
+  ruleNames,
   type ServerAnswer,
   type ServerOptions,
   type ServerPolicy,
@@ -27,7 +28,7 @@ type InferenceAnswer = {
   inference_id?: unknown;
   action?: unknown;
   action_chunk?: unknown;
-  safety?: { status?: unknown; raw_action?: unknown };
+  safety?: { status?: unknown; raw_action?: unknown; violations?: unknown };
   timing?: { total_ms?: unknown };
 };
 
@@ -95,6 +96,7 @@ export function restClient(options: ServerOptions): ProtocolClient {
         actions: chunk && chunk.length > 0 ? chunk : [answer.action],
         serverMs: typeof answer.timing?.total_ms === "number" ? answer.timing.total_ms : null,
         safety: typeof answer.safety?.status === "string" ? answer.safety.status : "unknown",
+        violations: ruleNames(answer.safety?.violations),
         rawAction: isAction(answer.safety?.raw_action) ? answer.safety.raw_action : null,
         inferenceId: typeof answer.inference_id === "string" ? answer.inference_id : null,
       };
@@ -121,6 +123,11 @@ export function actClient(options: ServerOptions): ProtocolClient {
         actions: [decoded.values],
         serverMs: timing ? Number(timing[1]) : null,
         safety: reply.headers.get("x-safety-status") ?? "unknown",
+        // `rule:severity, ...`
+        violations: (reply.headers.get("x-safety-violations") ?? "")
+          .split(",")
+          .map((v) => v.trim().split(":")[0] ?? "")
+          .filter((v) => v !== ""),
         rawAction: null,
         inferenceId: reply.headers.get("x-inference-id"),
       };

@@ -77,6 +77,8 @@ export type SafetyEpisode = {
   outside: number;
   /** Calls the server answered `clamped` in this episode. */
   clamped: number;
+  /** Of those, the ones with a `workspace` violation (clamped at the box's boundary). */
+  clampedAtBoundary: number;
   success: boolean;
 };
 
@@ -87,12 +89,14 @@ export type SafetyReport = {
   /** True when no checked position of any episode left its box. */
   neverOutside: boolean;
   clampedCalls: number;
+  /** Clamped calls with a `workspace` violation. */
+  clampedAtBoundary: number;
 };
 
-/** Sets the profile per episode and checks positions after it; `clampedSince` counts clamped calls since a mark. */
+/** Sets the profile before each episode; after it, checks the positions and counts the episode's clamped calls. */
 export function safetyScenario(
   options: Pick<ServerOptions, "url" | "fetch" | "timeoutMs"> & { adminKey: string; robotId: string; profile: string },
-  calls: readonly { safety: string }[],
+  calls: readonly { safety: string; violations: readonly string[] }[],
 ) {
   const parsed = parseSafetyProfile(options.profile);
   if (!parsed) throw new Error(`unknown safety profile "${options.profile}" (exclude-<${COLOURS.join("|")}>)`);
@@ -102,6 +106,7 @@ export function safetyScenario(
     episodes: [],
     neverOutside: true,
     clampedCalls: 0,
+    clampedAtBoundary: 0,
   };
   let box: Box | null = null;
   let mark = 0;
@@ -134,15 +139,19 @@ export function safetyScenario(
         [result.final.ee.x, result.final.ee.y, result.final.ee.z],
       ];
       const outside = positions.filter((p) => !inside(box as Box, p)).length;
-      const clamped = calls.slice(mark).filter((c) => c.safety === "clamped").length;
+      const clampedCalls = calls.slice(mark).filter((c) => c.safety === "clamped");
+      const clamped = clampedCalls.length;
+      const clampedAtBoundary = clampedCalls.filter((c) => c.violations.includes("workspace")).length;
       report.episodes.push({
         seed: result.seed,
         box,
         positions: positions.length,
         outside,
         clamped,
+        clampedAtBoundary,
         success: result.success,
       });
+      report.clampedAtBoundary += clampedAtBoundary;
       report.neverOutside &&= outside === 0;
       report.clampedCalls += clamped;
     },

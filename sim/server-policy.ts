@@ -37,6 +37,8 @@ export type CallRecord = {
   /** The server's own time for the call (`timing.total_ms`, openpi `server_timing.infer_ms`), when it says. */
   serverMs: number | null;
   safety: string;
+  /** Rule types the safety gate found violated (`workspace`, `linear_velocity`, ...), deduplicated. */
+  violations: string[];
   /** The first safe action of the answer. */
   action: number[];
   /** The model's first action before safety, when the protocol returns it (REST, stream). */
@@ -67,6 +69,15 @@ export class InferenceError extends Error {
     this.status = status;
     this.code = code;
   }
+}
+
+/** Distinct rule names of a violations list (`[{type}]` in REST and streams, `[{rule}]` in openpi). */
+export function ruleNames(violations: unknown): string[] {
+  if (!Array.isArray(violations)) return [];
+  const names = violations.map(
+    (v) => (v as { type?: unknown; rule?: unknown })?.type ?? (v as { rule?: unknown })?.rule,
+  );
+  return [...new Set(names.filter((n): n is string => typeof n === "string"))];
 }
 
 export const isAction = (v: unknown): v is number[] =>
@@ -104,6 +115,7 @@ export function serverPolicy(client: ProtocolClient, options: ServerPolicyOption
       latencyMs,
       serverMs: answer.serverMs,
       safety: answer.safety,
+      violations: answer.violations,
       action: first,
       rawAction: answer.rawAction,
       inferenceId: answer.inferenceId,

@@ -1,6 +1,12 @@
 import WebSocket from "ws";
 import type { Observation } from "./episode.ts";
-import { InferenceError, type ProtocolClient, type ServerAnswer, type ServerOptions } from "./server-policy.ts";
+import {
+  InferenceError,
+  type ProtocolClient,
+  ruleNames,
+  type ServerAnswer,
+  type ServerOptions,
+} from "./server-policy.ts";
 import { type FloatArray, frameJsonNumpy, packOpenpi, rows, unpackOpenpi } from "./wire.ts";
 
 /**
@@ -128,7 +134,7 @@ type StreamMessage = {
   inference_id?: unknown;
   action?: unknown;
   action_chunk?: unknown;
-  safety?: { status?: unknown; raw_action?: unknown };
+  safety?: { status?: unknown; raw_action?: unknown; violations?: unknown };
   timing?: { total_ms?: unknown };
 };
 
@@ -199,6 +205,7 @@ export function streamClient(options: ServerOptions): ProtocolClient {
           actions: chunk && chunk.length > 0 ? chunk : [m.action as number[]],
           serverMs: typeof m.timing?.total_ms === "number" ? m.timing.total_ms : null,
           safety: typeof m.safety?.status === "string" ? m.safety.status : "unknown",
+          violations: ruleNames(m.safety?.violations),
           rawAction: Array.isArray(m.safety?.raw_action) ? (m.safety.raw_action as number[]) : null,
           inferenceId: typeof m.inference_id === "string" ? m.inference_id : null,
         };
@@ -222,7 +229,7 @@ export function streamClient(options: ServerOptions): ProtocolClient {
 type OpenpiReply = {
   actions?: unknown;
   server_timing?: { infer_ms?: unknown };
-  safety?: { status?: unknown };
+  safety?: { status?: unknown; violations?: unknown };
   inference_id?: unknown;
 };
 
@@ -270,6 +277,7 @@ export function openpiClient(options: ServerOptions): ProtocolClient {
         actions: rows(actions),
         serverMs: typeof reply.server_timing?.infer_ms === "number" ? reply.server_timing.infer_ms : null,
         safety: typeof reply.safety?.status === "string" ? reply.safety.status : "unknown",
+        violations: ruleNames(reply.safety?.violations),
         rawAction: null,
         inferenceId: typeof reply.inference_id === "string" ? reply.inference_id : null,
       };

@@ -135,7 +135,8 @@ describe("the closed loop through every protocol", () => {
       );
       expect(scenario.report.episodes, protocol).toHaveLength(2);
       expect(scenario.report.neverOutside, protocol).toBe(true);
-      expect(scenario.report.clampedCalls, protocol).toBeGreaterThan(0);
+      expect(scenario.report.clampedAtBoundary, protocol).toBeGreaterThan(0);
+      expect(scenario.report.clampedCalls, protocol).toBeGreaterThanOrEqual(scenario.report.clampedAtBoundary);
       expect(report.safety.clamped, protocol).toBe(scenario.report.clampedCalls);
       expect(report.successRate, protocol).toBe(0);
     }
