@@ -5,9 +5,9 @@ import type { EpisodeResult } from "../../sim/episode.ts";
 import { protocolPolicy, sendEpisodeFeedback } from "../../sim/protocols.ts";
 import { inside, safetyScenario } from "../../sim/safety-scenario.ts";
 import { PROTOCOLS, type Protocol } from "../../sim/server-policy.ts";
-import { apiKeys, feedback } from "../../src/platform/db/schema/index.ts";
+import { apiKeys, customers, feedback } from "../../src/platform/db/schema/index.ts";
 import { seedKey } from "../helpers/limits.ts";
-import { buildStreamApp, type StreamTestContext } from "../streaming/helpers.ts";
+import { buildStreamApp, newKey, type StreamTestContext } from "../streaming/helpers.ts";
 
 /**
  * The closed loop against the real app listening on 127.0.0.1: the same seed through REST,
@@ -99,6 +99,30 @@ describe("the closed loop through every protocol", () => {
     expect(openpi.result.actions.map((a) => a.map(Math.fround))).toEqual(
       stream.result.actions.map((a) => a.map(Math.fround)),
     );
+  });
+
+  it("sends a stream frame dropped for the frame-rate ceiling again, and openpi waits for it", async () => {
+    const slow = await newKey(ctx, { tier: "free", perMinute: 1000 });
+    await ctx.database.db.update(customers).set({ streamMaxFps: 2 }).where(eq(customers.id, slow.customerId));
+    await ctx.database.db.update(apiKeys).set({ model: "demo-vla-tiny" }).where(eq(apiKeys.id, slow.keyId));
+    for (const protocol of ["stream", "openpi"] as const) {
+      const server = protocolPolicy(protocol, { url, key: slow.key, robotId: `slow-${protocol}` });
+      const report = await runEpisodes(
+        server.policy,
+        {
+          episodes: 1,
+          instruction: "pick up the red block",
+          maxSteps: 4,
+          beforeEpisode: (setup) => server.beginEpisode(setup.instruction),
+          afterEpisode: async () => {
+            await server.endEpisode();
+          },
+        },
+        server.calls,
+      );
+      expect(report.episodes[0]?.steps, protocol).toBe(4);
+      expect(server.calls, protocol).toHaveLength(4);
+    }
   });
 
   it("sends each episode's outcome as feedback on its last inference", async () => {
