@@ -41,6 +41,9 @@ class Connection {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers, handshakeTimeout: timeoutMs });
       ws.once("unexpected-response", (_req, res) => {
+        // A refused upgrade: the problem+json body says why. Closing the half-open socket
+        // emits an error of its own, which is not the reason.
+        ws.on("error", () => {});
         let body = "";
         res.on("data", (chunk: Buffer) => {
           body += chunk.toString();
@@ -58,8 +61,8 @@ class Connection {
           reject(
             new InferenceError(`WebSocket ${new URL(url).pathname}`, res.statusCode ?? 0, code, detail.slice(0, 500)),
           );
+          ws.terminate();
         });
-        ws.terminate();
       });
       ws.once("error", reject);
       ws.once("open", () => {
@@ -151,7 +154,7 @@ export function streamClient(options: ServerOptions): ProtocolClient {
       "WS /v1/stream",
       0,
       typeof m.code === "string" ? m.code : null,
-      typeof m.message === "string" ? m.message : JSON.stringify(m),
+      typeof m.message === "string" ? m.message : `session ${String(m.type)}: ${String(m.reason ?? "")}`,
     );
   return {
     protocol: "stream",
@@ -191,8 +194,12 @@ export function streamClient(options: ServerOptions): ProtocolClient {
           }),
         );
         let m: StreamMessage;
-        do m = await receive(c);
-        while (m.seq !== mySeq || (m.type !== "action" && m.type !== "dropped" && m.type !== "error"));
+        for (;;) {
+          m = await receive(c);
+          // An error without a seq (stream time used up, suspension) or `stopped` ends the session.
+          if ((m.type === "error" && m.seq === undefined) || m.type === "stopped") throw problem(m);
+          if (m.seq === mySeq && (m.type === "action" || m.type === "dropped" || m.type === "error")) break;
+        }
         if (m.type === "error") throw problem(m);
         if (m.type === "dropped") {
           // rate_ceiling (frames faster than the tier allows) or overloaded: send it again shortly.

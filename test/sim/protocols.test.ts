@@ -1,7 +1,7 @@
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runEpisodes } from "../../sim/closed-loop.ts";
-import type { EpisodeResult } from "../../sim/episode.ts";
+import { type EpisodeResult, setupEpisode } from "../../sim/episode.ts";
 import { protocolPolicy, sendEpisodeFeedback } from "../../sim/protocols.ts";
 import { inside, safetyScenario } from "../../sim/safety-scenario.ts";
 import { PROTOCOLS, type Protocol } from "../../sim/server-policy.ts";
@@ -125,6 +125,27 @@ describe("the closed loop through every protocol", () => {
     }
   });
 
+  it("turns refusals into InferenceErrors with the problem's status and code", async () => {
+    const badKey = protocolPolicy("openpi", { url, key: "vla_live_nope", model: "mock-pi0" });
+    await expect(badKey.beginEpisode("pick up the red block")).rejects.toMatchObject({ status: 401 });
+    const unknownModel = protocolPolicy("openpi", { url, key: ctx.key, model: "no-such-model" });
+    await expect(unknownModel.beginEpisode("pick up the red block")).rejects.toMatchObject({
+      status: 404,
+      code: "unknown_model",
+    });
+    const stream = protocolPolicy("stream", { url, key: ctx.key, model: "no-such-model" });
+    await expect(stream.beginEpisode("pick up the red block")).rejects.toMatchObject({ code: "unknown_model" });
+    await stream.endEpisode();
+    const rest = protocolPolicy("rest", { url, key: ctx.key, model: "no-such-model" });
+    const setup = setupEpisode(1, { instruction: "pick up the red block" });
+    await expect(
+      runEpisodes(rest.policy, { episodes: 1, instruction: setup.instruction, maxSteps: 1 }),
+    ).rejects.toMatchObject({
+      status: 404,
+      code: "unknown_model",
+    });
+  });
+
   it("sends each episode's outcome as feedback on its last inference", async () => {
     const { result, ids } = await run("rest", "demo-vla-tiny", { steps: 3 });
     const last = ids.at(-1) as string;
@@ -168,7 +189,7 @@ describe("the closed loop through every protocol", () => {
 
   it("refuses a profile with an inference key (the flag needs an admin key) and an unknown profile name", async () => {
     const scenario = safetyScenario({ url, adminKey: ctx.key, robotId: "x", profile: "exclude-red" }, []);
-    const setup = (await import("../../sim/episode.ts")).setupEpisode(1, { instruction: "pick up the red block" });
+    const setup = setupEpisode(1, { instruction: "pick up the red block" });
     await expect(scenario.before(setup)).rejects.toMatchObject({ status: 403 });
     expect(() => safetyScenario({ url, adminKey: ctx.key, robotId: "x", profile: "exclude-purple" }, [])).toThrow(
       /unknown safety profile/,
