@@ -104,6 +104,7 @@ async function runVia(v: (typeof VIA)[number], gif: string | undefined): Promise
   let afterEpisode: Parameters<typeof runEpisodes>[1]["afterEpisode"];
   let safety: SafetyReport | null = null;
   let feedbackSent = 0;
+  let restoreProfile: (() => Promise<void>) | undefined;
   if (v !== "expert" && v !== "all") {
     const protocol: Protocol = v;
     const key = values.key ?? process.env.VLA_API_KEY ?? demoKey();
@@ -143,11 +144,12 @@ async function runVia(v: (typeof VIA)[number], gif: string | undefined): Promise
         );
       }
       try {
-        scenario = safetyScenario({ url, adminKey, robotId, profile: values["safety-profile"] }, server.calls);
+        scenario = safetyScenario({ url, key, adminKey, robotId, profile: values["safety-profile"] }, server.calls);
       } catch (e) {
         fail(e instanceof Error ? e.message : String(e));
       }
       safety = scenario.report;
+      restoreProfile = scenario.restore;
     }
     beforeEpisode = async (setup) => {
       await scenario?.before(setup);
@@ -162,28 +164,33 @@ async function runVia(v: (typeof VIA)[number], gif: string | undefined): Promise
       }
     };
   }
-  const report = await runEpisodes(
-    policy,
-    {
-      episodes,
-      seedStart,
-      ...(values.instruction !== undefined ? { instruction: values.instruction } : { kind: values.task as TaskKind }),
-      paraphrase: values.paraphrase ?? false,
-      noise,
-      lighting: values.lighting ?? false,
-      ...(gif !== undefined ? { gif } : {}),
-      ...(beforeEpisode ? { beforeEpisode } : {}),
-      ...(afterEpisode ? { afterEpisode } : {}),
-      onEpisode: (r, i) => {
-        if (!values.json) {
-          console.log(
-            `${v} episode ${i + 1}/${episodes} seed ${r.seed}: ${r.success ? "success" : "failure"} in ${r.steps} steps  "${r.instruction}"`,
-          );
-        }
+  let report: LoopReport;
+  try {
+    report = await runEpisodes(
+      policy,
+      {
+        episodes,
+        seedStart,
+        ...(values.instruction !== undefined ? { instruction: values.instruction } : { kind: values.task as TaskKind }),
+        paraphrase: values.paraphrase ?? false,
+        noise,
+        lighting: values.lighting ?? false,
+        ...(gif !== undefined ? { gif } : {}),
+        ...(beforeEpisode ? { beforeEpisode } : {}),
+        ...(afterEpisode ? { afterEpisode } : {}),
+        onEpisode: (r, i) => {
+          if (!values.json) {
+            console.log(
+              `${v} episode ${i + 1}/${episodes} seed ${r.seed}: ${r.success ? "success" : "failure"} in ${r.steps} steps  "${r.instruction}"`,
+            );
+          }
+        },
       },
-    },
-    calls,
-  );
+      calls,
+    );
+  } finally {
+    await restoreProfile?.();
+  }
   return { via: v, report, feedback: values.feedback ? feedbackSent : null, safety_profile: safety };
 }
 

@@ -7,7 +7,8 @@ import { InferenceError, type ServerOptions } from "./server-policy.ts";
  * episode the robot's profile (`PUT /v1/robots/{robot_id}/safety-profile`, docs/safety.md) gets
  * a workspace box that leaves the named block out, so a task on that block must fail safely:
  * the server clamps actions at the boundary. After the episode every end-effector position
- * (before each step and at the end) is checked against the box.
+ * (before each step and at the end) is checked against the box. restore() puts the robot's
+ * profile back as it was (the rest of a stored profile is kept during the run).
  */
 
 export type Box = { x: [number, number]; y: [number, number]; z: [number, number] };
@@ -95,7 +96,12 @@ export type SafetyReport = {
 
 /** Sets the profile before each episode; after it, checks the positions and counts the episode's clamped calls. */
 export function safetyScenario(
-  options: Pick<ServerOptions, "url" | "fetch" | "timeoutMs"> & { adminKey: string; robotId: string; profile: string },
+  options: Pick<ServerOptions, "url" | "key" | "fetch" | "timeoutMs"> & {
+    /** Sets profiles (PUT/DELETE need the owner or the admin scope); reading one takes the inference key. */
+    adminKey: string;
+    robotId: string;
+    profile: string;
+  },
   calls: readonly { safety: string; violations: readonly string[] }[],
 ) {
   const parsed = parseSafetyProfile(options.profile);
@@ -110,27 +116,47 @@ export function safetyScenario(
   };
   let box: Box | null = null;
   let mark = 0;
+  /** The robot's stored profile before the first episode (null: none), put back by restore(). */
+  let previous: { stored: Record<string, unknown> | null } | undefined;
   const url = new URL(`/v1/robots/${encodeURIComponent(options.robotId)}/safety-profile`, options.url);
+  const request = async (method: string, body?: unknown): Promise<unknown> => {
+    const response = await (options.fetch ?? fetch)(url, {
+      method,
+      headers: {
+        "x-api-key": method === "GET" ? options.key : options.adminKey,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+    });
+    const json = (await response.json().catch(() => null)) as { code?: unknown; detail?: unknown } | null;
+    if (!response.ok) {
+      throw new InferenceError(
+        `${method} ${url.pathname}`,
+        response.status,
+        typeof json?.code === "string" ? json.code : null,
+        String(json?.detail ?? ""),
+      );
+    }
+    return json;
+  };
   return {
     report,
     async before(setup: EpisodeSetup): Promise<void> {
-      box = exclusionBox(setup.scene, parsed.exclude);
-      const response = await (options.fetch ?? fetch)(url, {
-        method: "PUT",
-        headers: { "content-type": "application/json", "x-api-key": options.adminKey },
-        body: JSON.stringify({ workspace: box }),
-        signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
-      });
-      if (!response.ok) {
-        const problem = (await response.json().catch(() => ({}))) as { code?: unknown; detail?: unknown };
-        throw new InferenceError(
-          `PUT ${url.pathname}`,
-          response.status,
-          typeof problem.code === "string" ? problem.code : null,
-          String(problem.detail ?? ""),
-        );
+      if (previous === undefined) {
+        const current = (await request("GET")) as { stored?: Record<string, unknown> | null };
+        previous = { stored: current.stored ?? null };
       }
+      box = exclusionBox(setup.scene, parsed.exclude);
+      await request("PUT", { ...(previous.stored ?? {}), workspace: box });
       mark = calls.length;
+    },
+    /** Puts the robot's profile back as it was before the first episode (deletes it if there was none). */
+    async restore(): Promise<void> {
+      if (previous === undefined) return;
+      if (previous.stored === null) await request("DELETE");
+      else await request("PUT", previous.stored);
+      previous = undefined;
     },
     async after(result: EpisodeResult): Promise<void> {
       if (!box) return;

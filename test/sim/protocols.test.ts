@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runEpisodes } from "../../sim/closed-loop.ts";
 import { type EpisodeResult, setupEpisode } from "../../sim/episode.ts";
 import { protocolPolicy, sendEpisodeFeedback } from "../../sim/protocols.ts";
-import { inside, safetyScenario } from "../../sim/safety-scenario.ts";
+import { exclusionBox, inside, safetyScenario } from "../../sim/safety-scenario.ts";
 import { PROTOCOLS, type Protocol } from "../../sim/server-policy.ts";
 import { apiKeys, customers, feedback } from "../../src/platform/db/schema/index.ts";
 import { seedKey } from "../helpers/limits.ts";
@@ -160,7 +160,10 @@ describe("the closed loop through every protocol", () => {
     for (const protocol of ["rest", "stream"] as const) {
       const robotId = `fence-${protocol}`;
       const server = protocolPolicy(protocol, { url, key: ctx.key, robotId, model: "mock-openvla-7b" });
-      const scenario = safetyScenario({ url, adminKey: admin.key, robotId, profile: "exclude-red" }, server.calls);
+      const scenario = safetyScenario(
+        { url, key: ctx.key, adminKey: admin.key, robotId, profile: "exclude-red" },
+        server.calls,
+      );
       const report = await runEpisodes(
         server.policy,
         {
@@ -178,6 +181,9 @@ describe("the closed loop through every protocol", () => {
         },
         server.calls,
       );
+      await scenario.restore();
+      const after = await fetch(`${url}/v1/robots/${robotId}/safety-profile`, { headers: { "x-api-key": ctx.key } });
+      expect(((await after.json()) as { stored: unknown }).stored, protocol).toBeNull(); // no profile before: deleted again
       expect(scenario.report.episodes, protocol).toHaveLength(2);
       expect(scenario.report.neverOutside, protocol).toBe(true);
       expect(scenario.report.clampedAtBoundary, protocol).toBeGreaterThan(0);
@@ -187,13 +193,34 @@ describe("the closed loop through every protocol", () => {
     }
   });
 
+  it("keeps the rest of a stored profile during the run and puts it back afterwards", async () => {
+    const admin = await seedKey(ctx.database, ctx.customerId, { scopes: ["admin"] });
+    const robotId = "fence-stored";
+    const profileUrl = `${url}/v1/robots/${robotId}/safety-profile`;
+    const original = { control_hz: 5, max_linear_velocity: 0.4 };
+    const put = await fetch(profileUrl, {
+      method: "PUT",
+      headers: { "x-api-key": admin.key, "content-type": "application/json" },
+      body: JSON.stringify(original),
+    });
+    expect(put.status).toBe(200);
+    const stored = async () =>
+      ((await (await fetch(profileUrl, { headers: { "x-api-key": ctx.key } })).json()) as { stored: unknown }).stored;
+    const scenario = safetyScenario({ url, key: ctx.key, adminKey: admin.key, robotId, profile: "exclude-blue" }, []);
+    const setup = setupEpisode(2, { instruction: "pick up the blue block" });
+    await scenario.before(setup);
+    expect(await stored()).toEqual({ ...original, workspace: exclusionBox(setup.scene, "blue") });
+    await scenario.restore();
+    expect(await stored()).toEqual(original);
+  });
+
   it("refuses a profile with an inference key (the flag needs an admin key) and an unknown profile name", async () => {
-    const scenario = safetyScenario({ url, adminKey: ctx.key, robotId: "x", profile: "exclude-red" }, []);
+    const scenario = safetyScenario({ url, key: ctx.key, adminKey: ctx.key, robotId: "x", profile: "exclude-red" }, []);
     const setup = setupEpisode(1, { instruction: "pick up the red block" });
     await expect(scenario.before(setup)).rejects.toMatchObject({ status: 403 });
-    expect(() => safetyScenario({ url, adminKey: ctx.key, robotId: "x", profile: "exclude-purple" }, [])).toThrow(
-      /unknown safety profile/,
-    );
+    expect(() =>
+      safetyScenario({ url, key: ctx.key, adminKey: ctx.key, robotId: "x", profile: "exclude-purple" }, []),
+    ).toThrow(/unknown safety profile/);
     expect(inside({ x: [0, 1], y: [0, 1], z: [0, 1] }, [0.5, 0.5, 1.01])).toBe(false);
   });
 });
