@@ -1,10 +1,10 @@
-import { type EpisodeResult, type Policy, runEpisode, setupEpisode } from "./episode.ts";
+import { type EpisodeResult, type EpisodeSetup, type Policy, runEpisode, setupEpisode } from "./episode.ts";
 import { writeGif } from "./gif.ts";
-import type { CallRecord } from "./rest-policy.ts";
+import type { CallRecord } from "./server-policy.ts";
 import type { TaskKind } from "./tasks.ts";
 
 /**
- * Runs several episodes with one policy (the expert, or a server through restPolicy) and sums
+ * Runs several episodes with one policy (the expert, or a server through serverPolicy) and sums
  * them up: success rate, steps, latency percentiles and safety verdicts, and a GIF of the first.
  */
 
@@ -21,6 +21,10 @@ export type LoopOptions = {
   /** Write the first episode as an animated GIF here. */
   gif?: string;
   onEpisode?: (result: EpisodeResult, index: number) => void;
+  /** Before each episode (open a stream, set a safety profile). */
+  beforeEpisode?: (setup: EpisodeSetup) => Promise<void>;
+  /** After each episode, before onEpisode (close the stream, send feedback, check the workspace). */
+  afterEpisode?: (result: EpisodeResult) => Promise<void>;
 };
 
 export type LoopReport = {
@@ -59,12 +63,14 @@ export async function runEpisodes(
       ...(options.paraphrase ? { paraphrase: true } : {}),
     });
     const keepFrames = i === 0 && options.gif !== undefined;
+    await options.beforeEpisode?.(setup);
     const result = await runEpisode(setup, policy, {
       keepFrames,
       ...(options.noise ? { noise: options.noise } : {}),
       ...(options.lighting ? { lighting: true } : {}),
       ...(options.maxSteps !== undefined ? { maxSteps: options.maxSteps } : {}),
     });
+    await options.afterEpisode?.(result);
     if (keepFrames && options.gif) {
       writeGif(options.gif, result.frames, { delayMs: 200 });
       gif = options.gif;

@@ -1,127 +1,141 @@
-import type { Observation, Policy } from "./episode.ts";
-import { encodeJpeg } from "./render.ts";
+import type { Observation } from "./episode.ts";
+import {
+  InferenceError,
+  isAction,
+  type ProtocolClient,
+  ruleNames,
+  type ServerAnswer,
+  type ServerOptions,
+  type ServerPolicy,
+  type ServerPolicyOptions,
+  serverPolicy,
+  withRetry,
+} from "./server-policy.ts";
+import { decodeJsonNumpyFloats, frameJsonNumpy } from "./wire.ts";
 
 /**
- * A policy that asks a running server: every step POSTs the frame (JPEG, base64), the
- * instruction and the robot state to `POST /v1/inference` (docs/inference.md) and applies the
- * `action` it answers (the safe action, after the server's safety gate). Latency and safety
- * verdicts are recorded for the report.
+ * The HTTP protocols. REST: every step POSTs the frame (a lossless json_numpy uint8 array), the
+ * instruction and the robot state to `POST /v1/inference` (docs/inference.md) and takes the
+ * safe `action` (or `action_chunk`). /act: OpenVLA's deploy.py body (json_numpy image,
+ * `instruction`, `unnorm_key`, robot in `X-Robot-Id`), a json_numpy float64 [7] answer, safety
+ * in headers; it carries no robot state, so the server cannot check the workspace.
  */
 
-export type RestPolicyOptions = {
-  /** Server base URL, e.g. http://127.0.0.1:8000. */
-  url: string;
-  /** An API key with the `inference` scope. */
-  key: string;
-  robotId?: string;
-  model?: string;
-  unnormKey?: string;
-  /** Per-request timeout (default 30 s). */
-  timeoutMs?: number;
-  /** On 429, wait for Retry-After (at most this many seconds) and retry, at most 3 times; 0 = fail at once. */
-  maxRetryWaitSeconds?: number;
-  /** For tests. */
-  fetch?: typeof fetch;
-  /** For tests: how to wait. */
-  sleep?: (ms: number) => Promise<void>;
-  /** Told when the policy waits on a 429. */
-  onWait?: (seconds: number) => void;
-};
-
-export type CallRecord = {
-  /** Round trip seen by the client, milliseconds. */
-  latencyMs: number;
-  /** `timing.total_ms` inside the server. */
-  serverMs: number | null;
-  safety: string;
-  action: number[];
-  rawAction: number[] | null;
-};
-
-export class InferenceError extends Error {
-  readonly status: number;
-  readonly code: string | null;
-  constructor(status: number, code: string | null, detail: string) {
-    super(`POST /v1/inference: ${status}${code ? ` ${code}` : ""}: ${detail}`);
-    this.name = "InferenceError";
-    this.status = status;
-    this.code = code;
-  }
-}
+export { type CallRecord, InferenceError } from "./server-policy.ts";
+export type RestPolicyOptions = ServerOptions & ServerPolicyOptions;
 
 type InferenceAnswer = {
+  inference_id?: unknown;
   action?: unknown;
-  safety?: { status?: unknown; raw_action?: unknown };
+  action_chunk?: unknown;
+  safety?: { status?: unknown; raw_action?: unknown; violations?: unknown };
   timing?: { total_ms?: unknown };
 };
 
-const isActionArray = (v: unknown): v is number[] =>
-  Array.isArray(v) && v.length === 7 && v.every((x) => typeof x === "number" && Number.isFinite(x));
+type HttpReply = { status: number; headers: Headers; text: string; json: unknown };
 
-export function restPolicy(options: RestPolicyOptions): { policy: Policy; calls: CallRecord[] } {
-  const calls: CallRecord[] = [];
+async function post(options: ServerOptions, path: string, body: string, headers: Record<string, string>) {
   const doFetch = options.fetch ?? fetch;
-  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
-  const endpoint = new URL("/v1/inference", options.url).toString();
-  const maxWait = options.maxRetryWaitSeconds ?? 60;
-
-  const policy: Policy = async (observation: Observation) => {
-    if (!observation.frame) throw new Error("the REST policy needs rendered frames");
-    const jpeg = await encodeJpeg(observation.frame);
-    const [x, y, z] = observation.state.eePosition;
-    const body = JSON.stringify({
-      image: jpeg.toString("base64"),
-      instruction: observation.instruction,
-      robot_id: options.robotId ?? "sim-arm",
-      ...(options.model ? { model: options.model } : {}),
-      ...(options.unnormKey ? { unnorm_key: options.unnormKey } : {}),
-      robot_state: { ee_position: [x, y, z], gripper: observation.state.gripper },
+  const endpoint = new URL(path, options.url).toString();
+  return withRetry<HttpReply>(options, async () => {
+    const response = await doFetch(endpoint, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": options.key, ...headers },
+      body,
+      signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
     });
-    for (let attempt = 0; ; attempt++) {
-      const started = performance.now();
-      const response = await doFetch(endpoint, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-api-key": options.key },
-        body,
-        signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+    const text = await response.text();
+    let json: unknown = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // Not JSON: reported with the status.
+    }
+    if (response.ok) return { value: { status: response.status, headers: response.headers, text, json } };
+    // REST answers problem+json; /act the string "error" with X-Problem-Code / X-Problem-Detail.
+    const problem = (json !== null && typeof json === "object" ? json : {}) as { code?: unknown; detail?: unknown };
+    const code = typeof problem.code === "string" ? problem.code : (response.headers.get("x-problem-code") ?? null);
+    const detail =
+      typeof problem.detail === "string" ? problem.detail : (response.headers.get("x-problem-detail") ?? text);
+    const error = new InferenceError(`POST ${path}`, response.status, code, detail.slice(0, 500));
+    if (response.status !== 429) throw error;
+    const retryAfter = Number(response.headers.get("retry-after") ?? "1");
+    return { limited: error, retryAfter: Number.isFinite(retryAfter) ? retryAfter : null };
+  });
+}
+
+function robotStateOf(observation: Observation) {
+  const [x, y, z] = observation.state.eePosition;
+  return { ee_position: [x, y, z], gripper: observation.state.gripper };
+}
+
+function frameOf(observation: Observation) {
+  if (!observation.frame) throw new Error("a server policy needs rendered frames");
+  return observation.frame;
+}
+
+export function restClient(options: ServerOptions): ProtocolClient {
+  return {
+    protocol: "rest",
+    async infer(observation): Promise<ServerAnswer> {
+      const body = JSON.stringify({
+        image: frameJsonNumpy(frameOf(observation)),
+        instruction: observation.instruction,
+        robot_id: options.robotId ?? "sim-arm",
+        ...(options.model ? { model: options.model } : {}),
+        ...(options.unnormKey ? { unnorm_key: options.unnormKey } : {}),
+        robot_state: robotStateOf(observation),
       });
-      const latencyMs = performance.now() - started;
-      const text = await response.text();
-      let json: unknown = null;
-      try {
-        json = JSON.parse(text);
-      } catch {
-        // Not JSON: reported below with the status.
-      }
-      if (response.status === 429 && attempt < 3 && maxWait > 0) {
-        const retryAfter = Number(response.headers.get("retry-after") ?? "1");
-        const seconds = Math.min(maxWait, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 1);
-        options.onWait?.(seconds);
-        await sleep(seconds * 1000);
-        continue;
-      }
-      if (!response.ok) {
-        const problem = (json ?? {}) as { code?: unknown; detail?: unknown; title?: unknown };
-        const code = typeof problem.code === "string" ? problem.code : null;
-        const detail =
-          typeof problem.detail === "string"
-            ? problem.detail
-            : typeof problem.title === "string"
-              ? problem.title
-              : text;
-        throw new InferenceError(response.status, code, detail.slice(0, 500));
-      }
-      const answer = (json ?? {}) as InferenceAnswer;
-      if (!isActionArray(answer.action)) throw new InferenceError(response.status, null, "no 7-D action in the answer");
-      calls.push({
-        latencyMs,
+      const reply = await post(options, "/v1/inference", body, {});
+      const answer = (reply.json ?? {}) as InferenceAnswer;
+      if (!isAction(answer.action))
+        throw new InferenceError("POST /v1/inference", reply.status, null, "no 7-D action in the answer");
+      const chunk =
+        Array.isArray(answer.action_chunk) && answer.action_chunk.every(isAction) ? answer.action_chunk : null;
+      return {
+        actions: chunk && chunk.length > 0 ? chunk : [answer.action],
         serverMs: typeof answer.timing?.total_ms === "number" ? answer.timing.total_ms : null,
         safety: typeof answer.safety?.status === "string" ? answer.safety.status : "unknown",
-        action: answer.action,
-        rawAction: isActionArray(answer.safety?.raw_action) ? answer.safety.raw_action : null,
-      });
-      return answer.action;
-    }
+        violations: ruleNames(answer.safety?.violations),
+        rawAction: isAction(answer.safety?.raw_action) ? answer.safety.raw_action : null,
+        inferenceId: typeof answer.inference_id === "string" ? answer.inference_id : null,
+      };
+    },
   };
-  return { policy, calls };
+}
+
+/** /act names no model: it serves the API key's model, else the server's default model (`options.model` is not sent). */
+export function actClient(options: ServerOptions): ProtocolClient {
+  return {
+    protocol: "act",
+    async infer(observation): Promise<ServerAnswer> {
+      const body = JSON.stringify({
+        image: frameJsonNumpy(frameOf(observation)),
+        instruction: observation.instruction,
+        ...(options.unnormKey ? { unnorm_key: options.unnormKey } : {}),
+      });
+      const reply = await post(options, "/act", body, { "x-robot-id": options.robotId ?? "sim-arm" });
+      const decoded = decodeJsonNumpyFloats(reply.json);
+      if (!decoded || !isAction(decoded.values))
+        throw new InferenceError("POST /act", reply.status, null, "no 7-D action in the answer");
+      const timing = /total_ms;dur=([0-9.]+)/.exec(reply.headers.get("server-timing") ?? "");
+      return {
+        actions: [decoded.values],
+        serverMs: timing ? Number(timing[1]) : null,
+        safety: reply.headers.get("x-safety-status") ?? "unknown",
+        // `rule:severity, ...`
+        violations: (reply.headers.get("x-safety-violations") ?? "")
+          .split(",")
+          .map((v) => v.trim().split(":")[0] ?? "")
+          .filter((v) => v !== ""),
+        rawAction: null,
+        inferenceId: reply.headers.get("x-inference-id"),
+      };
+    },
+  };
+}
+
+/** A REST policy (kept for callers of the first version): serverPolicy over restClient. */
+export function restPolicy(options: RestPolicyOptions): ServerPolicy {
+  return serverPolicy(restClient(options), options);
 }

@@ -1,11 +1,13 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
+import { eq } from "drizzle-orm";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
-import { BOOTSTRAP_ADMIN_EMAIL } from "../../src/modules/api-keys/bootstrap.ts";
+import { BOOTSTRAP_ADMIN_EMAIL, BOOTSTRAP_DEMO_EMAIL } from "../../src/modules/api-keys/bootstrap.ts";
 import { verifyPassword } from "../../src/modules/auth/password.ts";
 import { UsersRepo } from "../../src/modules/users/users.repo.ts";
+import { customers } from "../../src/platform/db/schema/index.ts";
 import { isolatedDatabase } from "../helpers/app.ts";
 import { buildLimitsApp } from "../helpers/limits.ts";
 
@@ -101,6 +103,33 @@ describe("first-run demo bootstrap", () => {
       expect(res.statusCode, res.body).toBe(200);
       expect(res.json().action).toHaveLength(7);
       expect(res.json().model).toBe("demo-vla-tiny");
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it("gives the demo customer limits a simulation can use and writes the demo key to DATA_DIR/demo-key (0600)", async () => {
+    const ctx = await buildLimitsApp({ env: { BOOTSTRAP_DEMO: "auto", MODELS_WARM_UP: "false" }, realClock: true });
+    try {
+      const text = ctx.app.platform.notices.join("\n");
+      const key = /(vla_live_[1-9A-HJ-NP-Za-km-z]+)/.exec(text)?.[1] as string;
+      const file = path.join(ctx.app.platform.config.dataDir, "demo-key");
+      expect(readFileSync(file, "utf8")).toBe(`${key}\n`);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(text).toContain(`(also in ${file}, mode 0600: npm run sim uses it when given no --key)`);
+      expect(text).toContain(
+        "1200/min, 100000/day, 1000000/month, streams 100 frames/s (development only, for npm run sim)",
+      );
+      expect(text).toContain("npm run sim -- --episodes 5 --via rest");
+      const [demo] = await ctx.database.db.select().from(customers).where(eq(customers.email, BOOTSTRAP_DEMO_EMAIL));
+      expect(demo).toMatchObject({
+        tier: "free",
+        rateLimitPerMinute: 1200,
+        quotaPerDay: 100_000,
+        quotaPerMonth: 1_000_000,
+      });
+      const usage = await ctx.app.inject({ method: "GET", url: "/v1/usage", headers: { "x-api-key": key } });
+      expect(JSON.stringify(usage.json())).toContain("1200");
     } finally {
       await ctx.close();
     }

@@ -46,7 +46,7 @@ function observation(seed = 1) {
 }
 
 describe("restPolicy", () => {
-  it("POSTs the frame as a JPEG, the instruction and the robot state to /v1/inference with the key", async () => {
+  it("POSTs the frame losslessly (a json_numpy uint8 array), the instruction and the robot state to /v1/inference with the key", async () => {
     const fake = fakeFetch([ok([0.01, 0, 0, 0, 0, 0, 1])]);
     const { policy, calls } = restPolicy({
       url: "http://server.test:8000",
@@ -67,8 +67,9 @@ describe("restPolicy", () => {
       unnorm_key: "sim_tabletop",
       robot_state: { ee_position: obs.state.eePosition, gripper: 1 },
     });
-    const meta = await sharp(Buffer.from(request.body.image as string, "base64")).metadata();
-    expect([meta.format, meta.width, meta.height]).toEqual(["jpeg", 224, 224]);
+    const image = request.body.image as { __numpy__: string; dtype: string; shape: number[] };
+    expect([image.dtype, image.shape]).toEqual(["|u1", [224, 224, 3]]);
+    expect(Buffer.from(image.__numpy__, "base64").equals(Buffer.from(obs.frame.data))).toBe(true);
     expect(calls).toEqual([
       expect.objectContaining({ serverMs: 2.5, safety: "pass", action: [0.01, 0, 0, 0, 0, 0, 1] }),
     ]);

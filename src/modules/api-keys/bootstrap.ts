@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { count } from "drizzle-orm";
 import type { Config } from "../../config.ts";
 import type { Database } from "../../platform/db/client.ts";
@@ -11,6 +13,22 @@ import { writeSampleFrame } from "./sample-frame.ts";
 
 export const BOOTSTRAP_ADMIN_EMAIL = "admin@vla.local";
 export const BOOTSTRAP_DEMO_EMAIL = "demo@vla.local";
+
+/**
+ * The demo customer's per-customer overrides of the free tier's request windows, so that
+ * `npm run sim` (one request per control step: a 50-step episode is 50 requests) is not held to
+ * 10 requests a minute, nor its streams to 15 frames/s. Only ever set by this development-only bootstrap.
+ */
+export const DEMO_LIMITS = {
+  rateLimitPerMinute: 1200,
+  quotaPerDay: 100_000,
+  quotaPerMonth: 1_000_000,
+  // Streams: the free tier's 15 frames/s would pace a simulated loop that runs faster than a robot.
+  streamMaxFps: 100,
+} as const;
+
+/** The demo key's file under DATA_DIR (mode 0600), read by `npm run sim` when no key is given. */
+export const DEMO_KEY_FILE = "demo-key";
 
 /** Whether this start may create first-run demo data: embedded database, not production, allowed by BOOTSTRAP_DEMO. */
 export function bootstrapAllowed(config: Config): boolean {
@@ -29,7 +47,8 @@ function curlFileField(name: string, file: string): string {
 
 /**
  * First run on an empty embedded database: an admin (superuser) with a generated password and
- * a demo customer with one `inference` key. Both secrets are stored hashed and returned once
+ * a demo customer with one `inference` key and limits a simulation can use (DEMO_LIMITS), the
+ * key also written to `DATA_DIR/demo-key` (0600) for `npm run sim`. Both secrets are stored hashed and returned once
  * as notice lines for server.ts to print after listening, with `curl` commands that work as
  * printed: the inference one sends a sample frame written into DATA_DIR
  * (`sample-frame.jpg`). Returns [] when anything exists.
@@ -63,7 +82,7 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
   if (account === undefined) return [];
   const [demo] = await db
     .insert(customers)
-    .values({ name: "Demo customer", email: BOOTSTRAP_DEMO_EMAIL, tier: "free" })
+    .values({ name: "Demo customer", email: BOOTSTRAP_DEMO_EMAIL, tier: "free", ...DEMO_LIMITS })
     .returning();
   if (demo === undefined) return [];
   const key = generateKey("live");
@@ -76,17 +95,35 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
     expiresAt: null,
     createdByUserId: null,
   });
+  // For `npm run sim`; a file that cannot be written only costs that default (the key is printed).
+  const keyFile = path.join(config.dataDir, DEMO_KEY_FILE);
+  let keyNote: string;
+  try {
+    await mkdir(config.dataDir, { recursive: true });
+    // A file left from an earlier database is replaced; chmod also narrows an existing file.
+    await writeFile(keyFile, `${key.key}\n`, { mode: 0o600 });
+    await chmod(keyFile, 0o600);
+    keyNote = `  (also in ${keyFile}, mode 0600: npm run sim uses it when given no --key)`;
+  } catch (e) {
+    keyNote = `  (could not write ${keyFile}: ${e instanceof Error ? e.message : String(e)}; pass --key to npm run sim)`;
+  }
   const base = config.http.publicBaseUrl;
+  const perMinute = DEMO_LIMITS.rateLimitPerMinute;
+  // npm run sim asks http://127.0.0.1:8000 unless told otherwise.
+  const simUrl = /^http:\/\/(localhost|127\.0\.0\.1):8000$/.test(base) ? "" : ` --url ${base}`;
   return [
     "",
     "First run: created demo credentials (shown once; only hashes are stored).",
     `  admin login     ${BOOTSTRAP_ADMIN_EMAIL} / ${password}`,
     `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference)`,
+    keyNote,
+    `  demo limits     ${perMinute}/min, ${DEMO_LIMITS.quotaPerDay}/day, ${DEMO_LIMITS.quotaPerMonth}/month, streams ${DEMO_LIMITS.streamMaxFps} frames/s (development only, for npm run sim)`,
     "  try it:",
     `    curl -H "X-API-Key: ${key.key}" ${base}/v1/usage`,
     `    curl -H "X-API-Key: ${key.key}" -F ${shellQuote(curlFileField("image", frame))} -F "instruction=pick up the cup" \\`,
     `         -F robot_id=arm-1 -F model=demo-vla-tiny ${base}/v1/inference`,
     ...(frameNote === undefined ? [] : [frameNote]),
+    `  drive the simulated robot: npm run sim -- --episodes 5 --via rest${simUrl}   (docs/sim.md)`,
     "  Set BOOTSTRAP_DEMO=off to skip this on an empty database.",
     "",
   ];
