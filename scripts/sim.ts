@@ -18,12 +18,15 @@ import { type SafetyReport, safetyScenario } from "../sim/safety-scenario.ts";
 import { type CallRecord, InferenceError, PROTOCOLS, type Protocol } from "../sim/server-policy.ts";
 import { parseInstruction, TASK_KINDS, type TaskKind } from "../sim/tasks.ts";
 
-/** The model asked when --model is not given (undefined: the key's model, else the server's default). */
-const DEFAULT_MODEL: string | undefined = undefined;
+/**
+ * The model asked when --model is not given: the trained tabletop policy's chunk head (docs/sim.md,
+ * "Training a policy"); /act cannot name a model and uses the key's, else the server's default.
+ */
+const DEFAULT_MODEL: string | undefined = "tabletop-policy-chunk";
 
 const VIA = ["expert", ...PROTOCOLS, "all"] as const;
-/** --via when not given: the scripted expert runs locally, without a server. */
-const DEFAULT_VIA: (typeof VIA)[number] = "expert";
+/** --via when not given: REST against the local server with the first-run demo key (`--via expert` needs no server). */
+const DEFAULT_VIA: (typeof VIA)[number] = "rest";
 
 const { values } = parseArgs({
   options: {

@@ -40,6 +40,7 @@ N_BINS = 256
 MAX_TOKENS = 16
 VOCAB = 512
 EMBED = 64
+KEYPOINTS = 32
 
 
 # ------------------------------------------------------------------ tokenizer (src/modules/models/tokenizer.ts)
@@ -107,7 +108,10 @@ def unnormalize(n: np.ndarray, stats: dict) -> np.ndarray:
 
 class Trunk(nn.Module):
     """Small CNN over the downsampled frame with coordinate channels, FiLM-conditioned on the
-    instruction's mean word embedding, so the colour word selects which block to attend to."""
+    instruction's mean word embedding (so the colour word selects what the features respond to),
+    read out by a spatial softmax: each of the last layer's channels becomes the expected image
+    position of its activation (a keypoint), which generalises to new block layouts far better
+    than a flattened feature map; a max-pooled copy of the feature map carries the rest (gripper state, height)."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -115,17 +119,22 @@ class Trunk(nn.Module):
         self.embed = nn.Embedding(VOCAB, EMBED, padding_idx=0)
         self.c1 = nn.Conv2d(5, 24, 3, stride=2, padding=1)
         self.c2 = nn.Conv2d(24, 48, 3, stride=2, padding=1)
-        self.c3 = nn.Conv2d(48, 48, 3, stride=2, padding=1)
+        self.c3 = nn.Conv2d(48, KEYPOINTS, 3, stride=1, padding=1)
         self.n1 = nn.BatchNorm2d(24)
         self.n2 = nn.BatchNorm2d(48)
-        self.n3 = nn.BatchNorm2d(48)
+        self.n3 = nn.BatchNorm2d(KEYPOINTS)
         self.film1 = nn.Linear(EMBED, 2 * 24)
         self.film2 = nn.Linear(EMBED, 2 * 48)
-        self.film3 = nn.Linear(EMBED, 2 * 48)
-        side = (((size + 1) // 2 + 1) // 2 + 1) // 2
-        self.fc = nn.Linear(48 * side * side + EMBED, 128)
+        self.film3 = nn.Linear(EMBED, 2 * KEYPOINTS)
+        side = ((size + 1) // 2 + 1) // 2
+        half = (side + 1) // 2
+        self.fc = nn.Linear(2 * KEYPOINTS + KEYPOINTS * half * half + EMBED, 256)
+        self.fc2 = nn.Linear(256, 128)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)
+        ks_y, ks_x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+        self.register_buffer("kx", ks_x.reshape(1, 1, -1), persistent=False)
+        self.register_buffer("ky", ks_y.reshape(1, 1, -1), persistent=False)
 
     @staticmethod
     def film(x, params):
@@ -140,9 +149,13 @@ class Trunk(nn.Module):
         x = torch.cat([small - 0.5, self.coords.expand(b, -1, -1, -1)], dim=1)
         x = F.relu(self.film(self.n1(self.c1(x)), self.film1(e)))
         x = F.relu(self.film(self.n2(self.c2(x)), self.film2(e)))
-        x = F.relu(self.film(self.n3(self.c3(x)), self.film3(e)))
-        x = torch.cat([x.flatten(1), e], dim=1)
-        return F.relu(self.fc(x))
+        x = self.film(self.n3(self.c3(x)), self.film3(e))
+        flat = x.flatten(2)  # [B, K, side*side]
+        attention = F.softmax(flat, dim=-1)
+        keypoints = torch.cat([(attention * self.kx).sum(-1), (attention * self.ky).sum(-1)], dim=1)
+        coarse = F.max_pool2d(F.relu(x), 2, ceil_mode=True).flatten(1)
+        h = torch.cat([keypoints, coarse, e], dim=1)
+        return F.relu(self.fc2(F.relu(self.fc(h))))
 
 
 class Policy(nn.Module):
@@ -214,6 +227,7 @@ def main():
     p.add_argument("--horizon", type=int, default=8)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--label-sigma", type=float, default=3.0, help="Gaussian label smoothing over action bins")
     p.add_argument("--command", default=None, help="the npm command that produced the demos (recorded)")
     args = p.parse_args()
 
@@ -248,7 +262,7 @@ def main():
 
     frames_t = torch.from_numpy(frames)  # uint8 [N, S, S, 3]
     tokens_t = torch.from_numpy(token_table[step_instruction])
-    soft = torch.from_numpy(soft_targets(k, 1.0))
+    soft = torch.from_numpy(soft_targets(k, args.label_sigma))
     chunks_t = torch.from_numpy(chunks)
 
     model = Policy(size, args.horizon)
@@ -354,6 +368,8 @@ def main():
         open(os.path.join(d, "dataset_statistics.json"), "a").write("\n")
         training = {
             "script": "scripts/train_tabletop.py",
+            # The test (test/sim/tabletop-policy.test.ts) checks this against the committed script.
+            "script_sha256": hashlib.sha256(open(os.path.abspath(__file__), "rb").read()).hexdigest(),
             "command": " ".join(["/usr/bin/python3", "scripts/train_tabletop.py", *sys.argv[1:]]),
             "demos_command": args.command,
             "seed": args.seed,
@@ -361,6 +377,7 @@ def main():
             "batch": args.batch,
             "lr": args.lr,
             "horizon": args.horizon,
+            "label_sigma": args.label_sigma,
             "demos": {
                 "format": meta["format"],
                 "options": meta["options"],

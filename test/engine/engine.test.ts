@@ -120,7 +120,13 @@ describe("InferenceEngine with the mock backend", () => {
 
   it("describes models with status, keys and live stats", async () => {
     const list = engine.list();
-    expect(list.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny", "mock-pi0"]);
+    expect(list.map((m) => m.id)).toEqual([
+      "mock-openvla-7b",
+      "demo-vla-tiny",
+      "mock-pi0",
+      "tabletop-policy",
+      "tabletop-policy-chunk",
+    ]);
     const mock = engine.describe("mock-openvla-7b");
     expect(mock.status).toBe("ready");
     expect(mock.unnorm_keys).toEqual(["bridge_orig", "fractal20220817_data"]);

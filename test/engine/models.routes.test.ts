@@ -46,7 +46,13 @@ describe("GET /v1/models", () => {
     expect(res.statusCode).toBe(200);
     const body = res.json() as { data: { id: string; stats: { requests: number } }[]; default_model: string };
     expect(body.default_model).toBe("mock-openvla-7b");
-    expect(body.data.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny", "mock-pi0"]);
+    expect(body.data.map((m) => m.id)).toEqual([
+      "mock-openvla-7b",
+      "demo-vla-tiny",
+      "mock-pi0",
+      "tabletop-policy",
+      "tabletop-policy-chunk",
+    ]);
     expect(body.data[0]?.stats.requests).toBe(1);
   });
 
@@ -64,7 +70,7 @@ describe("GET /v1/models", () => {
     expect(missing.statusCode).toBe(404);
     expect(missing.json()).toMatchObject({
       code: "unknown_model",
-      available_models: ["mock-openvla-7b", "demo-vla-tiny", "mock-pi0"],
+      available_models: ["mock-openvla-7b", "demo-vla-tiny", "mock-pi0", "tabletop-policy", "tabletop-policy-chunk"],
     });
   });
 

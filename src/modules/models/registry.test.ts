@@ -26,10 +26,16 @@ function problems(doc: unknown): string[] {
 }
 
 describe("model registry", () => {
-  it("loads the embedded defaults: mock-openvla-7b, demo-vla-tiny and mock-pi0", () => {
+  it("loads the embedded defaults: mock-openvla-7b, demo-vla-tiny, mock-pi0 and the two tabletop policies", () => {
     const reg = loadRegistry(undefined);
     expect(reg.defaultModel).toBe("mock-openvla-7b");
-    expect(reg.models.map((m) => m.id)).toEqual(["mock-openvla-7b", "demo-vla-tiny", "mock-pi0"]);
+    expect(reg.models.map((m) => m.id)).toEqual([
+      "mock-openvla-7b",
+      "demo-vla-tiny",
+      "mock-pi0",
+      "tabletop-policy",
+      "tabletop-policy-chunk",
+    ]);
     const mock = reg.models[0];
     expect(mock?.statistics.keys).toEqual(["bridge_orig", "fractal20220817_data"]);
     // Two keys and a default, so a client naming none (the stock openpi client) can use it.
@@ -39,7 +45,12 @@ describe("model registry", () => {
     expect(demo?.defaultUnnormKey).toBe("bridge_orig");
     expect(demo?.image).toMatchObject({ width: 224, height: 224, strategy: "resize-naive" });
     expect(mock?.backend).toMatchObject({ kind: "mock", output: "tokens" });
-    expect(EMBEDDED_REGISTRY.models).toHaveLength(3);
+    expect(EMBEDDED_REGISTRY.models).toHaveLength(5);
+    const [logits, chunk] = [reg.models[3], reg.models[4]];
+    expect(logits?.defaultUnnormKey).toBe("sim_tabletop");
+    expect(logits?.action).toMatchObject({ dim: 7, chunk: 1 });
+    expect(chunk?.defaultUnnormKey).toBe("sim_tabletop");
+    expect(chunk?.action).toMatchObject({ dim: 7, chunk: 8 });
   });
 
   it("loads mock-pi0: a pi0-like trajectory mock, H = 10, synthetic statistics, openpi's quantile un-normalization", () => {

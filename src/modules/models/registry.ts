@@ -137,6 +137,29 @@ export const EMBEDDED_REGISTRY = {
       unnormalization: { mode: "bounds_q99", epsilon: 1e-6 },
       batching: { max_batch_size: 16, max_wait_ms: 2 },
     },
+    {
+      id: "tabletop-policy",
+      description:
+        "Behaviour-cloned policy of the simulated tabletop (docs/sim.md): a small CNN conditioned on the instruction; OpenVLA-style action-token logits, decoded and un-normalized exactly like OpenVLA's (unnorm key sim_tabletop). Trained by scripts/train_tabletop.py.",
+      backend: { kind: "onnx", model_dir: "models/tabletop-policy" },
+      action: { dim: 7, chunk: 1 },
+      image: { size: 224, strategy: "resize-naive" },
+      // Trained on the bare instruction (the hash-words tokenizer keeps 16 words).
+      prompt_template: "{instruction}",
+      lowercase_instruction: true,
+      batching: { max_batch_size: 16, max_wait_ms: 2 },
+    },
+    {
+      id: "tabletop-policy-chunk",
+      description:
+        "The tabletop policy's chunk head: 8 future normalized actions (pi0-style), un-normalized with the same statistics; for the chunk paths of /v1/stream and openpi.",
+      backend: { kind: "onnx", model_dir: "models/tabletop-policy-chunk" },
+      action: { dim: 7, chunk: 8 },
+      image: { size: 224, strategy: "resize-naive" },
+      prompt_template: "{instruction}",
+      lowercase_instruction: true,
+      batching: { max_batch_size: 16, max_wait_ms: 2 },
+    },
   ],
 } as const;
 
