@@ -105,6 +105,10 @@ async function main(): Promise<void> {
           case when g % 4 = 2 then 'month' when g % 4 = 3 then (array['month', 'year'])[1 + g % 2] end
         from generate_series(1, ${CUSTOMERS}) g`),
     );
+    // What the billing webhook writes beside those fields (monthlyAmount, quantity 1).
+    await db.execute(sql`update customers set mrr_minor = case when subscription_status in ('active', 'past_due')
+        and subscription_unit_amount is not null then round(subscription_unit_amount
+        * case subscription_interval when 'month' then 1.0 when 'year' then 1.0 / 12 else 0 end)::bigint else 0 end`);
     const ids = rowsOf<{ id: string }>(await db.execute(sql`select id::text as id from customers order by id`)).map(
       (r) => r.id,
     );

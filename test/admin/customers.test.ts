@@ -96,12 +96,15 @@ describe("GET /admin/customers", () => {
       subscriptionUnitAmount: 12_000,
       subscriptionInterval: "year",
       subscriptionCurrency: "usd",
+      // What the billing webhook writes with these fields (monthlyAmount: yearly / 12).
+      mrrMinor: 1_000,
     });
     await setCustomer(e.customerId, {
       subscriptionStatus: "active",
       subscriptionUnitAmount: 4_900,
       subscriptionInterval: "month",
       subscriptionCurrency: "usd",
+      mrrMinor: 4_900,
     });
     const hour = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000);
     const old = new Date(hour.getTime() - 40 * 86_400_000);
