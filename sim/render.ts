@@ -41,7 +41,7 @@ export const FRAME_SIZE = 224;
 
 /** Camera pose in the scene frame (documented in docs/sim.md). */
 export const CAMERA = {
-  position: { x: 0, y: -0.7, z: 0.6 },
+  position: { x: 0, y: -0.42, z: 0.78 },
   target: { x: 0, y: 0, z: 0.05 },
   /** Vertical field of view in degrees. */
   fov: 38,

@@ -150,7 +150,7 @@ describe("render", () => {
     expect(right.col).toBeGreaterThan(centre.col + 20);
     expect(Math.abs(right.row - centre.row)).toBeLessThan(5);
     expect(forward.row).toBeLessThan(centre.row - 10);
-    expect(up.row).toBeLessThan(centre.row - 20);
+    expect(up.row).toBeLessThan(centre.row - 12);
   });
 
   it("shows whether the gripper is open or closed", () => {

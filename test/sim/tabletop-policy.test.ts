@@ -29,11 +29,11 @@ const HELD_OUT = 900_000;
 const EPISODES = 20;
 /**
  * Floors a little under the measured figures of the committed model on these 20 seeds (0.60 and
- * 0.30; docs/sim.md): deterministic, so a change of the path (image orientation, channels,
+ * 0.25; docs/sim.md): deterministic, so a change of the path (image orientation, channels,
  * tokenizer, decode, statistics) shows as a drop, not noise.
  */
 const MIN_SUCCESS = 0.5;
-const MIN_OTHER = 0.25;
+const MIN_OTHER = 0.2;
 
 describe("the committed tabletop models", () => {
   for (const model of MODELS) {
