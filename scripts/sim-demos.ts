@@ -1,7 +1,8 @@
 /**
  * Writes expert demonstrations of the simulated tabletop for behaviour cloning.
  *   npm run sim:demos -- --out data/sim-demos --episodes 200 [--size 56] [--seed-start 10000]
- *     [--kinds pick,move_to,put_on] [--noise 4] [--lighting] [--perturb 0.004] [--no-paraphrase]
+ *     [--kinds pick,move_to,put_on] [--noise 4] [--lighting] [--perturb 0.004] [--early-close 0.3]
+ *     [--no-paraphrase]
  * The format is documented in docs/sim.md.
  */
 import { parseArgs } from "node:util";
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     noise: { type: "string", default: "0" },
     lighting: { type: "boolean", default: false },
     perturb: { type: "string", default: "0" },
+    "early-close": { type: "string", default: "0" },
     "no-paraphrase": { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
   },
@@ -50,6 +52,7 @@ const metadata = await writeDemos({
   noise: number("noise", values.noise),
   lighting: values.lighting ?? false,
   perturb: number("perturb", values.perturb),
+  earlyClose: number("early-close", values["early-close"]),
   onEpisode: ({ index, total }) => {
     if (!values.quiet && (index + 1) % 50 === 0) console.error(`${index + 1}/${total} episodes`);
   },

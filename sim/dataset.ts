@@ -1,11 +1,20 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { expertPolicy, runEpisode, setupEpisode } from "./episode.ts";
+import { FUNNEL } from "./expert.ts";
 import { decodeNpy, encodeNpy } from "./npy.ts";
 import { FRAME_SIZE, type Frame } from "./render.ts";
 import { createRng, deriveSeed } from "./rng.ts";
-import type { Action } from "./scene.ts";
-import { TASK_KINDS, type TaskKind } from "./tasks.ts";
+import {
+  type Action,
+  findBlock,
+  GRASP_HEIGHT_TOLERANCE,
+  GRIPPER_CLOSED,
+  isOpen,
+  MAX_STEP,
+  type Scene,
+} from "./scene.ts";
+import { TASK_KINDS, type Task, type TaskKind } from "./tasks.ts";
 
 /**
  * Expert demonstrations for behaviour cloning, written as NumPy files plus JSON metadata
@@ -119,6 +128,13 @@ export type DemoOptions = {
   lighting?: boolean;
   /** DART-style perturbation: Gaussian noise (metres) added to the executed x/y/z, not to the label. */
   perturb?: number;
+  /**
+   * Recovery demonstrations: the probability that an episode executes one premature close (the
+   * gripper shuts on nothing while the expert approaches its block, near it but too high to
+   * grasp). The expert's recorded labels then show the recovery: open, back off upwards, approach
+   * again.
+   */
+  earlyClose?: number;
   onEpisode?: (info: { index: number; total: number; success: boolean; steps: number }) => void;
 };
 
@@ -149,6 +165,7 @@ export type DemoMetadata = {
     noise: number;
     lighting: boolean;
     perturb: number;
+    early_close: number;
   };
   num_transitions: number;
   num_trajectories: number;
@@ -156,6 +173,19 @@ export type DemoMetadata = {
   instructions: string[];
   episodes: EpisodeMeta[];
 };
+
+/**
+ * Whether a premature close now would be a mistake worth recovering from: the gripper is open and
+ * empty, the expert keeps it open, the TCP is near the block it is to pick (within twice the
+ * funnel's radius) but too high for a close to grasp it even after a full step down.
+ */
+function prematureCloseWindow(scene: Scene, task: Task, expert: Action): boolean {
+  if (scene.held >= 0 || !isOpen(scene.gripper) || !isOpen(expert[6] as number)) return false;
+  const block = findBlock(scene, task.colour);
+  if (block === undefined) return false;
+  const horizontal = Math.hypot(scene.ee.x - block.pos.x, scene.ee.y - block.pos.y);
+  return horizontal <= 2 * FUNNEL && scene.ee.z - block.pos.z > GRASP_HEIGHT_TOLERANCE + MAX_STEP;
+}
 
 /** Seed of episode `i` of kind number `k`: kinds interleave so every seed is used once. */
 export function demoSeed(seedStart: number, i: number, k: number, kinds: number): number {
@@ -182,14 +212,21 @@ export async function writeDemos(options: DemoOptions): Promise<DemoMetadata> {
       const seed = demoSeed(seedStart, i, k, kinds.length);
       const setup = setupEpisode(seed, { kind, paraphrase });
       const rng = createRng(deriveSeed(seed, 5));
-      const perturb = options.perturb
-        ? (a: Action): Action => [
-            (a[0] as number) + rng.normal() * (options.perturb as number),
-            (a[1] as number) + rng.normal() * (options.perturb as number),
-            (a[2] as number) + rng.normal() * (options.perturb as number),
-            ...a.slice(3),
-          ]
-        : undefined;
+      const sigma = options.perturb ?? 0;
+      // One premature close, at a random step of the approach, in this share of the episodes.
+      let closeEarly = options.earlyClose ? rng.next() < options.earlyClose : false;
+      const perturb =
+        sigma > 0 || closeEarly
+          ? (a: Action): Action => {
+              const out = [...a];
+              if (sigma > 0) for (let d = 0; d < 3; d++) out[d] = (out[d] as number) + rng.normal() * sigma;
+              if (closeEarly && prematureCloseWindow(setup.scene, setup.task, a) && rng.next() < 0.5) {
+                out[6] = GRIPPER_CLOSED;
+                closeEarly = false;
+              }
+              return out;
+            }
+          : undefined;
       const result = await runEpisode(setup, expertPolicy, {
         ...(options.noise ? { noise: options.noise } : {}),
         ...(options.lighting ? { lighting: true } : {}),
@@ -255,6 +292,7 @@ export async function writeDemos(options: DemoOptions): Promise<DemoMetadata> {
       noise: options.noise ?? 0,
       lighting: options.lighting ?? false,
       perturb: options.perturb ?? 0,
+      early_close: options.earlyClose ?? 0,
     },
     num_transitions: n,
     num_trajectories: episodes.length,

@@ -14,27 +14,33 @@ import type { Task } from "./tasks.ts";
 /**
  * A scripted expert: a pure function of the scene's state and the task (so it is closed-loop and
  * recovers from perturbations), emitting `delta_ee` actions `[dx, dy, dz, 0, 0, 0, gripper]`.
- * pick: approach above the block, descend, close, lift. move_to: go above the block.
+ * pick: approach down a funnel over the block (FUNNEL), close, lift. move_to: go above the block.
  * put_on: pick, lift to a carrying height, carry above the target, descend, open.
  */
 
 /** The expert's largest translation per step and axis (below the scene's MAX_STEP). */
 export const EXPERT_STEP = 0.02;
-/** Height of the TCP above a block's centre while approaching it. */
+/** Height of the TCP above a block's centre while approaching it from afar. */
 export const HOVER = 0.06;
 /** TCP height a picked block is lifted to. */
 export const LIFT_TO = 0.12;
 /**
- * Horizontal alignment the expert needs before descending, and vertical tolerance for "arrived"
- * (metres): loose enough that a perturbed execution (DART data collection) still converges, well
- * inside the grasp tolerances (GRASP_RADIUS, GRASP_HEIGHT_TOLERANCE).
+ * The approach is a funnel: the TCP's target height above the block grows linearly with the
+ * horizontal distance, from the block's centre within GRASP_ALIGN (a flat bottom, so a small
+ * horizontal error does not hold the gripper up) to HOVER at FUNNEL and beyond.
+ * Every action is a continuous function of the state (no "aligned, now descend" switch that a
+ * policy would have to resolve to a fraction of a pixel), and a perturbed execution (DART data
+ * collection) converges the same way.
  */
+export const FUNNEL = 0.04;
+/** It closes within this horizontal distance and this height of the block's centre (metres), well inside the grasp tolerances (GRASP_RADIUS, GRASP_HEIGHT_TOLERANCE). */
+export const GRASP_ALIGN = 0.012;
+export const GRASP_HEIGHT = 0.01;
+/** Placing (put_on): horizontal alignment before descending, and the vertical "arrived" tolerance. */
 const ALIGN = 0.006;
 const ARRIVE = 0.005;
-/** Once below the approach height, the expert keeps descending (correcting x/y) within this radius. */
+/** Once below the carrying height, the expert keeps descending (correcting x/y) within this radius. */
 const NEAR = 0.015;
-/** It closes (or opens, to place) within this horizontal distance. */
-const GRASP_ALIGN = 0.01;
 const HALF = BLOCK_SIZE / 2;
 
 const clampStep = (v: number): number => Math.max(-EXPERT_STEP, Math.min(EXPERT_STEP, v));
@@ -47,25 +53,19 @@ function horizontalDistance(a: Vec3, b: Vec3): number {
   return Math.hypot(a.x - b.x, a.y - b.y);
 }
 
-/** Approach `block` from above, descend and close (a closed or wrongly loaded gripper opens first). */
+/** Approach `block` down the funnel and close (a closed or wrongly loaded gripper opens first). */
 function pickAction(scene: Scene, block: Block): number[] {
   const ee = scene.ee;
   if (scene.held >= 0 || !isOpen(scene.gripper)) {
     // Holding the wrong block, or closed on nothing: open and back off upwards.
     return [0, 0, EXPERT_STEP, 0, 0, 0, GRIPPER_OPEN];
   }
-  const above = { x: block.pos.x, y: block.pos.y, z: block.pos.z + HOVER };
   const horizontal = horizontalDistance(ee, block.pos);
-  const descending = horizontal <= ALIGN || (horizontal <= NEAR && ee.z < above.z - ARRIVE);
-  if (!descending) {
-    // Do not sweep through blocks on the way: stay at least at hover height while far away.
-    const target = { ...above, z: Math.max(above.z, Math.min(ee.z, above.z + 0.04)) };
-    return moveTowards(ee, target, GRIPPER_OPEN);
+  if (horizontal <= GRASP_ALIGN && Math.abs(ee.z - block.pos.z) <= GRASP_HEIGHT) {
+    return [0, 0, 0, 0, 0, 0, GRIPPER_CLOSED];
   }
-  if (Math.abs(ee.z - block.pos.z) > ARRIVE || horizontal > GRASP_ALIGN) {
-    return moveTowards(ee, { x: block.pos.x, y: block.pos.y, z: block.pos.z }, GRIPPER_OPEN);
-  }
-  return [0, 0, 0, 0, 0, 0, GRIPPER_CLOSED];
+  const z = block.pos.z + HOVER * Math.min(1, Math.max(0, horizontal - GRASP_ALIGN) / (FUNNEL - GRASP_ALIGN));
+  return moveTowards(ee, { x: block.pos.x, y: block.pos.y, z }, GRIPPER_OPEN);
 }
 
 export function expertAction(scene: Scene, task: Task): Action {

@@ -30,6 +30,8 @@ export function transformFrame(frame: Frame, how: FrameTransform): Uint8Array {
 export interface OnnxPolicy {
   /** One action for a 224x224 frame and an instruction; chunk models answer their first step. */
   act(frame: Frame, instruction: string, how?: FrameTransform): Promise<Action>;
+  /** Every row of the answer: a chunk model's whole chunk (un-normalized), a logits model's one action. */
+  chunk(frame: Frame, instruction: string, how?: FrameTransform): Promise<Action[]>;
   close(): Promise<void>;
 }
 
@@ -49,26 +51,34 @@ export async function loadOnnxPolicy(dir: string): Promise<OnnxPolicy> {
     interOpNumThreads: 1,
   });
   const out = config.output;
+  const chunk = async (frame: Frame, instruction: string, how: FrameTransform = "none"): Promise<Action[]> => {
+    if (frame.width !== config.image.width || frame.height !== config.image.height) {
+      throw new Error(`the model takes ${config.image.width}x${config.image.height} frames`);
+    }
+    const feeds = {
+      [config.image.name]: new ort.Tensor("uint8", transformFrame(frame, how), [1, frame.height, frame.width, 3]),
+      [config.instruction.name]: new ort.Tensor("int64", tokenize(instruction, config.instruction.tokenizer), [
+        1,
+        config.instruction.tokenizer.maxLength,
+      ]),
+    };
+    const result = await session.run(feeds);
+    const data = result[out.name]?.data as Float32Array | undefined;
+    if (data === undefined) throw new Error(`the model has no output ${out.name}`);
+    if (out.kind === "action_token_logits") {
+      return [unnormalize(decodeTokens(logitsToTokens(data, 0, out.actionDim, out.bins)), stats)];
+    }
+    const rows: Action[] = [];
+    for (let r = 0; r * out.actionDim < data.length; r++) {
+      rows.push(unnormalize(Array.from(data.subarray(r * out.actionDim, (r + 1) * out.actionDim)), stats));
+    }
+    return rows;
+  };
   return {
     async act(frame, instruction, how = "none") {
-      if (frame.width !== config.image.width || frame.height !== config.image.height) {
-        throw new Error(`the model takes ${config.image.width}x${config.image.height} frames`);
-      }
-      const feeds = {
-        [config.image.name]: new ort.Tensor("uint8", transformFrame(frame, how), [1, frame.height, frame.width, 3]),
-        [config.instruction.name]: new ort.Tensor("int64", tokenize(instruction, config.instruction.tokenizer), [
-          1,
-          config.instruction.tokenizer.maxLength,
-        ]),
-      };
-      const result = await session.run(feeds);
-      const data = result[out.name]?.data as Float32Array | undefined;
-      if (data === undefined) throw new Error(`the model has no output ${out.name}`);
-      if (out.kind === "action_token_logits") {
-        return unnormalize(decodeTokens(logitsToTokens(data, 0, out.actionDim, out.bins)), stats);
-      }
-      return unnormalize(Array.from(data.subarray(0, out.actionDim)), stats);
+      return (await chunk(frame, instruction, how))[0] as Action;
     },
+    chunk,
     close: () => session.release(),
   };
 }

@@ -7,6 +7,13 @@ import { BLOCK_SIZE, type Colour, isOpen, type Scene, supportUnder, TABLE, type 
  * face (back faces culled, one flat shade per face) in painter's order (farthest box first), with
  * vertical drop shadows under the gripper and a held block so the height is visible in the image.
  * Frames are RGB uint8, row-major HWC, row 0 at the top (what a camera driver and OpenVLA expect).
+ *
+ * The palm carries the gripper's status light, as real grippers report their state (a Robotiq
+ * 2F's object detection, for one): dark while open, magenta when closed on nothing, white when
+ * closed on an object. Without it the state is invisible at the moment that matters: a gripper
+ * open around a block and one closed on it differ by fingers hidden behind the block. The colours
+ * have equal red and blue, so they are unchanged by a red/blue channel swap and never look like
+ * a block.
  */
 
 export type Frame = { width: number; height: number; data: Uint8Array };
@@ -58,6 +65,9 @@ const WALL_RGB = [92, 96, 108] as const;
 const FLOOR_RGB = [58, 60, 66] as const;
 const GRIPPER_RGB = [70, 72, 80] as const;
 const FINGER_RGB = [200, 202, 212] as const;
+/** The palm's status light: closed on nothing, closed holding a block (open: GRIPPER_RGB). */
+export const PALM_CLOSED_EMPTY_RGB = [205, 50, 205] as const;
+export const PALM_HOLDING_RGB = [240, 240, 240] as const;
 const SHADOW = 0.45;
 
 /** Gripper geometry relative to the TCP (metres). */
@@ -321,7 +331,11 @@ export function gripperBoxes(scene: Scene): { c: Vec3; hx: number; hy: number; h
   return [
     { c: { x: x - fingerX, y, z: fingerZ }, ...g.finger, rgb: FINGER_RGB },
     { c: { x: x + fingerX, y, z: fingerZ }, ...g.finger, rgb: FINGER_RGB },
-    { c: { x, y, z: palmZ }, ...g.palm, rgb: GRIPPER_RGB },
+    {
+      c: { x, y, z: palmZ },
+      ...g.palm,
+      rgb: isOpen(scene.gripper) ? GRIPPER_RGB : scene.held >= 0 ? PALM_HOLDING_RGB : PALM_CLOSED_EMPTY_RGB,
+    },
     { c: { x, y, z: wristZ }, ...g.wrist, rgb: GRIPPER_RGB },
   ];
 }

@@ -4,10 +4,10 @@ import { eq } from "drizzle-orm";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
-import { BOOTSTRAP_ADMIN_EMAIL, BOOTSTRAP_DEMO_EMAIL } from "../../src/modules/api-keys/bootstrap.ts";
+import { BOOTSTRAP_ADMIN_EMAIL, BOOTSTRAP_DEMO_EMAIL, DEMO_KEY_MODEL } from "../../src/modules/api-keys/bootstrap.ts";
 import { verifyPassword } from "../../src/modules/auth/password.ts";
 import { UsersRepo } from "../../src/modules/users/users.repo.ts";
-import { customers } from "../../src/platform/db/schema/index.ts";
+import { apiKeys, customers } from "../../src/platform/db/schema/index.ts";
 import { isolatedDatabase } from "../helpers/app.ts";
 import { buildLimitsApp } from "../helpers/limits.ts";
 
@@ -130,6 +130,13 @@ describe("first-run demo bootstrap", () => {
       });
       const usage = await ctx.app.inject({ method: "GET", url: "/v1/usage", headers: { "x-api-key": key } });
       expect(JSON.stringify(usage.json())).toContain("1200");
+      // Bound to the trained tabletop policy: /act (which names no model) drives the simulated arm.
+      const [row] = await ctx.database.db
+        .select()
+        .from(apiKeys)
+        .where(eq(apiKeys.customerId, demo?.id as string));
+      expect(row).toMatchObject({ model: DEMO_KEY_MODEL.model, unnormKey: DEMO_KEY_MODEL.unnormKey });
+      expect(text).toContain(`scope inference, model ${DEMO_KEY_MODEL.model})`);
     } finally {
       await ctx.close();
     }

@@ -124,4 +124,31 @@ describe("writeDemos", () => {
     const file = JSON.parse(readFileSync(path.join(out, "dataset_statistics.json"), "utf8"));
     expect(Object.keys(file[UNNORM_KEY].action).sort()).toEqual(["mask", "max", "mean", "min", "q01", "q99", "std"]);
   });
+  it("records recoveries with --early-close: a gripper shut on nothing, then the expert's open and back-off labels", async () => {
+    const out = mkdtempSync(path.join(tmpdir(), "sim-demos-"));
+    dirs.push(out);
+    const metadata = await writeDemos({ out, episodes: 6, size: 28, kinds: ["pick"], earlyClose: 1 });
+    expect(metadata.options.early_close).toBe(1);
+    expect(metadata.skipped_failures).toBe(0);
+    const demos = readDemos(out);
+    let recoveries = 0;
+    for (const e of metadata.episodes) {
+      for (let i = e.start; i < e.start + e.length; i++) {
+        const gripper = demos.states[i * 7 + 6] as number;
+        const label = Array.from(demos.actions.subarray(i * 7, i * 7 + 7));
+        // Closed (state) before holding anything: the label opens and rises.
+        if (gripper < 0.5 && (label[6] as number) >= 0.5) {
+          expect(label[2]).toBeGreaterThan(0);
+          recoveries++;
+        }
+      }
+    }
+    // At most one premature close per episode (each step near the block draws it at 1/2, so nearly
+    // every episode has one), and none of them is the successful grasp (that one stays closed).
+    expect(recoveries).toBeGreaterThanOrEqual(4);
+    expect(recoveries).toBeLessThanOrEqual(6);
+    const plain = await writeDemos({ out: `${out}-plain`, episodes: 6, size: 28, kinds: ["pick"] });
+    dirs.push(`${out}-plain`);
+    expect(plain.num_transitions).toBeLessThan(metadata.num_transitions);
+  });
 });

@@ -8,10 +8,12 @@ import {
   FRAME_SIZE,
   type Frame,
   GRIPPER_GEOMETRY,
+  PALM_CLOSED_EMPTY_RGB,
+  PALM_HOLDING_RGB,
   randomLighting,
   render,
 } from "../../sim/render.ts";
-import { BLOCK_SIZE, type Colour, createScene, type Scene, type Vec3 } from "../../sim/scene.ts";
+import { BLOCK_SIZE, type Block, type Colour, createScene, type Scene, step, type Vec3 } from "../../sim/scene.ts";
 
 const HALF = BLOCK_SIZE / 2;
 const camera = new Camera();
@@ -160,6 +162,32 @@ describe("render", () => {
     expect(isFinger(pixelAt(render(open), openFinger))).toBe(true);
     expect(isFinger(pixelAt(render(closed), openFinger))).toBe(false);
     expect(isFinger(pixelAt(render(closed), fingerCentre(closed, 1, false)))).toBe(true);
+  });
+
+  it("lights the palm by the gripper's state: dark open, magenta closed on nothing, white holding", () => {
+    const palmTop = (scene: Scene) => {
+      const g = GRIPPER_GEOMETRY;
+      const z = scene.ee.z + g.finger.bottom + 2 * g.finger.hz + 2 * g.palm.hz;
+      return pixelAt(render(scene), { x: scene.ee.x + g.palm.hx / 2, y: scene.ee.y, z });
+    };
+    const open = palmTop(gripperAt(createScene(4), 0, 0.05, 0.1, 1));
+    const empty = palmTop(gripperAt(createScene(4), 0, 0.05, 0.1, 0));
+    expect(open[0]).toBeLessThan(110);
+    expect(empty[0]).toBeGreaterThan(150);
+    expect(empty[1]).toBeLessThan(90);
+    expect(empty[2]).toBeGreaterThan(150);
+    // Close on a block (the TCP at its centre), then lift it: the light turns white.
+    const scene = createScene(4);
+    const block = scene.blocks[0] as Block;
+    scene.ee = { ...block.pos };
+    step(scene, [0, 0, 0, 0, 0, 0, 0]);
+    expect(scene.held).toBe(0);
+    step(scene, [0, 0, 0.03, 0, 0, 0, 0]);
+    const holding = palmTop(scene);
+    expect(Math.min(...holding)).toBeGreaterThan(170);
+    // Equal red and blue: a red/blue swap leaves the light as it is.
+    expect(PALM_CLOSED_EMPTY_RGB[0]).toBe(PALM_CLOSED_EMPTY_RGB[2]);
+    expect(PALM_HOLDING_RGB[0]).toBe(PALM_HOLDING_RGB[2]);
   });
 
   it("changes brightness with the lighting, and random lighting is seeded", () => {

@@ -95,5 +95,9 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
   });
 
   await app.register(apiKeysRoutes(service), { platform });
-  platform.notices.push(...(await bootstrapDemo(config, platform.database, repo)));
+  const served = {
+    has: (model: string, unnormKey: string) =>
+      platform.engine.modelIds().includes(model) && platform.engine.statistics(model).entries.has(unnormKey),
+  };
+  platform.notices.push(...(await bootstrapDemo(config, platform.database, repo, served)));
 };

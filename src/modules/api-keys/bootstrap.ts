@@ -27,6 +27,14 @@ export const DEMO_LIMITS = {
   streamMaxFps: 100,
 } as const;
 
+/**
+ * The model the demo key is bound to (its default model and unnorm_key, docs/api-keys.md "Keys
+ * bound to a robot"): the trained tabletop policy, so `npm run sim` drives the simulated arm
+ * through every protocol, `/act` included (OpenVLA's /act names no model: it serves the key's).
+ * Requests that name another model still get it. Left unbound when the registry lacks the model.
+ */
+export const DEMO_KEY_MODEL = { model: "tabletop-policy-chunk", unnormKey: "sim_tabletop" } as const;
+
 /** The demo key's file under DATA_DIR (mode 0600), read by `npm run sim` when no key is given. */
 export const DEMO_KEY_FILE = "demo-key";
 
@@ -48,12 +56,17 @@ function curlFileField(name: string, file: string): string {
 /**
  * First run on an empty embedded database: an admin (superuser) with a generated password and
  * a demo customer with one `inference` key and limits a simulation can use (DEMO_LIMITS), the
- * key also written to `DATA_DIR/demo-key` (0600) for `npm run sim`. Both secrets are stored hashed and returned once
+ * key (bound to DEMO_KEY_MODEL when it is served) also written to `DATA_DIR/demo-key` (0600) for `npm run sim`. Both secrets are stored hashed and returned once
  * as notice lines for server.ts to print after listening, with `curl` commands that work as
  * printed: the inference one sends a sample frame written into DATA_DIR
  * (`sample-frame.jpg`). Returns [] when anything exists.
  */
-export async function bootstrapDemo(config: Config, database: Database, keys: ApiKeysRepo): Promise<string[]> {
+export async function bootstrapDemo(
+  config: Config,
+  database: Database,
+  keys: ApiKeysRepo,
+  served: { has(model: string, unnormKey: string): boolean },
+): Promise<string[]> {
   if (!bootstrapAllowed(config)) return [];
   const db = database.db;
   const [existing] = await db.select({ n: count() }).from(users);
@@ -86,7 +99,9 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
     .returning();
   if (demo === undefined) return [];
   const key = generateKey("live");
+  const bound = served.has(DEMO_KEY_MODEL.model, DEMO_KEY_MODEL.unnormKey) ? DEMO_KEY_MODEL : undefined;
   await keys.insert({
+    ...(bound === undefined ? {} : { model: bound.model, unnormKey: bound.unnormKey }),
     customerId: demo.id,
     name: "demo key",
     keyHash: key.hash,
@@ -113,9 +128,9 @@ export async function bootstrapDemo(config: Config, database: Database, keys: Ap
   const simUrl = /^http:\/\/(localhost|127\.0\.0\.1):8000$/.test(base) ? "" : ` --url ${base}`;
   return [
     "",
-    "First run: created demo credentials (shown once; only hashes are stored).",
+    "First run: created demo credentials (shown once; the database keeps only their hashes).",
     `  admin login     ${BOOTSTRAP_ADMIN_EMAIL} / ${password}`,
-    `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference)`,
+    `  demo API key    ${key.key}   (customer "Demo customer", free tier, scope inference${bound === undefined ? "" : `, model ${bound.model}`})`,
     keyNote,
     `  demo limits     ${perMinute}/min, ${DEMO_LIMITS.quotaPerDay}/day, ${DEMO_LIMITS.quotaPerMonth}/month, streams ${DEMO_LIMITS.streamMaxFps} frames/s (development only, for npm run sim)`,
     "  try it:",
