@@ -20,7 +20,8 @@ import { parseInstruction, TASK_KINDS, type TaskKind } from "../sim/tasks.ts";
 
 /**
  * The model asked when --model is not given: the trained tabletop policy's chunk head (docs/sim.md,
- * "Training a policy"); /act cannot name a model and uses the key's, else the server's default.
+ * "Training a policy"). /act cannot name a model: it uses the key's (the first-run demo key is bound
+ * to this same model, DEMO_KEY_MODEL), else the server's default.
  */
 const DEFAULT_MODEL: string | undefined = "tabletop-policy-chunk";
 
@@ -123,7 +124,7 @@ async function runVia(v: (typeof VIA)[number], gif: string | undefined): Promise
       );
     }
     const model = values.model ?? DEFAULT_MODEL;
-    if (protocol === "act" && model !== undefined && !values.json) {
+    if (protocol === "act" && values.model !== undefined && !values.json) {
       console.error(`note: /act names no model; it serves the key's model, else the server's default (not ${model})`);
     }
     const url = values.url ?? "http://127.0.0.1:8000";

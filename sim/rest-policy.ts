@@ -32,12 +32,23 @@ type InferenceAnswer = {
   timing?: { total_ms?: unknown };
 };
 
-type HttpReply = { status: number; headers: Headers; text: string; json: unknown };
+/** `waitedMs`: time spent waiting out 429s (Retry-After) before this reply, not part of its latency. */
+type HttpReply = { status: number; headers: Headers; text: string; json: unknown; waitedMs: number };
 
 async function post(options: ServerOptions, path: string, body: string, headers: Record<string, string>) {
   const doFetch = options.fetch ?? fetch;
   const endpoint = new URL(path, options.url).toString();
-  return withRetry<HttpReply>(options, async () => {
+  let waitedMs = 0;
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const counting: ServerOptions = {
+    ...options,
+    sleep: async (ms) => {
+      const started = performance.now();
+      await sleep(ms);
+      waitedMs += performance.now() - started;
+    },
+  };
+  const reply = await withRetry<Omit<HttpReply, "waitedMs">>(counting, async () => {
     const response = await doFetch(endpoint, {
       method: "POST",
       headers: { "content-type": "application/json", "x-api-key": options.key, ...headers },
@@ -62,6 +73,7 @@ async function post(options: ServerOptions, path: string, body: string, headers:
     const retryAfter = Number(response.headers.get("retry-after") ?? "1");
     return { limited: error, retryAfter: Number.isFinite(retryAfter) ? retryAfter : null };
   });
+  return { ...reply, waitedMs };
 }
 
 function robotStateOf(observation: Observation) {
@@ -99,6 +111,7 @@ export function restClient(options: ServerOptions): ProtocolClient {
         violations: ruleNames(answer.safety?.violations),
         rawAction: isAction(answer.safety?.raw_action) ? answer.safety.raw_action : null,
         inferenceId: typeof answer.inference_id === "string" ? answer.inference_id : null,
+        waitedMs: reply.waitedMs,
       };
     },
   };
@@ -130,6 +143,7 @@ export function actClient(options: ServerOptions): ProtocolClient {
           .filter((v) => v !== ""),
         rawAction: null,
         inferenceId: reply.headers.get("x-inference-id"),
+        waitedMs: reply.waitedMs,
       };
     },
   };

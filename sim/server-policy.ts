@@ -49,7 +49,11 @@ export type CallRecord = {
 };
 
 /** One answer of a protocol client: the safe chunk (H x 7) and what the server said about it. */
-export type ServerAnswer = Omit<CallRecord, "latencyMs" | "action" | "chunk"> & { actions: number[][] };
+export type ServerAnswer = Omit<CallRecord, "latencyMs" | "action" | "chunk"> & {
+  actions: number[][];
+  /** Time spent waiting out 429s (Retry-After) before the answer: not counted in the call's latency. */
+  waitedMs?: number;
+};
 
 export interface ProtocolClient {
   readonly protocol: Protocol;
@@ -106,7 +110,7 @@ export function serverPolicy(client: ProtocolClient, options: ServerPolicyOption
     if (next) return next;
     const started = performance.now();
     const answer = await client.infer(observation);
-    const latencyMs = performance.now() - started;
+    const latencyMs = performance.now() - started - (answer.waitedMs ?? 0);
     const first = answer.actions[0];
     if (!first || !answer.actions.every(isAction)) {
       throw new InferenceError(client.protocol, 200, null, "no 7-D action in the answer");

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import sharp from "sharp";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { percentile, runEpisodes } from "../../sim/closed-loop.ts";
 import { expertPolicy, robotState, setupEpisode } from "../../sim/episode.ts";
 import { render } from "../../sim/render.ts";
@@ -91,6 +91,33 @@ describe("restPolicy", () => {
     });
     expect(await policy(observation())).toEqual([0, 0, 0, 0, 0, 0, 0]);
     expect(waits).toEqual([7000]);
+  });
+
+  it("does not count the Retry-After wait in the call's latency", async () => {
+    // A fake clock: each request takes 5 ms, the wait 7 s.
+    let now = 0;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => now);
+    try {
+      const fake = fakeFetch([
+        { status: 429, body: { code: "rate_limited" }, headers: { "retry-after": "7" } },
+        ok([0, 0, 0, 0, 0, 0, 0]),
+      ]);
+      const { policy, calls } = restPolicy({
+        url: "http://s",
+        key: "k",
+        fetch: async (...args: Parameters<typeof fetch>) => {
+          now += 5;
+          return fake.fn(...args);
+        },
+        sleep: async (ms) => {
+          now += ms;
+        },
+      });
+      await policy(observation());
+      expect(calls[0]?.latencyMs).toBe(10); // both attempts, not the 7 s between them
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it("turns a problem document into an InferenceError with its code, and refuses an answer without a 7-D action", async () => {
