@@ -55,7 +55,7 @@ describe("compose stack: HAProxy, API instances and Prometheus agree", () => {
     expect(cfg).toMatch(/^\s+default-server .*\bcheck\b.*\binit-addr none\b/m);
     // Upgraded stream sockets idle between frames; the server pings every STREAM_HEARTBEAT_MS (15 s).
     expect(timeoutMs(cfg, "tunnel")).toBeGreaterThanOrEqual(4 * 15_000);
-    // Longer than the app's keep-alive would be wrong: HAProxy must close idle connections first.
+    // Idle keep-alive connections end on HAProxy's side before the app's KEEP_ALIVE_TIMEOUT_MS (72 s).
     expect(timeoutMs(cfg, "http-keep-alive")).toBeLessThan(72_000);
     // /metrics stays internal.
     expect(cfg).toMatch(/http-request deny .* if \{ path \/metrics \}/);
