@@ -1,5 +1,5 @@
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
@@ -7,7 +7,7 @@ import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { type App, type BuildOptions, buildApp } from "../../src/app.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
-import { createDatabase, type Database, wrapPglite } from "../../src/platform/db/client.ts";
+import { createDatabase, type Database, MIGRATIONS_DIR, wrapPglite } from "../../src/platform/db/client.ts";
 import { createRedis, type RedisHandle } from "../../src/platform/redis.ts";
 
 /**
@@ -62,17 +62,57 @@ export interface IsolatedDatabase {
 
 let template: Promise<PGlite> | undefined;
 
+/** What the migrated template depends on: every file under migrations/ and PGlite's version. */
+function templateKey(): string {
+  const hash = createHash("sha256");
+  const pglite = path.resolve(import.meta.dirname, "../../node_modules/@electric-sql/pglite/package.json");
+  hash.update((JSON.parse(readFileSync(pglite, "utf8")) as { version: string }).version);
+  const files = readdirSync(MIGRATIONS_DIR, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath, e.name))
+    .sort();
+  for (const f of files) hash.update(`\0${path.relative(MIGRATIONS_DIR, f)}\0`).update(readFileSync(f));
+  return hash.digest("hex").slice(0, 16);
+}
+
+/**
+ * A migrated, empty PGlite to clone. Every test file runs in a fresh process, and a fresh PGlite
+ * costs seconds (initdb); so the first file to need one dumps it to the temporary directory and
+ * the others load that dump (about half a second). Keyed by the migrations and PGlite's version;
+ * written to a temporary name and renamed, so concurrent workers at worst both build it.
+ */
+async function migratedTemplate(): Promise<PGlite> {
+  const file = path.join(tmpdir(), `vla-test-template-${templateKey()}.tar`);
+  let dump: Buffer | undefined;
+  try {
+    dump = readFileSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+  if (dump !== undefined) {
+    try {
+      const loaded = new PGlite({ loadDataDir: new Blob([dump]) });
+      await loaded.waitReady;
+      return loaded;
+    } catch {
+      // An unreadable dump (a PGlite that wrote it differently): build it again below.
+    }
+  }
+  const client = new PGlite();
+  const db = await wrapPglite(client, "template");
+  await db.migrate();
+  const temp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}`;
+  writeFileSync(temp, Buffer.from(await (await client.dumpDataDir("none")).arrayBuffer()));
+  renameSync(temp, file);
+  return client;
+}
+
 /** A migrated, empty database nobody else sees. */
 export async function isolatedDatabase(): Promise<IsolatedDatabase> {
   const serverUrl = process.env.TEST_DATABASE_URL;
   if (serverUrl === undefined) {
-    // Migrating a fresh PGlite costs seconds; cloning a migrated template per worker is faster.
-    template ??= (async () => {
-      const client = new PGlite();
-      const db = await wrapPglite(client, "template");
-      await db.migrate();
-      return client;
-    })();
+    // A fresh PGlite costs seconds; cloning a migrated template per test file is faster.
+    template ??= migratedTemplate();
     const clone = (await (await template).clone()) as PGlite;
     const database = await wrapPglite(clone, "embedded PGlite (in memory, test clone)");
     return { database, drop: () => database.close() };
