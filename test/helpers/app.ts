@@ -60,7 +60,8 @@ export interface IsolatedDatabase {
   drop(): Promise<void>;
 }
 
-let template: Promise<PGlite> | undefined;
+/** The migrated template's data directory (a PGlite dump), and whether it was read from a file. */
+let template: Promise<{ readonly dump: Blob; readonly fromFile: boolean }> | undefined;
 
 /** What the migrated template depends on: every file under migrations/ and PGlite's version. */
 function templateKey(): string {
@@ -75,46 +76,58 @@ function templateKey(): string {
   return hash.digest("hex").slice(0, 16);
 }
 
-/**
- * A migrated, empty PGlite to clone. Every test file runs in a fresh process, and a fresh PGlite
- * costs seconds (initdb); so the first file to need one dumps it to the temporary directory and
- * the others load that dump (about half a second). Keyed by the migrations and PGlite's version;
- * written to a temporary name and renamed, so concurrent workers at worst both build it.
- */
-async function migratedTemplate(): Promise<PGlite> {
-  const file = path.join(tmpdir(), `vla-test-template-${templateKey()}.tar`);
-  let dump: Buffer | undefined;
+const templateFile = () => path.join(tmpdir(), `vla-test-template-${templateKey()}.tar`);
+
+/** Migrates a fresh PGlite (seconds: initdb) and keeps its dump in `file` for later test files. */
+async function buildTemplate(file: string): Promise<{ dump: Blob; fromFile: boolean }> {
+  const client = new PGlite();
   try {
-    dump = readFileSync(file);
+    const db = await wrapPglite(client, "template");
+    await db.migrate();
+    const bytes = Buffer.from(await (await client.dumpDataDir("none")).arrayBuffer());
+    // A temporary name, then rename: concurrent workers at worst both build it.
+    const temp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}`;
+    writeFileSync(temp, bytes);
+    renameSync(temp, file);
+    return { dump: new Blob([bytes]), fromFile: false };
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Every test file runs in a fresh process, and a fresh PGlite costs seconds (initdb); so the
+ * first file to need a database dumps a migrated one to the temporary directory (keyed by the
+ * migrations and PGlite's version) and every isolated database, in any file, loads that dump
+ * (about half a second).
+ */
+async function migratedTemplate(): Promise<{ dump: Blob; fromFile: boolean }> {
+  const file = templateFile();
+  try {
+    return { dump: new Blob([readFileSync(file)]), fromFile: true };
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    return buildTemplate(file);
   }
-  if (dump !== undefined) {
-    try {
-      const loaded = new PGlite({ loadDataDir: new Blob([dump]) });
-      await loaded.waitReady;
-      return loaded;
-    } catch {
-      // An unreadable dump (a PGlite that wrote it differently): build it again below.
-    }
-  }
-  const client = new PGlite();
-  const db = await wrapPglite(client, "template");
-  await db.migrate();
-  const temp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}`;
-  writeFileSync(temp, Buffer.from(await (await client.dumpDataDir("none")).arrayBuffer()));
-  renameSync(temp, file);
-  return client;
 }
 
 /** A migrated, empty database nobody else sees. */
 export async function isolatedDatabase(): Promise<IsolatedDatabase> {
   const serverUrl = process.env.TEST_DATABASE_URL;
   if (serverUrl === undefined) {
-    // A fresh PGlite costs seconds; cloning a migrated template per test file is faster.
     template ??= migratedTemplate();
-    const clone = (await (await template).clone()) as PGlite;
-    const database = await wrapPglite(clone, "embedded PGlite (in memory, test clone)");
+    let t = await template;
+    let client: PGlite;
+    try {
+      client = await PGlite.create({ loadDataDir: t.dump });
+    } catch (e) {
+      if (!t.fromFile) throw e;
+      // A dump this PGlite cannot load (written by another build of it): make a new one.
+      template = buildTemplate(templateFile());
+      t = await template;
+      client = await PGlite.create({ loadDataDir: t.dump });
+    }
+    const database = await wrapPglite(client, "embedded PGlite (in memory, test clone)");
     return { database, drop: () => database.close() };
   }
   const name = `vla_t_${randomBytes(6).toString("hex")}`;
