@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -13,26 +12,15 @@ import { customers } from "../src/platform/db/schema/index.ts";
 import { Pseudonymizer } from "../src/platform/pseudonym.ts";
 import { insertLogs, randomEntry, rng, snapshot } from "./analytics/helpers.ts";
 import { testConfig } from "./helpers/app.ts";
+import { runCli } from "./helpers/cli.ts";
 
-const root = path.resolve(import.meta.dirname, "..");
+/** The CLI's commands, run in process (test/cli-entry.test.ts runs src/cli.ts as a process). */
+
 const dataDir = mkdtempSync(path.join(tmpdir(), "vla-cli-"));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-function run(script: string, args: string[], input = "", dir = dataDir, extraEnv: NodeJS.ProcessEnv = {}) {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dir, NODE_ENV: "development", ...extraEnv };
-  delete env.DATABASE_URL;
-  delete env.REDIS_URL;
-  return spawnSync(process.execPath, [path.join(root, script), ...args], {
-    cwd: dir,
-    input,
-    encoding: "utf8",
-    env,
-    timeout: 60_000,
-  });
-}
-
 function cli(args: string[], input = "", dir = dataDir) {
-  return run("src/cli.ts", args, input, dir);
+  return runCli(args, { input, dataDir: dir });
 }
 
 async function readUser(email: string) {
@@ -49,15 +37,15 @@ async function readUser(email: string) {
 }
 
 describe("cli", () => {
-  it("migrate applies migrations to the embedded database", () => {
-    const r = cli(["migrate"]);
+  it("migrate applies migrations to the embedded database", async () => {
+    const r = await cli(["migrate"]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(r.stdout).toContain("migrations applied");
   });
 
   it("create-admin reads the password from stdin and stores only an Argon2id hash", async () => {
-    const r = cli(["create-admin", "--email", "Root@Example.com"], "correct horse battery staple\n");
+    const r = await cli(["create-admin", "--email", "Root@Example.com"], "correct horse battery staple\n");
     expect(r.status).toBe(0);
     expect(r.stdout).toContain("created superuser root@example.com");
     const user = await readUser("root@example.com");
@@ -67,7 +55,7 @@ describe("cli", () => {
   });
 
   it("create-admin on an existing email promotes it and sets the password", async () => {
-    const r = cli(["create-admin", "--email", "root@example.com"], "another long passphrase\n");
+    const r = await cli(["create-admin", "--email", "root@example.com"], "another long passphrase\n");
     expect(r.status).toBe(0);
     expect(r.stdout).toContain("promoted");
     const user = await readUser("root@example.com");
@@ -107,7 +95,7 @@ describe("cli", () => {
         batchSize: 100,
       }).step();
       await db.close();
-      const out = run("src/cli.ts", ["analytics", "rebuild", "--from", "2026-11-01", "--to", "2026-11-03"], "", dir);
+      const out = await cli(["analytics", "rebuild", "--from", "2026-11-01", "--to", "2026-11-03"], "", dir);
       expect(out.stderr).toContain("rebuilding: 3/3 days (100 %)");
       expect(out.stdout).toContain("rebuilt analytics for 2026-11-01 .. 2026-11-03: 200 inference rows");
       expect(out.status).toBe(0);
@@ -123,7 +111,7 @@ describe("cli", () => {
       }).catchUp();
       expect(await snapshot(db)).toEqual(rebuilt);
       await db.close();
-      const bad = run("src/cli.ts", ["analytics", "rebuild", "--from", "2026-11-05", "--to", "2026-11-01"], "", dir);
+      const bad = await cli(["analytics", "rebuild", "--from", "2026-11-05", "--to", "2026-11-01"], "", dir);
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain("from <= to");
     } finally {
@@ -131,10 +119,18 @@ describe("cli", () => {
     }
   });
 
-  it("refuses weak passwords, bad emails and unknown commands", () => {
-    expect(cli(["create-admin", "--email", "a@example.com"], "password\n").status).toBe(2);
-    expect(cli(["create-admin", "--email", "not-an-email"], "long enough password\n").status).toBe(2);
-    const unknown = cli(["frobnicate"]);
+  it("prints the usage: exit 0 for help and --help, 2 without a command", async () => {
+    const help = await cli(["--help"]);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^usage: npm run cli -- <command> \[options\]/);
+    expect(await cli(["help"])).toEqual(help);
+    expect(await cli([])).toEqual({ ...help, status: 2 });
+  });
+
+  it("refuses weak passwords, bad emails and unknown commands", async () => {
+    expect((await cli(["create-admin", "--email", "a@example.com"], "password\n")).status).toBe(2);
+    expect((await cli(["create-admin", "--email", "not-an-email"], "long enough password\n")).status).toBe(2);
+    const unknown = await cli(["frobnicate"]);
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toContain("unknown command");
   });
@@ -166,7 +162,7 @@ describe("cli while the server runs on the same DATA_DIR", () => {
       });
       expect(reg.statusCode, reg.body).toBe(201);
 
-      const refused = cli(["create-admin", "--email", "ops@example.com"], "ops long passphrase\n", serverDir);
+      const refused = await cli(["create-admin", "--email", "ops@example.com"], "ops long passphrase\n", serverDir);
       expect(refused.status).toBe(75);
       expect(refused.stdout).not.toContain("created superuser");
       expect(refused.stderr).toContain(
@@ -174,7 +170,7 @@ describe("cli while the server runs on the same DATA_DIR", () => {
       );
       expect(refused.stderr).toContain("Stop the server, run this command, then start the server again");
 
-      const migrate = cli(["migrate"], "", serverDir);
+      const migrate = await cli(["migrate"], "", serverDir);
       expect(migrate.status).toBe(75);
       expect(migrate.stderr).toContain("migrate: the server is running on DATA_DIR");
 
@@ -190,7 +186,7 @@ describe("cli while the server runs on the same DATA_DIR", () => {
     expect(existsSync(path.join(serverDir, LOCK_FILE))).toBe(false);
 
     // The supported way: with the server stopped.
-    const created = cli(["create-admin", "--email", "ops@example.com"], "ops long passphrase\n", serverDir);
+    const created = await cli(["create-admin", "--email", "ops@example.com"], "ops long passphrase\n", serverDir);
     expect(created.stderr).toBe("");
     expect(created.status).toBe(0);
     expect(created.stdout).toContain("created superuser ops@example.com");
@@ -215,12 +211,7 @@ describe("cli while the server runs on the same DATA_DIR", () => {
     const server = await startServer();
     try {
       await expect(startServer()).rejects.toBeInstanceOf(DataDirLockedError);
-      const second = run("src/server.ts", [], "", serverDir, { HOST: "127.0.0.1", PORT: "0", BOOTSTRAP_DEMO: "off" });
-      expect(second.status).toBe(75);
-      expect(second.stderr).toContain(
-        `cannot start: the embedded database in DATA_DIR ${serverDir} is in use by the server`,
-      );
-      expect(second.stdout).not.toContain("listening");
+      // src/server.ts as a process refusing with exit code 75: test/cli-entry.test.ts.
     } finally {
       await server.close();
     }

@@ -5,26 +5,18 @@ import path from "node:path";
 import { afterAll, expect, it } from "vitest";
 import { createDatabase } from "../../src/platform/db/client.ts";
 import { customers, users } from "../../src/platform/db/schema/index.ts";
+import { runCli } from "../helpers/cli.ts";
 import { ndjson, untar } from "./helpers.ts";
 
-const root = path.resolve(import.meta.dirname, "../..");
 const dataDir = mkdtempSync(path.join(tmpdir(), "vla-cli-export-"));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 function cli(args: string[]) {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, NODE_ENV: "development", LOG_LEVEL: "warn" };
-  delete env.DATABASE_URL;
-  delete env.REDIS_URL;
-  return spawnSync(process.execPath, [path.join(root, "src/cli.ts"), ...args], {
-    cwd: dataDir,
-    encoding: "utf8",
-    env,
-    timeout: 120_000,
-  });
+  return runCli(args, { dataDir, env: { LOG_LEVEL: "warn" } });
 }
 
 it("export --customer writes the account archive (a tar.gz the system tar reads) to --out", async () => {
-  expect(cli(["migrate"]).status).toBe(0);
+  expect((await cli(["migrate"])).status).toBe(0);
   const db = await createDatabase({ dataDir });
   let customerId: string;
   try {
@@ -35,7 +27,7 @@ it("export --customer writes the account archive (a tar.gz the system tar reads)
     await db.close();
   }
   const out = path.join(dataDir, "acme.tar.gz");
-  const r = cli(["export", "--customer", customerId, "--out", out]);
+  const r = await cli(["export", "--customer", customerId, "--out", out]);
   expect(r.stderr).toBe("");
   expect(r.status).toBe(0);
   expect(r.stdout).toContain(`wrote ${out}`);
@@ -51,9 +43,9 @@ it("export --customer writes the account archive (a tar.gz the system tar reads)
   expect(ndjson(files.get("members.ndjson"))[0]).toMatchObject({ email: "ops@acme.test" });
   expect([...files.values()].join("\n")).not.toContain("secret-hash");
 
-  const bad = cli(["export", "--customer", "nope"]);
+  const bad = await cli(["export", "--customer", "nope"]);
   expect(bad.status).toBe(2);
-  const unknown = cli(["export", "--customer", "00000000-0000-4000-8000-000000000000", "--out", out]);
+  const unknown = await cli(["export", "--customer", "00000000-0000-4000-8000-000000000000", "--out", out]);
   expect(unknown.status).toBe(1);
   expect(unknown.stderr).toContain("no customer");
 });

@@ -1,41 +1,27 @@
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../src/modules/api-keys/key-format.ts";
-import { createDatabase } from "../../src/platform/db/client.ts";
+import type { Database } from "../../src/platform/db/client.ts";
 import { apiKeys, auditLog, customers } from "../../src/platform/db/schema/index.ts";
+import { runCli, withDataDir } from "../helpers/cli.ts";
 
-const root = path.resolve(import.meta.dirname, "../..");
 const dataDir = mkdtempSync(path.join(tmpdir(), "vla-cli-admin-"));
 let customerId = "";
 let otherId = "";
 
 function cli(args: string[]) {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, NODE_ENV: "development" };
-  delete env.DATABASE_URL;
-  delete env.REDIS_URL;
-  return spawnSync(process.execPath, [path.join(root, "src/cli.ts"), ...args], {
-    cwd: dataDir,
-    encoding: "utf8",
-    env,
-    timeout: 60_000,
-  });
+  return runCli(args, { dataDir });
 }
 
-async function withDb<T>(fn: (db: Awaited<ReturnType<typeof createDatabase>>) => Promise<T>): Promise<T> {
-  const db = await createDatabase({ dataDir });
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
+function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+  return withDataDir(dataDir, fn);
 }
 
 beforeAll(async () => {
-  expect(cli(["migrate"]).status).toBe(0);
+  expect((await cli(["migrate"])).status).toBe(0);
   await withDb(async (db) => {
     const rows = await db.db
       .insert(customers)
@@ -51,34 +37,36 @@ beforeAll(async () => {
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe("cli customers and keys", () => {
-  it("customers list prints a table, filters by --q and --tier, and --json is machine output", () => {
-    const t = cli(["customers", "list"]);
+  it("customers list prints a table, filters by --q and --tier, and --json is machine output", async () => {
+    const t = await cli(["customers", "list"]);
     expect(t.stderr).toBe("");
     expect(t.status).toBe(0);
     expect(t.stdout.split("\n")[0]).toMatch(/^ID\s+EMAIL\s+NAME\s+TIER/);
     expect(t.stdout).toContain("ops@acme.example");
-    const j = cli(["customers", "list", "--q", "ACME", "--tier", "pro", "--json"]);
+    const j = await cli(["customers", "list", "--q", "ACME", "--tier", "pro", "--json"]);
     expect(j.status).toBe(0);
     const body = JSON.parse(j.stdout) as { data: { id: string; tier: string }[] };
     expect(body.data.map((c) => c.id)).toEqual([customerId]);
-    const none = JSON.parse(cli(["customers", "list", "--tier", "enterprise", "--json"]).stdout) as { data: unknown[] };
+    const none = JSON.parse((await cli(["customers", "list", "--tier", "enterprise", "--json"])).stdout) as {
+      data: unknown[];
+    };
     expect(none.data).toEqual([]);
   }, 60_000);
 
-  it("customers show prints the customer; --json has limits and usage", () => {
-    const t = cli(["customers", "show", customerId]);
+  it("customers show prints the customer; --json has limits and usage", async () => {
+    const t = await cli(["customers", "show", customerId]);
     expect(t.status).toBe(0);
     expect(t.stdout).toMatch(/tier\s+pro/);
     expect(t.stdout).toContain("100/min 10000/day 100000/month");
-    const j = JSON.parse(cli(["customers", "show", customerId, "--json"]).stdout);
+    const j = JSON.parse((await cli(["customers", "show", customerId, "--json"])).stdout);
     expect(j.customer).toMatchObject({ id: customerId, tier: "pro" });
     expect(j.usage.last_30_days).toHaveLength(30);
-    expect(cli(["customers", "show", "00000000-0000-0000-0000-000000000000"]).status).toBe(1);
-    expect(cli(["customers", "show", "nope"]).status).toBe(2);
+    expect((await cli(["customers", "show", "00000000-0000-0000-0000-000000000000"])).status).toBe(1);
+    expect((await cli(["customers", "show", "nope"])).status).toBe(2);
   }, 60_000);
 
   it("customers tier changes the tier with an audit entry acted by the cli", async () => {
-    const r = cli(["customers", "tier", otherId, "enterprise", "--reason", "contract 7"]);
+    const r = await cli(["customers", "tier", otherId, "enterprise", "--reason", "contract 7"]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(r.stdout).toContain("tier free -> enterprise");
@@ -93,13 +81,15 @@ describe("cli customers and keys", () => {
         details: { from: "free", to: "enterprise", reason: "contract 7", source: "cli" },
       });
     });
-    expect(cli(["customers", "tier", otherId, "gold", "--reason", "x"]).status).toBe(2);
-    expect(cli(["customers", "tier", otherId, "pro"]).status).toBe(2); // no reason
-    expect(cli(["customers", "tier", "00000000-0000-0000-0000-000000000000", "pro", "--reason", "x"]).status).toBe(1);
+    expect((await cli(["customers", "tier", otherId, "gold", "--reason", "x"])).status).toBe(2);
+    expect((await cli(["customers", "tier", otherId, "pro"])).status).toBe(2); // no reason
+    expect(
+      (await cli(["customers", "tier", "00000000-0000-0000-0000-000000000000", "pro", "--reason", "x"])).status,
+    ).toBe(1);
   }, 60_000);
 
   it("keys create prints the key once and stores only its hash, audited", async () => {
-    const r = cli([
+    const r = await cli([
       "keys",
       "create",
       "--customer",
@@ -123,8 +113,10 @@ describe("cli customers and keys", () => {
       expect(entries[0]).toMatchObject({ action: "api_key.create", customerId, details: { source: "cli" } });
       expect(JSON.stringify(entries)).not.toContain(out.key);
     });
-    expect(cli(["keys", "create", "--customer", customerId, "--name", "x", "--scopes", "root"]).status).toBe(2);
-    expect(cli(["keys", "create", "--name", "x"]).status).toBe(2);
-    expect(cli(["keys", "create", "--customer", "00000000-0000-0000-0000-000000000000", "--name", "x"]).status).toBe(1);
+    expect((await cli(["keys", "create", "--customer", customerId, "--name", "x", "--scopes", "root"])).status).toBe(2);
+    expect((await cli(["keys", "create", "--name", "x"])).status).toBe(2);
+    expect(
+      (await cli(["keys", "create", "--customer", "00000000-0000-0000-0000-000000000000", "--name", "x"])).status,
+    ).toBe(1);
   }, 60_000);
 });

@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -6,39 +5,25 @@ import path from "node:path";
 import { and, eq } from "drizzle-orm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDatabase } from "../../src/platform/db/client.ts";
+import { createDatabase, type Database } from "../../src/platform/db/client.ts";
 import { auditLog, customers } from "../../src/platform/db/schema/index.ts";
 import { expectProblem } from "../auth/helpers.ts";
 import { usingRealServices } from "../helpers/app.ts";
+import { runCli, withDataDir } from "../helpers/cli.ts";
 import { hasRedis } from "../helpers/limits.ts";
 import { buildAdminApp, newTenant } from "./suspension-helpers.ts";
 
 /** `npm run cli -- customers suspend|unsuspend`, on an embedded database in a temporary DATA_DIR. */
 
-const root = path.resolve(import.meta.dirname, "../..");
 const dataDir = mkdtempSync(path.join(tmpdir(), "vla-cli-susp-"));
 let customerId: string;
 
-function cli(args: string[], services: NodeJS.ProcessEnv = {}) {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, NODE_ENV: "development" };
-  delete env.DATABASE_URL;
-  delete env.REDIS_URL;
-  Object.assign(env, services);
-  return spawnSync(process.execPath, [path.join(root, "src/cli.ts"), ...args], {
-    cwd: dataDir,
-    encoding: "utf8",
-    env,
-    timeout: 60_000,
-  });
+function cli(args: string[], services: Record<string, string> = {}) {
+  return runCli(args, { dataDir, env: services });
 }
 
-async function withDb<T>(fn: (db: Awaited<ReturnType<typeof createDatabase>>) => Promise<T>): Promise<T> {
-  const db = await createDatabase({ dataDir });
-  try {
-    return await fn(db);
-  } finally {
-    await db.close();
-  }
+function withDb<T>(fn: (db: Database) => Promise<T>): Promise<T> {
+  return withDataDir(dataDir, fn);
 }
 
 beforeAll(async () => {
@@ -52,7 +37,7 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe("cli customers suspend / unsuspend", () => {
   it("suspends with a reason (table output), audited with actor none and source cli", async () => {
-    const r = cli(["customers", "suspend", customerId, "--reason", "unpaid since October"]);
+    const r = await cli(["customers", "suspend", customerId, "--reason", "unpaid since October"]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^customer\s+[0-9a-f-]{36}$/m);
@@ -78,10 +63,10 @@ describe("cli customers suspend / unsuspend", () => {
   });
 
   it("a second suspend exits 1 with already_suspended; unsuspend --json prints the customer as JSON", async () => {
-    const again = cli(["customers", "suspend", customerId, "--reason", "again"]);
+    const again = await cli(["customers", "suspend", customerId, "--reason", "again"]);
     expect(again.status).toBe(1);
     expect(again.stderr).toMatch(/^customers suspend: already_suspended: /);
-    const r = cli(["customers", "unsuspend", customerId, "--reason", "paid", "--json"]);
+    const r = await cli(["customers", "unsuspend", customerId, "--reason", "paid", "--json"]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({
@@ -92,7 +77,7 @@ describe("cli customers suspend / unsuspend", () => {
       suspended_reason: null,
       members: 0,
     });
-    const twice = cli(["customers", "unsuspend", customerId]);
+    const twice = await cli(["customers", "unsuspend", customerId]);
     expect(twice.status).toBe(1);
     expect(twice.stderr).toMatch(/not_suspended/);
     await withDb(async (db) => {
@@ -106,7 +91,7 @@ describe("cli customers suspend / unsuspend", () => {
     });
   });
 
-  it("refuses bad arguments (exit 2) and an unknown customer (exit 1)", () => {
+  it("refuses bad arguments (exit 2) and an unknown customer (exit 1)", async () => {
     for (const args of [
       ["customers", "suspend", customerId],
       ["customers", "suspend", customerId, "--reason", "   "],
@@ -116,10 +101,10 @@ describe("cli customers suspend / unsuspend", () => {
       ["customers", "unsuspend", customerId, "--colour", "blue"],
       ["customers", "frobnicate"],
     ]) {
-      const r = cli(args);
+      const r = await cli(args);
       expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(2);
     }
-    const unknown = cli(["customers", "suspend", "00000000-0000-4000-8000-000000000000", "--reason", "x"]);
+    const unknown = await cli(["customers", "suspend", "00000000-0000-4000-8000-000000000000", "--reason", "x"]);
     expect(unknown.status).toBe(1);
     expect(unknown.stderr).toMatch(/not_found: Customer not found/);
   });
@@ -153,7 +138,7 @@ describe.skipIf(!(usingRealServices && hasRedis))("cli alongside a running serve
         REDIS_URL: process.env.TEST_REDIS_URL as string,
         REDIS_KEY_PREFIX: prefix,
       };
-      const r = cli(["customers", "suspend", v.customerId, "--reason", "from the cli"], services);
+      const r = await cli(["customers", "suspend", v.customerId, "--reason", "from the cli"], services);
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       let res = await usage();
@@ -168,7 +153,7 @@ describe.skipIf(!(usingRealServices && hasRedis))("cli alongside a running serve
         headers: { authorization: `Bearer ${v.access}` },
       });
       expectProblem(me, 403, "customer_suspended");
-      expect(cli(["customers", "unsuspend", v.customerId], services).status).toBe(0);
+      expect((await cli(["customers", "unsuspend", v.customerId], services)).status).toBe(0);
       for (let i = 0; i < 250 && res.statusCode !== 200; i++) {
         await new Promise((x) => setTimeout(x, 20));
         res = await usage();

@@ -1,5 +1,5 @@
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
@@ -7,7 +7,7 @@ import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { type App, type BuildOptions, buildApp } from "../../src/app.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
-import { createDatabase, type Database, wrapPglite } from "../../src/platform/db/client.ts";
+import { createDatabase, type Database, MIGRATIONS_DIR, wrapPglite } from "../../src/platform/db/client.ts";
 import { createRedis, type RedisHandle } from "../../src/platform/redis.ts";
 
 /**
@@ -60,21 +60,74 @@ export interface IsolatedDatabase {
   drop(): Promise<void>;
 }
 
-let template: Promise<PGlite> | undefined;
+/** The migrated template's data directory (a PGlite dump), and whether it was read from a file. */
+let template: Promise<{ readonly dump: Blob; readonly fromFile: boolean }> | undefined;
+
+/** What the migrated template depends on: every file under migrations/ and PGlite's version. */
+function templateKey(): string {
+  const hash = createHash("sha256");
+  const pglite = path.resolve(import.meta.dirname, "../../node_modules/@electric-sql/pglite/package.json");
+  hash.update((JSON.parse(readFileSync(pglite, "utf8")) as { version: string }).version);
+  const files = readdirSync(MIGRATIONS_DIR, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath, e.name))
+    .sort();
+  for (const f of files) hash.update(`\0${path.relative(MIGRATIONS_DIR, f)}\0`).update(readFileSync(f));
+  return hash.digest("hex").slice(0, 16);
+}
+
+const templateFile = () => path.join(tmpdir(), `vla-test-template-${templateKey()}.tar`);
+
+/** Migrates a fresh PGlite (seconds: initdb) and keeps its dump in `file` for later test files. */
+async function buildTemplate(file: string): Promise<{ dump: Blob; fromFile: boolean }> {
+  const client = new PGlite();
+  try {
+    const db = await wrapPglite(client, "template");
+    await db.migrate();
+    const bytes = Buffer.from(await (await client.dumpDataDir("none")).arrayBuffer());
+    // A temporary name, then rename: concurrent workers at worst both build it.
+    const temp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}`;
+    writeFileSync(temp, bytes);
+    renameSync(temp, file);
+    return { dump: new Blob([bytes]), fromFile: false };
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Every test file runs in a fresh process, and a fresh PGlite costs seconds (initdb); so the
+ * first file to need a database dumps a migrated one to the temporary directory (keyed by the
+ * migrations and PGlite's version) and every isolated database, in any file, loads that dump
+ * (about half a second).
+ */
+async function migratedTemplate(): Promise<{ dump: Blob; fromFile: boolean }> {
+  const file = templateFile();
+  try {
+    return { dump: new Blob([readFileSync(file)]), fromFile: true };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    return buildTemplate(file);
+  }
+}
 
 /** A migrated, empty database nobody else sees. */
 export async function isolatedDatabase(): Promise<IsolatedDatabase> {
   const serverUrl = process.env.TEST_DATABASE_URL;
   if (serverUrl === undefined) {
-    // Migrating a fresh PGlite costs seconds; cloning a migrated template per worker is faster.
-    template ??= (async () => {
-      const client = new PGlite();
-      const db = await wrapPglite(client, "template");
-      await db.migrate();
-      return client;
-    })();
-    const clone = (await (await template).clone()) as PGlite;
-    const database = await wrapPglite(clone, "embedded PGlite (in memory, test clone)");
+    template ??= migratedTemplate();
+    let t = await template;
+    let client: PGlite;
+    try {
+      client = await PGlite.create({ loadDataDir: t.dump });
+    } catch (e) {
+      if (!t.fromFile) throw e;
+      // A dump this PGlite cannot load (written by another build of it): make a new one.
+      template = buildTemplate(templateFile());
+      t = await template;
+      client = await PGlite.create({ loadDataDir: t.dump });
+    }
+    const database = await wrapPglite(client, "embedded PGlite (in memory, test clone)");
     return { database, drop: () => database.close() };
   }
   const name = `vla_t_${randomBytes(6).toString("hex")}`;

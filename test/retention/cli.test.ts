@@ -1,24 +1,14 @@
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { InferenceLogsRepo } from "../../src/modules/inference/inference-logs.repo.ts";
 import { createDatabase } from "../../src/platform/db/client.ts";
+import { runCli } from "../helpers/cli.ts";
 import { createCustomer, DAY, grantRetention, insertAt } from "./helpers.ts";
 
-const root = path.resolve(import.meta.dirname, "../..");
-
 function cli(args: string[], dir: string) {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dir, NODE_ENV: "development" };
-  delete env.DATABASE_URL;
-  delete env.REDIS_URL;
-  return spawnSync(process.execPath, [path.join(root, "src/cli.ts"), ...args], {
-    cwd: dir,
-    encoding: "utf8",
-    env,
-    timeout: 60_000,
-  });
+  return runCli(args, { dataDir: dir });
 }
 
 describe("cli retention", () => {
@@ -34,7 +24,7 @@ describe("cli retention", () => {
       await insertAt(db, c, [Date.UTC(2020, 0, 20), now - 400 * DAY, now - 45 * DAY, now - 2 * DAY]);
       await db.close();
 
-      const dry = cli(["retention", "--dry-run"], dir);
+      const dry = await cli(["retention", "--dry-run"], dir);
       expect(dry.stderr).toContain("counting: 1/1 customers (100 %)");
       expect(dry.stdout).toContain("retention (dry run): 1 customers");
       expect(dry.stdout).toContain("inference_logs: would delete 2 rows");
@@ -44,7 +34,7 @@ describe("cli retention", () => {
       expect(dry.stdout).toContain("inference_logs: would drop partition inference_logs_y2020m01");
       expect(dry.status).toBe(0);
 
-      const run = cli(["retention"], dir);
+      const run = await cli(["retention"], dir);
       expect(run.stderr).toContain("deleting: 1/1 customers (100 %)");
       expect(run.stdout).toContain("inference_logs: deleted 2 rows");
       expect(run.stdout).toContain("feedback: deleted 3 rows");
@@ -57,7 +47,7 @@ describe("cli retention", () => {
       expect(await new InferenceLogsRepo(db.db).partitionNames()).not.toContain("inference_logs_y2020m01");
       await db.close();
 
-      const again = cli(["retention"], dir);
+      const again = await cli(["retention"], dir);
       expect(again.stdout).toContain("inference_logs: deleted 0 rows");
       expect(again.stdout).not.toContain("partition");
     } finally {
