@@ -280,10 +280,10 @@ describe.skipIf(unavailable !== undefined)("cluster: 3 instances behind HAProxy"
       a.ws?.close();
       await closed;
       let again: { ws?: WebSocket; status: number } = { status: 0 };
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 100; i++) {
         again = await open(third.url);
         if (again.status === 101) break;
-        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setTimeout(r, 50));
       }
       expect(again.status).toBe(101);
       again.ws?.close();
