@@ -5,7 +5,7 @@ import { type AppError, errors, isAppError } from "../../platform/errors.ts";
 import type { Metrics } from "../../platform/metrics.ts";
 import { suspendedError } from "../../platform/suspension.ts";
 import type { ApiKeysService, VerifyFailure } from "./api-keys.service.ts";
-import { KeyFailureThrottle } from "./key-throttle.ts";
+import { KeyFailureThrottle, type KeyThrottle } from "./key-throttle.ts";
 
 const FAILURES: Readonly<Record<VerifyFailure, () => AppError>> = {
   malformed: errors.malformedApiKey,
@@ -19,15 +19,16 @@ const FAILURES: Readonly<Record<VerifyFailure, () => AppError>> = {
  * past `attemptsPerMinute` the IP's failing attempts get 429, so guessing keys is slow, while
  * valid keys from the same IP are still served (`KeyFailureThrottle` says how that stays a
  * throttle). The key itself is never logged (the logger redacts the headers that carry it).
+ * The throttle is shared by every instance through Redis when configured (`createKeyThrottle`).
  */
 export class ApiKeyStrategy implements AuthStrategy {
   private readonly service: ApiKeysService;
-  private readonly throttle: KeyFailureThrottle;
+  private readonly throttle: KeyThrottle;
   private readonly outcomes: Record<"ok" | VerifyFailure | "suspended" | "throttled", { inc(): void }>;
 
-  constructor(service: ApiKeysService, attemptsPerMinute: number, metrics: Metrics) {
+  constructor(service: ApiKeysService, throttle: KeyThrottle | number, metrics: Metrics) {
     this.service = service;
-    this.throttle = new KeyFailureThrottle(attemptsPerMinute);
+    this.throttle = typeof throttle === "number" ? new KeyFailureThrottle(throttle) : throttle;
     const c = new Counter({
       name: "vla_api_key_verifications_total",
       help: "API key verifications by result (ok, malformed, unknown, revoked, expired, suspended, throttled).",
@@ -48,8 +49,9 @@ export class ApiKeyStrategy implements AuthStrategy {
   async verify(credential: Credential, request: FastifyRequest): Promise<Principal> {
     if (credential.kind !== "api_key") throw errors.invalidToken();
     const ip = request.ip;
-    const decision = this.throttle.check(ip, credential.key);
-    if (decision.throttled && !decision.lookup) throw this.throttled(ip);
+    let decision = this.throttle.check(ip, credential.key);
+    if (decision instanceof Promise) decision = await decision;
+    if (decision.throttled && !decision.lookup) throw await this.throttled(ip);
     let outcome = this.service.verify(credential.key);
     if (outcome instanceof Promise) {
       try {
@@ -63,21 +65,21 @@ export class ApiKeyStrategy implements AuthStrategy {
       return outcome.principal;
     }
     // While throttled, every failure is a 429 that does not say why the key failed.
-    if (decision.throttled) throw this.throttled(ip);
+    if (decision.throttled) throw await this.throttled(ip);
     if (outcome.reason === "suspended") {
       // A real key of a suspended customer: said plainly, and not a guess to throttle.
       this.outcomes.suspended.inc();
       throw suspendedError(outcome.suspension);
     }
     this.outcomes[outcome.reason].inc();
-    this.throttle.fail(ip);
+    await this.throttle.fail(ip);
     throw FAILURES[outcome.reason]();
   }
 
-  private throttled(ip: string): AppError {
+  private async throttled(ip: string): Promise<AppError> {
     this.outcomes.throttled.inc();
     return errors.rateLimited(
-      this.throttle.fail(ip),
+      await this.throttle.fail(ip),
       "Too many invalid API key attempts from this address; wait a minute.",
     );
   }

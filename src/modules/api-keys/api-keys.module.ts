@@ -10,6 +10,7 @@ import { apiKeysRoutes } from "./api-keys.routes.ts";
 import { ApiKeysService } from "./api-keys.service.ts";
 import { bootstrapDemo } from "./bootstrap.ts";
 import { KeyCache } from "./key-cache.ts";
+import { createKeyThrottle } from "./key-throttle.ts";
 import { LastUsedTracker } from "./last-used.ts";
 
 /** Wires the api-keys module: verification strategy, batched last_used_at, routes, first-run demo. */
@@ -46,7 +47,9 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
     now: platform.now,
     maxKeysPerCustomer: config.apiKeys.maxKeysPerCustomer,
   });
-  const strategy = new ApiKeyStrategy(service, config.apiKeys.invalidAttemptsPerMinute, metrics);
+  // Shared by every instance through Redis when configured (docs/api-keys.md#the-invalid-key-throttle).
+  const throttle = createKeyThrottle(platform.redis, config.apiKeys.invalidAttemptsPerMinute, config.auth.secretKey);
+  const strategy = new ApiKeyStrategy(service, throttle, metrics);
   platform.auth.useApiKeys(strategy);
 
   // Account export: key metadata, never the hash (the plaintext is never stored at all).

@@ -26,6 +26,7 @@ import {
 import { type AuthEvents, AuthService, type RequestMeta } from "./auth.service.ts";
 import { AccessTokenDenyList } from "./deny-list.ts";
 import { burnVerifyTime } from "./password.ts";
+import { createAuthThrottles } from "./throttle.ts";
 import { type AccessClaims, AccessTokens } from "./tokens.ts";
 
 const JSON_TYPES = ["application/json"];
@@ -101,6 +102,8 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
     publicBaseUrl: config.http.publicBaseUrl,
     refreshTokenTtlDays: config.auth.refreshTokenTtlDays,
     events,
+    // Shared by every instance through Redis when configured (docs/auth.md#throttles).
+    throttles: createAuthThrottles(platform.redis, { secret: config.auth.secretKey, now: platform.now }),
   });
   // Cached account rows (suspension, tier, is_superuser) are dropped on every instance when an
   // operator changes them, instead of waiting out ACCOUNT_CACHE_TTL_MS.

@@ -4,7 +4,6 @@ import type { Principal, Scope } from "../../platform/auth.ts";
 import type { DeletionRegistry } from "../../platform/deletion.ts";
 import type { EmailMessage } from "../../platform/email.ts";
 import { errors } from "../../platform/errors.ts";
-import { WindowCounter } from "../../platform/http/window-counter.ts";
 import { suspendedError, suspensionOf } from "../../platform/suspension.ts";
 import { normalizeEmail, type UsersRepo } from "../users/users.repo.ts";
 import { accountDeletedEmail, passwordChangedEmail, passwordResetEmail, verificationEmail } from "./auth.emails.ts";
@@ -12,7 +11,7 @@ import type { AccountRow, AuthRepo } from "./auth.repo.ts";
 import type { AccessTokenDenyList } from "./deny-list.ts";
 import { burnVerifyTime, hashPassword, verifyPassword } from "./password.ts";
 import { passwordProblem } from "./password-policy.ts";
-import { ACCOUNT_POLICY, FailureThrottle, IP_POLICY, type ThrottlePolicy } from "./throttle.ts";
+import { type AttemptThrottle, type AuthThrottles, createAuthThrottles, type ThrottlePolicy } from "./throttle.ts";
 import { type AccessClaims, type AccessTokens, randomToken, sha256 } from "./tokens.ts";
 
 export const RESET_TOKEN_TTL_MS = 60 * 60_000;
@@ -44,6 +43,9 @@ export interface AuthServiceOptions {
   readonly publicBaseUrl: string;
   readonly refreshTokenTtlDays: number;
   readonly events?: AuthEvents;
+  /** Shared through Redis (`createAuthThrottles`); in process when absent. */
+  readonly throttles?: AuthThrottles;
+  /** Policies of the in-process throttles made when `throttles` is absent. */
   readonly accountPolicy?: ThrottlePolicy;
   readonly ipPolicy?: ThrottlePolicy;
   /** Registrations per IP per hour (sign-up abuse). */
@@ -107,25 +109,30 @@ function policyError(field: string, password: string) {
 /** Accounts, sessions, password and email flows. Framework-free: routes map HTTP onto these calls. */
 export class AuthService {
   private readonly o: AuthServiceOptions;
-  private readonly accountThrottle: FailureThrottle;
-  private readonly ipThrottle: FailureThrottle;
-  private readonly registrations = new WindowCounter(60 * 60_000);
-  private readonly emailsPerAddress = new WindowCounter(60 * 60_000);
-  private readonly emailRequestsPerIp = new WindowCounter(15 * 60_000);
+  private readonly throttles: AuthThrottles;
+  private readonly accountThrottle: AttemptThrottle;
+  private readonly ipThrottle: AttemptThrottle;
   private readonly cache = new Map<string, { row: AccountRow; until: number }>();
   private readonly events: AuthEvents;
 
   constructor(options: AuthServiceOptions) {
     this.o = options;
     this.events = options.events ?? NO_EVENTS;
-    this.accountThrottle = new FailureThrottle(options.accountPolicy ?? ACCOUNT_POLICY);
-    this.ipThrottle = new FailureThrottle(options.ipPolicy ?? IP_POLICY);
+    this.throttles =
+      options.throttles ??
+      createAuthThrottles(undefined, {
+        secret: "",
+        ...(options.accountPolicy === undefined ? {} : { accountPolicy: options.accountPolicy }),
+        ...(options.ipPolicy === undefined ? {} : { ipPolicy: options.ipPolicy }),
+      });
+    this.accountThrottle = this.throttles.account;
+    this.ipThrottle = this.throttles.ip;
   }
 
   close(): void {
-    this.registrations.close();
-    this.emailsPerAddress.close();
-    this.emailRequestsPerIp.close();
+    this.throttles.registrations.close();
+    this.throttles.emailsPerAddress.close();
+    this.throttles.emailRequestsPerIp.close();
     this.cache.clear();
   }
 
@@ -135,7 +142,7 @@ export class AuthService {
     input: { email: string; password: string; full_name?: string | undefined; company?: string | undefined },
     meta: RequestMeta,
   ): Promise<Profile> {
-    const hit = this.registrations.hit(meta.ip);
+    const hit = await this.throttles.registrations.hit(meta.ip);
     if (hit.count > (this.o.registrationsPerIpPerHour ?? 30)) {
       throw errors.rateLimited(hit.resetInMs / 1000, "Too many registrations from this address; try again later.");
     }
@@ -179,13 +186,18 @@ export class AuthService {
   /**
    * The OAuth2 password grant. Unknown email and wrong password take the same path: the same
    * error, a password verification either way (against a dummy hash when there is no user),
-   * and a failure counted on both the account key and the IP.
+   * and a failure counted on both the account key and the IP. The attempt is charged to both
+   * before the password is checked and handed back when it succeeds (throttle.ts).
    */
   async login(username: string, password: string, meta: RequestMeta): Promise<TokenPair> {
     const email = normalizeEmail(username);
     const accountKey = `acct:${email}`;
     const ipKey = `ip:${meta.ip}`;
-    const wait = Math.max(this.accountThrottle.retryAfterMs(accountKey), this.ipThrottle.retryAfterMs(ipKey));
+    let wait = await this.ipThrottle.begin(ipKey);
+    if (wait === 0) {
+      wait = await this.accountThrottle.begin(accountKey);
+      if (wait > 0) await this.ipThrottle.refund(ipKey);
+    }
     if (wait > 0) {
       this.events.login("throttled");
       throw errors.rateLimited(wait / 1000, "Too many failed sign-in attempts; wait before trying again.");
@@ -203,12 +215,11 @@ export class AuthService {
       }
     }
     if (!ok || user === undefined) {
-      this.accountThrottle.failure(accountKey);
-      this.ipThrottle.failure(ipKey);
+      // Already charged to both keys by begin().
       this.events.login("failure");
       throw errors.invalidCredentials();
     }
-    this.accountThrottle.success(accountKey);
+    await Promise.all([this.accountThrottle.clear(accountKey), this.ipThrottle.refund(ipKey)]);
     // Only after the right password: a guesser learns nothing about the account's state.
     const account = await this.o.repo.findAccount(user.id);
     const suspension = account === undefined ? null : suspensionOf(account);
@@ -293,16 +304,13 @@ export class AuthService {
   /** Changes the password; every other session ends, and the caller gets a fresh pair. */
   async changePassword(userId: string, current: string, next: string): Promise<TokenPair> {
     const accountKey = `pwd:${userId}`;
-    const wait = this.accountThrottle.retryAfterMs(accountKey);
+    const wait = await this.accountThrottle.begin(accountKey);
     if (wait > 0) throw errors.rateLimited(wait / 1000, "Too many wrong passwords; wait before trying again.");
     const user = await this.o.users.findById(userId);
     if (user === undefined) throw errors.invalidToken();
     const verified = await verifyPassword(user.passwordHash, current);
-    if (!verified.ok) {
-      this.accountThrottle.failure(accountKey);
-      throw errors.validation([{ in: "body", path: "/current_password", message: "is incorrect" }]);
-    }
-    this.accountThrottle.success(accountKey);
+    if (!verified.ok) throw errors.validation([{ in: "body", path: "/current_password", message: "is incorrect" }]);
+    await this.accountThrottle.clear(accountKey);
     const bad = policyError("new_password", next);
     if (bad !== undefined) throw bad;
     const version = await this.o.repo.setPasswordHash(userId, await hashPassword(next), true);
@@ -314,11 +322,13 @@ export class AuthService {
 
   /** Always resolves the same way whether or not the address has an account. */
   async requestPasswordReset(emailInput: string, meta: RequestMeta): Promise<void> {
-    this.limitEmailRequests(meta.ip);
+    await this.limitEmailRequests(meta.ip);
     const email = normalizeEmail(emailInput);
     const user = await this.o.users.findByEmail(email);
     if (user === undefined || !user.isActive) return;
-    if (this.emailsPerAddress.hit(`reset:${email}`).count > (this.o.emailsPerAddressPerHour ?? 5)) return;
+    if ((await this.throttles.emailsPerAddress.hit(`reset:${email}`)).count > (this.o.emailsPerAddressPerHour ?? 5)) {
+      return;
+    }
     const token = randomToken();
     await this.o.repo.insertEmailToken({
       userId: user.id,
@@ -348,7 +358,7 @@ export class AuthService {
     // Following the link proved control of the address.
     await this.o.repo.markEmailVerified(row.userId, row.email);
     this.cache.delete(row.userId);
-    this.accountThrottle.success(`acct:${row.email}`);
+    await this.accountThrottle.clear(`acct:${row.email}`);
     this.o.mail.enqueue(passwordChangedEmail(row.email, "reset", this.link("/reset-password")));
   }
 
@@ -356,11 +366,12 @@ export class AuthService {
 
   /** Resends the verification link; does nothing when already verified or sent too often. */
   async requestVerification(userId: string, meta: RequestMeta): Promise<void> {
-    this.limitEmailRequests(meta.ip);
+    await this.limitEmailRequests(meta.ip);
     const account = await this.o.repo.findAccount(userId);
     if (account === undefined) throw errors.invalidToken();
     if (account.emailVerifiedAt !== null) return;
-    if (this.emailsPerAddress.hit(`verify:${account.email}`).count > (this.o.emailsPerAddressPerHour ?? 5)) return;
+    const sent = await this.throttles.emailsPerAddress.hit(`verify:${account.email}`);
+    if (sent.count > (this.o.emailsPerAddressPerHour ?? 5)) return;
     await this.sendVerification(account.id, account.email);
   }
 
@@ -386,14 +397,14 @@ export class AuthService {
     const userId = principal.userId;
     if (userId === null) throw errors.forbidden("Only a signed-in user can delete their account.");
     const accountKey = `pwd:${userId}`;
-    const wait = this.accountThrottle.retryAfterMs(accountKey);
+    const wait = await this.accountThrottle.begin(accountKey);
     if (wait > 0) throw errors.rateLimited(wait / 1000, "Too many wrong passwords; wait before trying again.");
     const user = await this.o.users.findById(userId);
     if (user === undefined) throw errors.invalidToken();
     if (!(await verifyPassword(user.passwordHash, password)).ok) {
-      this.accountThrottle.failure(accountKey);
       throw errors.validation([{ in: "body", path: "/password", message: "is incorrect" }]);
     }
+    await this.accountThrottle.clear(accountKey);
     const customerId = user.customerId;
     const result = await this.o.repo.transaction(async (tx) => {
       const others = await this.o.repo.otherMembers(tx, customerId, userId);
@@ -475,8 +486,8 @@ export class AuthService {
     return `${this.o.publicBaseUrl}${pathAndQuery}`;
   }
 
-  private limitEmailRequests(ip: string): void {
-    const hit = this.emailRequestsPerIp.hit(ip);
+  private async limitEmailRequests(ip: string): Promise<void> {
+    const hit = await this.throttles.emailRequestsPerIp.hit(ip);
     if (hit.count > (this.o.emailRequestsPerIp ?? 30)) {
       throw errors.rateLimited(hit.resetInMs / 1000, "Too many email requests from this address; try again later.");
     }

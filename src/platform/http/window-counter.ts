@@ -1,7 +1,8 @@
 /**
- * Fixed-window counters per key, in process. Used for cheap abuse throttles (404 scans,
- * invalid credentials) where exactness across instances does not matter. Memory is bounded:
- * expired windows are swept every window length.
+ * Fixed-window counters per key, in process. Used for cheap abuse throttles (404 scans) where
+ * exactness across instances does not matter, and as the in-process side (no Redis, or Redis
+ * failing) of the shared security throttles (shared-throttle.ts). Memory is bounded: expired
+ * windows are swept every window length.
  */
 export class WindowCounter {
   private readonly windowMs: number;
