@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "./config.ts";
+import { parseClusterUrl } from "./platform/redis-url.ts";
 
 const opts = { dotenv: false, persistGeneratedSecret: false } as const;
 
@@ -52,6 +53,33 @@ describe("loadConfig", () => {
     expect(c.http.corsOrigins).toEqual(["https://app.example.com"]);
     expect(c.http.corsCredentials).toBe(true);
     expect(c.http.publicBaseUrl).toBe("https://api.example.com");
+  });
+
+  it("selects a Redis Cluster by REDIS_CLUSTER_NODES or a redis+cluster:// URL (issue 22)", () => {
+    const byNodes = loadConfig({ REDIS_CLUSTER_NODES: "10.0.0.1:7000, 10.0.0.2:7001,[::1]:7002" }, opts);
+    expect(byNodes.redis.clusterNodes).toEqual(["10.0.0.1:7000", "10.0.0.2:7001", "[::1]:7002"]);
+    expect(byNodes.redis.url).toBeUndefined();
+    const byUrl = loadConfig({ REDIS_URL: "rediss+cluster://default:s%40cret@a:7000,b:7001" }, opts);
+    expect(byUrl.redis.url).toBe("rediss+cluster://default:s%40cret@a:7000,b:7001");
+    expect(byUrl.redis.clusterNodes).toBeUndefined();
+    expect(parseClusterUrl(byUrl.redis.url as string)).toEqual({
+      nodes: [
+        { host: "a", port: 7000 },
+        { host: "b", port: 7001 },
+      ],
+      tls: true,
+      username: "default",
+      password: "s@cret",
+    });
+    expect(loadConfig({ REDIS_URL: "redis://cache:6379" }, opts).redis.clusterNodes).toBeUndefined();
+    expect(problemsOf({ REDIS_CLUSTER_NODES: "a:7000,b" }).join("\n")).toMatch(
+      /REDIS_CLUSTER_NODES: "b" is not host:port/,
+    );
+    expect(problemsOf({ REDIS_CLUSTER_NODES: "a:7000", REDIS_URL: "redis://a:6379" }).join("\n")).toMatch(
+      /set one of them, not both/,
+    );
+    expect(problemsOf({ REDIS_URL: "redis+cluster://a:99999" }).join("\n")).toMatch(/REDIS_URL: "a:99999"/);
+    expect(problemsOf({ REDIS_URL: "http://cache:6379" }).join("\n")).toMatch(/REDIS_URL: protocol/);
   });
 
   it("names every bad variable at once", () => {

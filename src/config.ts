@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { isClusterUrl, parseClusterUrl, parseNodes } from "./platform/redis-url.ts";
 
 /**
  * Every setting of the service, read once from the environment (and an optional `.env`),
@@ -36,7 +37,10 @@ export interface Config {
   };
   readonly dataDir: string;
   readonly redis: {
+    /** `redis://`, `rediss://`, or `redis+cluster://host:port,host:port` (cluster mode). */
     readonly url: string | undefined;
+    /** REDIS_CLUSTER_NODES (host:port each): a Redis Cluster seeded by these nodes; else undefined. */
+    readonly clusterNodes: readonly string[] | undefined;
     readonly keyPrefix: string;
     readonly commandTimeoutMs: number;
   };
@@ -251,6 +255,39 @@ class Reader {
     return this.raw(name) ?? fallback;
   }
 
+  /** REDIS_URL and REDIS_CLUSTER_NODES: one server, or a cluster (either form, not both). */
+  redis(): { url: string | undefined; clusterNodes: readonly string[] | undefined } {
+    const url = this.raw("REDIS_URL");
+    const nodes = this.raw("REDIS_CLUSTER_NODES");
+    let clusterNodes: string[] | undefined;
+    if (nodes !== undefined) {
+      try {
+        parseNodes(nodes);
+        clusterNodes = nodes
+          .split(",")
+          .map((n) => n.trim())
+          .filter((n) => n !== "");
+      } catch (e) {
+        this.problems.push(`REDIS_CLUSTER_NODES: ${(e as Error).message}; expected host:port,host:port`);
+      }
+      if (url !== undefined) this.problems.push("REDIS_URL and REDIS_CLUSTER_NODES: set one of them, not both");
+      return { url: undefined, clusterNodes };
+    }
+    if (url !== undefined && isClusterUrl(url)) {
+      try {
+        parseClusterUrl(url);
+      } catch (e) {
+        this.problems.push(`REDIS_URL: ${(e as Error).message}`);
+        return { url: undefined, clusterNodes: undefined };
+      }
+      return { url, clusterNodes: undefined };
+    }
+    return {
+      url: this.optionalUrl("REDIS_URL", ["redis:", "rediss:", "redis+cluster:", "rediss+cluster:"]),
+      clusterNodes: undefined,
+    };
+  }
+
   optionalUrl(name: string, protocols: readonly string[]): string | undefined {
     const v = this.raw(name);
     if (v === undefined) return undefined;
@@ -429,7 +466,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     },
     dataDir,
     redis: {
-      url: r.optionalUrl("REDIS_URL", ["redis:", "rediss:"]),
+      ...r.redis(),
       keyPrefix: r.str("REDIS_KEY_PREFIX", "vla:"),
       commandTimeoutMs: r.int("REDIS_COMMAND_TIMEOUT_MS", 500, 1, 60_000),
     },

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
-import type { RedisHandle } from "./redis.ts";
+import type { RedisClient, RedisHandle } from "./redis.ts";
 
 type Handler = (id: string) => void;
 
@@ -16,8 +15,8 @@ export class InvalidationBus {
   private readonly resetHandlers: (() => void)[] = [];
   private readonly origin = randomUUID();
   private readonly channel: string;
-  private readonly pub: Redis | null;
-  private readonly sub: Redis | null;
+  private readonly pub: RedisClient | null;
+  private readonly sub: RedisClient | null;
   private connectedOnce = false;
 
   constructor(redis: RedisHandle) {

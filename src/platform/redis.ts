@@ -1,4 +1,36 @@
-import { Redis } from "ioredis";
+import { createRequire } from "node:module";
+import { Cluster, Redis } from "ioredis";
+import { type ClusterTarget, isClusterUrl, parseClusterUrl, parseNode } from "./redis-url.ts";
+
+/** CRC16 of the key (or of its `{hash tag}`) mod 16384, as Redis Cluster computes it (ioredis' own). */
+export const keySlot = createRequire(import.meta.url)("cluster-key-slot") as (key: string) => number;
+
+/** One Redis server, or a Redis Cluster (`REDIS_CLUSTER_NODES`, `redis+cluster://`). */
+export type RedisClient = Redis | Cluster;
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return (client as { isCluster?: boolean }).isCluster === true;
+}
+
+/**
+ * Which pipeline a command on `key` may join. A cluster pipeline goes to one node, so its keys
+ * must all be served by that node (ioredis refuses the pipeline otherwise): the group is the
+ * key's node while the slot map is known, else its slot. "" on a single Redis (one group).
+ */
+export function pipelineGroup(client: RedisClient, key: string): string {
+  if (!isCluster(client)) return "";
+  const slot = keySlot(key);
+  const nodes = client.slots[slot];
+  return nodes === undefined || nodes.length === 0 ? `slot ${slot}` : (nodes[0] as string);
+}
+
+/**
+ * The master connections of a cluster (SCAN and the like see one node's keys only), or the
+ * client itself on a single Redis.
+ */
+export function scanTargets(client: RedisClient): Redis[] {
+  return isCluster(client) ? client.nodes("master") : [client];
+}
 
 export type RedisStatus = "disabled" | "ok" | "down";
 
@@ -7,15 +39,19 @@ export type RedisStatus = "disabled" | "ok" | "down";
  * `status()` and health, never fatal: every caller has an in-process fallback.
  */
 export interface RedisHandle {
-  /** The live client, or null when Redis is not configured. Commands fail fast while disconnected. */
-  readonly client: Redis | null;
+  /**
+   * The live client, or null when Redis is not configured. Commands fail fast while disconnected.
+   * A `Cluster` in cluster mode: every key of one command, script or MULTI must share a hash slot
+   * (`{customerId}` tags), and a pipeline's keys one node (`pipelineGroup`).
+   */
+  readonly client: RedisClient | null;
   /** Prefix for every key this service writes, so several deployments can share one Redis. */
   readonly keyPrefix: string;
   readonly description: string;
   status(): RedisStatus;
   ping(timeoutMs?: number): Promise<void>;
   /** A second connection for SUBSCRIBE (a subscribed connection cannot run other commands). */
-  duplicate(): Redis | null;
+  duplicate(): RedisClient | null;
   close(): Promise<void>;
 }
 
@@ -26,7 +62,10 @@ export interface RedisLog {
 }
 
 export interface RedisOptions {
+  /** `redis://`, `rediss://`, or `redis+cluster://host:port,host:port` (cluster mode). */
   readonly url?: string | undefined;
+  /** Seed nodes of a Redis Cluster, host:port each (REDIS_CLUSTER_NODES); selects cluster mode. */
+  readonly clusterNodes?: readonly string[] | undefined;
   readonly keyPrefix: string;
   readonly commandTimeoutMs: number;
   /** Where connection state changes are logged (once per change, not per retry). */
@@ -38,7 +77,7 @@ export interface RedisOptions {
  * (warn, with the reason), reconnected (info, with how long it was down). ioredis emits
  * error/close/reconnecting on every retry; only the first one after a change is logged.
  */
-function logStateChanges(r: Redis, log: RedisLog, redis: string, closing: () => boolean, now = Date.now): void {
+function logStateChanges(r: RedisClient, log: RedisLog, redis: string, closing: () => boolean, now = Date.now): void {
   let state: "starting" | "up" | "down" = "starting";
   let downSince = 0;
   let lastError: string | undefined;
@@ -71,7 +110,8 @@ function redactUrl(url: string): string {
 }
 
 export function createRedis(options: RedisOptions): RedisHandle {
-  if (options.url === undefined) {
+  const clusterNodes = options.clusterNodes !== undefined && options.clusterNodes.length > 0;
+  if (options.url === undefined && !clusterNodes) {
     return {
       client: null,
       keyPrefix: options.keyPrefix,
@@ -82,7 +122,8 @@ export function createRedis(options: RedisOptions): RedisHandle {
       close: () => Promise.resolve(),
     };
   }
-  const url = options.url;
+  if (clusterNodes || isClusterUrl(options.url as string)) return createCluster(options);
+  const url = options.url as string;
   const description = redactUrl(url);
   let closing = false;
   const make = (): Redis => {
@@ -99,7 +140,7 @@ export function createRedis(options: RedisOptions): RedisHandle {
       commandTimeout: options.commandTimeoutMs,
       connectTimeout: 2_000,
       // Reconnect forever with a capped backoff; recovery needs no restart.
-      retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 5_000),
+      retryStrategy: retryDelay,
     });
     // Without a listener ioredis would print unhandled error events; status() reports them.
     r.on("error", () => {});
@@ -109,7 +150,61 @@ export function createRedis(options: RedisOptions): RedisHandle {
   // The main connection's state is Redis's state for this instance; the subscriber
   // connections (duplicate()) follow it and are not logged separately.
   if (options.log !== undefined) logStateChanges(client, options.log, description, () => closing);
-  const extra: Redis[] = [];
+  return handle(client, make, options, description, () => {
+    closing = true;
+  });
+}
+
+/** The retry delay after `times` failed attempts: capped exponential backoff, forever. */
+const retryDelay = (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5_000);
+
+/**
+ * Cluster mode: ioredis' Cluster client, seeded by the listed nodes (it learns the rest from
+ * CLUSTER SLOTS and follows MOVED/ASK redirections). Same fail-fast settings as a single Redis.
+ * Pub/sub works unchanged: PUBLISH reaches every node, and a subscriber listens on one.
+ */
+function createCluster(options: RedisOptions): RedisHandle {
+  const target: ClusterTarget =
+    options.clusterNodes !== undefined && options.clusterNodes.length > 0
+      ? { nodes: options.clusterNodes.map(parseNode), tls: false }
+      : parseClusterUrl(options.url as string);
+  const description = `redis+cluster://${target.nodes.map((n) => `${n.host}:${n.port}`).join(",")}`;
+  let closing = false;
+  const make = (): Cluster => {
+    const c = new Cluster(target.nodes, {
+      lazyConnect: false,
+      enableOfflineQueue: false,
+      enableAutoPipelining: false,
+      scaleReads: "master",
+      clusterRetryStrategy: retryDelay,
+      slotsRefreshTimeout: 2_000,
+      redisOptions: {
+        ...(target.username === undefined ? {} : { username: target.username }),
+        ...(target.password === undefined ? {} : { password: target.password }),
+        ...(target.tls ? { tls: {} } : {}),
+        maxRetriesPerRequest: 1,
+        commandTimeout: options.commandTimeoutMs,
+        connectTimeout: 2_000,
+      },
+    });
+    c.on("error", () => {});
+    return c;
+  };
+  const client = make();
+  if (options.log !== undefined) logStateChanges(client, options.log, description, () => closing);
+  return handle(client, make, options, description, () => {
+    closing = true;
+  });
+}
+
+function handle(
+  client: RedisClient,
+  make: () => RedisClient,
+  options: RedisOptions,
+  description: string,
+  markClosing: () => void,
+): RedisHandle {
+  const extra: RedisClient[] = [];
   return {
     client,
     keyPrefix: options.keyPrefix,
@@ -134,7 +229,7 @@ export function createRedis(options: RedisOptions): RedisHandle {
       return d;
     },
     async close() {
-      closing = true;
+      markClosing();
       for (const r of [client, ...extra]) {
         try {
           await r.quit();

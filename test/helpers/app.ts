@@ -8,7 +8,7 @@ import pg from "pg";
 import { type App, type BuildOptions, buildApp } from "../../src/app.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
 import { createDatabase, type Database, MIGRATIONS_DIR, wrapPglite } from "../../src/platform/db/client.ts";
-import { createRedis, type RedisHandle } from "../../src/platform/redis.ts";
+import { createRedis, isCluster, type RedisHandle, scanTargets } from "../../src/platform/redis.ts";
 
 /**
  * Test isolation: every call gets its own database and Redis key space.
@@ -151,10 +151,16 @@ export async function isolatedDatabase(): Promise<IsolatedDatabase> {
   };
 }
 
+/**
+ * TEST_REDIS_CLUSTER_NODES (host:port,...) runs against a Redis Cluster; vitest.config.ts then
+ * also sets TEST_REDIS_URL to the same cluster as a `redis+cluster://` URL, so the tests that
+ * configure an app through REDIS_URL use the cluster too.
+ */
 export function testRedis(prefix?: string): RedisHandle {
+  const nodes = process.env.TEST_REDIS_CLUSTER_NODES;
   const url = process.env.TEST_REDIS_URL;
   return createRedis({
-    url,
+    ...(nodes === undefined || nodes === "" ? { url } : { clusterNodes: nodes.split(",") }),
     keyPrefix: prefix ?? `t:${randomBytes(6).toString("hex")}:`,
     // Generous: on a loaded 2-core machine a healthy Redis reply can take longer than the
     // production 500 ms, and a test expecting "redis" would then see the fallback. Tests of the
@@ -167,12 +173,17 @@ export function testRedis(prefix?: string): RedisHandle {
 export async function clearRedisPrefix(redis: RedisHandle): Promise<void> {
   const client = redis.client;
   if (client === null || client.status !== "ready") return;
-  let cursor = "0";
-  do {
-    const [next, keys] = await client.scan(cursor, "MATCH", `${redis.keyPrefix}*`, "COUNT", 500);
-    cursor = next;
-    if (keys.length > 0) await client.del(...keys);
-  } while (cursor !== "0");
+  // Per master on a cluster; one DEL per key there (a multi-key DEL must stay in one slot).
+  for (const node of scanTargets(client)) {
+    let cursor = "0";
+    do {
+      const [next, keys] = await node.scan(cursor, "MATCH", `${redis.keyPrefix}*`, "COUNT", 500);
+      cursor = next;
+      if (keys.length === 0) continue;
+      if (isCluster(client)) await Promise.all(keys.map((k) => node.del(k)));
+      else await client.del(...keys);
+    } while (cursor !== "0");
+  }
 }
 
 export async function buildTestApp(options: TestAppOptions = {}): Promise<TestContext> {

@@ -106,4 +106,19 @@ describe.skipIf(!hasRedis)("the Lua script and the in-process limiter agree", ()
       { numRuns: 30 },
     );
   });
+
+  it("many customers in one turn (on a Redis Cluster: one pipeline per node) are each counted once", async () => {
+    const lua = new RedisLimiter(redis.client as NonNullable<RedisHandle["client"]>, redis.keyPrefix);
+    const now = Date.UTC(2026, 11, 6, 5, 0, 0);
+    const limits = { perMinute: 100, perDay: 100, perMonth: 100 };
+    const customers = Array.from({ length: 24 }, () => randomBytes(8).toString("hex"));
+    const req = (customerId: string) => ({ customerId, limits, now, cal: calendar(now), cost: 1, monthSeed: 7 });
+    for (let round = 1; round <= 2; round++) {
+      const got = (await Promise.all(
+        customers.flatMap((c) => [lua.check(req(c)), lua.check(req(c))]),
+      )) as LimitResult[];
+      for (const r of got) expect(r.allowed).toBe(true);
+      for (let i = 0; i < customers.length; i++) expect(got[2 * i + 1]?.month).toBe(7 + 2 * round);
+    }
+  });
 });

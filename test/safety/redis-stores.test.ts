@@ -58,6 +58,19 @@ describe.skipIf(!hasRedis)("Redis safety stores", () => {
     expect(await a.check("cust-1", "robot-9")).toBeUndefined(); // Redis is authoritative while reachable
     expect(await redis.client?.type(a.key("cust-1"))).toBe("none");
   });
+
+  it("every customer's stops are listed (on a Redis Cluster: from every master)", async () => {
+    await ready();
+    const a = new RedisEstopRegistry(redis);
+    const b = new RedisEstopRegistry(other);
+    // 24 customers: their hash tags spread over all three masters of the CI cluster.
+    const customers = Array.from({ length: 24 }, (_, i) => `list-${i}`);
+    for (const c of customers) await a.stop(c, "arm", { at: "2026-12-06T05:00:00Z", reason: "test" });
+    const listed = await b.listAll(1_000);
+    expect(listed.map((s) => s.customerId).sort()).toEqual([...customers].sort());
+    for (const c of customers) await b.clear(c, "arm");
+    expect(await b.listAll(1_000)).toEqual([]);
+  });
 });
 
 describe("fallback to in-process when Redis is absent or down", () => {

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../platform/redis.ts";
 import { type CalendarWindows, calendar } from "./calendar.ts";
 import type { CustomerLimitsCache } from "./customer-limits.ts";
 import type { Limiter, LimitRequest, LimitResult } from "./limiter.ts";
@@ -24,7 +24,7 @@ export interface LimiterEvents {
 }
 
 export interface RateLimitServiceOptions {
-  readonly redis: Redis | null;
+  readonly redis: RedisClient | null;
   readonly keyPrefix: string;
   readonly usage: UsageRecorder;
   readonly customerLimits: CustomerLimitsCache;
@@ -83,7 +83,7 @@ export class RateLimitService {
 
   status(): { mode: LimiterSource; detail: string } {
     if (this.redisLimiter === null) return { mode: "memory", detail: "in-process limiter (no Redis configured)" };
-    const client = this.opts.redis as Redis;
+    const client = this.opts.redis as RedisClient;
     if (this.inFallback || client.status !== "ready") {
       return {
         mode: "fallback",
@@ -117,7 +117,7 @@ export class RateLimitService {
     // Real time, not the (injectable) business clock: this paces retries against a real server.
     const t = performance.now();
     if (t < this.degradedUntil) return undefined;
-    const client = this.opts.redis as Redis;
+    const client = this.opts.redis as RedisClient;
     if (client.status !== "ready") {
       this.fail("disconnected", `Redis ${client.status}`, t);
       return undefined;

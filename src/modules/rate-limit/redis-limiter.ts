@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Redis } from "ioredis";
+import { pipelineGroup, type RedisClient } from "../../platform/redis.ts";
 import { type CounterState, decide } from "./decide.ts";
 import type { Limiter, LimitRequest, LimitResult } from "./limiter.ts";
 import type { WindowName } from "./policy.ts";
@@ -121,13 +121,13 @@ interface PendingCheck {
 }
 
 export class RedisLimiter implements Limiter {
-  private readonly client: Redis;
+  private readonly client: RedisClient;
   private readonly prefix: string;
   /** Key names per customer for the current day, so the hot path builds no strings. */
   private readonly keyCache = new Map<string, { day: string; keys: [string, string, string] }>();
   private pending: PendingCheck[] = [];
 
-  constructor(client: Redis, prefix: string) {
+  constructor(client: RedisClient, prefix: string) {
     this.client = client;
     this.prefix = prefix;
   }
@@ -149,7 +149,9 @@ export class RedisLimiter implements Limiter {
    * Calls made in one event-loop turn go out together at its end (setImmediate). Calls of the
    * same customer (same keys and limits) become one LIMIT_SCRIPT call, decided in arrival order;
    * the customers' calls go out as one pipeline write (fewer syscalls for us and for Redis), or
-   * as a single EVALSHA when there is only one. Unlike ioredis' auto-pipelining, a batch never
+   * as a single EVALSHA when there is only one. On a Redis Cluster a pipeline goes to one node,
+   * so there is one pipeline per node (`pipelineGroup`); each script call's keys share the
+   * customer's slot. Unlike ioredis' auto-pipelining, a batch never
    * waits for the previous one's replies, so a lone request is not held back by a round trip in
    * flight.
    */
@@ -185,7 +187,28 @@ export class RedisLimiter implements Limiter {
       if (g === undefined) groups.set(c.group, [c]);
       else g.push(c);
     }
-    const list = [...groups.values()];
+    // One pipeline per node: a cluster pipeline goes to a single node (one on a single Redis).
+    const byNode = new Map<string, PendingCheck[][]>();
+    for (const g of groups.values()) {
+      const node = pipelineGroup(this.client, (g[0] as PendingCheck).keys[0]);
+      const list = byNode.get(node);
+      if (list === undefined) byNode.set(node, [g]);
+      else list.push(g);
+    }
+    for (const list of byNode.values()) this.sendPipeline(list);
+  };
+
+  private sendPipeline(list: PendingCheck[][]): void {
+    if (list.length === 1) {
+      const g = list[0] as PendingCheck[];
+      this.runGroup(g).then(
+        (reply) => this.settle(g, reply),
+        (e: unknown) => {
+          for (const c of g) c.reject(e);
+        },
+      );
+      return;
+    }
     const pipeline = this.client.pipeline();
     for (const g of list) pipeline.evalsha(SCRIPT_SHA, 3, ...(g[0] as PendingCheck).keys, ...argsOf(g));
     pipeline.exec().then(
@@ -204,10 +227,10 @@ export class RedisLimiter implements Limiter {
         });
       },
       (e: unknown) => {
-        for (const c of batch) c.reject(e);
+        for (const g of list) for (const c of g) c.reject(e);
       },
     );
-  };
+  }
 
   /**
    * Replays the group's calls from the counters the script read, with decide.ts: the script's

@@ -1,6 +1,6 @@
-import type { Redis } from "ioredis";
 import type { Tier } from "../../platform/auth.ts";
 import { type AppError, errors } from "../../platform/errors.ts";
+import type { RedisClient } from "../../platform/redis.ts";
 import { SwrCache } from "../../platform/swr-cache.ts";
 import { type CalendarWindows, calendar } from "./calendar.ts";
 import { effectiveStreamAllowance, type StreamAllowance, type StreamOverrides } from "./policy.ts";
@@ -134,7 +134,7 @@ interface MemoryEntry {
 }
 
 export interface StreamTimeMeterOptions {
-  readonly redis: Redis | null;
+  readonly redis: RedisClient | null;
   readonly keyPrefix: string;
   readonly usage: UsageRecorder;
   readonly now: () => number;
@@ -240,7 +240,7 @@ export class StreamTimeMeter {
   }
 
   private async tryRedis(
-    client: Redis,
+    client: RedisClient,
     customerId: string,
     add: number,
     now: number,

@@ -1,4 +1,4 @@
-import type { RedisHandle } from "../../platform/redis.ts";
+import { type RedisHandle, scanTargets } from "../../platform/redis.ts";
 
 /** Why and when a robot was stopped. */
 export interface EstopRecord {
@@ -151,26 +151,35 @@ export class RedisEstopRegistry implements EstopRegistry {
     }
   }
 
-  /** SCANs the per-customer hashes (never KEYS); in process only while Redis is away. */
+  /** SCANs the per-customer hashes (never KEYS; every master of a cluster); in process only while Redis is away. */
   async listAll(max: number): Promise<StoppedRobot[]> {
     const c = this.client();
     if (c === null) return this.local.listAll(max);
     try {
       const out: StoppedRobot[] = [];
-      let cursor = "0";
-      do {
-        const [next, keys] = await c.scan(cursor, "MATCH", `${this.redis.keyPrefix}safety:estop:{*}`, "COUNT", 500);
-        cursor = next;
-        for (const key of keys) {
-          const customerId = CUSTOMER_IN_KEY.exec(key)?.[1];
-          if (customerId === undefined) continue;
-          const all = await c.hgetall(key);
-          for (const [robotId, raw] of Object.entries(all)) {
-            if (out.length >= max) return out;
-            out.push({ customerId, robotId, record: parseRecord(raw) });
+      // A cluster's keys are spread over its masters: each one is scanned (one node on a single Redis).
+      for (const node of scanTargets(c)) {
+        let cursor = "0";
+        do {
+          const [next, keys] = await node.scan(
+            cursor,
+            "MATCH",
+            `${this.redis.keyPrefix}safety:estop:{*}`,
+            "COUNT",
+            500,
+          );
+          cursor = next;
+          for (const key of keys) {
+            const customerId = CUSTOMER_IN_KEY.exec(key)?.[1];
+            if (customerId === undefined) continue;
+            const all = await c.hgetall(key);
+            for (const [robotId, raw] of Object.entries(all)) {
+              if (out.length >= max) return out;
+              out.push({ customerId, robotId, record: parseRecord(raw) });
+            }
           }
-        }
-      } while (cursor !== "0");
+        } while (cursor !== "0");
+      }
       return out;
     } catch {
       return this.local.listAll(max);

@@ -3,7 +3,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import type { WebSocket } from "ws";
 import type { Tier } from "../../platform/auth.ts";
 import type { AppError } from "../../platform/errors.ts";
-import type { RedisHandle } from "../../platform/redis.ts";
+import { pipelineGroup, type RedisHandle } from "../../platform/redis.ts";
 import type { DropReason } from "./session-stats.ts";
 
 export type Endpoint = "stream" | "openpi";
@@ -166,13 +166,20 @@ export class ConnectionRegistry {
     const c = this.client();
     if (c === null || this.held.size === 0) return;
     const expiry = this.now() + this.slotTtlMs;
-    const p = c.pipeline();
+    // One pipeline per node: on a Redis Cluster a pipeline's keys must all live on one node.
+    const pipelines = new Map<string, ReturnType<typeof c.pipeline>>();
     for (const [customerId, slots] of this.held) {
       const key = this.key(customerId);
+      const node = pipelineGroup(c, key);
+      let p = pipelines.get(node);
+      if (p === undefined) {
+        p = c.pipeline();
+        pipelines.set(node, p);
+      }
       for (const slot of slots) p.zadd(key, "XX", expiry, slot);
       p.pexpire(key, this.slotTtlMs);
     }
-    void p.exec().catch(() => {});
+    for (const p of pipelines.values()) void p.exec().catch(() => {});
   }
 
   /** One heartbeat round: drop sockets that missed the previous ping, ping the rest, refresh slots. */
