@@ -1,6 +1,8 @@
 import { EventEmitter } from "node:events";
 import { describe, expect, it } from "vitest";
+import { RedisKeyFailureThrottle } from "../modules/api-keys/key-throttle.ts";
 import { AccessTokenDenyList } from "../modules/auth/deny-list.ts";
+import { IP_POLICY, RedisFailureThrottle } from "../modules/auth/throttle.ts";
 import { calendar } from "../modules/rate-limit/calendar.ts";
 import { limitKeys, RedisLimiter } from "../modules/rate-limit/redis-limiter.ts";
 import { StreamTimeMeter } from "../modules/rate-limit/stream-time.ts";
@@ -11,6 +13,7 @@ import { ConnectionRegistry } from "../modules/streaming/connections.ts";
 import type { Db } from "./db/client.ts";
 import { InvalidationBus } from "./invalidation.ts";
 import { keySlot, pipelineGroup, type RedisClient, type RedisHandle } from "./redis.ts";
+import { RedisWindowHits } from "./shared-throttle.ts";
 
 /**
  * Issue 22: a key layout that crosses Redis Cluster slots is a failing test, not a production
@@ -285,6 +288,28 @@ describe("Redis Cluster: every call of the app keeps its keys in one slot", () =
         expect(all.map((s) => s.customerId).sort()).toEqual([...CUSTOMERS].sort());
         expect(await estops.clear(CUSTOMERS[2] as string, "arm-1")).toBe(true);
         expect(fake.violations).toEqual([]);
+      });
+
+      it("security throttles: sign-in, invalid API keys (two keys per IP), window counters", async () => {
+        const fake = new FakeCluster();
+        const h = handle(fake, prefix);
+        const secret = "x".repeat(32);
+        const login = new RedisFailureThrottle(h, { name: "login-ip", policy: IP_POLICY, secret });
+        const keys = new RedisKeyFailureThrottle(h, 5, { secret });
+        const hits = new RedisWindowHits(h, { name: "email-ip", windowMs: 60_000, secret });
+        for (const c of CUSTOMERS) {
+          await login.begin(c);
+          await login.refund(c);
+          await login.clear(c);
+          await keys.check(c, `vla_${c}`);
+          await keys.fail(c);
+          await hits.hit(c);
+        }
+        keys.close();
+        hits.close();
+        expect(fake.violations).toEqual([]);
+        const scripts = fake.calls.filter((c) => c.name === "evalsha");
+        expect(scripts.some((c) => c.keys.length === 2)).toBe(true);
       });
 
       it("robot state, deny-list, invalidation: single keys or none", async () => {

@@ -1,7 +1,6 @@
 import { createHash, createHmac } from "node:crypto";
-import type { Redis } from "ioredis";
 import { WindowCounter } from "./http/window-counter.ts";
-import type { RedisHandle } from "./redis.ts";
+import type { RedisClient, RedisHandle } from "./redis.ts";
 
 /**
  * Building blocks of the security throttles that every instance shares through Redis (sign-in,
@@ -25,7 +24,7 @@ export function throttleId(secret: string, subject: string): string {
 }
 
 /** The client when Redis is configured and connected, else null (fall back at once, no waiting). */
-export function readyClient(redis: RedisHandle): Redis | null {
+export function readyClient(redis: RedisHandle): RedisClient | null {
   const c = redis.client;
   return c !== null && c.status === "ready" ? c : null;
 }
@@ -40,7 +39,7 @@ export class LuaScript {
     this.sha = createHash("sha1").update(source).digest("hex");
   }
 
-  async run(client: Redis, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  async run(client: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     try {
       return await client.evalsha(this.sha, keys.length, ...keys, ...args);
     } catch (e) {

@@ -169,6 +169,14 @@ export function testRedis(prefix?: string): RedisHandle {
   });
 }
 
+/** Every key matching `pattern` (KEYS on one Redis; on a cluster, on every master: KEYS sees one node). */
+export async function redisKeys(redis: RedisHandle, pattern: string): Promise<string[]> {
+  const client = redis.client;
+  if (client === null) return [];
+  const lists = await Promise.all(scanTargets(client).map((node) => node.keys(pattern)));
+  return lists.flat();
+}
+
 /** Removes every key this test wrote, so runs against a shared Redis leave nothing behind. */
 export async function clearRedisPrefix(redis: RedisHandle): Promise<void> {
   const client = redis.client;

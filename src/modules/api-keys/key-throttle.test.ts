@@ -1,5 +1,5 @@
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { clearRedisPrefix, testRedis } from "../../../test/helpers/app.ts";
+import { clearRedisPrefix, redisKeys, testRedis } from "../../../test/helpers/app.ts";
 import { brokenRedis, redisReady } from "../../../test/helpers/broken-redis.ts";
 import { createKeyThrottle, KeyFailureThrottle, RedisKeyFailureThrottle } from "./key-throttle.ts";
 
@@ -130,7 +130,7 @@ describe.skipIf(!hasRedis)("RedisKeyFailureThrottle (shared by instances)", () =
       const tag = /\{[^}]+\}/.exec(n)?.[0];
       expect(tag).toMatch(/^\{[A-Za-z0-9_-]{22}\}$/);
       expect(set).toContain(tag);
-      const all = (await redis.client?.keys(`${redis.keyPrefix}*`)) ?? [];
+      const all = await redisKeys(redis, `${redis.keyPrefix}*`);
       expect(all.join(" ")).not.toContain("192.0.2.44");
       const members = (await redis.client?.smembers(set)) ?? [];
       expect(members).toHaveLength(1);

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { clearRedisPrefix, testRedis } from "../../../test/helpers/app.ts";
+import { clearRedisPrefix, redisKeys, testRedis } from "../../../test/helpers/app.ts";
 import { brokenRedis, redisReady } from "../../../test/helpers/broken-redis.ts";
 import { createAuthThrottles, FailureThrottle, RedisFailureThrottle } from "./throttle.ts";
 
@@ -156,7 +156,7 @@ describe.skipIf(!hasRedis)("RedisFailureThrottle (shared by instances)", () => {
     await a.begin("acct:secret-person@example.com");
     const key = a.key("acct:secret-person@example.com");
     expect(key).toMatch(new RegExp(`^${redis.keyPrefix}throttle:login:\\{[A-Za-z0-9_-]{22}\\}$`));
-    const all = await redis.client?.keys(`${redis.keyPrefix}*`);
+    const all = await redisKeys(redis, `${redis.keyPrefix}*`);
     expect(all?.join(" ")).not.toContain("secret-person");
     expect(all?.join(" ")).not.toContain("198.51.100.9");
     const ttl = (await redis.client?.pttl(key)) ?? -1;
