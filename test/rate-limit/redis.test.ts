@@ -197,8 +197,10 @@ describe.skipIf(!hasRedis || clusterPass || !redisServerAvailable())("Redis stop
       // Slower than the timeout: DEBUG SLEEP blocks the server; requests fall back at once.
       const sleeper = createRedis({ url: `redis://127.0.0.1:${port}`, keyPrefix: "x:", commandTimeoutMs: 5_000 });
       for (let i = 0; i < 50 && sleeper.client?.status !== "ready"; i++) await sleep(20);
-      const blocked = sleeper.client?.call("DEBUG", "SLEEP", "0.5");
-      await sleep(20);
+      // 1.5 s, and the request 200 ms in: on a loaded machine the DEBUG command may take a while to
+      // reach the server, and a request that gets there first is served by Redis, not slowly.
+      const blocked = sleeper.client?.call("DEBUG", "SLEEP", "1.5");
+      await sleep(200);
       const slow = await hit();
       expect(slow.statusCode).toBe(200);
       await blocked;
