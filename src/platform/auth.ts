@@ -131,9 +131,11 @@ export class AuthRegistry {
         throw e;
       }
       // The credential's kind only: never the key, token or the principal's email.
-      endSpan(span, principal === undefined ? errors.unauthorized() : undefined, {
-        "vla.auth.kind": principal?.kind ?? "none",
-      });
+      if (span !== undefined) {
+        endSpan(span, principal === undefined ? errors.unauthorized() : undefined, {
+          "vla.auth.kind": principal?.kind ?? "none",
+        });
+      }
       if (principal === undefined) throw errors.unauthorized();
       if (options.kinds !== undefined && !options.kinds.includes(principal.kind)) {
         throw errors.forbidden(

@@ -185,7 +185,7 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
           endSpan(span, e);
           throw e;
         }
-        endSpan(span, undefined, { "vla.allowed": r.allowed });
+        if (span !== undefined) endSpan(span, undefined, { "vla.allowed": r.allowed });
         if (!r.allowed) throw quotaError(r);
         const policy = policyHeader(r.limits);
         if (policy !== "") {
