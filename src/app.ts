@@ -41,6 +41,7 @@ import { createObjectStore, type ObjectStore } from "./platform/object-store.ts"
 import { registerOpenApi } from "./platform/openapi.ts";
 import type { Platform } from "./platform/platform.ts";
 import { createRedis, type RedisHandle } from "./platform/redis.ts";
+import { createTracing, installRequestTracing } from "./platform/tracing.ts";
 
 export type App = FastifyInstance;
 
@@ -117,6 +118,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const metrics = createMetrics({ version: config.version, environment: config.env });
   const health = new HealthRegistry();
   const lifecycle = new Lifecycle();
+  // Registered first so it closes last (close hooks run in reverse), after every flush hook
+  // (the batch writers' spans) has ended its spans.
+  const tracing = await createTracing(config);
+  lifecycle.onClose("tracing", () => tracing.shutdown());
   const ownsDatabase = options.database === undefined;
   const database =
     options.database ??
@@ -170,6 +175,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         journalDir: path.join(config.dataDir, "journal"),
         metrics: batchMetrics,
         log: app.log,
+        tracer: tracing.enabled ? tracing.tracer : undefined,
       });
       // Every writer's series exist from the start (0), so /metrics and the deep health list it.
       for (const c of [batchMetrics.written, batchMetrics.spilled, batchMetrics.replayed, batchMetrics.dropped]) {
@@ -185,6 +191,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     invalidation,
     limits,
     jobs: new JobRegistry(now),
+    tracing,
   };
   app.decorateRequest("principal", null);
   app.decorate("platform", platform);
@@ -203,6 +210,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       socket.terminate();
     },
   });
+
+  // The request span starts before any hook that may refuse the request (shutdown, shedding, auth).
+  installRequestTracing(app, tracing);
 
   health.register(
     "database",
@@ -282,6 +292,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       "X-Safety-Status",
       "X-Safety-Violations",
       "X-Inference-Id",
+      "traceparent",
     ],
     maxAge: 600,
   });

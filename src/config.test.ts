@@ -27,6 +27,24 @@ describe("loadConfig", () => {
     expect(c.http.publicBaseUrl).toBe("http://localhost:8000");
   });
 
+  it("tracing: off without an endpoint; sampler ratio and its problems", () => {
+    const off = loadConfig({}, opts).tracing;
+    expect(off).toMatchObject({ endpoint: undefined, serviceName: "vla-inference-api", sampleRatio: 1 });
+    const on = loadConfig(
+      {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_SERVICE_NAME: "api",
+        OTEL_TRACES_SAMPLER_ARG: "0.25",
+      },
+      opts,
+    ).tracing;
+    expect(on).toMatchObject({ endpoint: "http://127.0.0.1:4318", serviceName: "api", sampleRatio: 0.25 });
+    expect(loadConfig({ OTEL_TRACES_SAMPLER: "parentbased_always_off" }, opts).tracing.sampleRatio).toBe(0);
+    expect(problemsOf({ OTEL_TRACES_SAMPLER_ARG: "2" }).join()).toContain("OTEL_TRACES_SAMPLER_ARG");
+    expect(problemsOf({ OTEL_TRACES_SAMPLER: "jaeger_remote" }).join()).toContain("OTEL_TRACES_SAMPLER");
+    expect(problemsOf({ OTEL_EXPORTER_OTLP_ENDPOINT: "ftp://x" }).join()).toContain("OTEL_EXPORTER_OTLP_ENDPOINT");
+  });
+
   it("is frozen all the way down", () => {
     const c = loadConfig({}, opts);
     expect(Object.isFrozen(c)).toBe(true);

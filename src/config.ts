@@ -27,6 +27,16 @@ export interface Config {
     readonly notFoundPerMinute: number;
   };
   readonly log: { readonly level: string; readonly pretty: boolean };
+  /** OpenTelemetry tracing (src/platform/tracing.ts); off while `endpoint` is undefined. */
+  readonly tracing: {
+    /** OTLP/HTTP base URL (the exporter posts to `<endpoint>/v1/traces`). */
+    readonly endpoint: string | undefined;
+    readonly serviceName: string;
+    /** Share of new traces (no sampled parent) that are recorded, 0..1. */
+    readonly sampleRatio: number;
+    readonly exportDelayMs: number;
+    readonly exportTimeoutMs: number;
+  };
   readonly db: {
     /** Undefined means the embedded PGlite database under `dataDir`. */
     readonly url: string | undefined;
@@ -383,6 +393,28 @@ export interface LoadConfigOptions {
   readonly persistGeneratedSecret?: boolean;
 }
 
+/**
+ * OTEL_TRACES_SAMPLER_ARG: the ratio of traces sampled (parentbased_traceidratio), 0..1, default 1.
+ * OTEL_TRACES_SAMPLER, when set, must name that sampler or one of its special cases.
+ */
+function readSampleRatio(r: Reader): number {
+  const sampler = r.raw("OTEL_TRACES_SAMPLER");
+  const samplers = ["parentbased_traceidratio", "parentbased_always_on", "parentbased_always_off"];
+  if (sampler !== undefined && !samplers.includes(sampler)) {
+    r.problems.push(`OTEL_TRACES_SAMPLER: expected one of ${samplers.join(", ")}`);
+  }
+  if (sampler === "parentbased_always_off") return 0;
+  if (sampler === "parentbased_always_on") return 1;
+  const raw = r.raw("OTEL_TRACES_SAMPLER_ARG");
+  if (raw === undefined) return 1;
+  const v = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(v) || v < 0 || v > 1) {
+    r.problems.push("OTEL_TRACES_SAMPLER_ARG: expected a number between 0 and 1");
+    return 1;
+  }
+  return v;
+}
+
 /** Parses the environment into a frozen Config or throws ConfigError naming every bad variable. */
 export function loadConfig(env: Env = process.env, options: LoadConfigOptions = {}): Config {
   if (options.dotenv !== false && env === process.env && existsSync(".env")) {
@@ -456,6 +488,13 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     log: {
       level: r.oneOf("LOG_LEVEL", LOG_LEVELS, nodeEnv === "test" ? "silent" : "info"),
       pretty: r.bool("LOG_PRETTY", logPrettyDefault),
+    },
+    tracing: {
+      endpoint: r.optionalUrl("OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
+      serviceName: r.str("OTEL_SERVICE_NAME", "vla-inference-api"),
+      sampleRatio: readSampleRatio(r),
+      exportDelayMs: r.int("OTEL_BSP_SCHEDULE_DELAY", 5_000, 10, 600_000),
+      exportTimeoutMs: r.int("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000, 100, 600_000),
     },
     db: {
       url: dbUrl,

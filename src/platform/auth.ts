@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from "fastify";
 import { AppError, errors } from "./errors.ts";
+import { endSpan, requestTrace, startChild } from "./tracing.ts";
 
 /**
  * The request principal: who is calling, for which customer, with which scopes. Every
@@ -121,7 +122,20 @@ export class AuthRegistry {
   /** A preHandler that requires a principal with the given scopes and sets `request.principal`. */
   require(options: RequireOptions = {}): preHandlerAsyncHookHandler {
     return async (request: FastifyRequest, _reply: FastifyReply) => {
-      const principal = await this.authenticate(request);
+      const span = startChild(requestTrace(request), "auth");
+      let principal: Principal | undefined;
+      try {
+        principal = await this.authenticate(request);
+      } catch (e) {
+        endSpan(span, e);
+        throw e;
+      }
+      // The credential's kind only: never the key, token or the principal's email.
+      if (span !== undefined) {
+        endSpan(span, principal === undefined ? errors.unauthorized() : undefined, {
+          "vla.auth.kind": principal?.kind ?? "none",
+        });
+      }
       if (principal === undefined) throw errors.unauthorized();
       if (options.kinds !== undefined && !options.kinds.includes(principal.kind)) {
         throw errors.forbidden(

@@ -1,5 +1,6 @@
 import { appendFile, mkdir, readdir, readFile, rename, unlink } from "node:fs/promises";
 import path from "node:path";
+import { type Link, type SpanContext, SpanStatusCode, type Tracer } from "@opentelemetry/api";
 import type { FastifyBaseLogger } from "fastify";
 import { Counter, Gauge, type Registry } from "prom-client";
 
@@ -42,7 +43,14 @@ export interface BatchWriterOptions<T> {
   readonly replayIntervalMs?: number;
   readonly metrics: BatchWriterMetrics;
   readonly log: FastifyBaseLogger;
+  /**
+   * Tracing on: each batch written is a `batch_write` span linked to the request spans whose rows
+   * it holds (the links given to `push`, at most MAX_LINKS per batch).
+   */
+  readonly tracer?: Tracer | undefined;
 }
+
+const MAX_LINKS = 128;
 
 /** The knobs a module may set; name, sink, journal, metrics and logger come from the platform. */
 export type BatchWriterTuning = Partial<
@@ -208,8 +216,11 @@ interface StoreOutcome<T> {
 }
 
 export class BatchWriter<T> {
-  private readonly opts: Required<Omit<BatchWriterOptions<T>, "log" | "metrics" | "sink">> & BatchWriterOptions<T>;
+  private readonly opts: Required<Omit<BatchWriterOptions<T>, "log" | "metrics" | "sink" | "tracer">> &
+    BatchWriterOptions<T>;
   private buffer: T[] = [];
+  /** Request spans of buffered rows (tracing on only). */
+  private links: Link[] = [];
   private timer: NodeJS.Timeout | undefined;
   private replayTimer: NodeJS.Timeout | undefined;
   /** Serialises flushes, spills and replays. */
@@ -242,7 +253,10 @@ export class BatchWriter<T> {
   }
 
   /** Never throws and never waits: the request path calls this. */
-  push(row: T): void {
+  push(row: T, trace?: SpanContext): void {
+    if (trace !== undefined && this.opts.tracer !== undefined && this.links.length < MAX_LINKS) {
+      this.links.push({ context: trace });
+    }
     if (this.closed) {
       // After close nothing flushes any more; keep the row in the journal.
       void this.enqueue(() => this.spill([row]));
@@ -267,7 +281,16 @@ export class BatchWriter<T> {
       while (this.buffer.length > 0) {
         const batch = this.buffer.splice(0, this.opts.maxBatch);
         this.opts.metrics.buffered.set({ writer: this.opts.name }, this.buffer.length);
+        const span = this.opts.tracer?.startSpan("batch_write", {
+          links: this.links.splice(0),
+          attributes: { "vla.writer": this.opts.name, "vla.rows": batch.length },
+        });
         const out = await this.store(batch);
+        if (span !== undefined) {
+          span.setAttributes({ "vla.rows_stored": out.stored, "vla.rows_unwritten": out.unwritten.length });
+          if (out.unwritten.length > 0) span.setStatus({ code: SpanStatusCode.ERROR, message: "unavailable" });
+          span.end();
+        }
         if (out.unwritten.length > 0) {
           this.opts.log.warn(
             { writer: this.opts.name, rows: out.unwritten.length, ...describeWriteError(out.error) },

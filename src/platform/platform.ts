@@ -15,6 +15,7 @@ import type { Lifecycle } from "./lifecycle.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ObjectStore } from "./object-store.ts";
 import type { RedisHandle } from "./redis.ts";
+import type { Tracing } from "./tracing.ts";
 
 /**
  * Everything with a lifecycle that modules may use; built once per app by `buildApp`
@@ -62,6 +63,8 @@ export interface Platform {
   readonly limits: RateLimits;
   /** Background jobs report each run here (last run, next run, last error) for the deep health route. */
   readonly jobs: JobRegistry;
+  /** OpenTelemetry tracing (off unless OTEL_EXPORTER_OTLP_ENDPOINT is set). */
+  readonly tracing: Tracing;
 }
 
 declare module "fastify" {

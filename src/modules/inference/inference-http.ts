@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { type AppError, errors } from "../../platform/errors.ts";
 import { toAppError } from "../../platform/http/error-handler.ts";
 import type { Platform } from "../../platform/platform.ts";
+import { requestTrace } from "../../platform/tracing.ts";
 import type { InferenceSource } from "./inference-logs.repo.ts";
 import type { CallContext, FailureInfo, InferenceRunner, RunInput } from "./inference-runner.ts";
 import { decodeJsonNumpy } from "./json-numpy.ts";
@@ -16,7 +17,8 @@ export function markLogged(request: FastifyRequest): void {
 export function callContext(request: FastifyRequest, reply: FastifyReply, source: InferenceSource): CallContext {
   const principal = request.principal;
   if (principal === null) throw errors.unauthorized();
-  return { principal, source, elapsedMs: () => reply.elapsedTime };
+  const trace = requestTrace(request);
+  return { principal, source, elapsedMs: () => reply.elapsedTime, ...(trace === undefined ? {} : { trace }) };
 }
 
 /** Rejections that are not inferences: authentication, permission and rate limiting. */

@@ -1,8 +1,10 @@
 import { hash, randomUUID } from "node:crypto";
+import type { Context, SpanContext } from "@opentelemetry/api";
 import { Counter, type Registry } from "prom-client";
 import type { Principal } from "../../platform/auth.ts";
 import type { AppError } from "../../platform/errors.ts";
 import type { Pseudonymizer } from "../../platform/pseudonym.ts";
+import { endSpan, spanContextOf, startChild } from "../../platform/tracing.ts";
 import type { ContextRecorder } from "../context/context-recorder.ts";
 import type { UploadBody } from "../context/image-uploads.ts";
 import type { RobotState, SafetyResult } from "../safety/types.ts";
@@ -74,6 +76,8 @@ export interface CallContext {
   readonly source: InferenceSource;
   /** Milliseconds since the request arrived (the response's total_ms). */
   readonly elapsedMs: () => number;
+  /** The request span's Context (tracing on); undefined when off. */
+  readonly trace?: Context | undefined;
 }
 
 /** What a failed request's log row can still say about it. */
@@ -180,7 +184,7 @@ const FAIL_CLOSED: RecordingPolicy = {
  */
 export class InferenceRunner {
   private readonly engine: InferenceEngine;
-  private readonly sink: { push(row: InferenceLogEntry): void };
+  private readonly sink: { push(row: InferenceLogEntry, trace?: SpanContext): void };
   private readonly logInstructions: boolean;
   private readonly counter: Counter<"source" | "model" | "outcome"> | undefined;
   private readonly now: () => number;
@@ -193,7 +197,7 @@ export class InferenceRunner {
 
   constructor(options: {
     engine: InferenceEngine;
-    sink: { push(row: InferenceLogEntry): void };
+    sink: { push(row: InferenceLogEntry, trace?: SpanContext): void };
     logInstructions: boolean;
     counter?: Counter<"source" | "model" | "outcome">;
     now?: () => number;
@@ -249,6 +253,7 @@ export class InferenceRunner {
           customerId: ctx.principal.customerId,
           thumbnail: wantThumbnail,
           ...input.image,
+          ...(ctx.trace === undefined ? {} : { trace: ctx.trace }),
         });
       } catch (e) {
         await admitting; // a stopped robot's 409 wins over the model's error
@@ -256,7 +261,8 @@ export class InferenceRunner {
       }
       const admission = await admitting;
       const decoded: DecodedAction = { action: result.action, actionChunk: result.actionChunk };
-      outcome = await this.safety.check({
+      const safetySpan = startChild(ctx.trace, "safety.check", { "vla.model": result.model });
+      const checking = this.safety.check({
         customerId,
         robotId: input.robotId,
         inferenceId: id,
@@ -267,6 +273,19 @@ export class InferenceRunner {
         previousAction: input.previousAction,
         admission,
       });
+      if (safetySpan === undefined) outcome = await checking;
+      else {
+        try {
+          outcome = await checking;
+        } catch (e) {
+          endSpan(safetySpan, e);
+          throw e;
+        }
+        endSpan(safetySpan, undefined, {
+          "vla.safety.status": outcome.safety.status,
+          "vla.safety.violations": outcome.safety.violations.length,
+        });
+      }
     } catch (e) {
       const code = (e as Partial<AppError>).code ?? "internal_error";
       this.recordFailure(ctx, input, code);
@@ -292,22 +311,26 @@ export class InferenceRunner {
             : pixels,
       });
     }
-    this.record(policy, {
-      ...this.base(ctx, input, id, policy.storeInstructions, createdAt),
-      model: result.model,
-      backend: result.backend,
-      imageSha256: result.imageSha256,
-      action: [...outcome.action],
-      actionChunk: outcome.actionChunk?.map((step) => [...step]) ?? null,
-      unnormKey: result.unnormKey,
-      status: "ok",
-      errorCode: null,
-      safetyStatus: outcome.safety.status,
-      preprocessMs: result.timing.preprocess_ms,
-      queueMs: result.timing.queue_ms,
-      modelMs: result.timing.model_ms,
-      totalMs,
-    });
+    this.record(
+      policy,
+      {
+        ...this.base(ctx, input, id, policy.storeInstructions, createdAt),
+        model: result.model,
+        backend: result.backend,
+        imageSha256: result.imageSha256,
+        action: [...outcome.action],
+        actionChunk: outcome.actionChunk?.map((step) => [...step]) ?? null,
+        unnormKey: result.unnormKey,
+        status: "ok",
+        errorCode: null,
+        safetyStatus: outcome.safety.status,
+        preprocessMs: result.timing.preprocess_ms,
+        queueMs: result.timing.queue_ms,
+        modelMs: result.timing.model_ms,
+        totalMs,
+      },
+      ctx.trace,
+    );
     this.counter?.inc({ source: ctx.source, model: result.model, outcome: "ok" });
     return { id, result, action: outcome.action, actionChunk: outcome.actionChunk, safety: outcome.safety, totalMs };
   }
@@ -319,22 +342,26 @@ export class InferenceRunner {
     const id = randomUUID();
     const createdAt = this.now();
     const push = (policy: RecordingPolicy) =>
-      this.record(policy, {
-        ...this.base(ctx, info, id, policy.storeInstructions, createdAt),
-        model,
-        backend: null,
-        imageSha256: null,
-        action: null,
-        actionChunk: null,
-        unnormKey: typeof info.unnormKey === "string" ? info.unnormKey.slice(0, 128) : null,
-        status: "error",
-        errorCode: code,
-        safetyStatus: null,
-        preprocessMs: null,
-        queueMs: null,
-        modelMs: null,
-        totalMs: round(ctx.elapsedMs()),
-      });
+      this.record(
+        policy,
+        {
+          ...this.base(ctx, info, id, policy.storeInstructions, createdAt),
+          model,
+          backend: null,
+          imageSha256: null,
+          action: null,
+          actionChunk: null,
+          unnormKey: typeof info.unnormKey === "string" ? info.unnormKey.slice(0, 128) : null,
+          status: "error",
+          errorCode: code,
+          safetyStatus: null,
+          preprocessMs: null,
+          queueMs: null,
+          modelMs: null,
+          totalMs: round(ctx.elapsedMs()),
+        },
+        ctx.trace,
+      );
     const policy = this.policy(ctx.principal.customerId);
     if (policy instanceof Promise) {
       // The customer's first request on this instance: the row waits for its consent (one load).
@@ -389,24 +416,29 @@ export class InferenceRunner {
    * database: robot and API key ids become keyed pseudonyms, the user id, instruction (text and
    * hashes), image hash and actions are dropped. What stays is what the aggregate counters need.
    */
-  private record(policy: RecordingPolicy, row: InferenceLogEntry): void {
+  private record(policy: RecordingPolicy, row: InferenceLogEntry, trace?: Context): void {
+    // Tracing on: the batch_write span that stores the row links to this request's span.
+    const link = trace === undefined ? undefined : spanContextOf(trace);
     if (policy.anonymization !== "full") {
-      this.sink.push(row);
+      this.sink.push(row, link);
       return;
     }
     const p = this.pseudonyms;
-    this.sink.push({
-      ...row,
-      apiKeyId: p === undefined ? null : p.apiKey(row.customerId, row.apiKeyId),
-      robotId: p === undefined ? null : p.robot(row.customerId, row.robotId),
-      userId: null,
-      instruction: null,
-      instructionSha256: null,
-      instructionKey: null,
-      imageSha256: null,
-      action: null,
-      actionChunk: null,
-    });
+    this.sink.push(
+      {
+        ...row,
+        apiKeyId: p === undefined ? null : p.apiKey(row.customerId, row.apiKeyId),
+        robotId: p === undefined ? null : p.robot(row.customerId, row.robotId),
+        userId: null,
+        instruction: null,
+        instructionSha256: null,
+        instructionKey: null,
+        imageSha256: null,
+        action: null,
+        actionChunk: null,
+      },
+      link,
+    );
   }
 
   private base(ctx: CallContext, info: FailureInfo, id: string, keepText: boolean, at = this.now()) {

@@ -1,8 +1,10 @@
+import type { Context } from "@opentelemetry/api";
 import type { Registry } from "prom-client";
 import type { Config } from "../../config.ts";
 import { AppError, errors } from "../../platform/errors.ts";
 import type { CheckResult, HealthRegistry } from "../../platform/health.ts";
 import type { Lifecycle } from "../../platform/lifecycle.ts";
+import { endSpan, QueueTrace, startChild } from "../../platform/tracing.ts";
 import { thumbnailEmbedding } from "../context/thumbnail-embedding.ts";
 import { decodeAction, unnormalize } from "../models/action-codec.ts";
 import { createBackend } from "../models/backends/index.ts";
@@ -34,6 +36,8 @@ export interface InferenceRequest {
    * before the pixels go to the model (a worker backend may take them).
    */
   readonly thumbnail?: boolean | undefined;
+  /** The request span's Context (tracing on): image decode, queue wait and model spans go under it. */
+  readonly trace?: Context | undefined;
 }
 
 /** The image as received: what context_metadata keeps about it (docs/privacy.md). */
@@ -139,7 +143,25 @@ export class InferenceEngine {
       const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
         def.id,
         def.batching,
-        (items) => backend.infer(items),
+        (items) => {
+          for (const it of items) it.trace?.dispatched(items.length);
+          const answered = backend.infer(items);
+          if (items.some((it) => it.trace !== undefined)) {
+            // Each model span ends with its own item's outcome (a backend fails items one by one).
+            answered.then(
+              (results) => {
+                items.forEach((it, i) => {
+                  const r = results[i];
+                  it.trace?.finished(r instanceof Error ? r : undefined);
+                });
+              },
+              (e: unknown) => {
+                for (const it of items) it.trace?.finished(e);
+              },
+            );
+          }
+          return answered;
+        },
         {
           onDepth: (d) => m?.queueDepth.set({ model: def.id }, d),
           onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
@@ -250,13 +272,27 @@ export class InferenceEngine {
       throw errors.invalidImage("Send exactly one image: encoded bytes or a uint8 HxWx3 array.");
     }
     const t0 = performance.now();
-    const image = await prepareImage(
-      req.imageBytes !== undefined ? { bytes: req.imageBytes } : { array: req.imageArray as NdArray },
-      def.image,
-      this.imageLimits,
-      this.jpegDecoder,
-    );
+    const decodeSpan = startChild(req.trace, "image.decode");
+    let image: Awaited<ReturnType<typeof prepareImage>>;
+    try {
+      image = await prepareImage(
+        req.imageBytes !== undefined ? { bytes: req.imageBytes } : { array: req.imageArray as NdArray },
+        def.image,
+        this.imageLimits,
+        this.jpegDecoder,
+      );
+    } catch (e) {
+      endSpan(decodeSpan, e);
+      throw e;
+    }
     const preprocessMs = performance.now() - t0;
+    // Sizes and formats only, never pixels or bytes.
+    endSpan(decodeSpan, undefined, {
+      "vla.image.format": image.source.format,
+      "vla.image.width": image.source.width,
+      "vla.image.height": image.source.height,
+      "vla.image.path": image.path,
+    });
     this.metrics?.imageDecodes.inc({ path: image.path });
     const thumbnail = req.thumbnail === true ? thumbnailEmbedding(image.data, image.width, image.height) : undefined;
     const received: ReceivedImage = {
@@ -265,11 +301,29 @@ export class InferenceEngine {
       width: image.source.width,
       height: image.source.height,
     };
-    const scheduled = await m.scheduler.submit(
-      req.customerId,
-      { modelId: def.id, image, prompt: renderPrompt(def, req.instruction), instruction: req.instruction, unnormKey },
-      req.timeoutMs ?? def.batching.timeoutMs,
-    );
+    const queued =
+      req.trace === undefined
+        ? undefined
+        : new QueueTrace(req.trace, { "vla.model": def.id, "vla.backend": m.backend.kind });
+    let scheduled: Awaited<ReturnType<typeof m.scheduler.submit>>;
+    try {
+      scheduled = await m.scheduler.submit(
+        req.customerId,
+        {
+          modelId: def.id,
+          image,
+          prompt: renderPrompt(def, req.instruction),
+          instruction: req.instruction,
+          unnormKey,
+          ...(queued === undefined ? {} : { trace: queued }),
+        },
+        req.timeoutMs ?? def.batching.timeoutMs,
+      );
+    } catch (e) {
+      queued?.finished(e); // a timeout or overload ends the queue span with it
+      throw e;
+    }
+    queued?.finished();
     const chunk = this.toActions(def, scheduled.output, normStats);
     return {
       action: chunk[0] as number[],

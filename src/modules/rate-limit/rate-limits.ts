@@ -9,6 +9,7 @@ import type { InvalidationBus } from "../../platform/invalidation.ts";
 import type { Lifecycle } from "../../platform/lifecycle.ts";
 import type { Metrics } from "../../platform/metrics.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
+import { endSpan, requestTrace, startChild } from "../../platform/tracing.ts";
 import { CustomerLimitsCache } from "./customer-limits.ts";
 import { overageHeader, policyHeader, rateLimitHeader, rateLimitHeaders } from "./headers.ts";
 import { type MeterResult, RateLimitService } from "./rate-limit.service.ts";
@@ -176,7 +177,15 @@ export function createRateLimits(deps: RateLimitsDeps): RateLimits {
       return async (request: FastifyRequest, reply: FastifyReply) => {
         const principal = request.principal;
         if (principal === null) throw errors.unauthorized();
-        const r = await service.consume(principal.customerId);
+        const span = startChild(requestTrace(request), "rate_limit");
+        let r: Awaited<ReturnType<typeof service.consume>>;
+        try {
+          r = await service.consume(principal.customerId);
+        } catch (e) {
+          endSpan(span, e);
+          throw e;
+        }
+        if (span !== undefined) endSpan(span, undefined, { "vla.allowed": r.allowed });
         if (!r.allowed) throw quotaError(r);
         const policy = policyHeader(r.limits);
         if (policy !== "") {

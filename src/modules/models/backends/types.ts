@@ -1,4 +1,5 @@
 import type { CheckResult } from "../../../platform/health.ts";
+import type { QueueTrace } from "../../../platform/tracing.ts";
 import type { PreparedImage } from "../../inference/images.ts";
 
 /** One item of a batch, already preprocessed. */
@@ -10,6 +11,11 @@ export interface BackendRequest {
   /** The instruction as the caller sent it (remote OpenVLA servers render their own prompt). */
   readonly instruction: string;
   readonly unnormKey: string;
+  /**
+   * Tracing on: this request's queue and model spans. Remote backends send `trace.context` on
+   * as the `traceparent` header of their call.
+   */
+  readonly trace?: QueueTrace | undefined;
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { CheckResult } from "../../../../platform/health.ts";
+import { injectTraceHeaders } from "../../../../platform/tracing.ts";
 import type { BackendSettings } from "../../registry.ts";
 import type { BackendRequest, BackendResult, EndpointReport, ModelBackend } from "../types.ts";
 import { EndpointPool, RemoteCallError, readBounded } from "./endpoint-pool.ts";
@@ -100,13 +101,16 @@ export class KServeV2Backend implements ModelBackend {
 
   private call(batch: readonly BackendRequest[]): Promise<number[][][]> {
     const { header, body } = this.encodeRequest(batch);
+    const headers: Record<string, string> = {
+      "content-type": "application/octet-stream",
+      "inference-header-content-length": String(Buffer.byteLength(header)),
+    };
+    // Tracing on: one call carries a whole batch; it joins the trace of its first traced request.
+    injectTraceHeaders(headers, batch.find((r) => r.trace?.context !== undefined)?.trace?.context);
     return this.pool.call(async (endpoint, signal) => {
       const res = await fetch(`${endpoint.url}${this.modelPath()}/infer`, {
         method: "POST",
-        headers: {
-          "content-type": "application/octet-stream",
-          "inference-header-content-length": String(Buffer.byteLength(header)),
-        },
+        headers,
         body,
         signal,
       });

@@ -1,4 +1,5 @@
 import type { CheckResult } from "../../../../platform/health.ts";
+import { injectTraceHeaders } from "../../../../platform/tracing.ts";
 import { decodeJsonNumpy, encodeJsonNumpy, isJsonNumpyDoc, jsonNumpyText } from "../../../inference/json-numpy.ts";
 import { toNumbers } from "../../../inference/ndarray.ts";
 import type { RemoteSettings } from "../../registry.ts";
@@ -42,13 +43,15 @@ export class OpenVlaHttpBackend implements ModelBackend {
     const body =
       `{"image":{"__numpy__":"${b64}","dtype":"|u1","shape":[${height},${width},3]},` +
       `"instruction":${JSON.stringify(req.instruction)},"unnorm_key":${JSON.stringify(req.unnormKey)}}`;
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    // Tracing on: the remote server's spans join this request's trace under its model span.
+    injectTraceHeaders(headers, req.trace?.context);
     return this.pool.call(async (endpoint, signal) => {
-      const res = await postBytes(
-        `${endpoint.url}/act`,
-        body,
-        { "content-type": "application/json" },
-        { signal, maxBytes: this.settings.maxResponseBytes, agents: this.agents },
-      );
+      const res = await postBytes(`${endpoint.url}/act`, body, headers, {
+        signal,
+        maxBytes: this.settings.maxResponseBytes,
+        agents: this.agents,
+      });
       if (res.status >= 500 || res.status === 429) {
         throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`);
       }
