@@ -1,9 +1,14 @@
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeArchive } from "../../src/modules/account-export/archive.ts";
 import type { ReadRouter } from "../../src/platform/db/replica.ts";
+import { ndjson, untar } from "../account-export/helpers.ts";
 import { type IsolatedDatabase, isolatedDatabase } from "../helpers/app.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
 import { flushLogs, jpeg } from "../inference/helpers.ts";
@@ -23,6 +28,7 @@ const script = process.env.TEST_REPLICA_SCRIPT;
 let isolated: IsolatedDatabase;
 let t: LimitsContext;
 let key: string;
+let customerId: string;
 let img: string;
 let router: ReadRouter;
 let replicaAdmin: pg.Client;
@@ -71,7 +77,7 @@ describe.skipIf(!enabled)("read replica (DATABASE_READ_URL)", () => {
     if (r === undefined) throw new Error("the isolated database has no replica router");
     router = r;
     t = await buildLimitsApp({ database: isolated.database, env: { MODELS_WARM_UP: "false" } });
-    const customerId = await seedCustomer(t.database, { tier: "enterprise", perMinute: 1_000_000 });
+    customerId = await seedCustomer(t.database, { tier: "enterprise", perMinute: 1_000_000 });
     key = (await seedKey(t.database, customerId)).key;
     img = (await jpeg(64, 64, 3)).toString("base64");
   });
@@ -113,6 +119,44 @@ describe.skipIf(!enabled)("read replica (DATABASE_READ_URL)", () => {
       expect((res.json() as { id: string }).id).toBe(id);
     } finally {
       await replicaAdmin.query("select pg_wal_replay_resume()");
+    }
+  });
+
+  it("exports read the replica once it has replayed the rows the sections just flushed, else the primary", async () => {
+    await eventually("the replica is usable", () => router.state().usable);
+    const inRecovery = async (db: typeof t.database.db) =>
+      ((await db.execute(sql`select pg_is_in_recovery() as r`)) as unknown as { rows: { r: boolean }[] }).rows[0]?.r;
+    expect(await inRecovery(await t.database.readAfterWrites())).toBe(true);
+    await replicaAdmin.query("select pg_wal_replay_pause()");
+    try {
+      await seedCustomer(t.database, {}); // a write the paused replica does not replay
+      expect(await inRecovery(await t.database.readAfterWrites(300))).toBe(false);
+    } finally {
+      await replicaAdmin.query("select pg_wal_replay_resume()");
+    }
+
+    // Rows still buffered in the inference log writer when the export starts are in the archive.
+    await eventually("the replica is usable again", () => router.state().usable);
+    const before = (await history()).length;
+    const ids = [await infer(), await infer()];
+    const dir = mkdtempSync(path.join(tmpdir(), "vla-replica-export-"));
+    try {
+      const replicaReads = router.state().reads.replica;
+      await writeArchive({
+        customerId,
+        sections: t.app.platform.exports.sections,
+        db: () => t.database.readAfterWrites(),
+        outFile: path.join(dir, "export.tar.gz"),
+        stagePrefix: path.join(dir, "stage-"),
+        now: Date.now,
+      });
+      const files = untar(readFileSync(path.join(dir, "export.tar.gz")));
+      const logs = ndjson(files.get("inference_logs.ndjson")).map((r) => r.id);
+      expect(logs).toHaveLength(before + 2);
+      expect(logs).toEqual(expect.arrayContaining(ids));
+      expect(router.state().reads.replica).toBeGreaterThan(replicaReads);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
