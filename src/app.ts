@@ -21,6 +21,7 @@ import {
   createBatchWriterMetrics,
 } from "./platform/batch-writer.ts";
 import { createDatabase, type Database } from "./platform/db/client.ts";
+import { registerReplicaMetrics } from "./platform/db/replica-metrics.ts";
 import { DeletionRegistry } from "./platform/deletion.ts";
 import { Mailer, outboxTransport, smtpTransport } from "./platform/email.ts";
 import { errors } from "./platform/errors.ts";
@@ -130,7 +131,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       dataDir: config.dataDir,
       poolMax: config.db.poolMax,
       statementTimeoutMs: config.db.statementTimeoutMs,
+      readUrl: config.db.readUrl,
+      readMaxLagMs: config.db.readMaxLagMs,
+      readCheckMs: config.db.readCheckMs,
     }));
+  registerReplicaMetrics(metrics.registry, database);
   const ownsRedis = options.redis === undefined;
   const redis = options.redis ?? createRedis({ ...config.redis, log: app.log });
 

@@ -44,6 +44,12 @@ export interface Config {
     readonly migrateOnStart: boolean;
     readonly allowEmbeddedInProduction: boolean;
     readonly statementTimeoutMs: number;
+    /** DATABASE_READ_URL: a streaming read replica for heavy reads; undefined reads from the primary. */
+    readonly readUrl: string | undefined;
+    /** Replay lag above which reads go back to the primary. */
+    readonly readMaxLagMs: number;
+    /** Interval of the replica health check. */
+    readonly readCheckMs: number;
   };
   readonly dataDir: string;
   readonly redis: {
@@ -435,6 +441,10 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
   const dataDir = path.resolve(r.str("DATA_DIR", "./data"));
   const dbUrl = r.optionalUrl("DATABASE_URL", ["postgres:", "postgresql:"]);
   const allowEmbeddedInProduction = r.bool("ALLOW_EMBEDDED_DB_IN_PRODUCTION", false);
+  const readUrl = r.optionalUrl("DATABASE_READ_URL", ["postgres:", "postgresql:"]);
+  if (readUrl !== undefined && dbUrl === undefined) {
+    r.problems.push("DATABASE_READ_URL: a read replica needs DATABASE_URL (the embedded database has none)");
+  }
 
   let secretKey = r.raw("SECRET_KEY");
   let secretKeyGenerated = false;
@@ -502,6 +512,9 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       migrateOnStart: r.bool("DB_MIGRATE_ON_START", true),
       allowEmbeddedInProduction,
       statementTimeoutMs: r.int("DB_STATEMENT_TIMEOUT_MS", 15_000, 0, 3_600_000),
+      readUrl,
+      readMaxLagMs: r.int("DATABASE_READ_MAX_LAG_MS", 5_000, 0, 3_600_000),
+      readCheckMs: r.int("DATABASE_READ_CHECK_MS", 1_000, 100, 600_000),
     },
     dataDir,
     redis: {

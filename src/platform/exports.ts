@@ -29,6 +29,12 @@ export interface RowsSection {
   /** The file inside the archive: `[a-z0-9_]+\.ndjson`. */
   readonly file: string;
   rows(customerId: string, db: Db): AsyncIterable<object>;
+  /**
+   * Writes rows still buffered (a batch writer) so they belong in the export. Run for every
+   * section before the export picks the handle it reads from (the read replica once it has
+   * replayed them).
+   */
+  flush?(): Promise<void>;
 }
 
 /** One stored file of a files section: streamed into the archive, never held whole in memory. */

@@ -111,8 +111,41 @@ async function migratedTemplate(): Promise<{ dump: Blob; fromFile: boolean }> {
   }
 }
 
-/** A migrated, empty database nobody else sees. */
-export async function isolatedDatabase(): Promise<IsolatedDatabase> {
+/** Routing of the read handle to TEST_DATABASE_READ_URL's replica (test/replica). */
+export interface ReadReplicaOptions {
+  readonly maxLagMs: number;
+  readonly checkMs: number;
+}
+
+/**
+ * The URL of `name` on the streaming replica TEST_DATABASE_READ_URL, once the database created on
+ * the primary has been replayed there (physical replication: every database of the cluster).
+ */
+export async function replicaUrlOf(name: string): Promise<string> {
+  const readUrl = process.env.TEST_DATABASE_READ_URL;
+  if (readUrl === undefined) throw new Error("TEST_DATABASE_READ_URL is not set");
+  const url = new URL(readUrl);
+  url.pathname = `/${name}`;
+  const c = new pg.Client({ connectionString: readUrl });
+  await c.connect();
+  try {
+    for (let i = 0; ; i++) {
+      const r = await c.query("select 1 from pg_database where datname = $1", [name]);
+      if (r.rowCount === 1) break;
+      if (i >= 300) throw new Error(`database ${name} did not appear on the replica ${readUrl}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await c.end();
+  }
+  return url.toString();
+}
+
+/**
+ * A migrated, empty database nobody else sees. With `read` (and TEST_DATABASE_URL and
+ * TEST_DATABASE_READ_URL set) its read handle goes to that replica.
+ */
+export async function isolatedDatabase(read?: ReadReplicaOptions): Promise<IsolatedDatabase> {
   const serverUrl = process.env.TEST_DATABASE_URL;
   if (serverUrl === undefined) {
     template ??= migratedTemplate();
@@ -137,8 +170,18 @@ export async function isolatedDatabase(): Promise<IsolatedDatabase> {
   await admin.end();
   const url = new URL(serverUrl);
   url.pathname = `/${name}`;
-  const database = await createDatabase({ url: url.toString(), poolMax: 5 });
+  let database = await createDatabase({ url: url.toString(), poolMax: 5 });
   await database.migrate();
+  if (read !== undefined && process.env.TEST_DATABASE_READ_URL !== undefined) {
+    await database.close();
+    database = await createDatabase({
+      url: url.toString(),
+      poolMax: 5,
+      readUrl: await replicaUrlOf(name),
+      readMaxLagMs: read.maxLagMs,
+      readCheckMs: read.checkMs,
+    });
+  }
   return {
     database,
     async drop() {

@@ -15,7 +15,8 @@ export const EXPORT_FORMAT_VERSION = 1;
 export interface ArchiveInput {
   readonly customerId: string;
   readonly sections: readonly ExportSection[];
-  readonly db: Db;
+  /** The handle sections read from, or a function picking it once the sections are flushed. */
+  readonly db: Db | (() => Promise<Db>);
   /** The archive (`.tar.gz`), created with mode 0600. */
   readonly outFile: string;
   /** Path prefix of the temporary folder where sections are staged (each file deleted once in the archive). */
@@ -44,7 +45,7 @@ const FLUSH_BYTES = 64 * 1024;
 /** Streams a section into an NDJSON file; returns its row count. Lines are written in ~64 KB chunks. */
 async function stageSection(
   section: RowsSection,
-  input: ArchiveInput,
+  input: ArchiveInput & { readonly db: Db },
   file: string,
   progress: Record<string, number>,
 ): Promise<number> {
@@ -95,7 +96,7 @@ const FILE_NAME = /^[A-Za-z0-9._-]+$/;
 async function appendFiles(
   tar: Writable,
   section: FilesSection,
-  input: ArchiveInput,
+  input: ArchiveInput & { readonly db: Db },
   indexFile: string,
   progress: Record<string, number>,
   mtime: number,
@@ -152,7 +153,10 @@ async function appendBuffer(tar: Writable, name: string, body: Buffer, mtime: nu
  * to disk first (a tar header needs the file's size), so memory holds one keyset page and one
  * 64 KB write buffer whatever the volume.
  */
-export async function writeArchive(input: ArchiveInput): Promise<ArchiveResult> {
+export async function writeArchive(archiveInput: ArchiveInput): Promise<ArchiveResult> {
+  for (const section of archiveInput.sections) if ("flush" in section) await section.flush?.();
+  const db = typeof archiveInput.db === "function" ? await archiveInput.db() : archiveInput.db;
+  const input: ArchiveInput & { readonly db: Db } = { ...archiveInput, db };
   const gzip = createGzip();
   const done = pipeline(gzip, createWriteStream(input.outFile, { mode: 0o600 }));
   // Until `done` is awaited below its rejection is observed here, so an early disk error is not unhandled.

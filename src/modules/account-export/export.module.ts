@@ -31,6 +31,8 @@ export const accountExportModule: ModulePlugin = async (app, { platform }: Modul
   const service = new ExportService({
     repo: new ExportRepo(platform.database.db),
     db: platform.database.db,
+    // The archive is a heavy read: the read replica, once it has replayed the writes made before.
+    readDb: () => platform.database.readAfterWrites(),
     registry: platform.exports,
     dir,
     now: platform.now,

@@ -10,6 +10,8 @@ import type { ExportRepo } from "./export.repo.ts";
 export interface ExportServiceDeps {
   readonly repo: ExportRepo;
   readonly db: Db;
+  /** The handle the sections read from (the read replica once caught up); default `db`. */
+  readonly readDb?: () => Promise<Db>;
   readonly registry: ExportRegistry;
   /** DATA_DIR/exports. */
   readonly dir: string;
@@ -113,7 +115,7 @@ export class ExportService {
       const result = await writeArchive({
         customerId: job.customerId,
         sections: this.deps.registry.sections,
-        db: this.deps.db,
+        db: this.deps.readDb ?? this.deps.db,
         outFile: part,
         stagePrefix: path.join(this.deps.dir, `${id}.stage-`),
         now,

@@ -26,7 +26,9 @@ export const adminCustomersModule: FastifyPluginAsyncTypebox<ModuleOptions> = as
     repo,
     customerChanged: (id) => platform.limits.customerChanged(id),
   });
-  await app.register(adminCustomersRoutes(repo, service), { platform });
+  await app.register(adminCustomersRoutes(repo, service, new AdminCustomersRepo(platform.database.read)), {
+    platform,
+  });
 
   if (!platform.backgroundJobs) return;
   let timer: NodeJS.Timeout | undefined;

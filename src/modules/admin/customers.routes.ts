@@ -157,6 +157,8 @@ function subscriptionJson(row: CustomerRow) {
 export function adminCustomersRoutes(
   repo: AdminCustomersRepo,
   service: AdminCustomersService,
+  /** The list's repo (read replica when configured); details and changes use `repo` (primary). */
+  listRepo: AdminCustomersRepo = repo,
 ): FastifyPluginAsyncTypebox<ModuleOptions> {
   return async (app, { platform }) => {
     const tags = ["admin"];
@@ -196,7 +198,7 @@ export function adminCustomersRoutes(
       async (request) => {
         const q = request.query;
         try {
-          const page = await repo.list(
+          const page = await listRepo.list(
             { q: q.q, tier: q.tier, status: q.status },
             { sort: q.sort, order: q.order, limit: q.limit, cursor: q.cursor },
             new Date(platform.now()),

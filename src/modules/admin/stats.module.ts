@@ -13,7 +13,8 @@ import { adminStatsRoutes } from "./stats.routes.ts";
 export const adminStatsModule: ModulePlugin = async (app, { platform }: ModuleOptions) => {
   const safety = safetyServices.get(platform);
   if (safety === undefined) throw new Error("adminStatsModule needs the safety module registered first");
-  const db = platform.database.db;
+  // Statistics, revenue and cross-customer safety lists: heavy reads, on the read replica when configured.
+  const db = platform.database.read;
   await app.register(adminStatsRoutes, {
     platform,
     stats: new StatsRepo(db),

@@ -29,7 +29,8 @@ export const analyticsModule: ModulePlugin = async (app, { platform }: ModuleOpt
     log: app.log.child({ module: "analytics" }),
     report: platform.jobs.register("analytics.rollups", platform.config.analytics.rollupIntervalMs),
   });
-  const service = new AnalyticsService(db);
+  // The routes' queries are heavy reads: the read replica when configured (docs/operations.md).
+  const service = new AnalyticsService(platform.database.read);
   analyticsContexts.set(platform, { job, repo, service });
 
   platform.deletion.register({

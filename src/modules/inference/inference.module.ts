@@ -61,8 +61,8 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
   platform.exports.register({
     name: "inference_logs",
     file: "inference_logs.ndjson",
+    flush: () => writer.flush(), // rows still buffered belong in the export too
     async *rows(customerId, db) {
-      await writer.flush(); // rows still buffered belong in the export too
       const logs = new InferenceLogsRepo(db);
       yield* keysetPages<ExportLogRow, HistoryCursor>(
         (after, limit) => logs.exportPage(customerId, after, limit),
@@ -97,6 +97,9 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     context: contextRecorders.get(platform),
   });
   inferenceRunners.set(platform, runner);
-  await app.register(inferenceRoutes, { platform, runner, repo });
+  // History pages are heavy reads and already trail the writes by the batch writer's second: the read
+  // replica when configured. GET /v1/inference/{id} (fetched right after it was made) stays on the primary.
+  const historyRepo = new InferenceLogsRepo(platform.database.read);
+  await app.register(inferenceRoutes, { platform, runner, repo, historyRepo });
   await app.register(actRoutes, { platform, runner, repo });
 };

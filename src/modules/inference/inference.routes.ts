@@ -34,6 +34,8 @@ export interface InferenceRouteOptions {
   readonly platform: Platform;
   readonly runner: InferenceRunner;
   readonly repo: InferenceLogsRepo;
+  /** The history listing's repo: on the read replica when configured (`repo` stays on the primary). */
+  readonly historyRepo?: InferenceLogsRepo;
 }
 
 function encodeCursor(c: HistoryCursor): string {
@@ -107,7 +109,7 @@ function parseRobotState(text: string): RobotState {
 /** POST /v1/inference, GET /v1/inference/history, GET /v1/inference/{id}. */
 export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async (
   app,
-  { platform, runner, repo },
+  { platform, runner, repo, historyRepo = repo },
 ) => {
   const config = platform.config;
   const requireInference = platform.auth.require({ scopes: ["inference"] });
@@ -233,7 +235,7 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
       const principal = request.principal;
       if (principal === null) throw errors.unauthorized();
       const cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
-      const rows = await repo.list(
+      const rows = await historyRepo.list(
         principal.customerId,
         {
           robotId: q.robot_id,

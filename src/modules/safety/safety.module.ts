@@ -68,8 +68,8 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
   });
   platform.exports.register({
     ...incidentSection,
+    flush: () => incidents.flush(), // incidents still buffered belong in the export too
     async *rows(customerId, db) {
-      await incidents.flush(); // incidents still buffered belong in the export too
       yield* incidentSection.rows(customerId, db);
     },
   });

@@ -11,6 +11,7 @@ import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { ADVISORY_LOCKS } from "./advisory-locks.ts";
 import { acquireDataDirLock } from "./data-dir-lock.ts";
+import { ReadRouter } from "./replica.ts";
 import * as schema from "./schema/index.ts";
 import { withWellFormedParams } from "./well-formed-params.ts";
 
@@ -26,6 +27,21 @@ const MIGRATION_LOCK_ID = ADVISORY_LOCKS.migrations;
 export interface Database {
   readonly kind: "pglite" | "postgres";
   readonly db: Db;
+  /**
+   * The handle for read-only heavy queries (history, analytics, admin lists, exports): a drizzle
+   * instance routed to the read replica (DATABASE_READ_URL) while it is usable, else to the
+   * primary (replica.ts). Without a replica it is `db` itself. Never write through it, and keep
+   * read-your-writes paths (a row fetched right after it was written) on `db`.
+   */
+  readonly read: Db;
+  /**
+   * `read` once the replica has replayed every write committed on the primary so far (for a job
+   * that writes, then reads it back in bulk: an account export), else `db`. Waits up to
+   * `timeoutMs` (default 2000) for the replica to catch up.
+   */
+  readAfterWrites(timeoutMs?: number): Promise<Db>;
+  /** The replica's router and health (state, metrics); undefined without DATABASE_READ_URL. */
+  readonly replica?: ReadRouter;
   /** Human-readable location with no credentials, for the startup line. */
   readonly description: string;
   /** Resolves when a trivial query succeeds within `timeoutMs`. */
@@ -64,6 +80,12 @@ export interface DatabaseOptions {
   readonly role?: string;
   readonly poolMax?: number;
   readonly statementTimeoutMs?: number;
+  /** postgres:// URL of a streaming read replica (PostgreSQL only; ignored on PGlite). */
+  readonly readUrl?: string | undefined;
+  /** Replay lag above which reads go to the primary. Default 5000. */
+  readonly readMaxLagMs?: number;
+  /** Interval of the replica health check. Default 1000. */
+  readonly readCheckMs?: number;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -113,6 +135,8 @@ export async function wrapPglite(client: PGlite, description: string, afterClose
   return {
     kind: "pglite",
     db: db as unknown as Db,
+    read: db as unknown as Db,
+    readAfterWrites: async () => db as unknown as Db,
     description,
     async ping(timeoutMs = 2_000) {
       if (closed || client.closed) throw new Error("database is closed");
@@ -144,24 +168,51 @@ export async function wrapPglite(client: PGlite, description: string, afterClose
   };
 }
 
-async function createPostgres(options: DatabaseOptions): Promise<Database> {
-  const url = options.url as string;
+function createPool(url: string, options: DatabaseOptions, connectionTimeoutMillis: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.poolMax ?? 30,
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis,
     idleTimeoutMillis: 30_000,
     statement_timeout: options.statementTimeoutMs ?? 15_000,
     application_name: "vla-inference-api",
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on("error", () => {});
+  return pool;
+}
+
+async function createPostgres(options: DatabaseOptions): Promise<Database> {
+  const url = options.url as string;
+  const pool = createPool(url, options, 5_000);
   const db = drizzlePg({ client: pool, schema });
+  let replicaPool: pg.Pool | undefined;
+  let router: ReadRouter | undefined;
+  let read = db as unknown as Db;
+  if (options.readUrl !== undefined) {
+    // A replica that does not answer quickly is skipped (the read goes to the primary), not waited for.
+    replicaPool = createPool(options.readUrl, options, 2_000);
+    router = new ReadRouter({
+      primary: pool,
+      replica: replicaPool,
+      maxLagMs: options.readMaxLagMs ?? 5_000,
+      checkMs: options.readCheckMs ?? 1_000,
+    });
+    await router.start();
+    read = drizzlePg({ client: router.pool, schema }) as unknown as Db;
+  }
   let closed = false;
   return {
     kind: "postgres",
     db: db as unknown as Db,
-    description: `PostgreSQL ${redactUrl(url)} (pool max ${options.poolMax ?? 30})`,
+    read,
+    async readAfterWrites(timeoutMs = 2_000) {
+      return router !== undefined && (await router.caughtUp(timeoutMs)) ? read : (db as unknown as Db);
+    },
+    ...(router === undefined ? {} : { replica: router }),
+    description: `PostgreSQL ${redactUrl(url)} (pool max ${options.poolMax ?? 30})${
+      options.readUrl === undefined ? "" : `, read replica ${redactUrl(options.readUrl)}`
+    }`,
     poolStats: () => ({
       max: options.poolMax ?? 30,
       total: pool.totalCount,
@@ -207,7 +258,8 @@ async function createPostgres(options: DatabaseOptions): Promise<Database> {
     async close() {
       if (closed) return;
       closed = true;
-      await pool.end();
+      router?.stop();
+      await Promise.all([pool.end(), replicaPool?.end()]);
     },
   };
 }
