@@ -6,11 +6,36 @@ const clusterNodes = process.env.TEST_REDIS_CLUSTER_NODES;
 const clusterEnv =
   clusterNodes === undefined || clusterNodes === "" ? {} : { TEST_REDIS_URL: `redis+cluster://${clusterNodes}` };
 
+/**
+ * Files that never touch PostgreSQL or Redis whatever TEST_DATABASE_URL / TEST_REDIS_URL say (the
+ * CLI tests run the CLI on an embedded DATA_DIR, as an operator's shell does; the pure simulator
+ * and deployment-file checks use no database). `.ci/run` sets TEST_SKIP_EMBEDDED_ONLY=1 for its
+ * PostgreSQL + Redis pass, so they run once per CI, in the embedded pass, not twice for nothing.
+ */
+const EMBEDDED_ONLY = [
+  "test/cli.test.ts",
+  "test/cli-entry.test.ts",
+  "test/admin/customers-cli.test.ts",
+  "test/retention/cli.test.ts",
+  "test/account-export/cli.test.ts",
+  "test/deploy/kubernetes.test.ts",
+  "test/deploy/compose.test.ts",
+  "test/sim/render.test.ts",
+  "test/sim/scene.test.ts",
+  "test/sim/tasks.test.ts",
+  "test/sim/expert.test.ts",
+  "test/sim/dataset.test.ts",
+  "test/sim/episode.test.ts",
+  "test/sim/wire.test.ts",
+  "test/sim/closed-loop.test.ts",
+];
+const skipEmbeddedOnly = process.env.TEST_SKIP_EMBEDDED_ONLY === "1";
+
 export default defineConfig({
   test: {
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     // The cluster tier (3 API processes behind HAProxy) runs on its own: `npm run test:cluster`.
-    exclude: ["**/node_modules/**", "test/cluster/**"],
+    exclude: ["**/node_modules/**", "test/cluster/**", ...(skipEmbeddedOnly ? EMBEDDED_ONLY : [])],
     environment: "node",
     env: clusterEnv,
     pool: "forks",
