@@ -100,6 +100,7 @@ describe.skipIf(kubectl.skip)("Kubernetes manifests (kubectl kustomize)", () => 
     for (const name of [
       "SECRET_KEY",
       "DATABASE_URL",
+      "DATABASE_READ_URL",
       "REDIS_URL",
       "SMTP_URL",
       "STRIPE_SECRET_KEY",

@@ -1,19 +1,19 @@
 import { EventEmitter } from "node:events";
 import { describe, expect, it } from "vitest";
-import { RedisKeyFailureThrottle } from "../modules/api-keys/key-throttle.ts";
-import { AccessTokenDenyList } from "../modules/auth/deny-list.ts";
-import { IP_POLICY, RedisFailureThrottle } from "../modules/auth/throttle.ts";
-import { calendar } from "../modules/rate-limit/calendar.ts";
-import { limitKeys, RedisLimiter } from "../modules/rate-limit/redis-limiter.ts";
-import { StreamTimeMeter } from "../modules/rate-limit/stream-time.ts";
-import type { UsageRecorder } from "../modules/rate-limit/usage-recorder.ts";
-import { RedisEstopRegistry } from "../modules/safety/estop.ts";
-import { RedisRobotStateStore } from "../modules/safety/robot-state-store.ts";
-import { ConnectionRegistry } from "../modules/streaming/connections.ts";
-import type { Db } from "./db/client.ts";
-import { InvalidationBus } from "./invalidation.ts";
-import { keySlot, pipelineGroup, type RedisClient, type RedisHandle } from "./redis.ts";
-import { RedisWindowHits } from "./shared-throttle.ts";
+import { RedisKeyFailureThrottle } from "../../src/modules/api-keys/key-throttle.ts";
+import { AccessTokenDenyList } from "../../src/modules/auth/deny-list.ts";
+import { IP_POLICY, RedisFailureThrottle } from "../../src/modules/auth/throttle.ts";
+import { calendar } from "../../src/modules/rate-limit/calendar.ts";
+import { limitKeys, RedisLimiter } from "../../src/modules/rate-limit/redis-limiter.ts";
+import { StreamTimeMeter } from "../../src/modules/rate-limit/stream-time.ts";
+import type { UsageRecorder } from "../../src/modules/rate-limit/usage-recorder.ts";
+import { RedisEstopRegistry } from "../../src/modules/safety/estop.ts";
+import { RedisRobotStateStore } from "../../src/modules/safety/robot-state-store.ts";
+import { ConnectionRegistry } from "../../src/modules/streaming/connections.ts";
+import type { Db } from "../../src/platform/db/client.ts";
+import { InvalidationBus } from "../../src/platform/invalidation.ts";
+import { keySlot, pipelineGroup, type RedisClient, type RedisHandle } from "../../src/platform/redis.ts";
+import { RedisWindowHits } from "../../src/platform/shared-throttle.ts";
 
 /**
  * Issue 22: a key layout that crosses Redis Cluster slots is a failing test, not a production
