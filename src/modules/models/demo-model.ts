@@ -26,7 +26,7 @@ export const DEMO_IMAGE_FEATURES = DEMO.grid * DEMO.grid * 3;
 export const DEMO_FEATURES = DEMO_IMAGE_FEATURES + DEMO.embedDim;
 
 /** mulberry32: a tiny, well-known 32-bit PRNG. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -75,23 +75,25 @@ function gripperOpenClosed(b2: Float32Array): Float32Array {
   return b2;
 }
 
-const f32 = (name: string, dims: number[], data: Float32Array): Tensor => ({
+export const f32 = (name: string, dims: number[], data: Float32Array): Tensor => ({
   name,
   dataType: TensorDataType.FLOAT,
   dims,
   raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
 });
-const i64 = (name: string, values: number[]): Tensor => ({
+export const i64 = (name: string, values: number[]): Tensor => ({
   name,
   dataType: TensorDataType.INT64,
   dims: [values.length],
   raw: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
 });
 
-/** The ONNX ModelProto bytes of demo-vla-tiny (opset 13, IR version 7). */
-export function buildDemoModel(weights: DemoWeights = demoWeights()): Uint8Array {
-  const cell = DEMO.imageSize / DEMO.grid;
-  const nodes: Node[] = [
+/**
+ * The demo's front end, shared with the bench model (src/modules/models/bench-model.ts):
+ * uint8 image [B, 224, 224, 3] + int64 tokens [B, 16] -> "features" float [B, DEMO_FEATURES].
+ */
+export function featureNodes(): Node[] {
+  return [
     {
       opType: "Cast",
       inputs: ["image"],
@@ -144,6 +146,26 @@ export function buildDemoModel(weights: DemoWeights = demoWeights()): Uint8Array
       outputs: ["features"],
       attributes: [{ name: "axis", int: 1 }],
     },
+  ];
+}
+
+/** The initializers `featureNodes` reads (the embedding is [DEMO.vocabSize, DEMO.embedDim]). */
+export function featureInitializers(embedding: Float32Array): Tensor[] {
+  const cell = DEMO.imageSize / DEMO.grid;
+  return [
+    i64("rows_shape", [-1, DEMO.grid, cell, DEMO.imageSize * 3]),
+    i64("cols_shape", [-1, DEMO.grid, DEMO.grid, cell, 3]),
+    i64("flat_image_shape", [-1, DEMO_IMAGE_FEATURES]),
+    f32("inv255", [], Float32Array.of(1 / 255)),
+    f32("half", [], Float32Array.of(0.5)),
+    f32("embedding", [DEMO.vocabSize, DEMO.embedDim], embedding),
+  ];
+}
+
+/** The ONNX ModelProto bytes of demo-vla-tiny (opset 13, IR version 7). */
+export function buildDemoModel(weights: DemoWeights = demoWeights()): Uint8Array {
+  const nodes: Node[] = [
+    ...featureNodes(),
     { opType: "Gemm", inputs: ["features", "w1", "b1"], outputs: ["hidden_pre"] },
     { opType: "Relu", inputs: ["hidden_pre"], outputs: ["hidden"] },
     { opType: "Gemm", inputs: ["hidden", "w2", "b2"], outputs: ["logits_flat"] },
@@ -158,12 +180,7 @@ export function buildDemoModel(weights: DemoWeights = demoWeights()): Uint8Array
       "Tiny deterministic VLA demo policy: grid-pooled image + hashed-word embedding -> MLP -> 7x256 action-token logits.",
     nodes,
     initializers: [
-      i64("rows_shape", [-1, DEMO.grid, cell, DEMO.imageSize * 3]),
-      i64("cols_shape", [-1, DEMO.grid, DEMO.grid, cell, 3]),
-      i64("flat_image_shape", [-1, DEMO_IMAGE_FEATURES]),
-      f32("inv255", [], Float32Array.of(1 / 255)),
-      f32("half", [], Float32Array.of(0.5)),
-      f32("embedding", [DEMO.vocabSize, DEMO.embedDim], weights.embedding),
+      ...featureInitializers(weights.embedding),
       f32("w1", [DEMO_FEATURES, DEMO.hidden], weights.w1),
       f32("b1", [DEMO.hidden], weights.b1),
       f32("w2", [DEMO.hidden, DEMO.actionDim * DEMO.bins], weights.w2),
