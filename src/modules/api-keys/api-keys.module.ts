@@ -40,9 +40,12 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
     invalidation: platform.invalidation,
     models: {
       defaultModel: platform.engine.defaultModel,
-      modelIds: () => platform.engine.modelIds(),
-      unnormKeysOf: (id) =>
-        platform.engine.modelIds().includes(id) ? platform.engine.describe(id).unnorm_keys : undefined,
+      // As the key will use them: its customer's, never a superuser's (docs/models.md, "Access").
+      modelIds: (customerId) => platform.engine.modelIds({ customerId, isSuperuser: false }),
+      unnormKeysOf: (id, customerId) =>
+        platform.engine.modelIds({ customerId, isSuperuser: false }).includes(id)
+          ? platform.engine.describe(id).unnorm_keys
+          : undefined,
     },
     now: platform.now,
     maxKeysPerCustomer: config.apiKeys.maxKeysPerCustomer,

@@ -49,9 +49,10 @@ export interface UpdateKeyInput {
 /** What key defaults are checked against: the models this server serves. */
 export interface ModelCatalogue {
   readonly defaultModel: string;
-  modelIds(): readonly string[];
-  /** The model's unnorm keys; undefined for an unknown model. */
-  unnormKeysOf(model: string): readonly string[] | undefined;
+  /** The ids the customer's keys may use (a model restricted to other customers is left out). */
+  modelIds(customerId: string): readonly string[];
+  /** The model's unnorm keys; undefined for an unknown model or one restricted to other customers. */
+  unnormKeysOf(model: string, customerId: string): readonly string[] | undefined;
 }
 
 export interface ApiKeysServiceOptions {
@@ -145,7 +146,7 @@ export class ApiKeysService {
     if (input.expiresAt !== undefined && input.expiresAt.getTime() <= now) {
       throw errors.validation([{ in: "body", path: "/expires_at", message: "must be in the future" }]);
     }
-    const defaults = this.checkDefaults({
+    const defaults = this.checkDefaults(principal.customerId, {
       robotId: input.robotId ?? null,
       model: input.model ?? null,
       unnormKey: input.unnormKey ?? null,
@@ -174,7 +175,7 @@ export class ApiKeysService {
       // Checked as they will stand: a new model must still have the key's unnorm_key.
       const current = await this.o.repo.get(customerId, id);
       if (current === undefined) throw errors.notFound("API key");
-      defaults = this.checkDefaults({
+      defaults = this.checkDefaults(customerId, {
         robotId: changes.robotId === undefined ? current.robotId : changes.robotId,
         model: changes.model === undefined ? current.model : changes.model,
         unnormKey: changes.unnormKey === undefined ? current.unnormKey : changes.unnormKey,
@@ -196,19 +197,22 @@ export class ApiKeysService {
     return { row, status: keyStatus(row, this.o.now()) };
   }
 
-  /** The model must be served here; the unnorm_key must be one of its model's (the default model's when none). */
-  private checkDefaults(d: KeyDefaultColumns): KeyDefaultColumns {
+  /**
+   * The model must be served here to the key's customer (API keys are never superusers); the
+   * unnorm_key must be one of its model's (the default model's when none).
+   */
+  private checkDefaults(customerId: string, d: KeyDefaultColumns): KeyDefaultColumns {
     const problems: FieldError[] = [];
     const models = this.o.models;
-    if (d.model !== null && models.unnormKeysOf(d.model) === undefined) {
+    if (d.model !== null && models.unnormKeysOf(d.model, customerId) === undefined) {
       problems.push({
         in: "body",
         path: "/model",
-        message: `is not a model of this server; one of ${models.modelIds().join(", ")}`,
+        message: `is not a model of this server; one of ${models.modelIds(customerId).join(", ")}`,
       });
     } else if (d.unnormKey !== null) {
       const model = d.model ?? models.defaultModel;
-      const keys = models.unnormKeysOf(model) ?? [];
+      const keys = models.unnormKeysOf(model, customerId) ?? [];
       if (!keys.includes(d.unnormKey)) {
         problems.push({
           in: "body",

@@ -251,6 +251,7 @@ export class InferenceRunner {
           instruction: input.instruction,
           unnormKey: input.unnormKey,
           customerId: ctx.principal.customerId,
+          viewer: ctx.principal, // a model restricted to other customers: 404 unknown_model
           thumbnail: wantThumbnail,
           ...input.image,
           ...(ctx.trace === undefined ? {} : { trace: ctx.trace }),

@@ -12,12 +12,18 @@ import type { BackendOutput, BackendRequest, EndpointReport, ModelBackend } from
 import { type DatasetStatistics, selectUnnormKey } from "../models/dataset-statistics.ts";
 import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
 import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
-import { loadRegistry, renderPrompt } from "../models/registry.ts";
+import { loadRegistry, modelVisibleTo, renderPrompt } from "../models/registry.ts";
 import { createEngineMetrics, type EngineMetrics } from "./engine-metrics.ts";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, prepareImage } from "./images.ts";
 import { createJpegDecoder, inlineJpegDecoder, type JpegDecoder } from "./jpeg-pool.ts";
 import type { NdArray } from "./ndarray.ts";
 import { BatchScheduler } from "./scheduler.ts";
+
+/** Who asks for a model (a Principal fits): decides which restricted models it may see. */
+export interface ModelViewer {
+  readonly customerId: string;
+  readonly isSuperuser: boolean;
+}
 
 export interface InferenceRequest {
   /** Model id; the registry's default model when omitted. */
@@ -29,6 +35,11 @@ export interface InferenceRequest {
   readonly unnormKey?: string | undefined;
   /** Fair queueing key: the tenant. */
   readonly customerId: string;
+  /**
+   * The caller (a principal): a model restricted to other customers is 404 unknown_model for it.
+   * Undefined: an internal call, no access check.
+   */
+  readonly viewer?: ModelViewer | undefined;
   /** Overrides the model's per-request timeout (ms). */
   readonly timeoutMs?: number | undefined;
   /**
@@ -192,13 +203,22 @@ export class InferenceEngine {
     );
   }
 
-  modelIds(): string[] {
-    return [...this.models.keys()];
+  /** Every model id; with a viewer, only those it may use (docs/models.md, "Access"). */
+  modelIds(viewer?: ModelViewer): string[] {
+    const all = [...this.models.values()];
+    return (viewer === undefined ? all : all.filter((m) => modelVisibleTo(m.def, viewer))).map((m) => m.def.id);
   }
 
-  private get(id: string | undefined): LoadedModel {
+  /**
+   * The one place a model id is resolved. With a viewer (the request's principal), a model
+   * restricted to other customers answers exactly like an unknown one: 404 unknown_model
+   * listing only the ids the viewer may use, so its existence is not revealed.
+   */
+  private get(id: string | undefined, viewer?: ModelViewer): LoadedModel {
     const m = this.models.get(id ?? this.defaultModel);
-    if (m === undefined) throw errors.unknownModel(id ?? this.defaultModel, this.modelIds());
+    if (m === undefined || (viewer !== undefined && !modelVisibleTo(m.def, viewer))) {
+      throw errors.unknownModel(id ?? this.defaultModel, this.modelIds(viewer));
+    }
     return m;
   }
 
@@ -207,8 +227,9 @@ export class InferenceEngine {
     return this.get(id).def.statistics;
   }
 
-  describe(id: string): ModelInfo {
-    const m = this.get(id);
+  /** With a viewer: 404 unknown_model for a model it may not use. */
+  describe(id: string, viewer?: ModelViewer): ModelInfo {
+    const m = this.get(id, viewer);
     const d = m.def;
     return {
       id: d.id,
@@ -233,13 +254,14 @@ export class InferenceEngine {
     };
   }
 
-  list(): ModelInfo[] {
-    return this.modelIds().map((id) => this.describe(id));
+  /** With a viewer: only the models it may use. */
+  list(viewer?: ModelViewer): ModelInfo[] {
+    return this.modelIds(viewer).map((id) => this.describe(id));
   }
 
   async infer(req: InferenceRequest): Promise<InferenceResult> {
     const started = performance.now();
-    const m = this.get(req.model);
+    const m = this.get(req.model, req.viewer);
     try {
       const result = await this.run(m, req);
       m.stats.recordRequest(true, performance.now() - started);

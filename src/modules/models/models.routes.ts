@@ -1,9 +1,17 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { Principal } from "../../platform/auth.ts";
+import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import { ModelListSchema, ModelParams, ModelSchema } from "./models.schemas.ts";
 
 /** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
+
+/** The caller (set by the preHandler): which restricted models it may see. */
+function viewer(p: Principal | null): Principal {
+  if (p === null) throw errors.unauthorized();
+  return p;
+}
 
 /** GET /v1/models and GET /v1/models/{model_id} (scope `inference`). */
 export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
@@ -18,13 +26,14 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         tags: ["models"],
         summary: "List models",
         description:
-          "Every model this server serves, with its backend, status, action shape, accepted `unnorm_key`s, " +
+          "Every model this server serves to the caller (a model restricted to other customers is left out; " +
+          "superusers see all), with its backend, status, action shape, accepted `unnorm_key`s, " +
           "input preprocessing and live statistics (requests, errors, latency percentiles, queue depth, mean batch size).",
         security: SECURITY,
         response: { 200: ModelListSchema },
       },
     },
-    async () => ({ data: engine.list(), default_model: engine.defaultModel }),
+    async (request) => ({ data: engine.list(viewer(request.principal)), default_model: engine.defaultModel }),
   );
 
   app.get(
@@ -34,12 +43,14 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
       schema: {
         tags: ["models"],
         summary: "Describe one model",
-        description: "One model's description and live statistics; 404 `unknown_model` lists the available ids.",
+        description:
+          "One model's description and live statistics; 404 `unknown_model` lists the available ids. " +
+          "A model restricted to other customers answers 404 `unknown_model` as if it did not exist.",
         security: SECURITY,
         params: ModelParams,
         response: { 200: ModelSchema },
       },
     },
-    async (request) => engine.describe(request.params.model_id),
+    async (request) => engine.describe(request.params.model_id, viewer(request.principal)),
   );
 };

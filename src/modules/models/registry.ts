@@ -78,6 +78,19 @@ export interface ModelDefinition {
   readonly lowercaseInstruction: boolean;
   readonly unnormalization: Required<UnnormalizeOptions>;
   readonly batching: BatchingSettings;
+  /**
+   * Customers (ids) allowed to use the model; undefined: public. A restricted model is invisible
+   * to every other customer (404 unknown_model); superusers see every model (docs/models.md).
+   */
+  readonly accessCustomers: ReadonlySet<string> | undefined;
+}
+
+/** May this caller (a principal) use the model? Superusers may use every model. */
+export function modelVisibleTo(
+  def: Pick<ModelDefinition, "accessCustomers">,
+  viewer: { readonly customerId: string; readonly isSuperuser: boolean },
+): boolean {
+  return def.accessCustomers === undefined || viewer.isSuperuser || def.accessCustomers.has(viewer.customerId);
 }
 
 export class RegistryError extends Error {
@@ -297,6 +310,30 @@ function parseBackend(v: unknown, baseDir: string): BackendSettings {
   }
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `access: {"customers": [uuid, ...]}`; absent: public. */
+function parseAccess(v: unknown): ReadonlySet<string> | undefined {
+  if (v === undefined) return undefined;
+  const a = asObj(v, "access");
+  for (const key of Object.keys(a)) {
+    if (key !== "customers") throw new FieldError(`access.${key}: unknown field (only "customers")`);
+  }
+  const list = a.customers;
+  if (!Array.isArray(list)) throw new FieldError("access.customers: expected an array of customer ids (uuid)");
+  if (list.length === 0) {
+    throw new FieldError("access.customers: is empty (no customer could use the model; omit access to make it public)");
+  }
+  const ids = new Set<string>();
+  list.forEach((c, i) => {
+    if (typeof c !== "string" || !UUID.test(c)) {
+      throw new FieldError(`access.customers[${i}]: expected a customer id (uuid), got ${JSON.stringify(c)}`);
+    }
+    ids.add(c.toLowerCase());
+  });
+  return ids;
+}
+
 function parseModel(v: unknown, baseDir: string): ModelDefinition {
   const m = asObj(v, "model");
   const id = str(m, "id", "");
@@ -382,6 +419,7 @@ function parseModel(v: unknown, baseDir: string): ModelDefinition {
       timeoutMs: int(bt, "timeout_ms", "batching", 10_000, 1, 600_000),
       maxConcurrentBatches: int(bt, "max_concurrent_batches", "batching", remote ? 8 : 1, 1, 1024),
     },
+    accessCustomers: parseAccess(m.access),
   };
 }
 
@@ -416,6 +454,12 @@ export function parseRegistry(doc: unknown, baseDir: string, source = "model reg
   const defaultModel = typeof dm === "string" ? dm : models[0]?.id;
   if (defaultModel === undefined || (models.length > 0 && !seen.has(defaultModel) && problems.length === 0)) {
     problems.push(`${source}: default_model ${JSON.stringify(dm)} is not a registered model id`);
+  }
+  const def = models.find((m) => m.id === defaultModel);
+  if (def?.accessCustomers !== undefined) {
+    problems.push(
+      `${source}: default_model "${def.id}" is restricted (access.customers); the default model must be public`,
+    );
   }
   if (problems.length > 0) throw new RegistryError(problems);
   return { defaultModel: defaultModel as string, models };

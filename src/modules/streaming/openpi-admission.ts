@@ -96,7 +96,7 @@ export async function admitOpenpi(
   let model: ModelInfo;
   let unnormKey: string;
   try {
-    model = platform.engine.describe(target.model ?? platform.engine.defaultModel);
+    model = platform.engine.describe(target.model ?? platform.engine.defaultModel, principal);
     unnormKey = resolveUnnormKey(target.unnormKey, model.unnorm_keys, model.default_unnorm_key);
   } catch (e) {
     throw isAppError(e) ? refusal("model", e) : e;

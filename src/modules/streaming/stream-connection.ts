@@ -249,7 +249,7 @@ export class NativeStreamConnection implements StreamConnection {
         );
       }
       start = { ...asked, ...target };
-      model = engine.describe(start.model ?? engine.defaultModel);
+      model = engine.describe(start.model ?? engine.defaultModel, principal);
       unnormKey = resolveUnnormKey(start.unnormKey, model.unnorm_keys, model.default_unnorm_key);
     } catch (e) {
       this.sendError(e);
