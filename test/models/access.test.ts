@@ -123,6 +123,15 @@ describe("a model restricted to listed customers", () => {
     expect((await get("/v1/models/private", owner(other))).statusCode).toBe(404);
   });
 
+  it("GET /v1/robots/{id}/safety-profile?model=: 404 unknown_model for another customer, as at inference", async () => {
+    const url = "/v1/robots/arm-1/safety-profile?model=private";
+    const refused = await get(url, { "x-api-key": otherKey });
+    expect(refused.statusCode, refused.body).toBe(404);
+    expect(refused.json()).toMatchObject({ code: "unknown_model", available_models: ["public"] });
+    const shown = await get(url, { "x-api-key": allowedKey });
+    expect(shown.statusCode, shown.body).toBe(200);
+  });
+
   it("a superuser's session sees and uses every model", async () => {
     const list = await get("/v1/models", { authorization: `Bearer super:${other}` });
     expect((list.json().data as { id: string }[]).map((m) => m.id).sort()).toEqual(["private", "public"]);

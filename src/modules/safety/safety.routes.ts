@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Static } from "typebox";
+import type { Principal } from "../../platform/auth.ts";
 import { FIRST_INSTANT } from "../../platform/db/instants.ts";
 import { errors } from "../../platform/errors.ts";
 import type { Platform } from "../../platform/platform.ts";
@@ -122,11 +123,17 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
    * them: `model` (else the default model) and `unnorm_key` (else the model's default; unknown
    * model or key: the same 400s as inference). With only `unnorm_key`: the default model if it
    * has that key, else the first model that does; a key no model has shows its embodiment's
-   * defaults alone.
+   * defaults alone. Only the models the caller may use count (docs/models.md, "Access"): one
+   * restricted to other customers is 404 unknown_model, as at inference.
    */
-  const appliesTo = (model?: string, unnormKey?: string): { model?: string; unnormKey?: string } => {
+  const appliesTo = (
+    viewer: Principal | null,
+    model?: string,
+    unnormKey?: string,
+  ): { model?: string; unnormKey?: string } => {
+    if (viewer === null) throw errors.unauthorized();
     const engine = platform.engine;
-    const ids = engine.modelIds();
+    const ids = engine.modelIds(viewer);
     const defaultKey = (id: string) => engine.describe(id).default_unnorm_key ?? undefined;
     if (model !== undefined) {
       if (!ids.includes(model)) throw errors.unknownModel(model, ids);
@@ -163,7 +170,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
     async (request) => {
       const customerId = customerOf(request.principal);
       const { robot_id } = request.params;
-      const target = appliesTo(request.query.model, request.query.unnorm_key);
+      const target = appliesTo(request.principal, request.query.model, request.query.unnorm_key);
       // Through the service, as the gate reads them: same cache, same base, same resolution.
       const [stored, profile, stop] = await Promise.all([
         service.storedProfile(customerId, robot_id),
