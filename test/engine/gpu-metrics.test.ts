@@ -11,14 +11,21 @@ import { type FakeServer, startServer } from "./fake-servers.ts";
 import { GPU0, GPU1, type TritonState, tritonMetrics } from "./triton-metrics.ts";
 
 const servers: FakeServer[] = [];
+/** Requests for the redirect target (a redirect must never be followed). */
+const followed: string[] = [];
 async function triton(state: TritonState, mode: { status?: number; body?: string } = {}): Promise<FakeServer> {
   const s = await startServer((req, _body, res) => {
+    if (req.url === "/elsewhere") followed.push(req.url);
     if (req.url !== "/metrics") {
       res.writeHead(404);
       return res.end();
     }
     const text = mode.body ?? tritonMetrics(state);
-    res.writeHead(mode.status ?? 200, { "content-type": "text/plain; version=0.0.4" });
+    const status = mode.status ?? 200;
+    res.writeHead(status, {
+      "content-type": "text/plain; version=0.0.4",
+      ...(status >= 300 && status < 400 ? { location: "/elsewhere" } : {}),
+    });
     res.end(text);
   });
   servers.push(s);
@@ -131,6 +138,7 @@ describe("GpuScraper against a loopback Triton metrics page", () => {
     expect(failures.map((f) => f.value)).toEqual([2]);
     expect(log).toHaveBeenCalledTimes(2);
     expect(JSON.stringify(log.mock.calls)).not.toContain("/metrics");
+    expect(followed).toEqual([]);
 
     // Recovery: values come back; the queue needs two fresh scrapes again.
     delete mode.status;
