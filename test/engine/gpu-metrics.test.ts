@@ -208,7 +208,8 @@ describe("GPU visibility in the app", () => {
       env: { MODELS_CONFIG: file, MODELS_WARM_UP: "false", BACKEND_METRICS_INTERVAL_MS: "50" },
     });
     try {
-      t.app.platform.auth.useApiKeys({ verify: async () => principal });
+      let caller: Principal = principal;
+      t.app.platform.auth.useApiKeys({ verify: async () => caller });
       const auth = { "x-api-key": "vla_test" };
       const describeModel = async (id: string) => {
         const res = await t.app.inject({ method: "GET", url: `/v1/models/${id}`, headers: auth });
@@ -220,7 +221,13 @@ describe("GPU visibility in the app", () => {
         interval: 50,
       });
       const body = await describeModel("triton-good");
-      expect(body.gpu?.[0]?.endpoint).toBe("127.0.0.1:1");
+      // A customer sees the endpoint's position, never the operator's host:port...
+      expect(body.gpu?.[0]?.endpoint).toBe("endpoint-0");
+      expect(JSON.stringify(body)).not.toContain("127.0.0.1");
+      // ...a superuser sees where it is.
+      caller = { ...principal, isSuperuser: true };
+      expect((await describeModel("triton-good")).gpu?.[0]?.endpoint).toBe("127.0.0.1:1");
+      caller = principal;
       expect(body.gpu?.[0]?.gpus.map((g) => [g.uuid, g.utilization_ratio])).toEqual([
         [GPU0, 0.62],
         [GPU1, 0],

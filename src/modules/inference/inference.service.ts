@@ -203,7 +203,7 @@ export class InferenceEngine {
         const remote = def.backend;
         const targets = remote.endpoints.flatMap((endpoint, i) => {
           const metricsUrl = remote.metricsUrls[i];
-          return metricsUrl === undefined ? [] : [{ endpoint, metricsUrl }];
+          return metricsUrl === undefined ? [] : [{ endpoint, metricsUrl, index: i }];
         });
         if (targets.length > 0) {
           gpu = new GpuScraper(def.id, targets, g.settings, g.metrics, g.log === undefined ? {} : { log: g.log });

@@ -1,9 +1,20 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import type { Principal } from "../../platform/auth.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
+import type { ModelInfo } from "../inference/inference.service.ts";
 import { ModelListSchema, ModelParams, ModelSchema } from "./models.schemas.ts";
 
 /** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
+
+/**
+ * Backend host:port is the operator's internal topology: superusers see it in the `gpu` entries,
+ * everyone else sees the endpoint's position in the model's endpoint list ("endpoint-0", ...).
+ */
+export function forCaller(info: ModelInfo, principal: Principal | undefined): ModelInfo {
+  if (info.gpu === undefined || principal?.isSuperuser === true) return info;
+  return { ...info, gpu: info.gpu.map((g) => ({ ...g, endpoint: `endpoint-${g.index}` })) };
+}
 
 /** GET /v1/models and GET /v1/models/{model_id} (scope `inference`). */
 export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
@@ -24,7 +35,10 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         response: { 200: ModelListSchema },
       },
     },
-    async () => ({ data: engine.list(), default_model: engine.defaultModel }),
+    async (request) => ({
+      data: engine.list().map((m) => forCaller(m, request.principal ?? undefined)),
+      default_model: engine.defaultModel,
+    }),
   );
 
   app.get(
@@ -40,6 +54,6 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         response: { 200: ModelSchema },
       },
     },
-    async (request) => engine.describe(request.params.model_id),
+    async (request) => forCaller(engine.describe(request.params.model_id), request.principal ?? undefined),
   );
 };

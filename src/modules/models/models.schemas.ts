@@ -51,7 +51,10 @@ const remoteModelExample = {
 
 const GpuEndpointSchema = Type.Object(
   {
-    endpoint: Type.String({ description: "host:port of the inference endpoint." }),
+    endpoint: Type.String({
+      description:
+        "For superusers the host:port of the inference endpoint; for everyone else its position in the model's endpoint list (`endpoint-0`, ...): backend topology is the operator's.",
+    }),
     scraped_at: Type.String({ format: "date-time", description: "When these values were read." }),
     gpus: Type.Array(
       Type.Object({

@@ -37,6 +37,8 @@ export interface QueueReading {
 export interface EndpointGpu {
   /** host:port of the inference endpoint (never credentials or paths). */
   readonly endpoint: string;
+  /** Its position in the model's endpoint list (what non-superusers see instead of host:port). */
+  readonly index: number;
   readonly scraped_at: string;
   readonly gpus: GpuReading[];
   readonly queue: QueueReading[];
@@ -46,6 +48,8 @@ export interface GpuTarget {
   /** The inference endpoint's base URL (the label is its host:port). */
   readonly endpoint: string;
   readonly metricsUrl: string;
+  /** Position of the endpoint in the model's `endpoints` (default: its position here). */
+  readonly index?: number;
 }
 
 interface Counters {
@@ -55,6 +59,7 @@ interface Counters {
 }
 
 interface TargetState {
+  readonly index: number;
   readonly label: string;
   readonly url: string;
   readonly headers: Record<string, string>;
@@ -187,7 +192,7 @@ export class GpuScraper {
     this.metrics = metrics;
     this.log = options.log;
     this.now = options.now ?? Date.now;
-    this.targets = targets.map((t) => {
+    this.targets = targets.map((t, position) => {
       const u = new URL(t.metricsUrl);
       const headers: Record<string, string> = { accept: "text/plain" };
       if (u.username !== "" || u.password !== "") {
@@ -198,6 +203,7 @@ export class GpuScraper {
         u.password = "";
       }
       return {
+        index: t.index ?? position,
         label: endpointLabel(t.endpoint),
         url: u.toString(),
         headers,
@@ -351,6 +357,7 @@ export class GpuScraper {
       if (c === undefined || (c.gpus.length === 0 && c.queue.length === 0)) continue;
       out.push({
         endpoint: t.label,
+        index: t.index,
         scraped_at: new Date(c.at).toISOString(),
         gpus: c.gpus.map((g) => ({ ...g })),
         queue: c.queue.map((q) => ({ ...q })),
