@@ -191,7 +191,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       lifecycle.onFlush(`batch-writer:${name}`, () => writer.close());
       return writer;
     },
-    engine: createEngine(config, { metrics: metrics.registry, health, lifecycle }),
+    engine: createEngine(config, { metrics: metrics.registry, health, lifecycle, log: app.log }),
     now,
     invalidation,
     limits,

@@ -83,6 +83,13 @@ export interface Config {
     readonly jpegDecodeThreads: number;
     /** Load/check every backend at startup (in the background; models report `loading` until done). */
     readonly warmUp: boolean;
+    /** Scraping of remote backends' metrics pages (registry `metrics_urls`); intervalMs 0 = off. */
+    readonly backendMetrics: {
+      readonly intervalMs: number;
+      readonly timeoutMs: number;
+      readonly maxBytes: number;
+      readonly staleAfter: number;
+    };
   };
   readonly inference: {
     /** Store instruction text in inference_logs (its SHA-256 is always stored). */
@@ -541,6 +548,12 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       imageMaxPixels: r.int("IMAGE_MAX_PIXELS", 4096 * 4096, 64, 1024 * 1024 * 1024),
       jpegDecodeThreads: r.int("JPEG_DECODE_THREADS", 2, 0, 16),
       warmUp: r.bool("MODELS_WARM_UP", true),
+      backendMetrics: {
+        intervalMs: r.int("BACKEND_METRICS_INTERVAL_MS", 15_000, 0, 3_600_000),
+        timeoutMs: r.int("BACKEND_METRICS_TIMEOUT_MS", 2_000, 1, 60_000),
+        maxBytes: r.int("BACKEND_METRICS_MAX_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+        staleAfter: r.int("BACKEND_METRICS_STALE_SCRAPES", 3, 1, 1000),
+      },
     },
     inference: {
       logInstructions: r.bool("LOG_INSTRUCTIONS", true),

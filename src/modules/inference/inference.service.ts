@@ -8,6 +8,13 @@ import { endSpan, QueueTrace, startChild } from "../../platform/tracing.ts";
 import { thumbnailEmbedding } from "../context/thumbnail-embedding.ts";
 import { decodeAction, unnormalize } from "../models/action-codec.ts";
 import { createBackend } from "../models/backends/index.ts";
+import {
+  BackendGpuMetrics,
+  type EndpointGpu,
+  type GpuLog,
+  GpuScraper,
+  type GpuScrapeSettings,
+} from "../models/backends/remote/gpu-metrics.ts";
 import type { BackendOutput, BackendRequest, EndpointReport, ModelBackend } from "../models/backends/types.ts";
 import { type DatasetStatistics, selectUnnormKey } from "../models/dataset-statistics.ts";
 import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
@@ -91,6 +98,8 @@ export interface ModelInfo {
   };
   readonly batching: { readonly max_batch_size: number; readonly max_wait_ms: number; readonly max_queue: number };
   readonly stats: ModelStatsSnapshot;
+  /** Remote backends with `metrics_urls`: scraped GPU/queue values per endpoint; absent when none. */
+  readonly gpu?: EndpointGpu[];
 }
 
 export const MAX_INSTRUCTION_CHARS = 1000;
@@ -114,6 +123,7 @@ interface LoadedModel {
   readonly backend: ModelBackend;
   readonly scheduler: BatchScheduler<BackendRequest, BackendOutput>;
   readonly stats: ModelStats;
+  readonly gpu: GpuScraper | undefined;
   status: ModelStatus;
   statusDetail: string | undefined;
 }
@@ -125,6 +135,17 @@ export interface EngineOptions {
   readonly metrics?: EngineMetrics;
   /** Replace backends (tests). */
   readonly backendFactory?: (def: ModelDefinition) => ModelBackend;
+  /** Scrape remote backends' metrics pages (registry `metrics_urls`); off when absent or intervalMs is 0. */
+  readonly gpuMetrics?: {
+    readonly metrics: BackendGpuMetrics;
+    readonly settings: GpuScrapeSettings;
+    readonly log?: GpuLog;
+  };
+}
+
+function gpuField(s: GpuScraper | undefined): { gpu?: EndpointGpu[] } {
+  const gpu = s?.snapshot() ?? [];
+  return gpu.length > 0 ? { gpu } : {};
 }
 
 const ms = (v: number) => Math.round(v * 1000) / 1000;
@@ -183,7 +204,24 @@ export class InferenceEngine {
           },
         },
       );
-      this.models.set(def.id, { def, backend, scheduler, stats, status: "loading", statusDetail: undefined });
+      let gpu: GpuScraper | undefined;
+      const g = options.gpuMetrics;
+      if (
+        g !== undefined &&
+        g.settings.intervalMs > 0 &&
+        (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2")
+      ) {
+        const remote = def.backend;
+        const targets = remote.endpoints.flatMap((endpoint, i) => {
+          const metricsUrl = remote.metricsUrls[i];
+          return metricsUrl === undefined ? [] : [{ endpoint, metricsUrl, index: i }];
+        });
+        if (targets.length > 0) {
+          gpu = new GpuScraper(def.id, targets, g.settings, g.metrics, g.log === undefined ? {} : { log: g.log });
+          gpu.start();
+        }
+      }
+      this.models.set(def.id, { def, backend, scheduler, stats, gpu, status: "loading", statusDetail: undefined });
     }
   }
 
@@ -251,6 +289,7 @@ export class InferenceEngine {
         max_queue: d.batching.maxQueue,
       },
       stats: m.stats.snapshot(m.scheduler.depth),
+      ...gpuField(m.gpu),
     };
   }
 
@@ -461,10 +500,15 @@ export class InferenceEngine {
   /** Stops accepting work, fails waiting requests, lets running batches finish, closes backends. */
   async close(): Promise<void> {
     this.closed = true;
+    await Promise.all([...this.models.values()].map((m) => m.gpu?.stop()));
     await Promise.all([...this.models.values()].map((m) => m.scheduler.close()));
     await Promise.allSettled([...this.models.values()].map((m) => m.backend.close()));
     await this.jpegDecoder.close();
   }
+}
+
+interface GpuLogger {
+  warn(fields: Record<string, unknown>, msg: string): void;
 }
 
 /**
@@ -474,11 +518,17 @@ export class InferenceEngine {
  */
 export function createEngine(
   config: Pick<Config, "models">,
-  platform: { metrics: Registry; health: HealthRegistry; lifecycle: Lifecycle },
+  platform: { metrics: Registry; health: HealthRegistry; lifecycle: Lifecycle; log?: GpuLogger },
   options: Pick<EngineOptions, "backendFactory"> = {},
 ): InferenceEngine {
   const registry = loadRegistry(config.models.configPath);
+  const log = platform.log;
   const engine = new InferenceEngine(registry, {
+    gpuMetrics: {
+      metrics: new BackendGpuMetrics(platform.metrics),
+      settings: config.models.backendMetrics,
+      ...(log === undefined ? {} : { log: (fields: Record<string, unknown>, msg: string) => log.warn(fields, msg) }),
+    },
     imageLimits: { maxEncodedBytes: config.models.imageMaxBytes, maxPixels: config.models.imageMaxPixels },
     jpegDecoder: createJpegDecoder(config.models.jpegDecodeThreads),
     metrics: createEngineMetrics(platform.metrics),

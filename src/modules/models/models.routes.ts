@@ -2,10 +2,20 @@ import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Principal } from "../../platform/auth.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
+import type { ModelInfo } from "../inference/inference.service.ts";
 import { ModelListSchema, ModelParams, ModelSchema } from "./models.schemas.ts";
 
 /** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
+
+/**
+ * Backend host:port is the operator's internal topology: superusers see it in the `gpu` entries,
+ * everyone else sees the endpoint's position in the model's endpoint list ("endpoint-0", ...).
+ */
+export function forCaller(info: ModelInfo, principal: Principal | undefined): ModelInfo {
+  if (info.gpu === undefined || principal?.isSuperuser === true) return info;
+  return { ...info, gpu: info.gpu.map((g) => ({ ...g, endpoint: `endpoint-${g.index}` })) };
+}
 
 /** The caller (set by the preHandler): which restricted models it may see. */
 function viewer(p: Principal | null): Principal {
@@ -33,7 +43,10 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         response: { 200: ModelListSchema },
       },
     },
-    async (request) => ({ data: engine.list(viewer(request.principal)), default_model: engine.defaultModel }),
+    async (request) => {
+      const caller = viewer(request.principal);
+      return { data: engine.list(caller).map((m) => forCaller(m, caller)), default_model: engine.defaultModel };
+    },
   );
 
   app.get(
@@ -51,6 +64,9 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         response: { 200: ModelSchema },
       },
     },
-    async (request) => engine.describe(request.params.model_id, viewer(request.principal)),
+    async (request) => {
+      const caller = viewer(request.principal);
+      return forCaller(engine.describe(request.params.model_id, caller), caller);
+    },
   );
 };

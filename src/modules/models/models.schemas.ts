@@ -25,6 +25,61 @@ const modelExample = {
   },
 };
 
+/** A remote (Triton) model with `metrics_urls`: what its endpoints' metrics pages said. */
+const remoteModelExample = {
+  ...modelExample,
+  id: "openvla-7b-triton",
+  description: "OpenVLA-7B on Triton (KServe v2).",
+  backend: "kserve-v2",
+  batching: { max_batch_size: 8, max_wait_ms: 2, max_queue: 256 },
+  gpu: [
+    {
+      endpoint: "10.0.3.17:8000",
+      scraped_at: "2026-12-06T06:00:15.000Z",
+      gpus: [
+        {
+          uuid: "GPU-a1b2c3d4-0000-1111-2222-333344445555",
+          utilization_ratio: 0.62,
+          memory_used_bytes: 17_179_869_184,
+          memory_total_bytes: 85_899_345_920,
+        },
+      ],
+      queue: [{ model: "openvla", version: "1", queue_time_seconds: 0.0031 }],
+    },
+  ],
+};
+
+const GpuEndpointSchema = Type.Object(
+  {
+    endpoint: Type.String({
+      description:
+        "For superusers the host:port of the inference endpoint; for everyone else its position in the model's endpoint list (`endpoint-0`, ...): backend topology is the operator's.",
+    }),
+    scraped_at: Type.String({ format: "date-time", description: "When these values were read." }),
+    gpus: Type.Array(
+      Type.Object({
+        uuid: Type.String({ description: "The GPU's UUID (Triton label gpu_uuid)." }),
+        utilization_ratio: Type.Optional(Type.Number({ description: "0..1 (nv_gpu_utilization)." })),
+        memory_used_bytes: Type.Optional(Type.Number({ description: "nv_gpu_memory_used_bytes." })),
+        memory_total_bytes: Type.Optional(Type.Number({ description: "nv_gpu_memory_total_bytes." })),
+      }),
+      { description: "Per GPU; a value the backend did not report is absent." },
+    ),
+    queue: Type.Array(
+      Type.Object({
+        model: Type.String({ description: "The backend's model name (Triton label model)." }),
+        version: Type.String(),
+        queue_time_seconds: Type.Number({
+          description:
+            "Mean queue time per request over the last scrape interval (delta nv_inference_queue_duration_us / delta requests).",
+        }),
+      }),
+      { description: "Per backend model and version; absent entries had no request in the last interval." },
+    ),
+  },
+  { description: "One endpoint's scraped metrics." },
+);
+
 export const ModelSchema = Type.Object(
   {
     id: Type.String({ description: "Model id, used as `model` in inference requests." }),
@@ -80,10 +135,18 @@ export const ModelSchema = Type.Object(
       },
       { description: "Live statistics of this server instance since start." },
     ),
+    gpu: Type.Optional(
+      Type.Array(GpuEndpointSchema, {
+        description:
+          "Remote backends with `metrics_urls` only (docs/models.md, GPU visibility): GPU utilization, memory and queue " +
+          "time scraped from each endpoint's Prometheus page. Only endpoints with current values are listed; the field " +
+          "is absent when there are none (never configured, not scraped yet, or stale after failed scrapes).",
+      }),
+    ),
   },
   {
     $id: "Model",
-    examples: [modelExample],
+    examples: [modelExample, remoteModelExample],
   },
 );
 

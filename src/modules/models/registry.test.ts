@@ -127,10 +127,41 @@ describe("model registry", () => {
     ],
     [{ ...base, backend: { kind: "openvla-http", endpoints: ["ftp://x"] } }, /model "m1".*backend\.endpoints\[0\]/],
     [{ ...base, backend: { kind: "kserve-v2", endpoints: ["http://x:1"] } }, /model "m1".*backend\.model_name/],
+    [
+      {
+        ...base,
+        backend: {
+          kind: "openvla-http",
+          endpoints: ["http://x:1", "http://y:1"],
+          metrics_urls: ["http://x:8002/metrics"],
+        },
+      },
+      /model "m1".*backend\.metrics_urls: expected one entry per endpoint/,
+    ],
+    [
+      { ...base, backend: { kind: "openvla-http", endpoints: ["http://x:1"], metrics_urls: ["file:///etc/passwd"] } },
+      /model "m1".*backend\.metrics_urls\[0\]: not an http\(s\) URL/,
+    ],
     [{ ...base, id: "Bad Id" }, /model "Bad Id".*id:/],
   ])("refuses invalid entry %#, naming the model and field", (entry, message) => {
     const p = problems({ models: [entry] });
     expect(p.join("\n")).toMatch(message);
+  });
+
+  it("reads metrics_urls per endpoint (null = none); absent means none", () => {
+    const remote = (backend: Record<string, unknown>) =>
+      parseRegistry({ models: [{ ...base, backend }] }, PROJECT_ROOT).models[0]?.backend;
+    const b = remote({
+      kind: "openvla-http",
+      endpoints: ["http://a:1", "http://b:1"],
+      metrics_urls: [null, "http://b:8002/metrics"],
+    });
+    expect(b !== undefined && "metricsUrls" in b ? b.metricsUrls : "none").toEqual([
+      undefined,
+      "http://b:8002/metrics",
+    ]);
+    const c = remote({ kind: "openvla-http", endpoints: ["http://a:1"] });
+    expect(c !== undefined && "metricsUrls" in c ? c.metricsUrls : "none").toEqual([undefined]);
   });
 
   it("reports every invalid model at once, and duplicates", () => {

@@ -42,6 +42,11 @@ export interface RemoteSettings {
   readonly retries: number;
   readonly circuit: CircuitSettings;
   readonly maxResponseBytes: number;
+  /**
+   * Per endpoint (same order as `endpoints`): the backend's Prometheus page to scrape for GPU
+   * and queue metrics (Triton: http://host:8002/metrics), or undefined.
+   */
+  readonly metricsUrls: readonly (string | undefined)[];
 }
 
 export type BackendSettings =
@@ -231,8 +236,28 @@ function parseRemote(b: Obj): RemoteSettings {
     }
   });
   const circuit = optObj(b.circuit, "backend.circuit");
+  let metricsUrls: (string | undefined)[] = urls.map(() => undefined);
+  if (b.metrics_urls !== undefined) {
+    const list = b.metrics_urls;
+    if (!Array.isArray(list) || list.length !== urls.length) {
+      throw new FieldError(
+        "backend.metrics_urls: expected one entry per endpoint (a Prometheus metrics URL such as Triton's http://host:8002/metrics, or null)",
+      );
+    }
+    metricsUrls = list.map((e, i) => {
+      if (e === null) return undefined;
+      try {
+        const u = new URL(String(e));
+        if (typeof e !== "string" || (u.protocol !== "http:" && u.protocol !== "https:")) throw new Error("protocol");
+        return u.toString();
+      } catch {
+        throw new FieldError(`backend.metrics_urls[${i}]: not an http(s) URL or null`);
+      }
+    });
+  }
   return {
     endpoints: urls,
+    metricsUrls,
     timeoutMs: int(b, "timeout_ms", "backend", 10_000, 1, 600_000),
     retries: int(b, "retries", "backend", 1, 0, 10),
     circuit: {
