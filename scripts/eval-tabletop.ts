@@ -10,9 +10,8 @@
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { runEpisode, setupEpisode } from "../sim/episode.ts";
+import { namingAnotherBlock, runEpisode, setupEpisode } from "../sim/episode.ts";
 import { type FrameTransform, loadOnnxPolicy } from "../sim/onnx-policy.ts";
-import { COLOURS, type Colour } from "../sim/scene.ts";
 import { TASK_KINDS, type TaskKind } from "../sim/tasks.ts";
 
 const { values } = parseArgs({
@@ -39,18 +38,9 @@ let steps = 0;
 let heldOriginal = 0;
 for (let i = 0; i < n; i++) {
   const drawn = setupEpisode(Number(values["seed-start"]) + i, { kind });
-  const original = (drawn.task as { colour: Colour }).colour;
-  let setup = drawn;
-  if (values["other-colour"]) {
-    // The same scene, the instruction naming another block present: success is lifting that one.
-    const present = drawn.scene.blocks.map((b) => b.colour);
-    const other = COLOURS.find((c) => c !== original && present.includes(c)) as Colour;
-    setup = {
-      ...drawn,
-      task: { ...drawn.task, colour: other },
-      instruction: drawn.instruction.replace(original, other),
-    };
-  }
+  const original = drawn.task.colour;
+  // --other-colour: the same scene, the instruction naming another block: success is lifting that one.
+  const setup = values["other-colour"] ? namingAnotherBlock(drawn) : drawn;
   let touchedOriginal = false;
   // Chunk models: execute the first `executeSteps` rows of each chunk before asking again, as
   // `npm run sim --execute-steps` does through the server.

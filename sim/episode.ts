@@ -1,7 +1,7 @@
 import { expertAction } from "./expert.ts";
 import { type Frame, type Lighting, randomLighting, render } from "./render.ts";
 import { createRng, deriveSeed } from "./rng.ts";
-import { type Action, createScene, heldColour, proprio, type Scene, step } from "./scene.ts";
+import { type Action, COLOURS, createScene, heldColour, proprio, type Scene, step } from "./scene.ts";
 import {
   instructionFor,
   isSuccess,
@@ -70,6 +70,23 @@ export function setupEpisode(
   const task = sampleTask(kind, scene, rng);
   const template = options.paraphrase ? rng.int(0, TEMPLATES[kind].length - 1) : 0;
   return { seed, scene, task, instruction: instructionFor(task, template) };
+}
+
+/**
+ * The same scene with the instruction naming another block present (the first colour in COLOURS
+ * order that is not the task's): success is then handling that block. For checking that a policy
+ * reads the instruction.
+ */
+export function namingAnotherBlock(setup: EpisodeSetup): EpisodeSetup {
+  const original = setup.task.colour;
+  const present = setup.scene.blocks.map((b) => b.colour);
+  const other = COLOURS.find((c) => c !== original && present.includes(c));
+  if (other === undefined) throw new Error(`seed ${setup.seed}: no other block in the scene`);
+  return {
+    ...setup,
+    task: { ...setup.task, colour: other },
+    instruction: setup.instruction.replace(original, other),
+  };
 }
 
 export function robotState(scene: Scene): RobotState {

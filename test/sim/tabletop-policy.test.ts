@@ -4,10 +4,9 @@ import path from "node:path";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runEpisodes } from "../../sim/closed-loop.ts";
-import { type EpisodeResult, runEpisode, setupEpisode } from "../../sim/episode.ts";
+import { type EpisodeResult, namingAnotherBlock, runEpisode, setupEpisode } from "../../sim/episode.ts";
 import { type FrameTransform, loadOnnxPolicy, type OnnxPolicy } from "../../sim/onnx-policy.ts";
 import { protocolPolicy } from "../../sim/protocols.ts";
-import { COLOURS, type Colour } from "../../sim/scene.ts";
 import { PROTOCOLS, type Protocol } from "../../sim/server-policy.ts";
 import { loadOnnxModelConfig } from "../../src/modules/models/backends/onnx.ts";
 import { PROJECT_ROOT } from "../../src/modules/models/registry.ts";
@@ -69,17 +68,8 @@ async function evaluate(policy: OnnxPolicy, how: FrameTransform, otherColour = f
   let heldUnnamed = 0;
   for (let i = 0; i < EPISODES; i++) {
     const drawn = setupEpisode(HELD_OUT + i, { kind: "pick" });
-    const original = (drawn.task as { colour: Colour }).colour;
-    let setup = drawn;
-    if (otherColour) {
-      const present = drawn.scene.blocks.map((b) => b.colour);
-      const other = COLOURS.find((c) => c !== original && present.includes(c)) as Colour;
-      setup = {
-        ...drawn,
-        task: { ...drawn.task, colour: other },
-        instruction: drawn.instruction.replace(original, other),
-      };
-    }
+    const original = drawn.task.colour;
+    const setup = otherColour ? namingAnotherBlock(drawn) : drawn;
     let touched = false;
     const r = await runEpisode(
       setup,
