@@ -162,67 +162,84 @@ export class InferenceEngine {
   private readonly metrics: EngineMetrics | undefined;
   private closed = false;
 
+  private readonly factory: (def: ModelDefinition) => ModelBackend;
+  private readonly gpuOptions: EngineOptions["gpuMetrics"];
+
   constructor(registry: RegistryDocument, options: EngineOptions = {}) {
     this.defaultModel = registry.defaultModel;
     this.imageLimits = options.imageLimits ?? DEFAULT_IMAGE_LIMITS;
     this.jpegDecoder = options.jpegDecoder ?? inlineJpegDecoder;
     this.metrics = options.metrics;
-    const factory = options.backendFactory ?? createBackend;
-    for (const def of registry.models) {
-      const backend = factory(def);
-      const stats = new ModelStats();
-      const m = this.metrics;
-      const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
-        def.id,
-        def.batching,
-        (items) => {
-          for (const it of items) it.trace?.dispatched(items.length);
-          const answered = backend.infer(items);
-          if (items.some((it) => it.trace !== undefined)) {
-            // Each model span ends with its own item's outcome (a backend fails items one by one).
-            answered.then(
-              (results) => {
-                items.forEach((it, i) => {
-                  const r = results[i];
-                  it.trace?.finished(r instanceof Error ? r : undefined);
-                });
-              },
-              (e: unknown) => {
-                for (const it of items) it.trace?.finished(e);
-              },
-            );
-          }
-          return answered;
-        },
-        {
-          onDepth: (d) => m?.queueDepth.set({ model: def.id }, d),
-          onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
-          onBatch: (size, t) => {
-            stats.recordBatch(size);
-            m?.batchSize.observe({ model: def.id }, size);
-            m?.modelLatency.observe({ model: def.id }, t / 1000);
-          },
-        },
-      );
-      let gpu: GpuScraper | undefined;
-      const g = options.gpuMetrics;
-      if (
-        g !== undefined &&
-        g.settings.intervalMs > 0 &&
-        (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2")
-      ) {
-        const remote = def.backend;
-        const targets = remote.endpoints.flatMap((endpoint, i) => {
-          const metricsUrl = remote.metricsUrls[i];
-          return metricsUrl === undefined ? [] : [{ endpoint, metricsUrl, index: i }];
-        });
-        if (targets.length > 0) {
-          gpu = new GpuScraper(def.id, targets, g.settings, g.metrics, g.log === undefined ? {} : { log: g.log });
-          gpu.start();
+    this.factory = options.backendFactory ?? createBackend;
+    this.gpuOptions = options.gpuMetrics;
+    for (const def of registry.models) this.models.set(def.id, this.load(def));
+  }
+
+  /**
+   * Builds a model's backend, batching queue, stats and (remote backends with `metrics_urls`)
+   * GPU scraper. The backend is not warmed: `warmUp` (or the first request) does that.
+   */
+  private load(def: ModelDefinition): LoadedModel {
+    const backend = this.factory(def);
+    const stats = new ModelStats();
+    const m = this.metrics;
+    const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
+      def.id,
+      def.batching,
+      (items) => {
+        for (const it of items) it.trace?.dispatched(items.length);
+        const answered = backend.infer(items);
+        if (items.some((it) => it.trace !== undefined)) {
+          // Each model span ends with its own item's outcome (a backend fails items one by one).
+          answered.then(
+            (results) => {
+              items.forEach((it, i) => {
+                const r = results[i];
+                it.trace?.finished(r instanceof Error ? r : undefined);
+              });
+            },
+            (e: unknown) => {
+              for (const it of items) it.trace?.finished(e);
+            },
+          );
         }
+        return answered;
+      },
+      {
+        onDepth: (d) => m?.queueDepth.set({ model: def.id }, d),
+        onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
+        onBatch: (size, t) => {
+          stats.recordBatch(size);
+          m?.batchSize.observe({ model: def.id }, size);
+          m?.modelLatency.observe({ model: def.id }, t / 1000);
+        },
+      },
+    );
+    let gpu: GpuScraper | undefined;
+    const g = this.gpuOptions;
+    if (
+      g !== undefined &&
+      g.settings.intervalMs > 0 &&
+      (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2")
+    ) {
+      const remote = def.backend;
+      const targets = remote.endpoints.flatMap((endpoint, i) => {
+        const metricsUrl = remote.metricsUrls[i];
+        return metricsUrl === undefined ? [] : [{ endpoint, metricsUrl, index: i }];
+      });
+      if (targets.length > 0) {
+        gpu = new GpuScraper(def.id, targets, g.settings, g.metrics, g.log === undefined ? {} : { log: g.log });
+        gpu.start();
       }
-      this.models.set(def.id, { def, backend, scheduler, stats, gpu, status: "loading", statusDetail: undefined });
     }
+    return { def, backend, scheduler, stats, gpu, status: "loading", statusDetail: undefined };
+  }
+
+  /** Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend closed. */
+  private async unload(m: LoadedModel): Promise<void> {
+    await m.gpu?.stop();
+    await m.scheduler.close();
+    await Promise.allSettled([m.backend.close()]);
   }
 
   /** Warms every backend; a failure marks that model `down` without stopping the others. */
@@ -500,9 +517,7 @@ export class InferenceEngine {
   /** Stops accepting work, fails waiting requests, lets running batches finish, closes backends. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.models.values()].map((m) => m.gpu?.stop()));
-    await Promise.all([...this.models.values()].map((m) => m.scheduler.close()));
-    await Promise.allSettled([...this.models.values()].map((m) => m.backend.close()));
+    await Promise.all([...this.models.values()].map((m) => this.unload(m)));
     await this.jpegDecoder.close();
   }
 }
