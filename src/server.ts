@@ -1,8 +1,12 @@
 import { buildApp } from "./app.ts";
 import { ConfigError, loadConfig } from "./config.ts";
+import { reloadAndLog } from "./modules/models/registry-reload.ts";
 import { DataDirLockedError } from "./platform/db/data-dir-lock.ts";
 
-/** Process entry: config -> app -> listen, and graceful shutdown on SIGTERM/SIGINT. */
+/**
+ * Process entry: config -> app -> listen, graceful shutdown on SIGTERM/SIGINT, and a live reload
+ * of the model registry on SIGHUP (this process only; docs/models.md, "Live reload").
+ */
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
@@ -27,6 +31,10 @@ async function main(): Promise<void> {
     }
     throw e;
   }
+  // Without a handler SIGHUP would end the process (its default action).
+  process.on("SIGHUP", () => {
+    void reloadAndLog(app.platform.engine, app.log, "sighup");
+  });
   const address = await app.listen({ host: config.http.host, port: config.http.port });
   const { database, redis, notices, engine } = app.platform;
   const base = config.http.publicBaseUrl;

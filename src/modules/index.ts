@@ -13,6 +13,7 @@ import { contextModule } from "./context/context.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
+import { modelsAdminModule } from "./models/models-admin.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
 import { usageRoutes } from "./rate-limit/usage.routes.ts";
 import { retentionModule } from "./retention/retention.module.ts";
@@ -29,6 +30,7 @@ export const modules: readonly ModulePlugin[] = [
   usageRoutes,
   billingModule,
   modelsRoutes,
+  modelsAdminModule,
   safetyModule,
   consentModule,
   // Before inference: the runner records context_metadata and images through it.

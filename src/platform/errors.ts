@@ -50,6 +50,7 @@ export const ERROR_CATALOGUE = {
   export_in_progress: { status: 409, title: "An account export is already queued or running" },
   export_not_ready: { status: 409, title: "Account export not finished" },
   export_expired: { status: 410, title: "Account export expired" },
+  invalid_registry: { status: 422, title: "Model registry file is invalid" },
   quota_exceeded: {
     status: 429,
     title: "Quota exceeded",
@@ -66,6 +67,7 @@ export const ERROR_CATALOGUE = {
   model_overloaded: { status: 503, title: "Model queue is full" },
   model_unavailable: { status: 503, title: "Model is unavailable" },
   inference_timeout: { status: 504, title: "Inference timed out" },
+  model_warm_up_failed: { status: 502, title: "A new model failed to warm up" },
   billing_disabled: { status: 503, title: "Billing is not configured" },
   billing_unavailable: { status: 503, title: "Billing provider unavailable" },
 } as const satisfies Record<string, { status: number; title: string; type?: string }>;
@@ -332,6 +334,16 @@ export const errors = {
       detail: "The billing provider could not be reached; nothing was changed. Retry shortly.",
       headers: { "Retry-After": "5" },
       cause,
+    }),
+  invalidRegistry: (problems: readonly string[]) =>
+    new AppError("invalid_registry", {
+      detail: `The model registry was not reloaded: ${problems.length} problem${problems.length === 1 ? "" : "s"}; the running registry stays.`,
+      extensions: { problems },
+    }),
+  modelWarmUpFailed: (problems: readonly string[]) =>
+    new AppError("model_warm_up_failed", {
+      detail: `The model registry was not reloaded: a new or changed model did not warm up; the running registry stays.`,
+      extensions: { problems },
     }),
   shuttingDown: () =>
     new AppError("shutting_down", {

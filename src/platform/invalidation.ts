@@ -49,11 +49,21 @@ export class InvalidationBus {
   /** Applies locally, then broadcasts (best effort: other instances' short cache TTL is the backstop). */
   async publish(topic: string, id: string): Promise<void> {
     this.apply(topic, id);
-    if (this.pub === null || this.pub.status !== "ready") return;
+    await this.broadcast(topic, id);
+  }
+
+  /**
+   * Tells the other instances only (this one's handlers are not called: the caller acted already).
+   * True when the message went out; false without Redis or when the publish failed.
+   */
+  async broadcast(topic: string, id: string): Promise<boolean> {
+    if (this.pub === null || this.pub.status !== "ready") return false;
     try {
       await this.pub.publish(this.channel, JSON.stringify({ o: this.origin, t: topic, id }));
+      return true;
     } catch {
       // Redis trouble: the limiter's health already reports it; caches expire on their own.
+      return false;
     }
   }
 

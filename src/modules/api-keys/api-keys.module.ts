@@ -39,7 +39,10 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
     customerLimits: platform.limits.customerLimits,
     invalidation: platform.invalidation,
     models: {
-      defaultModel: platform.engine.defaultModel,
+      // A getter: a registry reload may change the default model.
+      get defaultModel() {
+        return platform.engine.defaultModel;
+      },
       // As the key will use them: its customer's, never a superuser's (docs/models.md, "Access").
       modelIds: (customerId) => platform.engine.modelIds({ customerId, isSuperuser: false }),
       unnormKeysOf: (id, customerId) =>

@@ -8,6 +8,8 @@ export interface EngineMetrics {
   readonly modelLatency: Histogram<"model">;
   readonly requests: Counter<"model" | "backend" | "outcome">;
   readonly imageDecodes: Counter<"path">;
+  readonly registryReloads: Counter<"outcome">;
+  readonly registryLoaded: Gauge;
 }
 
 export function createEngineMetrics(registry: Registry): EngineMetrics {
@@ -49,6 +51,17 @@ export function createEngineMetrics(registry: Registry): EngineMetrics {
       name: "vla_image_decodes_total",
       help: "Images prepared, by path: jpeg_fast (libjpeg on the decode threads or in line), sharp, array.",
       labelNames: ["path"],
+      registers: [registry],
+    }),
+    registryReloads: new Counter({
+      name: "vla_model_registry_reloads_total",
+      help: "Live reloads of the model registry by outcome: ok, invalid_registry, model_warm_up_failed, shutting_down.",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
+    registryLoaded: new Gauge({
+      name: "vla_model_registry_loaded_timestamp_seconds",
+      help: "When the running model registry was loaded (start or the last successful reload), Unix seconds.",
       registers: [registry],
     }),
   };

@@ -19,7 +19,13 @@ import type { BackendOutput, BackendRequest, EndpointReport, ModelBackend } from
 import { type DatasetStatistics, selectUnnormKey } from "../models/dataset-statistics.ts";
 import { ModelStats, type ModelStatsSnapshot, type ModelStatus } from "../models/model-stats.ts";
 import type { ModelDefinition, RegistryDocument } from "../models/registry.ts";
-import { loadRegistry, modelVisibleTo, renderPrompt } from "../models/registry.ts";
+import {
+  definitionFingerprint,
+  loadRegistry,
+  modelVisibleTo,
+  RegistryError,
+  renderPrompt,
+} from "../models/registry.ts";
 import { createEngineMetrics, type EngineMetrics } from "./engine-metrics.ts";
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits, prepareImage } from "./images.ts";
 import { createJpegDecoder, inlineJpegDecoder, type JpegDecoder } from "./jpeg-pool.ts";
@@ -120,13 +126,40 @@ export interface ModelBackendReport {
 
 interface LoadedModel {
   readonly def: ModelDefinition;
+  /** definitionFingerprint(def): a reload keeps the model when its new definition has the same. */
+  readonly fingerprint: string;
   readonly backend: ModelBackend;
   readonly scheduler: BatchScheduler<BackendRequest, BackendOutput>;
   readonly stats: ModelStats;
   readonly gpu: GpuScraper | undefined;
   status: ModelStatus;
   statusDetail: string | undefined;
+  /** Requests that resolved this model and have not finished: a retired model drains them. */
+  active: number;
+  /** Called when `active` drops to 0 (set while the model drains). */
+  idle: (() => void) | undefined;
+  /** Set once `unload` began; unloading twice waits for the first. */
+  closing: Promise<void> | undefined;
 }
+
+/** What a live reload did (docs/models.md, "Live reload"). */
+export interface RegistryChange {
+  /** New ids: built and warmed before they took traffic. */
+  readonly added: string[];
+  /** Ids whose definition differs: a new instance, warmed, swapped in; the old one drains. */
+  readonly changed: string[];
+  /** Ids no longer in the registry: 404 unknown_model from now on; their queues drain. */
+  readonly removed: string[];
+  /** Ids whose definition is the same: their queues, statistics and backends were not touched. */
+  readonly unchanged: string[];
+  readonly defaultModel: string;
+  readonly previousDefaultModel: string;
+  /** From the start of the reload (reading the file) to the swap. */
+  readonly durationMs: number;
+}
+
+/** How long a reload waits for a new or changed model's warm-up before it refuses the reload. */
+export const RELOAD_WARM_UP_TIMEOUT_MS = 120_000;
 
 export interface EngineOptions {
   readonly imageLimits?: ImageLimits;
@@ -135,6 +168,13 @@ export interface EngineOptions {
   readonly metrics?: EngineMetrics;
   /** Replace backends (tests). */
   readonly backendFactory?: (def: ModelDefinition) => ModelBackend;
+  /**
+   * Where `reloadRegistry` reads the registry again (createEngine: MODELS_CONFIG, or the embedded
+   * defaults); throws RegistryError for an invalid one. Default: the constructor's document.
+   */
+  readonly registrySource?: () => RegistryDocument;
+  /** Bound on a new or changed model's warm-up during a reload (default RELOAD_WARM_UP_TIMEOUT_MS). */
+  readonly reloadWarmUpTimeoutMs?: number;
   /** Scrape remote backends' metrics pages (registry `metrics_urls`); off when absent or intervalMs is 0. */
   readonly gpuMetrics?: {
     readonly metrics: BackendGpuMetrics;
@@ -150,13 +190,34 @@ function gpuField(s: GpuScraper | undefined): { gpu?: EndpointGpu[] } {
 
 const ms = (v: number) => Math.round(v * 1000) / 1000;
 
+async function withTimeout(p: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`did not finish within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * The inference engine: model router -> image preprocessing -> per-model batching queue ->
  * backend -> action codec. Framework-free; routes and stream handlers call `infer`.
  */
 export class InferenceEngine {
-  readonly defaultModel: string;
-  private readonly models = new Map<string, LoadedModel>();
+  private currentDefault: string;
+  /** Replaced as a whole by a reload (one synchronous swap), never edited in place. */
+  private models: ReadonlyMap<string, LoadedModel> = new Map();
+  /** Models a reload replaced or removed, still finishing their requests. */
+  private readonly retiring = new Map<LoadedModel, Promise<void>>();
+  private reloadChain: Promise<unknown> = Promise.resolve();
+  private readonly reloadListeners: ((change: RegistryChange) => void)[] = [];
+  private readonly registrySource: () => RegistryDocument;
+  private readonly reloadWarmUpTimeoutMs: number;
   private readonly imageLimits: ImageLimits;
   private readonly jpegDecoder: JpegDecoder;
   private readonly metrics: EngineMetrics | undefined;
@@ -166,22 +227,35 @@ export class InferenceEngine {
   private readonly gpuOptions: EngineOptions["gpuMetrics"];
 
   constructor(registry: RegistryDocument, options: EngineOptions = {}) {
-    this.defaultModel = registry.defaultModel;
+    this.currentDefault = registry.defaultModel;
+    this.registrySource = options.registrySource ?? (() => registry);
+    this.reloadWarmUpTimeoutMs = options.reloadWarmUpTimeoutMs ?? RELOAD_WARM_UP_TIMEOUT_MS;
     this.imageLimits = options.imageLimits ?? DEFAULT_IMAGE_LIMITS;
     this.jpegDecoder = options.jpegDecoder ?? inlineJpegDecoder;
     this.metrics = options.metrics;
     this.factory = options.backendFactory ?? createBackend;
     this.gpuOptions = options.gpuMetrics;
-    for (const def of registry.models) this.models.set(def.id, this.load(def));
+    this.models = new Map(registry.models.map((def) => [def.id, this.load(def)]));
+    this.metrics?.registryLoaded.set(Date.now() / 1000);
+  }
+
+  /** The model used when a request names none; a reload may change it. */
+  get defaultModel(): string {
+    return this.currentDefault;
+  }
+
+  /** Called after every successful reload, after the swap (caches of per-model data drop theirs). */
+  onReload(listener: (change: RegistryChange) => void): void {
+    this.reloadListeners.push(listener);
   }
 
   /**
    * Builds a model's backend, batching queue, stats and (remote backends with `metrics_urls`)
-   * GPU scraper. The backend is not warmed: `warmUp` (or the first request) does that.
+   * GPU scraper. The backend is not warmed: `warmUp` (or the first request) does that. `stats`:
+   * a changed model's, so its request counts and latency window go on across a reload.
    */
-  private load(def: ModelDefinition): LoadedModel {
+  private load(def: ModelDefinition, stats: ModelStats = new ModelStats()): LoadedModel {
     const backend = this.factory(def);
-    const stats = new ModelStats();
     const m = this.metrics;
     const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
       def.id,
@@ -232,14 +306,158 @@ export class InferenceEngine {
         gpu.start();
       }
     }
-    return { def, backend, scheduler, stats, gpu, status: "loading", statusDetail: undefined };
+    return {
+      def,
+      fingerprint: definitionFingerprint(def),
+      backend,
+      scheduler,
+      stats,
+      gpu,
+      status: "loading",
+      statusDetail: undefined,
+      active: 0,
+      idle: undefined,
+      closing: undefined,
+    };
   }
 
   /** Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend closed. */
-  private async unload(m: LoadedModel): Promise<void> {
-    await m.gpu?.stop();
-    await m.scheduler.close();
-    await Promise.allSettled([m.backend.close()]);
+  private unload(m: LoadedModel): Promise<void> {
+    m.closing ??= (async () => {
+      await m.gpu?.stop();
+      await m.scheduler.close();
+      await Promise.allSettled([m.backend.close()]);
+    })();
+    return m.closing;
+  }
+
+  /**
+   * Reads the registry again (`registrySource`: MODELS_CONFIG) and applies it; see `reload`. The
+   * file is read inside the serialized section, so a reload queued behind another reads the newest file.
+   */
+  reloadRegistry(): Promise<RegistryChange> {
+    return this.reload(this.registrySource);
+  }
+
+  /**
+   * Applies a registry without a restart, diffing by model id. Unchanged models (same
+   * definitionFingerprint) keep their instance: queue, statistics and backend untouched. New and
+   * changed models are built and warmed first; then the model map and the default model are
+   * swapped in one synchronous step, so every request resolves either the old registry or the new
+   * one. Replaced and removed models then drain: no new request reaches them, the requests that
+   * already resolved them run to completion (queued ones included), then they are closed in the
+   * background. Reloads run one at a time.
+   *
+   * Refused, with the running registry left as it was: 422 invalid_registry (the file's problems,
+   * every one), 502 model_warm_up_failed (a new or changed model's warm-up failed or timed out;
+   * what was built is closed again), 503 shutting_down.
+   */
+  reload(next: RegistryDocument | (() => RegistryDocument)): Promise<RegistryChange> {
+    const run = this.reloadChain.then(() => this.applyMetered(next));
+    this.reloadChain = run.catch(() => {});
+    return run;
+  }
+
+  private async applyMetered(next: RegistryDocument | (() => RegistryDocument)): Promise<RegistryChange> {
+    try {
+      const change = await this.apply(next);
+      this.metrics?.registryReloads.inc({ outcome: "ok" });
+      this.metrics?.registryLoaded.set(Date.now() / 1000);
+      return change;
+    } catch (e) {
+      this.metrics?.registryReloads.inc({ outcome: e instanceof AppError ? e.code : "internal_error" });
+      throw e;
+    }
+  }
+
+  private async apply(next: RegistryDocument | (() => RegistryDocument)): Promise<RegistryChange> {
+    const started = performance.now();
+    if (this.closed) throw errors.shuttingDown();
+    let doc: RegistryDocument;
+    try {
+      doc = typeof next === "function" ? next() : next;
+    } catch (e) {
+      if (e instanceof RegistryError) throw errors.invalidRegistry(e.problems);
+      throw e;
+    }
+    const current = this.models;
+    const added: string[] = [];
+    const changed: string[] = [];
+    const unchanged: string[] = [];
+    const built = new Map<string, LoadedModel>();
+    try {
+      for (const def of doc.models) {
+        const old = current.get(def.id);
+        if (old !== undefined && old.fingerprint === definitionFingerprint(def)) {
+          unchanged.push(def.id);
+          continue;
+        }
+        (old === undefined ? added : changed).push(def.id);
+        built.set(def.id, this.load(def, old?.stats));
+      }
+    } catch (e) {
+      // A backend that cannot even be built (e.g. its ONNX file is unreadable) is a registry problem.
+      await Promise.all([...built.values()].map((m) => this.unload(m)));
+      const id = doc.models[built.size + unchanged.length]?.id ?? "?";
+      throw errors.invalidRegistry([`model "${id}": ${e instanceof Error ? e.message : String(e)}`]);
+    }
+    const problems: string[] = [];
+    await Promise.all(
+      [...built.values()].map(async (m) => {
+        try {
+          await withTimeout(m.backend.warmUp(), this.reloadWarmUpTimeoutMs);
+          m.status = "ready";
+        } catch (e) {
+          problems.push(`model "${m.def.id}": warm-up failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }),
+    );
+    if (problems.length > 0 || this.closed) {
+      await Promise.all([...built.values()].map((m) => this.unload(m)));
+      throw this.closed ? errors.shuttingDown() : errors.modelWarmUpFailed(problems.sort());
+    }
+    // The swap: one synchronous step, nothing awaited between the map and the default model.
+    const swapped = new Map(
+      doc.models.map((def) => [def.id, built.get(def.id) ?? (current.get(def.id) as LoadedModel)]),
+    );
+    const previousDefaultModel = this.currentDefault;
+    this.models = swapped;
+    this.currentDefault = doc.defaultModel;
+    const removed: string[] = [];
+    for (const m of current.values()) {
+      if (swapped.get(m.def.id) === m) continue;
+      if (!swapped.has(m.def.id)) removed.push(m.def.id);
+      this.retire(m);
+    }
+    const change: RegistryChange = {
+      added,
+      changed,
+      removed,
+      unchanged,
+      defaultModel: doc.defaultModel,
+      previousDefaultModel,
+      durationMs: ms(performance.now() - started),
+    };
+    for (const listener of this.reloadListeners) listener(change);
+    return change;
+  }
+
+  /** Drains a model out of the registry in the background: its requests finish, then it closes. */
+  private retire(m: LoadedModel): void {
+    const drained =
+      m.active === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            m.idle = resolve;
+          });
+    const done = drained.then(() => this.unload(m));
+    this.retiring.set(m, done);
+    void done.finally(() => this.retiring.delete(m));
+  }
+
+  /** Models replaced or removed by a reload that are still finishing their requests. */
+  get draining(): number {
+    return this.retiring.size;
   }
 
   /** Warms every backend; a failure marks that model `down` without stopping the others. */
@@ -318,6 +536,8 @@ export class InferenceEngine {
   async infer(req: InferenceRequest): Promise<InferenceResult> {
     const started = performance.now();
     const m = this.get(req.model, req.viewer);
+    // Counted from the moment the id resolved: a reload that replaces this model lets it finish.
+    m.active += 1;
     try {
       const result = await this.run(m, req);
       m.stats.recordRequest(true, performance.now() - started);
@@ -331,6 +551,9 @@ export class InferenceEngine {
       const code = e instanceof AppError ? e.code : "internal_error";
       this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: code });
       throw e;
+    } finally {
+      m.active -= 1;
+      if (m.active === 0) m.idle?.();
     }
   }
 
@@ -514,10 +737,15 @@ export class InferenceEngine {
     return { status: degraded ? "degraded" : "ok", detail: parts.join("; ") };
   }
 
-  /** Stops accepting work, fails waiting requests, lets running batches finish, closes backends. */
+  /**
+   * Stops accepting work, fails waiting requests, lets running batches finish, closes backends
+   * (draining ones too). A reload in progress is refused (503) and its new models closed.
+   */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.models.values()].map((m) => this.unload(m)));
+    await this.reloadChain;
+    // Draining models stop like the others: what still waits in their queues gets 503.
+    await Promise.all([...this.models.values(), ...this.retiring.keys()].map((m) => this.unload(m)));
     await this.jpegDecoder.close();
   }
 }
@@ -539,6 +767,7 @@ export function createEngine(
   const registry = loadRegistry(config.models.configPath);
   const log = platform.log;
   const engine = new InferenceEngine(registry, {
+    registrySource: () => loadRegistry(config.models.configPath),
     gpuMetrics: {
       metrics: new BackendGpuMetrics(platform.metrics),
       settings: config.models.backendMetrics,

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -500,6 +501,36 @@ export function loadRegistry(configPath: string | undefined): RegistryDocument {
     throw new RegistryError([`${configPath}: ${e instanceof Error ? e.message : String(e)}`]);
   }
   return parseRegistry(doc, path.dirname(path.resolve(configPath)), configPath);
+}
+
+/**
+ * A stable text of a parsed definition (object keys sorted, maps and sets as sorted lists): two
+ * definitions with the same fingerprint serve identically. A live reload compares them to tell a
+ * changed model from an unchanged one; the parsed form (not the file's text) is compared, so
+ * reordering keys or spelling out a default changes nothing, while new dataset statistics on disk
+ * behind the same path do count as a change.
+ */
+export function definitionFingerprint(def: ModelDefinition): string {
+  return createHash("sha256")
+    .update(JSON.stringify(canonical(def)))
+    .digest("hex");
+}
+
+function canonical(v: unknown): unknown {
+  if (v === undefined || typeof v === "function") return null;
+  if (typeof v === "bigint") return v.toString();
+  if (v === null || typeof v !== "object") return v;
+  if (v instanceof Map) {
+    return [...v.entries()]
+      .map(([k, x]) => [String(k), canonical(x)] as const)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+  if (v instanceof Set) return [...v].map((x) => JSON.stringify(canonical(x))).sort();
+  if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<number>);
+  if (Array.isArray(v)) return v.map(canonical);
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(v).sort()) out[k] = canonical((v as Record<string, unknown>)[k]);
+  return out;
 }
 
 /** Renders the prompt: the template with the (lower-cased, per OpenVLA) instruction. */

@@ -54,6 +54,7 @@ export const safetyModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
     ...config,
     now: platform.now,
   });
+  platform.engine.onReload(() => service.forgetModels());
   safetyServices.set(platform, service);
   safetyWriters.set(platform, { incidents, lastSeen });
 

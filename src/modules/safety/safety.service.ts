@@ -236,6 +236,16 @@ export class SafetyService implements SafetyGate {
     return had;
   }
 
+  /**
+   * After a model registry reload: what was derived from models' dataset statistics (default
+   * profiles, resolved profiles, OOD classifiers) is computed again from the new definitions.
+   */
+  forgetModels(): void {
+    this.bases.clear();
+    this.resolved.clear();
+    this.classifierByModel.clear();
+  }
+
   /** After the customer's deletion: its stops and cached profiles go too. */
   async forgetCustomer(customerId: string): Promise<void> {
     for (const robotId of (await this.o.estops.list(customerId)).keys()) await this.o.estops.clear(customerId, robotId);
