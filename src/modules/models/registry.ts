@@ -478,8 +478,14 @@ export function parseRegistry(doc: unknown, baseDir: string, source = "model reg
   });
   const dm = (doc as Obj).default_model;
   const defaultModel = typeof dm === "string" ? dm : models[0]?.id;
-  if (defaultModel === undefined || (models.length > 0 && !seen.has(defaultModel) && problems.length === 0)) {
-    problems.push(`${source}: default_model ${JSON.stringify(dm)} is not a registered model id`);
+  // Checked against every id the file lists, valid entries or not, so a file with several mistakes
+  // gets them all at once (a live reload answers the whole list) without blaming the default for
+  // an entry that is already reported.
+  const listed = new Set(list.map((e) => (e !== null && typeof e === "object" ? (e as Obj).id : undefined)));
+  if (dm !== undefined || list.length > 0) {
+    if (defaultModel === undefined ? problems.length === 0 : !listed.has(defaultModel)) {
+      problems.push(`${source}: default_model ${JSON.stringify(dm)} is not a registered model id`);
+    }
   }
   const def = models.find((m) => m.id === defaultModel);
   if (def?.accessCustomers !== undefined) {
