@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -10,7 +11,7 @@ import { buildAdminApp } from "../admin/suspension-helpers.ts";
 import { bearer, expectProblem, type Session, signUp } from "../auth/helpers.ts";
 import { expectSuperuserOnly, signUpSuperuser } from "../helpers/admin.ts";
 import type { TestContext } from "../helpers/app.ts";
-import { seedCustomer, seedKey } from "../helpers/limits.ts";
+import { hasRedis, seedCustomer, seedKey } from "../helpers/limits.ts";
 import { jpeg } from "../inference/helpers.ts";
 import { mockEntry, RegistryFile } from "./reload-helpers.ts";
 
@@ -213,4 +214,32 @@ describe("the server process (src/server.ts) on SIGHUP", () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe.skipIf(!hasRedis)("across instances sharing Redis", () => {
+  it("POST /admin/models/reload on A reloads B too (from B's own copy of the file)", async () => {
+    const prefix = `t:reload-${randomBytes(6).toString("hex")}:`;
+    const fileA = new RegistryFile({ models: [mockEntry("one")] });
+    const fileB = new RegistryFile({ models: [mockEntry("one")] });
+    const a = await buildAdminApp({ redisKeyPrefix: prefix, env: { MODELS_CONFIG: fileA.path } });
+    const b = await buildAdminApp({ database: a.database, redisKeyPrefix: prefix, env: { MODELS_CONFIG: fileB.path } });
+    try {
+      const superuser = await signUpSuperuser(a);
+      fileA.write({ models: [mockEntry("one"), mockEntry("two")] });
+      fileB.write({ models: [mockEntry("one"), mockEntry("two")] });
+      const res = await a.app.inject({
+        method: "POST",
+        url: "/admin/models/reload",
+        headers: bearer(superuser.access),
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json()).toMatchObject({ added: ["two"], broadcast: true });
+      await expect.poll(() => b.app.platform.engine.modelIds(), { timeout: 5_000 }).toEqual(["one", "two"]);
+      const metrics = await b.app.inject({ method: "GET", url: "/metrics" });
+      expect(metrics.body).toMatch(/vla_model_registry_reloads_total\{outcome="ok"\} 1/);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
 });
