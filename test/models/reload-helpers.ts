@@ -5,13 +5,13 @@ import { PROJECT_ROOT } from "../../src/modules/models/registry.ts";
 
 /** A registry file for live reload tests, rewritten in place (atomically: write, then rename). */
 
-const STATS = path.join(PROJECT_ROOT, "models/mock-openvla-7b/dataset_statistics.json");
+export const STATS_FILE = path.join(PROJECT_ROOT, "models/mock-openvla-7b/dataset_statistics.json");
 
 export const mockEntry = (id: string, extra: Record<string, unknown> = {}) => ({
   id,
   backend: { kind: "mock", latency_ms: 1 },
   action: { dim: 7, chunk: 1 },
-  dataset_statistics: STATS,
+  dataset_statistics: STATS_FILE,
   default_unnorm_key: "bridge_orig",
   ...extra,
 });

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { and, eq } from "drizzle-orm";
@@ -13,7 +13,7 @@ import { expectSuperuserOnly, signUpSuperuser } from "../helpers/admin.ts";
 import type { TestContext } from "../helpers/app.ts";
 import { hasRedis, seedCustomer, seedKey } from "../helpers/limits.ts";
 import { jpeg } from "../inference/helpers.ts";
-import { mockEntry, RegistryFile } from "./reload-helpers.ts";
+import { mockEntry, RegistryFile, STATS_FILE } from "./reload-helpers.ts";
 
 /** POST /admin/models/reload and SIGHUP (issue 23): superuser only, what it answers, refusals. */
 
@@ -152,6 +152,32 @@ describe("POST /admin/models/reload", () => {
     expect((last?.fields.problems as string[] | undefined)?.[0]).toContain('model "alpha"');
     expect(last?.msg).toContain('model "alpha"');
     expect(engine.modelIds()).toEqual(["alpha", "delta"]);
+  });
+});
+
+describe("what depends on model definitions follows a reload", () => {
+  it("safety's defaults (the gripper range from the model's statistics) are computed again", async () => {
+    const gripper = async () => {
+      const res = await t.app.inject({
+        method: "GET",
+        url: "/v1/robots/arm-1/safety-profile?model=alpha&unnorm_key=bridge_orig",
+        headers: { "x-api-key": key },
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      return res.json().profile.gripper as number[];
+    };
+    file.write({ default_model: "alpha", models: [mockEntry("alpha")] });
+    expect((await reload()).statusCode).toBe(200);
+    expect(await gripper()).toEqual([0, 1]); // bridge_orig's min/max of the gripper
+    // New statistics for alpha: the gripper dimension spans 0..0.5 now.
+    const original = JSON.parse(readFileSync(STATS_FILE, "utf8"));
+    original.bridge_orig.action.max[6] = 0.5;
+    original.bridge_orig.action.q99[6] = 0.5;
+    const statsPath = path.join(path.dirname(file.path), "stats-v2.json");
+    writeFileSync(statsPath, JSON.stringify(original));
+    file.write({ default_model: "alpha", models: [mockEntry("alpha", { dataset_statistics: statsPath })] });
+    expect((await reload()).json()).toMatchObject({ changed: ["alpha"] });
+    expect(await gripper()).toEqual([0, 0.5]);
   });
 });
 
