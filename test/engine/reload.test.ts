@@ -280,6 +280,31 @@ describe("engine.reload: drain", () => {
   });
 });
 
+describe("engine.reload: metrics", () => {
+  it("the queue depth gauge is the serving instance's; a removed model's series goes", async () => {
+    const metrics = new Registry();
+    const one = { batching: { max_batch_size: 1, max_concurrent_batches: 1 } };
+    const { engine, backends, infer } = await setup(registry([entry("a"), entry("b", one)]), metrics);
+    const gate = deferred();
+    backends.hold.set("b", gate.promise);
+    await engine.reload(registry([entry("a"), entry("b", { ...one, description: "held" })]));
+    backends.hold.clear();
+    const sent = [infer("b"), infer("b"), infer("b")];
+    await expect.poll(() => backends.of("b")[1]?.calls).toBe(1);
+    expect(await metrics.metrics()).toContain('vla_model_queue_depth{model="b"} 2');
+    await engine.reload(registry([entry("a"), entry("b", { ...one, description: "v3" })]));
+    expect(await metrics.metrics()).toContain('vla_model_queue_depth{model="b"} 0');
+    gate.resolve();
+    await Promise.all(sent);
+    await expect.poll(() => engine.draining).toBe(0);
+    // The drained instance's queue emptied and closed without touching the gauge.
+    expect(await metrics.metrics()).toContain('vla_model_queue_depth{model="b"} 0');
+    await infer("a");
+    await engine.reload(registry([entry("b", one)], "b"));
+    expect(await metrics.metrics()).not.toContain('vla_model_queue_depth{model="a"}');
+  });
+});
+
 describe("engine.reload: serialized, refused while shutting down", () => {
   it("reloads run one at a time, in order", async () => {
     const { engine, backends } = await setup(registry([entry("a")]));

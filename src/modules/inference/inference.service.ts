@@ -257,6 +257,9 @@ export class InferenceEngine {
   private load(def: ModelDefinition, stats: ModelStats = new ModelStats()): LoadedModel {
     const backend = this.factory(def);
     const m = this.metrics;
+    // The gauge is the serving instance's: a replaced one draining (and closing) must not overwrite it.
+    let self: LoadedModel | undefined;
+    const serving = () => self !== undefined && this.models.get(def.id) === self;
     const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
       def.id,
       def.batching,
@@ -280,7 +283,9 @@ export class InferenceEngine {
         return answered;
       },
       {
-        onDepth: (d) => m?.queueDepth.set({ model: def.id }, d),
+        onDepth: (d) => {
+          if (serving()) m?.queueDepth.set({ model: def.id }, d);
+        },
         onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
         onBatch: (size, t) => {
           stats.recordBatch(size);
@@ -306,7 +311,7 @@ export class InferenceEngine {
         gpu.start();
       }
     }
-    return {
+    self = {
       def,
       fingerprint: definitionFingerprint(def),
       backend,
@@ -319,6 +324,7 @@ export class InferenceEngine {
       idle: undefined,
       closing: undefined,
     };
+    return self;
   }
 
   /** Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend closed. */
@@ -426,7 +432,11 @@ export class InferenceEngine {
     const removed: string[] = [];
     for (const m of current.values()) {
       if (swapped.get(m.def.id) === m) continue;
-      if (!swapped.has(m.def.id)) removed.push(m.def.id);
+      if (swapped.has(m.def.id)) this.metrics?.queueDepth.set({ model: m.def.id }, 0);
+      else {
+        removed.push(m.def.id);
+        this.metrics?.queueDepth.remove({ model: m.def.id });
+      }
       this.retire(m);
     }
     const change: RegistryChange = {
