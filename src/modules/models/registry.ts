@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { EgressGuard } from "../../platform/egress.ts";
 import { type ImageSpec, PREPROCESS_STRATEGIES, type PreprocessStrategy } from "../inference/images.ts";
 import type { UnnormalizeOptions } from "./action-codec.ts";
 import { MOCK_OUTPUTS, type MockOutput } from "./backends/mock.ts";
@@ -47,6 +48,11 @@ export interface RemoteSettings {
    * and queue metrics (Triton: http://host:8002/metrics), or undefined.
    */
   readonly metricsUrls: readonly (string | undefined)[];
+  /**
+   * Customer-registered models only (docs/models.md, "Bring your own endpoint"): every connection
+   * passes this SSRF guard. Undefined for the operator's registry models.
+   */
+  readonly egress?: EgressGuard;
 }
 
 export type BackendSettings =
