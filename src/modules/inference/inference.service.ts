@@ -81,10 +81,14 @@ export interface InferenceResult {
   readonly image: ReceivedImage;
   /** Only when asked (`thumbnail: true`): 64 float32 values, see thumbnail-embedding.ts. */
   readonly thumbnail?: Float32Array;
+  /** Set for a customer-registered model (docs/models.md, "Bring your own endpoint"). */
+  readonly owner?: "customer";
 }
 
 export interface ModelInfo {
   readonly id: string;
+  /** operator: the registry's; customer: registered by the caller's customer (POST /v1/models). */
+  readonly owner: "operator" | "customer";
   readonly description: string;
   readonly backend: ModelBackend["kind"];
   readonly status: ModelStatus;
@@ -120,6 +124,9 @@ export interface ModelBackendReport {
 
 interface LoadedModel {
   readonly def: ModelDefinition;
+  readonly owner: "operator" | "customer";
+  /** The `model` label of engine metrics: the id, or "customer" (customers' ids would be unbounded). */
+  readonly label: string;
   readonly backend: ModelBackend;
   readonly scheduler: BatchScheduler<BackendRequest, BackendOutput>;
   readonly stats: ModelStats;
@@ -150,6 +157,8 @@ function gpuField(s: GpuScraper | undefined): { gpu?: EndpointGpu[] } {
 
 const ms = (v: number) => Math.round(v * 1000) / 1000;
 
+const customerKey = (customerId: string, id: string) => `${customerId}\u0000${id}`;
+
 /**
  * The inference engine: model router -> image preprocessing -> per-model batching queue ->
  * backend -> action codec. Framework-free; routes and stream handlers call `infer`.
@@ -157,6 +166,12 @@ const ms = (v: number) => Math.round(v * 1000) / 1000;
 export class InferenceEngine {
   readonly defaultModel: string;
   private readonly models = new Map<string, LoadedModel>();
+  /**
+   * Customer-registered models, by customer id and model id: only that customer's requests reach
+   * them (`get` with its viewer), and a registry model the viewer may use wins over one of the same
+   * id. Not part of the health checks: a customer's endpoint does not degrade the service's health.
+   */
+  private readonly customerModels = new Map<string, LoadedModel>();
   private readonly imageLimits: ImageLimits;
   private readonly jpegDecoder: JpegDecoder;
   private readonly metrics: EngineMetrics | undefined;
@@ -179,8 +194,9 @@ export class InferenceEngine {
    * Builds a model's backend, batching queue, stats and (remote backends with `metrics_urls`)
    * GPU scraper. The backend is not warmed: `warmUp` (or the first request) does that.
    */
-  private load(def: ModelDefinition): LoadedModel {
+  private load(def: ModelDefinition, owner: LoadedModel["owner"] = "operator"): LoadedModel {
     const backend = this.factory(def);
+    const label = owner === "customer" ? "customer" : def.id;
     const stats = new ModelStats();
     const m = this.metrics;
     const scheduler = new BatchScheduler<BackendRequest, BackendOutput>(
@@ -206,12 +222,13 @@ export class InferenceEngine {
         return answered;
       },
       {
-        onDepth: (d) => m?.queueDepth.set({ model: def.id }, d),
-        onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
+        // A customer model's depth is not reported: several share the label.
+        onDepth: (d) => (owner === "operator" ? m?.queueDepth.set({ model: label }, d) : undefined),
+        onQueueWait: (w) => m?.queueWait.observe({ model: label }, w / 1000),
         onBatch: (size, t) => {
           stats.recordBatch(size);
-          m?.batchSize.observe({ model: def.id }, size);
-          m?.modelLatency.observe({ model: def.id }, t / 1000);
+          m?.batchSize.observe({ model: label }, size);
+          m?.modelLatency.observe({ model: label }, t / 1000);
         },
       },
     );
@@ -232,7 +249,7 @@ export class InferenceEngine {
         gpu.start();
       }
     }
-    return { def, backend, scheduler, stats, gpu, status: "loading", statusDetail: undefined };
+    return { def, owner, label, backend, scheduler, stats, gpu, status: "loading", statusDetail: undefined };
   }
 
   /** Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend closed. */
@@ -270,11 +287,47 @@ export class InferenceEngine {
    * listing only the ids the viewer may use, so its existence is not revealed.
    */
   private get(id: string | undefined, viewer?: ModelViewer): LoadedModel {
-    const m = this.models.get(id ?? this.defaultModel);
-    if (m === undefined || (viewer !== undefined && !modelVisibleTo(m.def, viewer))) {
-      throw errors.unknownModel(id ?? this.defaultModel, this.modelIds(viewer));
-    }
-    return m;
+    const wanted = id ?? this.defaultModel;
+    const m = this.models.get(wanted);
+    if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
+    const own = viewer === undefined ? undefined : this.customerModels.get(customerKey(viewer.customerId, wanted));
+    if (own !== undefined) return own;
+    const ids = this.modelIds(viewer);
+    if (viewer !== undefined) ids.push(...this.customerModelIds(viewer.customerId).filter((x) => !ids.includes(x)));
+    throw errors.unknownModel(wanted, ids);
+  }
+
+  /** The ids of the models a customer registered that this instance has loaded. */
+  customerModelIds(customerId: string): string[] {
+    const prefix = customerKey(customerId, "");
+    return [...this.customerModels.entries()].filter(([k]) => k.startsWith(prefix)).map(([, m]) => m.def.id);
+  }
+
+  /**
+   * Serves (or replaces) a customer's registered model; only that customer's requests reach it.
+   * A replaced model drains: its waiting requests get 503, running calls finish, its backend closes.
+   */
+  async putCustomerModel(customerId: string, def: ModelDefinition): Promise<void> {
+    if (this.closed) throw errors.shuttingDown();
+    const key = customerKey(customerId, def.id);
+    const old = this.customerModels.get(key);
+    this.customerModels.set(key, this.load(def, "customer"));
+    if (old !== undefined) await this.unload(old);
+  }
+
+  /** Stops serving a customer's model (drained like a replaced one); false when it was not loaded. */
+  async removeCustomerModel(customerId: string, id: string): Promise<boolean> {
+    const key = customerKey(customerId, id);
+    const m = this.customerModels.get(key);
+    if (m === undefined) return false;
+    this.customerModels.delete(key);
+    await this.unload(m);
+    return true;
+  }
+
+  /** The definition a customer model was loaded from (undefined when not loaded). */
+  customerModel(customerId: string, id: string): ModelDefinition | undefined {
+    return this.customerModels.get(customerKey(customerId, id))?.def;
   }
 
   /** The model's dataset statistics (safety's OOD classifier reads the action moments). */
@@ -284,10 +337,14 @@ export class InferenceEngine {
 
   /** With a viewer: 404 unknown_model for a model it may not use. */
   describe(id: string, viewer?: ModelViewer): ModelInfo {
-    const m = this.get(id, viewer);
+    return this.info(this.get(id, viewer));
+  }
+
+  private info(m: LoadedModel): ModelInfo {
     const d = m.def;
     return {
       id: d.id,
+      owner: m.owner,
       description: d.description,
       backend: m.backend.kind,
       status: m.status,
@@ -310,9 +367,13 @@ export class InferenceEngine {
     };
   }
 
-  /** With a viewer: only the models it may use. */
+  /** With a viewer: only the models it may use, its customer's own registered ones last. */
   list(viewer?: ModelViewer): ModelInfo[] {
-    return this.modelIds(viewer).map((id) => this.describe(id));
+    const ids = this.modelIds(viewer);
+    const registry = ids.map((id) => this.describe(id));
+    if (viewer === undefined) return registry;
+    const own = this.customerModelIds(viewer.customerId).filter((id) => !ids.includes(id));
+    return [...registry, ...own.map((id) => this.describe(id, viewer))];
   }
 
   async infer(req: InferenceRequest): Promise<InferenceResult> {
@@ -321,7 +382,7 @@ export class InferenceEngine {
     try {
       const result = await this.run(m, req);
       m.stats.recordRequest(true, performance.now() - started);
-      this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: "ok" });
+      this.metrics?.requests.inc({ model: m.label, backend: m.backend.kind, outcome: "ok" });
       if (m.status === "loading" || m.status === "down") m.status = "ready";
       return result;
     } catch (e) {
@@ -329,7 +390,7 @@ export class InferenceEngine {
       const serverSide = !(e instanceof AppError) || e.status >= 500;
       m.stats.recordRequest(!serverSide, performance.now() - started, serverSide);
       const code = e instanceof AppError ? e.code : "internal_error";
-      this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: code });
+      this.metrics?.requests.inc({ model: m.label, backend: m.backend.kind, outcome: code });
       throw e;
     }
   }
@@ -414,6 +475,7 @@ export class InferenceEngine {
       imageSha256: image.sha256,
       image: received,
       ...(thumbnail === undefined ? {} : { thumbnail }),
+      ...(m.owner === "customer" ? { owner: "customer" as const } : {}),
     };
   }
 
@@ -517,7 +579,9 @@ export class InferenceEngine {
   /** Stops accepting work, fails waiting requests, lets running batches finish, closes backends. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.models.values()].map((m) => this.unload(m)));
+    const all = [...this.models.values(), ...this.customerModels.values()];
+    this.customerModels.clear();
+    await Promise.all(all.map((m) => this.unload(m)));
     await this.jpegDecoder.close();
   }
 }
@@ -532,7 +596,7 @@ interface GpuLogger {
  * checks, background warm-up, and backend shutdown on the lifecycle's flush phase.
  */
 export function createEngine(
-  config: Pick<Config, "models">,
+  config: { readonly models: Omit<Config["models"], "byom"> },
   platform: { metrics: Registry; health: HealthRegistry; lifecycle: Lifecycle; log?: GpuLogger },
   options: Pick<EngineOptions, "backendFactory"> = {},
 ): InferenceEngine {

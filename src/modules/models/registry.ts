@@ -365,7 +365,11 @@ function parseAccess(v: unknown): ReadonlySet<string> | undefined {
   return ids;
 }
 
-function parseModel(v: unknown, baseDir: string): ModelDefinition {
+/**
+ * Validates one registry entry (paths relative to `baseDir`); throws an Error whose message is
+ * "field: problem". Customer-registered models (customer-models.ts) pass through here too.
+ */
+export function parseModel(v: unknown, baseDir: string): ModelDefinition {
   const m = asObj(v, "model");
   const id = str(m, "id", "");
   if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(id)) throw new FieldError("id: lower-case letters, digits, . _ - (1..64)");
