@@ -172,7 +172,12 @@ afterEach(async () => {
 });
 
 /** An engine serving one openvla-http model whose backend passes the guard (as a customer's does). */
-function guardedEngine(endpoint: string, dns: Resolver, extra: Record<string, unknown> = {}): InferenceEngine {
+function guardedEngine(
+  endpoint: string,
+  dns: Resolver,
+  extra: Record<string, unknown> = {},
+  policy: EgressPolicy = loopbackAllowed,
+): InferenceEngine {
   const reg = parseRegistry(
     {
       models: [
@@ -190,7 +195,7 @@ function guardedEngine(endpoint: string, dns: Resolver, extra: Record<string, un
   const def = reg.models[0] as ModelDefinition;
   const guarded = {
     ...def,
-    backend: { ...def.backend, egress: { policy: loopbackAllowed, resolver: dns } },
+    backend: { ...def.backend, egress: { policy, resolver: dns } },
   } as ModelDefinition;
   const e = new InferenceEngine({ defaultModel: "byom", models: [guarded] });
   engines.push(e);
@@ -248,5 +253,35 @@ describe("a customer's endpoint answers are refused unless proper", () => {
     const r = await infer(guardedEngine(`http://fine.example:${s.port}`, fakeDns({ "fine.example": ["127.0.0.1"] })));
     expect(r.model).toBe("byom");
     expect(r.action).toEqual([0.1, 0.2, 0.3, 0, 0, 0, 1]);
+  });
+});
+
+describe("kserve-v2 customer endpoints go through the same guard", () => {
+  const kserve = { kind: "kserve-v2", model_name: "openvla" };
+
+  it("a name resolving to a refused address: model_unavailable naming the refusal, no connection", async () => {
+    const s = await server(ok);
+    const dns = fakeDns({ "triton.example": ["127.0.0.1"] });
+    const e = await failure(infer(guardedEngine(`http://triton.example:${s.port}`, dns, kserve, httpNoNetworks)));
+    expect((e as AppError).code).toBe("model_unavailable");
+    expect((e as AppError).message).toMatch(/egress refused: triton\.example resolves to 127\.0\.0\.1/);
+    expect(dns.calls).toEqual(["triton.example"]);
+    expect(s.connections).toBe(0);
+  });
+
+  it("a redirect answer is refused, its Location not followed", async () => {
+    const target = await server(ok);
+    const s = await server((_req, res) => {
+      res.writeHead(307, {
+        location: `http://127.0.0.1:${target.port}/v2/models/openvla/infer`,
+        "content-length": "0",
+      });
+      res.end();
+    });
+    const dns = fakeDns({ "triton.example": ["127.0.0.1"] });
+    const e = await failure(infer(guardedEngine(`http://triton.example:${s.port}`, dns, kserve)));
+    expect((e as AppError).code).toBe("model_unavailable");
+    expect((e as AppError).message).toMatch(/redirect \(HTTP 307\), which is never followed/);
+    expect(target.connections).toBe(0);
   });
 });

@@ -240,6 +240,33 @@ describe("registering a model (POST /v1/models)", () => {
   });
 });
 
+describe("replacing a model (PUT /v1/models/{id})", () => {
+  const put = (key: string, id: string, body: unknown) =>
+    t.app.inject({ method: "PUT", url: `/v1/models/${id}`, headers: { "x-api-key": key }, payload: body as object });
+
+  it("200 with the new document, served at once; refused documents leave the old one in place", async () => {
+    const res = await put(A.admin, "kitting", model("kitting", [fakeUrl], { description: "v2 of the kitting policy" }));
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toMatchObject({ id: "kitting", owner: "customer", description: "v2 of the kitting policy" });
+    expect((await get(A.robot, "/v1/models/kitting")).json().description).toBe("v2 of the kitting policy");
+
+    const refused = await put(A.admin, "kitting", model("kitting", ["https://internal.example.com"]));
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().code).toBe("endpoint_not_allowed");
+    const mismatch = await put(A.admin, "kitting", model("other"));
+    expect(mismatch.statusCode).toBe(422);
+    expect(mismatch.json().errors[0]).toMatchObject({ path: "/id" });
+    expect((await infer(A.robot, "kitting")).statusCode).toBe(200);
+  });
+
+  it("another customer's id and a service model are 404 unknown_model", async () => {
+    expect((await put(B.admin, "kitting", model("kitting"))).json()).toMatchObject({ code: "unknown_model" });
+    const service = await put(A.admin, "mock-openvla-7b", model("mock-openvla-7b"));
+    expect(service.statusCode).toBe(404);
+    expect((await get(A.robot, "/v1/models/kitting")).json().description).toBe("v2 of the kitting policy");
+  });
+});
+
 describe("deleting a model (DELETE /v1/models/{id})", () => {
   it("another customer's id, a service model and an unknown id are 404 unknown_model", async () => {
     for (const [key, id] of [

@@ -1,4 +1,4 @@
-import { and, asc, count, eq } from "drizzle-orm";
+import { and, asc, count, eq, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
 import { type CustomerModelRow, customerModels, customers } from "../../platform/db/schema/index.ts";
 
@@ -58,6 +58,20 @@ export class CustomerModelsRepo {
         .returning();
       return row === undefined ? ({ kind: "taken" } as const) : ({ kind: "created", row } as const);
     });
+  }
+
+  /** Replaces the document of an existing model; undefined when the customer has none of that id. */
+  async replace(
+    customerId: string,
+    id: string,
+    definition: Record<string, unknown>,
+  ): Promise<CustomerModelRow | undefined> {
+    const [row] = await this.db
+      .update(customerModels)
+      .set({ definition, updatedAt: sql`clock_timestamp()` })
+      .where(and(eq(customerModels.customerId, customerId), eq(customerModels.id, id)))
+      .returning();
+    return row;
   }
 
   async delete(customerId: string, id: string): Promise<boolean> {

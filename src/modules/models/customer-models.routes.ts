@@ -61,6 +61,37 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
     },
   );
 
+  app.put(
+    "/v1/models/:model_id",
+    {
+      preHandler: admin,
+      schema: {
+        tags: ["models"],
+        summary: "Replace your own model",
+        description:
+          "Replaces the document of one of your registered models (same rules and errors as POST; the body's `id` " +
+          "must be the path's). Every instance switches to the new document within a second; requests waiting for the " +
+          "old one get 503, calls in flight finish. Any other id is 404 `unknown_model`.",
+        security: SECURITY,
+        params: ModelParams,
+        body: CustomerModelBody,
+        response: { 200: ModelSchema },
+      },
+    },
+    async (request) => {
+      const principal = caller(request.principal);
+      const info = await service.replace(principal, request.params.model_id, request.body);
+      await platform.audit.recordRequest(request, {
+        action: "model.replace",
+        targetType: "model",
+        targetId: info.id,
+        customerId: principal.customerId,
+        details: { backend: info.backend, endpoints: request.body.backend.endpoints.length },
+      });
+      return forCaller(info, principal);
+    },
+  );
+
   app.delete(
     "/v1/models/:model_id",
     {

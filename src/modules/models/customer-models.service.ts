@@ -4,6 +4,7 @@ import { errors, type FieldError } from "../../platform/errors.ts";
 import type { InferenceEngine, ModelInfo, ModelViewer } from "../inference/inference.service.ts";
 import { parseCustomerModel } from "./customer-model-definition.ts";
 import type { CustomerModelsRepo } from "./customer-models.repo.ts";
+import type { ModelDefinition } from "./registry.ts";
 
 /** Who registers: a principal (its customer's tier decides). */
 export interface ModelOwner extends ModelViewer {
@@ -47,25 +48,9 @@ export class CustomerModelsService {
   }
 
   async register(owner: ModelOwner, doc: unknown): Promise<ModelInfo> {
-    if (owner.tier !== "enterprise") throw errors.enterpriseRequired("Registering your own model endpoints");
-    const parsed = parseCustomerModel(doc, owner.customerId, this.d.egress);
-    if (!parsed.ok) {
-      if (parsed.endpointErrors !== undefined) throw errors.endpointNotAllowed(parsed.endpointErrors);
-      throw errors.validation(parsed.errors, "The model document failed validation.");
-    }
-    const def = parsed.def;
+    const def = await this.check(owner, doc);
     // A registry model the caller may use keeps its id (a restricted one it cannot see is not revealed).
     if (this.d.engine.modelIds(owner).includes(def.id)) throw errors.modelIdTaken(def.id);
-    if (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2") {
-      const refused: FieldError[] = [];
-      await Promise.all(
-        def.backend.endpoints.map(async (url, i) => {
-          const why = await refusedUrl(url, this.d.egress.policy, this.d.egress.resolver);
-          if (why !== undefined) refused.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
-        }),
-      );
-      if (refused.length > 0) throw errors.endpointNotAllowed(refused.sort((a, b) => a.path.localeCompare(b.path)));
-    }
     const outcome = await this.d.repo.insert(
       owner.customerId,
       def.id,
@@ -79,14 +64,52 @@ export class CustomerModelsService {
     return this.d.engine.describe(def.id, owner);
   }
 
+  /** Replaces the caller's own model `id` (the document's id must be `id`); 404 for any other. */
+  async replace(owner: ModelOwner, id: string, doc: unknown): Promise<ModelInfo> {
+    const def = await this.check(owner, doc);
+    if (def.id !== id) {
+      throw errors.validation([{ in: "body", path: "/id", message: `must be "${id}", the id in the path` }]);
+    }
+    const row = await this.d.repo.replace(owner.customerId, id, doc as Record<string, unknown>);
+    if (row === undefined) throw this.unknown(owner, id);
+    await this.install(row);
+    await this.d.publish(owner.customerId, id);
+    return this.d.engine.describe(id, owner);
+  }
+
+  /** The plan, the document and every endpoint's URL and DNS answers (SSRF rules). */
+  private async check(owner: ModelOwner, doc: unknown): Promise<ModelDefinition> {
+    if (owner.tier !== "enterprise") throw errors.enterpriseRequired("Registering your own model endpoints");
+    const parsed = parseCustomerModel(doc, owner.customerId, this.d.egress);
+    if (!parsed.ok) {
+      if (parsed.endpointErrors !== undefined) throw errors.endpointNotAllowed(parsed.endpointErrors);
+      throw errors.validation(parsed.errors, "The model document failed validation.");
+    }
+    const def = parsed.def;
+    if (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2") {
+      const refused: FieldError[] = [];
+      await Promise.all(
+        def.backend.endpoints.map(async (url, i) => {
+          const why = await refusedUrl(url, this.d.egress.policy, this.d.egress.resolver);
+          if (why !== undefined) refused.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
+        }),
+      );
+      if (refused.length > 0) throw errors.endpointNotAllowed(refused.sort((a, b) => a.path.localeCompare(b.path)));
+    }
+    return def;
+  }
+
+  /** 404 unknown_model listing what the viewer may use, as the engine answers. */
+  private unknown(viewer: ModelViewer, id: string) {
+    return errors.unknownModel(id, [
+      ...new Set([...this.d.engine.modelIds(viewer), ...this.d.engine.customerModelIds(viewer.customerId)]),
+    ]);
+  }
+
   /** Deletes the caller's own model: 404 unknown_model for any other id (a registry one included). */
   async remove(viewer: ModelViewer, id: string): Promise<void> {
     const deleted = await this.d.repo.delete(viewer.customerId, id);
-    if (!deleted) {
-      throw errors.unknownModel(id, [
-        ...new Set([...this.d.engine.modelIds(viewer), ...this.d.engine.customerModelIds(viewer.customerId)]),
-      ]);
-    }
+    if (!deleted) throw this.unknown(viewer, id);
     await this.uninstall(viewer.customerId, id);
     await this.d.publish(viewer.customerId, id);
   }
