@@ -1,10 +1,12 @@
+import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { and, eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { customerModelServices } from "../../src/modules/models/customer-models.module.ts";
 import { customerModelExample } from "../../src/modules/models/models.schemas.ts";
+import type { Db } from "../../src/platform/db/client.ts";
 import { auditLog, customerModels, inferenceLogs } from "../../src/platform/db/schema/index.ts";
 import type { Resolver } from "../../src/platform/egress.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
@@ -316,4 +318,46 @@ describe("every instance serves the customer's models", () => {
       await second.close();
     }
   });
+});
+
+describe("erasure and broadcasts", () => {
+  it("erasing a customer deletes its rows and stops serving its models", async () => {
+    const D = await seedCustomer(t.database, { tier: "enterprise", perMinute: 1_000_000 });
+    const key = (await seedKey(t.database, D, { scopes: ["inference", "admin"] })).key;
+    expect((await register(key, model("doomed"))).statusCode).toBe(201);
+    const deletion = t.app.platform.deletion;
+    const counts = await t.database.db.transaction((tx) =>
+      deletion.run({ tx: tx as unknown as Db, userId: randomUUID(), customerId: D }, true),
+    );
+    expect(counts.customer_models).toBe(1);
+    await deletion.afterCommit({ userId: randomUUID(), customerId: D, wholeCustomer: true });
+    expect(t.app.platform.engine.customerModelIds(D)).toEqual([]);
+  });
+
+  it.runIf(process.env.TEST_REDIS_URL !== undefined)(
+    "with Redis, another instance serves a new model after the broadcast, without a restart",
+    async () => {
+      const second = await buildLimitsApp({
+        database: t.database,
+        redisKeyPrefix: t.redis.keyPrefix,
+        env: { MODELS_WARM_UP: "false", BYOM_ALLOW_HTTP: "true", BYOM_ALLOWED_NETWORKS: "127.0.0.0/8" },
+        egressResolver: resolver,
+      });
+      try {
+        await vi.waitFor(() => expect(second.app.platform.invalidation.broadcasting).toBe(true));
+        await vi.waitFor(() => expect(t.app.platform.invalidation.broadcasting).toBe(true));
+        expect(second.app.platform.engine.customerModelIds(B.id)).toEqual([]);
+        expect((await register(B.admin, model("late"))).statusCode).toBe(201);
+        await vi.waitFor(() => expect(second.app.platform.engine.customerModelIds(B.id)).toEqual(["late"]), {
+          timeout: 5_000,
+        });
+        expect((await del(B.admin, "late")).statusCode).toBe(204);
+        await vi.waitFor(() => expect(second.app.platform.engine.customerModelIds(B.id)).toEqual([]), {
+          timeout: 5_000,
+        });
+      } finally {
+        await second.close();
+      }
+    },
+  );
 });
