@@ -151,6 +151,18 @@ describe("guarded agents: every connection is checked", () => {
     expect(s.connections).toBe(0);
   });
 
+  it("https: the same refusals happen before TLS or TCP (a name, a literal IP)", async () => {
+    const s = await server(ok);
+    const dns = fakeDns({ "secure.example": ["127.0.0.1"] });
+    const strict: EgressPolicy = { allowHttp: false, allowedNetworks: [] };
+    for (const url of [`https://secure.example:${s.port}/act`, `https://127.0.0.1:${s.port}/act`]) {
+      const e = await failure(post(url, strict, dns));
+      expect(e, url).toBeInstanceOf(EgressRefusedError);
+    }
+    expect(dns.calls).toEqual(["secure.example"]);
+    expect(s.connections).toBe(0);
+  });
+
   it("inside an operator allow-listed network the call goes to the checked address", async () => {
     const s = await server(ok);
     const dns = fakeDns({ "gpu.internal.example": ["127.0.0.1"] });
