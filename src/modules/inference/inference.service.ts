@@ -157,8 +157,6 @@ function gpuField(s: GpuScraper | undefined): { gpu?: EndpointGpu[] } {
 
 const ms = (v: number) => Math.round(v * 1000) / 1000;
 
-const customerKey = (customerId: string, id: string) => `${customerId}\u0000${id}`;
-
 /**
  * The inference engine: model router -> image preprocessing -> per-model batching queue ->
  * backend -> action codec. Framework-free; routes and stream handlers call `infer`.
@@ -171,7 +169,7 @@ export class InferenceEngine {
    * them (`get` with its viewer), and a registry model the viewer may use wins over one of the same
    * id. Not part of the health checks: a customer's endpoint does not degrade the service's health.
    */
-  private readonly customerModels = new Map<string, LoadedModel>();
+  private readonly customerModels = new Map<string, Map<string, LoadedModel>>();
   private readonly imageLimits: ImageLimits;
   private readonly jpegDecoder: JpegDecoder;
   private readonly metrics: EngineMetrics | undefined;
@@ -290,7 +288,7 @@ export class InferenceEngine {
     const wanted = id ?? this.defaultModel;
     const m = this.models.get(wanted);
     if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
-    const own = viewer === undefined ? undefined : this.customerModels.get(customerKey(viewer.customerId, wanted));
+    const own = viewer === undefined ? undefined : this.customerModels.get(viewer.customerId)?.get(wanted);
     if (own !== undefined) return own;
     const ids = this.modelIds(viewer);
     if (viewer !== undefined) ids.push(...this.customerModelIds(viewer.customerId).filter((x) => !ids.includes(x)));
@@ -299,8 +297,7 @@ export class InferenceEngine {
 
   /** The ids of the models a customer registered that this instance has loaded. */
   customerModelIds(customerId: string): string[] {
-    const prefix = customerKey(customerId, "");
-    return [...this.customerModels.entries()].filter(([k]) => k.startsWith(prefix)).map(([, m]) => m.def.id);
+    return [...(this.customerModels.get(customerId)?.keys() ?? [])];
   }
 
   /**
@@ -309,25 +306,25 @@ export class InferenceEngine {
    */
   async putCustomerModel(customerId: string, def: ModelDefinition): Promise<void> {
     if (this.closed) throw errors.shuttingDown();
-    const key = customerKey(customerId, def.id);
-    const old = this.customerModels.get(key);
-    this.customerModels.set(key, this.load(def, "customer"));
+    let own = this.customerModels.get(customerId);
+    if (own === undefined) {
+      own = new Map();
+      this.customerModels.set(customerId, own);
+    }
+    const old = own.get(def.id);
+    own.set(def.id, this.load(def, "customer"));
     if (old !== undefined) await this.unload(old);
   }
 
   /** Stops serving a customer's model (drained like a replaced one); false when it was not loaded. */
   async removeCustomerModel(customerId: string, id: string): Promise<boolean> {
-    const key = customerKey(customerId, id);
-    const m = this.customerModels.get(key);
-    if (m === undefined) return false;
-    this.customerModels.delete(key);
+    const own = this.customerModels.get(customerId);
+    const m = own?.get(id);
+    if (own === undefined || m === undefined) return false;
+    own.delete(id);
+    if (own.size === 0) this.customerModels.delete(customerId);
     await this.unload(m);
     return true;
-  }
-
-  /** The definition a customer model was loaded from (undefined when not loaded). */
-  customerModel(customerId: string, id: string): ModelDefinition | undefined {
-    return this.customerModels.get(customerKey(customerId, id))?.def;
   }
 
   /** The model's dataset statistics (safety's OOD classifier reads the action moments). */
@@ -579,7 +576,7 @@ export class InferenceEngine {
   /** Stops accepting work, fails waiting requests, lets running batches finish, closes backends. */
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...this.models.values(), ...this.customerModels.values()];
+    const all = [...this.models.values(), ...[...this.customerModels.values()].flatMap((own) => [...own.values()])];
     this.customerModels.clear();
     await Promise.all(all.map((m) => this.unload(m)));
     await this.jpegDecoder.close();
