@@ -23,6 +23,7 @@ import {
 import { createDatabase, type Database } from "./platform/db/client.ts";
 import { registerReplicaMetrics } from "./platform/db/replica-metrics.ts";
 import { DeletionRegistry } from "./platform/deletion.ts";
+import { type Resolver, systemResolver } from "./platform/egress.ts";
 import { Mailer, outboxTransport, smtpTransport } from "./platform/email.ts";
 import { errors } from "./platform/errors.ts";
 import { ExportRegistry } from "./platform/exports.ts";
@@ -65,6 +66,8 @@ export interface BuildOptions {
   readonly backgroundJobs?: boolean;
   /** Use this object store instead of the one the config names (tests: a failing store). */
   readonly objectStore?: ObjectStore;
+  /** How customer model endpoints' host names resolve (tests inject one; default: the system's). */
+  readonly egressResolver?: Resolver;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -171,6 +174,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     audit: createAuditLog(database.db),
     exports: new ExportRegistry(),
     objectStore,
+    egressResolver: options.egressResolver ?? systemResolver,
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({

@@ -27,6 +27,17 @@ describe("loadConfig", () => {
     expect(c.http.publicBaseUrl).toBe("http://localhost:8000");
   });
 
+  it("bring-your-own endpoints: https only and no allow-listed network by default; CIDR lists checked", () => {
+    const c = loadConfig({}, opts);
+    expect(c.models.byom).toEqual({ allowHttp: false, allowedNetworks: [], maxModelsPerCustomer: 10 });
+    const set = loadConfig({ BYOM_ALLOW_HTTP: "true", BYOM_ALLOWED_NETWORKS: "10.20.0.0/16, fd00::/8" }, opts);
+    expect(set.models.byom.allowHttp).toBe(true);
+    expect(set.models.byom.allowedNetworks.map((n) => n.text)).toEqual(["10.20.0.0/16", "fd00::/8"]);
+    expect(problemsOf({ BYOM_ALLOWED_NETWORKS: "10.0.0.0/8,internal" }).join()).toMatch(
+      /BYOM_ALLOWED_NETWORKS: not a network in CIDR notation .*"internal"/,
+    );
+  });
+
   it("tracing: off without an endpoint; sampler ratio and its problems", () => {
     const off = loadConfig({}, opts).tracing;
     expect(off).toMatchObject({ endpoint: undefined, serviceName: "vla-inference-api", sampleRatio: 1 });

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { type Cidr, parseCidr } from "./platform/egress.ts";
 import { isClusterUrl, parseClusterUrl, parseNodes } from "./platform/redis-url.ts";
 
 /**
@@ -89,6 +90,15 @@ export interface Config {
       readonly timeoutMs: number;
       readonly maxBytes: number;
       readonly staleAfter: number;
+    };
+    /** Customer-registered model endpoints (docs/models.md, "Bring your own endpoint"). */
+    readonly byom: {
+      /** Allow plain http endpoint URLs (default: https only). */
+      readonly allowHttp: boolean;
+      /** Networks a customer endpoint may resolve to although not public (default none). */
+      readonly allowedNetworks: readonly Cidr[];
+      /** Registered models per customer. */
+      readonly maxModelsPerCustomer: number;
     };
   };
   readonly inference: {
@@ -350,6 +360,22 @@ class Reader {
     return fallback;
   }
 
+  /** A comma-separated list of networks in CIDR notation; empty when unset. */
+  cidrs(name: string): Cidr[] {
+    const v = this.raw(name);
+    if (v === undefined) return [];
+    const out: Cidr[] = [];
+    for (const part of v.split(",").map((x) => x.trim())) {
+      if (part === "") continue;
+      try {
+        out.push(parseCidr(part));
+      } catch (e) {
+        this.problems.push(`${name}: ${(e as Error).message}`);
+      }
+    }
+    return out;
+  }
+
   oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
     const v = this.raw(name);
     if (v === undefined) return fallback;
@@ -554,6 +580,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
         maxBytes: r.int("BACKEND_METRICS_MAX_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
         staleAfter: r.int("BACKEND_METRICS_STALE_SCRAPES", 3, 1, 1000),
       },
+      byom: {
+        allowHttp: r.bool("BYOM_ALLOW_HTTP", false),
+        allowedNetworks: r.cidrs("BYOM_ALLOWED_NETWORKS"),
+        maxModelsPerCustomer: r.int("BYOM_MAX_MODELS_PER_CUSTOMER", 10, 0, 1000),
+      },
     },
     inference: {
       logInstructions: r.bool("LOG_INSTRUCTIONS", true),
@@ -633,7 +664,8 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
 }
 
 function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === "object") {
+  // A typed array with elements cannot be frozen (the allow-listed networks' address bytes).
+  if (value !== null && typeof value === "object" && !ArrayBuffer.isView(value)) {
     for (const v of Object.values(value)) deepFreeze(v);
     Object.freeze(value);
   }

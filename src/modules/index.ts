@@ -12,6 +12,7 @@ import { consentModule } from "./consent/consent.module.ts";
 import { contextModule } from "./context/context.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
+import { customerModelsModule } from "./models/customer-models.module.ts";
 import { modelsRoutes } from "./models/models.routes.ts";
 import { modelsAdminModule } from "./models/models-admin.routes.ts";
 import { opsRoutes } from "./ops/ops.routes.ts";
@@ -31,6 +32,8 @@ export const modules: readonly ModulePlugin[] = [
   billingModule,
   modelsRoutes,
   modelsAdminModule,
+  // Loads every customer-registered model into the engine before inference routes serve.
+  customerModelsModule,
   safetyModule,
   consentModule,
   // Before inference: the runner records context_metadata and images through it.

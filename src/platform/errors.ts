@@ -36,6 +36,10 @@ export const ERROR_CATALOGUE = {
   invalid_image: { status: 422, title: "Image could not be used" },
   invalid_array: { status: 422, title: "Array payload is malformed" },
   unknown_model: { status: 404, title: "No such model" },
+  enterprise_required: { status: 403, title: "Enterprise plan required" },
+  endpoint_not_allowed: { status: 422, title: "Model endpoint not allowed" },
+  model_id_taken: { status: 409, title: "Model id already in use" },
+  model_limit_reached: { status: 409, title: "Too many registered models" },
   invalid_unnorm_key: { status: 400, title: "Missing or unknown unnorm_key" },
   invalid_safety_profile: { status: 422, title: "Invalid safety profile" },
   robot_stopped: { status: 409, title: "Robot is emergency-stopped" },
@@ -251,6 +255,21 @@ export const errors = {
     new AppError("unknown_model", {
       detail: `Model "${modelId}" does not exist; available: ${known.join(", ")}.`,
       extensions: { available_models: known },
+    }),
+  enterpriseRequired: (what: string) =>
+    new AppError("enterprise_required", { detail: `${what} is available on the enterprise plan.` }),
+  endpointNotAllowed: (fieldErrors: readonly FieldError[]) =>
+    new AppError("endpoint_not_allowed", {
+      detail:
+        "An endpoint URL is refused: it must be https (http only where the operator allows it), hold no credentials, and resolve to public addresses only (or to a network the operator allow-lists).",
+      errors: fieldErrors,
+    }),
+  modelIdTaken: (id: string) =>
+    new AppError("model_id_taken", { detail: `A model with id "${id}" already exists; choose another id.` }),
+  modelLimitReached: (limit: number) =>
+    new AppError("model_limit_reached", {
+      detail: `Your account may register at most ${limit} models; delete one first.`,
+      extensions: { limit },
     }),
   invalidUnnormKey: (detail: string, validKeys: readonly string[]) =>
     new AppError("invalid_unnorm_key", { detail, extensions: { valid_unnorm_keys: validKeys } }),

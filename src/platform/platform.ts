@@ -6,6 +6,7 @@ import type { AuthRegistry } from "./auth.ts";
 import type { BatchSink, BatchWriter, BatchWriterTuning } from "./batch-writer.ts";
 import type { Database } from "./db/client.ts";
 import type { DeletionRegistry } from "./deletion.ts";
+import type { Resolver } from "./egress.ts";
 import type { Mailer } from "./email.ts";
 import type { ExportRegistry } from "./exports.ts";
 import type { HealthRegistry } from "./health.ts";
@@ -51,6 +52,8 @@ export interface Platform {
   readonly exports: ExportRegistry;
   /** Stored camera images (docs/architecture.md "Object store"): DATA_DIR/objects, or S3 when `S3_BUCKET` is set. */
   readonly objectStore: ObjectStore;
+  /** Resolves customer model endpoints' host names for the SSRF guard (platform/egress.ts). */
+  readonly egressResolver: Resolver;
   /** Lines a module wants printed once after the server starts listening (first-run hints). */
   readonly notices: string[];
   /** The model layer: registry, batching queues, backends (src/modules/inference). */

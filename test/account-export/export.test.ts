@@ -173,6 +173,7 @@ describe("account export", () => {
       "members.ndjson",
       "api_keys.ndjson",
       "usage.ndjson",
+      "customer_models.ndjson",
       "safety_incidents.ndjson",
       "robot_profiles.ndjson",
       "consent_history.ndjson",

@@ -97,7 +97,7 @@ export function parseConcatenatedJson(text: string): unknown[] {
 export function configEnvNames(source: string): string[] {
   const names = new Set<string>();
   for (const m of source.matchAll(
-    /\b(?:(?:r|this)\.(?:raw|str|int|bool|oneOf|stringArray|optionalUrl)|priceList)\(\s*"([A-Z][A-Z0-9_]*)"/g,
+    /\b(?:(?:r|this)\.(?:raw|str|int|bool|oneOf|stringArray|optionalUrl|cidrs)|priceList)\(\s*"([A-Z][A-Z0-9_]*)"/g,
   )) {
     names.add(m[1] as string);
   }

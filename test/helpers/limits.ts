@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { type App, buildApp } from "../../src/app.ts";
+import { type App, type BuildOptions, buildApp } from "../../src/app.ts";
 import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
 import { generateKey } from "../../src/modules/api-keys/key-format.ts";
 import type { Principal, Scope, Tier } from "../../src/platform/auth.ts";
@@ -99,6 +99,8 @@ export interface LimitsAppOptions {
   readonly realClock?: boolean;
   /** Instead of the folder store under the test's DATA_DIR (e.g. a failing one, or S3). */
   readonly objectStore?: ObjectStore;
+  /** How customer model endpoints resolve (the SSRF guard's DNS; tests never use the real one). */
+  readonly egressResolver?: BuildOptions["egressResolver"];
 }
 
 export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<LimitsContext> {
@@ -116,6 +118,7 @@ export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<Li
     migrate: false,
     plugins: [probePlugin],
     ...(options.objectStore === undefined ? {} : { objectStore: options.objectStore }),
+    ...(options.egressResolver === undefined ? {} : { egressResolver: options.egressResolver }),
     ...(options.realClock === true ? {} : { now: clock.now }),
   });
   installTestSessions(app);

@@ -267,7 +267,9 @@ export class InferenceRunner {
         customerId,
         robotId: input.robotId,
         inferenceId: id,
-        modelId: result.model,
+        // A customer's own model (docs/models.md, "Bring your own endpoint") is judged by the rules,
+        // profiles and stops, under a name no registry statistics answer to (ids have no colon).
+        modelId: result.owner === "customer" ? `customer:${result.model}` : result.model,
         unnormKey: result.unnormKey,
         decoded: input.postprocess === undefined ? decoded : input.postprocess(decoded),
         robotState: input.robotState,
@@ -332,7 +334,11 @@ export class InferenceRunner {
       },
       ctx.trace,
     );
-    this.counter?.inc({ source: ctx.source, model: result.model, outcome: "ok" });
+    this.counter?.inc({
+      source: ctx.source,
+      model: result.owner === "customer" ? "customer" : result.model,
+      outcome: "ok",
+    });
     return { id, result, action: outcome.action, actionChunk: outcome.actionChunk, safety: outcome.safety, totalMs };
   }
 

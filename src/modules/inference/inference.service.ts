@@ -87,10 +87,14 @@ export interface InferenceResult {
   readonly image: ReceivedImage;
   /** Only when asked (`thumbnail: true`): 64 float32 values, see thumbnail-embedding.ts. */
   readonly thumbnail?: Float32Array;
+  /** Set for a customer-registered model (docs/models.md, "Bring your own endpoint"). */
+  readonly owner?: "customer";
 }
 
 export interface ModelInfo {
   readonly id: string;
+  /** operator: the registry's; customer: registered by the caller's customer (POST /v1/models). */
+  readonly owner: "operator" | "customer";
   readonly description: string;
   readonly backend: ModelBackend["kind"];
   readonly status: ModelStatus;
@@ -128,6 +132,9 @@ interface LoadedModel {
   readonly def: ModelDefinition;
   /** definitionFingerprint(def): a reload keeps the model when its new definition has the same. */
   readonly fingerprint: string;
+  readonly owner: "operator" | "customer";
+  /** The `model` label of engine metrics: the id, or "customer" (customers' ids would be unbounded). */
+  readonly label: string;
   readonly backend: ModelBackend;
   readonly scheduler: BatchScheduler<BackendRequest, BackendOutput>;
   readonly stats: ModelStats;
@@ -218,6 +225,12 @@ export class InferenceEngine {
   private readonly reloadListeners: ((change: RegistryChange) => void)[] = [];
   private readonly registrySource: () => RegistryDocument;
   private readonly reloadWarmUpTimeoutMs: number;
+  /**
+   * Customer-registered models, by customer id and model id: only that customer's requests reach
+   * them (`get` with its viewer), and a registry model the viewer may use wins over one of the same
+   * id. Not part of the health checks: a customer's endpoint does not degrade the service's health.
+   */
+  private readonly customerModels = new Map<string, Map<string, LoadedModel>>();
   private readonly imageLimits: ImageLimits;
   private readonly jpegDecoder: JpegDecoder;
   private readonly metrics: EngineMetrics | undefined;
@@ -254,8 +267,14 @@ export class InferenceEngine {
    * GPU scraper. The backend is not warmed: `warmUp` (or the first request) does that. `stats`:
    * a changed model's, so its request counts and latency window go on across a reload.
    */
-  private load(def: ModelDefinition, stats: ModelStats = new ModelStats()): LoadedModel {
+  private load(
+    def: ModelDefinition,
+    options: { readonly owner?: LoadedModel["owner"]; readonly stats?: ModelStats | undefined } = {},
+  ): LoadedModel {
     const backend = this.factory(def);
+    const owner = options.owner ?? "operator";
+    const label = owner === "customer" ? "customer" : def.id;
+    const stats = options.stats ?? new ModelStats();
     const m = this.metrics;
     // The gauge is the serving instance's: a replaced one draining (and closing) must not overwrite it.
     let self: LoadedModel | undefined;
@@ -283,14 +302,15 @@ export class InferenceEngine {
         return answered;
       },
       {
+        // A customer model's depth is not reported: several share the label.
         onDepth: (d) => {
-          if (serving()) m?.queueDepth.set({ model: def.id }, d);
+          if (owner === "operator" && serving()) m?.queueDepth.set({ model: label }, d);
         },
-        onQueueWait: (w) => m?.queueWait.observe({ model: def.id }, w / 1000),
+        onQueueWait: (w) => m?.queueWait.observe({ model: label }, w / 1000),
         onBatch: (size, t) => {
           stats.recordBatch(size);
-          m?.batchSize.observe({ model: def.id }, size);
-          m?.modelLatency.observe({ model: def.id }, t / 1000);
+          m?.batchSize.observe({ model: label }, size);
+          m?.modelLatency.observe({ model: label }, t / 1000);
         },
       },
     );
@@ -314,6 +334,8 @@ export class InferenceEngine {
     self = {
       def,
       fingerprint: definitionFingerprint(def),
+      owner,
+      label,
       backend,
       scheduler,
       stats,
@@ -399,7 +421,7 @@ export class InferenceEngine {
           continue;
         }
         (old === undefined ? added : changed).push(def.id);
-        built.set(def.id, this.load(def, old?.stats));
+        built.set(def.id, this.load(def, { stats: old?.stats }));
       }
     } catch (e) {
       // A backend that cannot even be built (e.g. its ONNX file is unreadable) is a registry problem.
@@ -437,7 +459,7 @@ export class InferenceEngine {
         removed.push(m.def.id);
         this.metrics?.queueDepth.remove({ model: m.def.id });
       }
-      this.retire(m);
+      void this.retire(m);
     }
     const change: RegistryChange = {
       added,
@@ -452,8 +474,11 @@ export class InferenceEngine {
     return change;
   }
 
-  /** Drains a model out of the registry in the background: its requests finish, then it closes. */
-  private retire(m: LoadedModel): void {
+  /**
+   * Drains a model out of service: its requests finish, then it closes. Reloads do not wait for
+   * it (background); customer model changes do (the returned promise).
+   */
+  private retire(m: LoadedModel): Promise<void> {
     const drained =
       m.active === 0
         ? Promise.resolve()
@@ -463,6 +488,7 @@ export class InferenceEngine {
     const done = drained.then(() => this.unload(m));
     this.retiring.set(m, done);
     void done.finally(() => this.retiring.delete(m));
+    return done;
   }
 
   /** Models replaced or removed by a reload that are still finishing their requests. */
@@ -498,11 +524,47 @@ export class InferenceEngine {
    * listing only the ids the viewer may use, so its existence is not revealed.
    */
   private get(id: string | undefined, viewer?: ModelViewer): LoadedModel {
-    const m = this.models.get(id ?? this.defaultModel);
-    if (m === undefined || (viewer !== undefined && !modelVisibleTo(m.def, viewer))) {
-      throw errors.unknownModel(id ?? this.defaultModel, this.modelIds(viewer));
+    const wanted = id ?? this.defaultModel;
+    const m = this.models.get(wanted);
+    if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
+    const own = viewer === undefined ? undefined : this.customerModels.get(viewer.customerId)?.get(wanted);
+    if (own !== undefined) return own;
+    const ids = this.modelIds(viewer);
+    if (viewer !== undefined) ids.push(...this.customerModelIds(viewer.customerId).filter((x) => !ids.includes(x)));
+    throw errors.unknownModel(wanted, ids);
+  }
+
+  /** The ids of the models a customer registered that this instance has loaded. */
+  customerModelIds(customerId: string): string[] {
+    return [...(this.customerModels.get(customerId)?.keys() ?? [])];
+  }
+
+  /**
+   * Serves (or replaces) a customer's registered model; only that customer's requests reach it.
+   * A replaced model drains like one a reload replaced: the requests that already resolved it
+   * (queued ones included) finish, then its backend closes.
+   */
+  async putCustomerModel(customerId: string, def: ModelDefinition): Promise<void> {
+    if (this.closed) throw errors.shuttingDown();
+    let own = this.customerModels.get(customerId);
+    if (own === undefined) {
+      own = new Map();
+      this.customerModels.set(customerId, own);
     }
-    return m;
+    const old = own.get(def.id);
+    own.set(def.id, this.load(def, { owner: "customer" }));
+    if (old !== undefined) await this.retire(old);
+  }
+
+  /** Stops serving a customer's model (drained like a replaced one); false when it was not loaded. */
+  async removeCustomerModel(customerId: string, id: string): Promise<boolean> {
+    const own = this.customerModels.get(customerId);
+    const m = own?.get(id);
+    if (own === undefined || m === undefined) return false;
+    own.delete(id);
+    if (own.size === 0) this.customerModels.delete(customerId);
+    await this.retire(m);
+    return true;
   }
 
   /** The model's dataset statistics (safety's OOD classifier reads the action moments). */
@@ -512,10 +574,14 @@ export class InferenceEngine {
 
   /** With a viewer: 404 unknown_model for a model it may not use. */
   describe(id: string, viewer?: ModelViewer): ModelInfo {
-    const m = this.get(id, viewer);
+    return this.info(this.get(id, viewer));
+  }
+
+  private info(m: LoadedModel): ModelInfo {
     const d = m.def;
     return {
       id: d.id,
+      owner: m.owner,
       description: d.description,
       backend: m.backend.kind,
       status: m.status,
@@ -538,9 +604,13 @@ export class InferenceEngine {
     };
   }
 
-  /** With a viewer: only the models it may use. */
+  /** With a viewer: only the models it may use, its customer's own registered ones last. */
   list(viewer?: ModelViewer): ModelInfo[] {
-    return this.modelIds(viewer).map((id) => this.describe(id));
+    const ids = this.modelIds(viewer);
+    const registry = ids.map((id) => this.describe(id));
+    if (viewer === undefined) return registry;
+    const own = this.customerModelIds(viewer.customerId).filter((id) => !ids.includes(id));
+    return [...registry, ...own.map((id) => this.describe(id, viewer))];
   }
 
   async infer(req: InferenceRequest): Promise<InferenceResult> {
@@ -551,7 +621,7 @@ export class InferenceEngine {
     try {
       const result = await this.run(m, req);
       m.stats.recordRequest(true, performance.now() - started);
-      this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: "ok" });
+      this.metrics?.requests.inc({ model: m.label, backend: m.backend.kind, outcome: "ok" });
       if (m.status === "loading" || m.status === "down") m.status = "ready";
       return result;
     } catch (e) {
@@ -559,7 +629,7 @@ export class InferenceEngine {
       const serverSide = !(e instanceof AppError) || e.status >= 500;
       m.stats.recordRequest(!serverSide, performance.now() - started, serverSide);
       const code = e instanceof AppError ? e.code : "internal_error";
-      this.metrics?.requests.inc({ model: m.def.id, backend: m.backend.kind, outcome: code });
+      this.metrics?.requests.inc({ model: m.label, backend: m.backend.kind, outcome: code });
       throw e;
     } finally {
       m.active -= 1;
@@ -647,6 +717,7 @@ export class InferenceEngine {
       imageSha256: image.sha256,
       image: received,
       ...(thumbnail === undefined ? {} : { thumbnail }),
+      ...(m.owner === "customer" ? { owner: "customer" as const } : {}),
     };
   }
 
@@ -755,7 +826,9 @@ export class InferenceEngine {
     this.closed = true;
     await this.reloadChain;
     // Draining models stop like the others: what still waits in their queues gets 503.
-    await Promise.all([...this.models.values(), ...this.retiring.keys()].map((m) => this.unload(m)));
+    const own = [...this.customerModels.values()].flatMap((models) => [...models.values()]);
+    this.customerModels.clear();
+    await Promise.all([...this.models.values(), ...own, ...this.retiring.keys()].map((m) => this.unload(m)));
     await this.jpegDecoder.close();
   }
 }
@@ -770,7 +843,7 @@ interface GpuLogger {
  * checks, background warm-up, and backend shutdown on the lifecycle's flush phase.
  */
 export function createEngine(
-  config: Pick<Config, "models">,
+  config: { readonly models: Omit<Config["models"], "byom"> },
   platform: { metrics: Registry; health: HealthRegistry; lifecycle: Lifecycle; log?: GpuLogger },
   options: Pick<EngineOptions, "backendFactory"> = {},
 ): InferenceEngine {

@@ -23,7 +23,7 @@ function viewer(p: Principal | null): Principal {
   return p;
 }
 
-/** GET /v1/models and GET /v1/models/{model_id} (scope `inference`). */
+/** GET /v1/models and GET /v1/models/{model_id} (scope `inference`); writes are customer-models.routes.ts. */
 export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, { platform }) => {
   const requireInference = platform.auth.require({ scopes: ["inference"] });
   const engine = platform.engine;
@@ -37,7 +37,8 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         summary: "List models",
         description:
           "Every model this server serves to the caller (a model restricted to other customers is left out; " +
-          "superusers see all), with its backend, status, action shape, accepted `unnorm_key`s, " +
+          "superusers see all), then the models the caller's account registered itself (`owner: customer`, " +
+          "POST /v1/models), each with its backend, status, action shape, accepted `unnorm_key`s, " +
           "input preprocessing and live statistics (requests, errors, latency percentiles, queue depth, mean batch size).",
         security: SECURITY,
         response: { 200: ModelListSchema },
@@ -58,7 +59,7 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
         summary: "Describe one model",
         description:
           "One model's description and live statistics; 404 `unknown_model` lists the available ids. " +
-          "A model restricted to other customers answers 404 `unknown_model` as if it did not exist.",
+          "A model restricted to other customers, or registered by another account, answers 404 `unknown_model` as if it did not exist.",
         security: SECURITY,
         params: ModelParams,
         response: { 200: ModelSchema },

@@ -4,6 +4,7 @@ const nullableNumber = (description: string) => Type.Union([Type.Number(), Type.
 
 const modelExample = {
   id: "mock-openvla-7b",
+  owner: "operator",
   description: "Mock with OpenVLA-7B's interface.",
   backend: "mock",
   status: "ready",
@@ -83,6 +84,11 @@ const GpuEndpointSchema = Type.Object(
 export const ModelSchema = Type.Object(
   {
     id: Type.String({ description: "Model id, used as `model` in inference requests." }),
+    owner: Type.Union([Type.Literal("operator"), Type.Literal("customer")], {
+      description:
+        "`operator`: one of the service's models. `customer`: registered by your account (POST /v1/models), " +
+        "private to it, served from your endpoints.",
+    }),
     description: Type.String(),
     backend: Type.Union(
       [Type.Literal("mock"), Type.Literal("onnx"), Type.Literal("openvla-http"), Type.Literal("kserve-v2")],
@@ -160,3 +166,146 @@ export const ModelListSchema = Type.Object(
 export const ModelParams = Type.Object({
   model_id: Type.String({ minLength: 1, maxLength: 64, description: "A model id from GET /v1/models." }),
 });
+
+const unnormExample = {
+  mean: [0, 0, 0, 0, 0, 0, 0.5],
+  std: [0.01, 0.01, 0.01, 0.03, 0.03, 0.03, 0.5],
+  min: [-0.05, -0.05, -0.05, -0.2, -0.2, -0.2, 0],
+  max: [0.05, 0.05, 0.05, 0.2, 0.2, 0.2, 1],
+  q01: [-0.03, -0.03, -0.03, -0.1, -0.1, -0.1, 0],
+  q99: [0.03, 0.03, 0.03, 0.1, 0.1, 0.1, 1],
+  mask: [true, true, true, true, true, true, false],
+};
+
+/** A customer's model as in the docs (docs/models.md, "Bring your own endpoint"). */
+export const customerModelExample = {
+  id: "my-openvla-finetune",
+  description: "OpenVLA-7B fine-tuned on our kitting cell.",
+  backend: {
+    kind: "openvla-http",
+    endpoints: ["https://vla.robots.example.com"],
+    timeout_ms: 5000,
+    retries: 1,
+  },
+  action: { dim: 7, chunk: 1 },
+  dataset_statistics: { kitting_v2: { action: unnormExample } },
+  default_unnorm_key: "kitting_v2",
+  image: { size: 224, strategy: "resize-naive" },
+};
+
+const num = (description: string) => Type.Integer({ description });
+
+export const CustomerModelBody = Type.Object(
+  {
+    id: Type.String({
+      pattern: "^[a-z0-9][a-z0-9._-]{0,63}$",
+      description:
+        "Your model's id (lower-case letters, digits, `.`, `_`, `-`; 1..64), used as `model` in inference requests. " +
+        "Unique among your models; ids of the service's models you can use are taken.",
+    }),
+    description: Type.Optional(Type.String({ maxLength: 1000 })),
+    backend: Type.Object(
+      {
+        kind: Type.Union([Type.Literal("openvla-http"), Type.Literal("kserve-v2")], {
+          description:
+            "`openvla-http`: OpenVLA deploy.py-compatible servers (`POST {endpoint}/act`, json_numpy). " +
+            "`kserve-v2`: the Open Inference Protocol (KServe v2, Triton).",
+        }),
+        endpoints: Type.Array(Type.String({ maxLength: 2048 }), {
+          minItems: 1,
+          maxItems: 8,
+          description:
+            "Base URLs of interchangeable replicas. https only (http where the operator allows it), no credentials, " +
+            "query or fragment; every host must resolve to public addresses only (or to a network the operator " +
+            "allow-lists), checked now and again on every connection. Redirects are never followed.",
+        }),
+        timeout_ms: Type.Optional(num("Per call, 1..60000 (default 10000).")),
+        retries: Type.Optional(num("Extra attempts on other endpoints after a failure, 0..3 (default 1).")),
+        circuit: Type.Optional(
+          Type.Object(
+            {
+              failure_threshold: Type.Optional(
+                num("Consecutive failures that open an endpoint's circuit (default 3)."),
+              ),
+              cooldown_ms: Type.Optional(num("How long an open circuit rejects (default 5000).")),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+        max_response_bytes: Type.Optional(num("Largest answer accepted, 64..8388608 (default 1048576).")),
+        model_name: Type.Optional(Type.String({ description: "kserve-v2: the model's name on the server." })),
+        model_version: Type.Optional(Type.String({ description: "kserve-v2: a model version." })),
+        image_input: Type.Optional(Type.String({ description: 'kserve-v2: image input tensor (default "image").' })),
+        instruction_input: Type.Optional(
+          Type.String({ description: 'kserve-v2: instruction input tensor (default "instruction").' }),
+        ),
+        output_name: Type.Optional(Type.String({ description: 'kserve-v2: output tensor (default "actions").' })),
+        output_kind: Type.Optional(
+          Type.Union([Type.Literal("actions"), Type.Literal("normalized"), Type.Literal("tokens")], {
+            description: "kserve-v2: what the output holds (default actions, in robot units).",
+          }),
+        ),
+      },
+      { additionalProperties: false, description: "Where and how the model is called." },
+    ),
+    action: Type.Object(
+      {
+        dim: Type.Integer({ description: "Action dimension D, 1..64." }),
+        chunk: Type.Optional(Type.Integer({ description: "Steps H per answer, 1..256 (default 1)." })),
+      },
+      { additionalProperties: false },
+    ),
+    dataset_statistics: Type.Record(Type.String(), Type.Unknown(), {
+      description:
+        "Inline dataset statistics keyed by unnorm key, as in OpenVLA's dataset_statistics.json " +
+        "(`{key: {action: {mean, std, min, max, q01, q99, mask}}}`); each key's action dimension must equal action.dim.",
+    }),
+    default_unnorm_key: Type.Optional(Type.String({ description: "Used when a request names none." })),
+    image: Type.Optional(
+      Type.Object(
+        {
+          size: Type.Optional(Type.Integer()),
+          width: Type.Optional(Type.Integer()),
+          height: Type.Optional(Type.Integer()),
+          strategy: Type.Optional(Type.String({ description: "resize-naive | letterbox | center-crop." })),
+          crop_area: Type.Optional(Type.Number()),
+        },
+        {
+          additionalProperties: false,
+          description: "Preprocessing before the image is sent (default 224, resize-naive).",
+        },
+      ),
+    ),
+    prompt_template: Type.Optional(Type.String({ maxLength: 2000, description: "Must contain {instruction}." })),
+    lowercase_instruction: Type.Optional(Type.Boolean()),
+    unnormalization: Type.Optional(
+      Type.Object(
+        {
+          mode: Type.Optional(Type.Union([Type.Literal("bounds_q99"), Type.Literal("bounds")])),
+          epsilon: Type.Optional(Type.Number()),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    batching: Type.Optional(
+      Type.Object(
+        {
+          max_batch_size: Type.Optional(num("1..64 (openvla-http: default 1, calls are single).")),
+          max_wait_ms: Type.Optional(Type.Number()),
+          max_queue: Type.Optional(num("1..1024 (default 256).")),
+          timeout_ms: Type.Optional(num("Per request, 1..60000 (default 10000).")),
+          max_concurrent_batches: Type.Optional(num("1..32 (default 8).")),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      "A model served from your own endpoints: the registry entry format of docs/models.md, with statistics inline.",
+    examples: [customerModelExample],
+  },
+);
+
+export type CustomerModelBodyDto = Static<typeof CustomerModelBody>;

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { EgressGuard } from "../../platform/egress.ts";
 import { type ImageSpec, PREPROCESS_STRATEGIES, type PreprocessStrategy } from "../inference/images.ts";
 import type { UnnormalizeOptions } from "./action-codec.ts";
 import { MOCK_OUTPUTS, type MockOutput } from "./backends/mock.ts";
@@ -48,6 +49,11 @@ export interface RemoteSettings {
    * and queue metrics (Triton: http://host:8002/metrics), or undefined.
    */
   readonly metricsUrls: readonly (string | undefined)[];
+  /**
+   * Customer-registered models only (docs/models.md, "Bring your own endpoint"): every connection
+   * passes this SSRF guard. Undefined for the operator's registry models.
+   */
+  readonly egress?: EgressGuard;
 }
 
 export type BackendSettings =
@@ -360,7 +366,11 @@ function parseAccess(v: unknown): ReadonlySet<string> | undefined {
   return ids;
 }
 
-function parseModel(v: unknown, baseDir: string): ModelDefinition {
+/**
+ * Validates one registry entry (paths relative to `baseDir`); throws an Error whose message is
+ * "field: problem". Customer-registered models (customer-models.ts) pass through here too.
+ */
+export function parseModel(v: unknown, baseDir: string): ModelDefinition {
   const m = asObj(v, "model");
   const id = str(m, "id", "");
   if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(id)) throw new FieldError("id: lower-case letters, digits, . _ - (1..64)");

@@ -8,6 +8,7 @@ export * from "./auth.ts";
 export * from "./billing.ts";
 export * from "./consent.ts";
 export * from "./context-metadata.ts";
+export * from "./customer-models.ts";
 export * from "./customers.ts";
 export * from "./exports.ts";
 export * from "./feedback.ts";

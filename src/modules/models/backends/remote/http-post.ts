@@ -1,11 +1,15 @@
 import http from "node:http";
 import https from "node:https";
+import { createGuardedAgents, type EgressGuard } from "../../../../platform/egress.ts";
 import { RemoteCallError } from "./endpoint-pool.ts";
 
 export interface PostAnswer {
   readonly status: number;
   readonly body: Buffer;
+  readonly headers: http.IncomingHttpHeaders;
 }
+
+export type Agents = { http: http.Agent; https: https.Agent; close(): void };
 
 /**
  * Keep-alive agents for remote model calls: one connection per concurrent call, reused.
@@ -13,7 +17,8 @@ export interface PostAnswer {
  * as an iterable of chunks and cost about 0.8 ms of CPU per call on the 2-core development
  * machine (bench/robot-clients.bench.ts, remote scenario); one `end(body)` is one write.
  */
-export function createAgents(): { http: http.Agent; https: https.Agent; close(): void } {
+export function createAgents(egress?: EgressGuard): Agents {
+  if (egress !== undefined) return createGuardedAgents(egress.policy, egress.resolver);
   const agents = {
     http: new http.Agent({ keepAlive: true, keepAliveMsecs: 1000, scheduling: "lifo" }),
     https: new https.Agent({ keepAlive: true, keepAliveMsecs: 1000, scheduling: "lifo" }),
@@ -26,15 +31,16 @@ export function createAgents(): { http: http.Agent; https: https.Agent; close():
 }
 
 /**
- * POSTs `body` to `url` and reads the answer, refusing more than `maxBytes` (remote answers
+ * POSTs `body` to `url` (or GETs it, `method`) and reads the answer, refusing more than `maxBytes` (remote answers
  * are bounded like user input). An aborted `signal` destroys the request; the caller's pool
- * maps that to a timeout. Network errors reject with the socket's error.
+ * maps that to a timeout. Network errors reject with the socket's error. Redirects are never
+ * followed (node:http does not): a 3xx is just a status for the caller to refuse.
  */
 export function postBytes(
   url: string,
   body: Buffer | string,
   headers: Record<string, string>,
-  options: { signal: AbortSignal; maxBytes: number; agents: ReturnType<typeof createAgents> },
+  options: { signal: AbortSignal; maxBytes: number; agents: Agents; method?: "POST" | "GET" },
 ): Promise<PostAnswer> {
   const u = new URL(url);
   const secure = u.protocol === "https:";
@@ -48,7 +54,7 @@ export function postBytes(
     const req = mod.request(
       u,
       {
-        method: "POST",
+        method: options.method ?? "POST",
         agent: secure ? options.agents.https : options.agents.http,
         headers: { ...headers, "content-length": String(Buffer.byteLength(body)) },
       },
@@ -74,6 +80,7 @@ export function postBytes(
           signal.removeEventListener("abort", onAbort);
           resolve({
             status: res.statusCode ?? 0,
+            headers: res.headers,
             body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks),
           });
         });

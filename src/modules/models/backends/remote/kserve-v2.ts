@@ -2,7 +2,8 @@ import type { CheckResult } from "../../../../platform/health.ts";
 import { injectTraceHeaders } from "../../../../platform/tracing.ts";
 import type { BackendSettings } from "../../registry.ts";
 import type { BackendRequest, BackendResult, EndpointReport, ModelBackend } from "../types.ts";
-import { EndpointPool, RemoteCallError, readBounded } from "./endpoint-pool.ts";
+import { EndpointPool, RemoteCallError } from "./endpoint-pool.ts";
+import { createAgents, postBytes } from "./http-post.ts";
 
 type KServeSettings = Extract<BackendSettings, { kind: "kserve-v2" }>;
 
@@ -26,9 +27,11 @@ export class KServeV2Backend implements ModelBackend {
   private readonly s: KServeSettings;
   private readonly action: { dim: number; chunk: number };
   private counter = 0;
+  private readonly agents: ReturnType<typeof createAgents>;
 
   constructor(modelId: string, settings: KServeSettings, action: { dim: number; chunk: number }) {
     this.s = settings;
+    this.agents = createAgents(settings.egress);
     this.pool = new EndpointPool(modelId, settings);
     this.action = action;
   }
@@ -108,13 +111,20 @@ export class KServeV2Backend implements ModelBackend {
     // Tracing on: one call carries a whole batch; it joins the trace of its first traced request.
     injectTraceHeaders(headers, batch.find((r) => r.trace?.context !== undefined)?.trace?.context);
     return this.pool.call(async (endpoint, signal) => {
-      const res = await fetch(`${endpoint.url}${this.modelPath()}/infer`, {
-        method: "POST",
-        headers,
-        body,
+      // node:http (never follows redirects), through the SSRF guard for a customer's model.
+      const res = await postBytes(`${endpoint.url}${this.modelPath()}/infer`, body, headers, {
         signal,
+        maxBytes: this.s.maxResponseBytes,
+        agents: this.agents,
       });
-      const bytes = await readBounded(res, this.s.maxResponseBytes);
+      const bytes = res.body;
+      if (res.status >= 300 && res.status < 400) {
+        throw new RemoteCallError(
+          "status",
+          `${endpoint.url} infer answered a redirect (HTTP ${res.status}), which is never followed`,
+          false,
+        );
+      }
       if (res.status !== 200) {
         let msg = `HTTP ${res.status}`;
         try {
@@ -126,7 +136,8 @@ export class KServeV2Backend implements ModelBackend {
         const retryable = res.status >= 500 || res.status === 429;
         throw new RemoteCallError("status", `${endpoint.url} infer answered ${msg}`, retryable);
       }
-      return this.parse(bytes, res.headers.get("inference-header-content-length"), batch.length, endpoint.url);
+      const headerLength = res.headers["inference-header-content-length"];
+      return this.parse(bytes, typeof headerLength === "string" ? headerLength : null, batch.length, endpoint.url);
     });
   }
 
@@ -217,12 +228,12 @@ export class KServeV2Backend implements ModelBackend {
       this.pool.endpoints.map(async (e) => {
         try {
           const signal = AbortSignal.timeout(Math.min(2_000, this.s.timeoutMs));
+          const get = (url: string) =>
+            postBytes(url, "", {}, { signal, maxBytes: 64 * 1024, agents: this.agents, method: "GET" });
           const [server, model] = await Promise.all([
-            fetch(`${e.url}/v2/health/ready`, { signal }),
-            fetch(`${e.url}${this.modelPath()}/ready`, { signal }),
+            get(`${e.url}/v2/health/ready`),
+            get(`${e.url}${this.modelPath()}/ready`),
           ]);
-          await server.body?.cancel();
-          await model.body?.cancel();
           e.probeOk = server.status === 200 && model.status === 200;
           if (!e.probeOk) e.lastError = `ready probes answered ${server.status}/${model.status}`;
         } catch (err) {
@@ -239,5 +250,7 @@ export class KServeV2Backend implements ModelBackend {
     if (h.status === "down") throw new Error(`no KServe endpoint is ready: ${h.detail ?? ""}`);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.agents.close();
+  }
 }

@@ -20,10 +20,11 @@ export class OpenVlaHttpBackend implements ModelBackend {
   private readonly settings: RemoteSettings;
   private readonly actionDim: number;
   private readonly maxChunk: number;
-  private readonly agents = createAgents();
+  private readonly agents: ReturnType<typeof createAgents>;
 
   constructor(modelId: string, settings: RemoteSettings, action: { dim: number; chunk: number }) {
     this.settings = settings;
+    this.agents = createAgents(settings.egress);
     this.pool = new EndpointPool(modelId, settings);
     this.actionDim = action.dim;
     this.maxChunk = action.chunk;
@@ -54,6 +55,13 @@ export class OpenVlaHttpBackend implements ModelBackend {
       });
       if (res.status >= 500 || res.status === 429) {
         throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`);
+      }
+      if (res.status >= 300 && res.status < 400) {
+        throw new RemoteCallError(
+          "status",
+          `${endpoint.url}/act answered a redirect (HTTP ${res.status}), which is never followed`,
+          false,
+        );
       }
       if (res.status !== 200) {
         throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`, false);

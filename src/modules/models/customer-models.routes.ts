@@ -1,0 +1,123 @@
+import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "typebox";
+import type { Principal } from "../../platform/auth.ts";
+import { errors } from "../../platform/errors.ts";
+import type { ModuleOptions } from "../../platform/module.ts";
+import type { CustomerModelsService } from "./customer-models.service.ts";
+import { forCaller } from "./models.routes.ts";
+import { CustomerModelBody, ModelParams, ModelSchema } from "./models.schemas.ts";
+
+/** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */
+const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
+
+function caller(p: Principal | null): Principal {
+  if (p === null) throw errors.unauthorized();
+  return p;
+}
+
+/**
+ * POST /v1/models and DELETE /v1/models/{model_id}: a customer's own model endpoints (scope
+ * `admin`, enterprise plan). Listing and describing them is GET /v1/models (models.routes.ts).
+ */
+export const customerModelsRoutes: FastifyPluginAsyncTypebox<
+  ModuleOptions & { service: CustomerModelsService }
+> = async (app, { platform, service }) => {
+  const admin = platform.auth.require({ scopes: ["admin"] });
+
+  app.post(
+    "/v1/models",
+    {
+      preHandler: admin,
+      schema: {
+        tags: ["models"],
+        summary: "Register your own model endpoint",
+        description:
+          "Enterprise plan (otherwise 403 `enterprise_required`). Registers a model served from your own " +
+          "`openvla-http` or `kserve-v2` endpoints, private to your account and served through the same path as the " +
+          "service's models (authentication, limits, safety, logs, streams, analytics). The document is the registry " +
+          "entry format of docs/models.md with the statistics inline; invalid fields are 422 `validation_failed` with " +
+          "`errors`. Endpoint URLs must be https (http only where the operator allows it) and resolve to public " +
+          "addresses only, unless the operator allow-lists a network; a refused URL is 422 `endpoint_not_allowed`. " +
+          "Every connection checks the address again (DNS rebinding) and redirects are never followed. An id in use " +
+          "is 409 `model_id_taken`; more than the operator's limit of models is 409 `model_limit_reached`. Every " +
+          "instance serves the model within a second. `Location` names the new model.",
+        security: SECURITY,
+        body: CustomerModelBody,
+        response: { 201: ModelSchema },
+      },
+    },
+    async (request, reply) => {
+      const principal = caller(request.principal);
+      const info = await service.register(principal, request.body);
+      await platform.audit.recordRequest(request, {
+        action: "model.register",
+        targetType: "model",
+        targetId: info.id,
+        customerId: principal.customerId,
+        details: { backend: info.backend, endpoints: request.body.backend.endpoints.length },
+      });
+      reply.code(201).header("location", `/v1/models/${encodeURIComponent(info.id)}`);
+      return reply.send(forCaller(info, principal));
+    },
+  );
+
+  app.put(
+    "/v1/models/:model_id",
+    {
+      preHandler: admin,
+      schema: {
+        tags: ["models"],
+        summary: "Replace your own model",
+        description:
+          "Replaces the document of one of your registered models (same rules and errors as POST; the body's `id` " +
+          "must be the path's). Every instance switches to the new document within a second; requests waiting for the " +
+          "old one get 503, calls in flight finish. Any other id is 404 `unknown_model`.",
+        security: SECURITY,
+        params: ModelParams,
+        body: CustomerModelBody,
+        response: { 200: ModelSchema },
+      },
+    },
+    async (request) => {
+      const principal = caller(request.principal);
+      const info = await service.replace(principal, request.params.model_id, request.body);
+      await platform.audit.recordRequest(request, {
+        action: "model.replace",
+        targetType: "model",
+        targetId: info.id,
+        customerId: principal.customerId,
+        details: { backend: info.backend, endpoints: request.body.backend.endpoints.length },
+      });
+      return forCaller(info, principal);
+    },
+  );
+
+  app.delete(
+    "/v1/models/:model_id",
+    {
+      preHandler: admin,
+      schema: {
+        tags: ["models"],
+        summary: "Delete your own model",
+        description:
+          "Stops serving one of your registered models on every instance: requests waiting for it get 503, calls " +
+          "in flight finish, its connections close. Any other id (the service's models, another account's) is 404 " +
+          "`unknown_model`.",
+        security: SECURITY,
+        params: ModelParams,
+        response: { 204: Type.Null({ description: "Deleted." }) },
+      },
+    },
+    async (request, reply) => {
+      const principal = caller(request.principal);
+      await service.remove(principal, request.params.model_id);
+      await platform.audit.recordRequest(request, {
+        action: "model.delete",
+        targetType: "model",
+        targetId: request.params.model_id,
+        customerId: principal.customerId,
+      });
+      return reply.code(204).send(null);
+    },
+  );
+};

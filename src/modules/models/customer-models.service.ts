@@ -1,0 +1,179 @@
+import type { CustomerModelRow } from "../../platform/db/schema/index.ts";
+import { type EgressGuard, refusedUrl } from "../../platform/egress.ts";
+import { errors, type FieldError } from "../../platform/errors.ts";
+import type { InferenceEngine, ModelInfo, ModelViewer } from "../inference/inference.service.ts";
+import { parseCustomerModel } from "./customer-model-definition.ts";
+import type { CustomerModelsRepo } from "./customer-models.repo.ts";
+import type { ModelDefinition } from "./registry.ts";
+
+/** Who registers: a principal (its customer's tier decides). */
+export interface ModelOwner extends ModelViewer {
+  readonly tier: "free" | "pro" | "enterprise";
+}
+
+interface Logger {
+  warn(fields: Record<string, unknown>, msg: string): void;
+}
+
+export interface CustomerModelsDeps {
+  readonly repo: CustomerModelsRepo;
+  readonly engine: Pick<
+    InferenceEngine,
+    "putCustomerModel" | "removeCustomerModel" | "customerModelIds" | "modelIds" | "describe"
+  >;
+  readonly egress: EgressGuard;
+  readonly maxModelsPerCustomer: number;
+  /** Tells every instance (this one included) that a customer's model changed (InvalidationBus). */
+  readonly publish: (customerId: string, id: string) => Promise<void>;
+  readonly log: Logger;
+}
+
+const keyOf = (customerId: string, id: string) => `${customerId}/${id}`;
+
+/**
+ * Bring-your-own model endpoints (docs/models.md): registration (enterprise plan, the registry's
+ * validation, the SSRF guard's URL and DNS checks, a per-customer limit), deletion, and keeping
+ * this instance's engine in step with customer_models: every row is loaded at startup, and a
+ * change anywhere is broadcast (`sync`) so each instance reloads that one row.
+ */
+export class CustomerModelsService {
+  private readonly d: CustomerModelsDeps;
+  /** What this instance serves: key -> the row's updated_at (ms) it was loaded from. */
+  private readonly loaded = new Map<string, number>();
+  /** Broadcasts for one model are applied one after another (a delete racing a reload). */
+  private readonly pending = new Map<string, Promise<void>>();
+
+  constructor(deps: CustomerModelsDeps) {
+    this.d = deps;
+  }
+
+  async register(owner: ModelOwner, doc: unknown): Promise<ModelInfo> {
+    const def = await this.check(owner, doc);
+    // A registry model the caller may use keeps its id (a restricted one it cannot see is not revealed).
+    if (this.d.engine.modelIds(owner).includes(def.id)) throw errors.modelIdTaken(def.id);
+    const outcome = await this.d.repo.insert(
+      owner.customerId,
+      def.id,
+      doc as Record<string, unknown>,
+      this.d.maxModelsPerCustomer,
+    );
+    if (outcome.kind === "limit") throw errors.modelLimitReached(this.d.maxModelsPerCustomer);
+    if (outcome.kind === "taken") throw errors.modelIdTaken(def.id);
+    await this.install(outcome.row);
+    await this.d.publish(owner.customerId, def.id);
+    return this.d.engine.describe(def.id, owner);
+  }
+
+  /** Replaces the caller's own model `id` (the document's id must be `id`); 404 for any other. */
+  async replace(owner: ModelOwner, id: string, doc: unknown): Promise<ModelInfo> {
+    const def = await this.check(owner, doc);
+    if (def.id !== id) {
+      throw errors.validation([{ in: "body", path: "/id", message: `must be "${id}", the id in the path` }]);
+    }
+    const row = await this.d.repo.replace(owner.customerId, id, doc as Record<string, unknown>);
+    if (row === undefined) throw this.unknown(owner, id);
+    await this.install(row);
+    await this.d.publish(owner.customerId, id);
+    return this.d.engine.describe(id, owner);
+  }
+
+  /** The plan, the document and every endpoint's URL and DNS answers (SSRF rules). */
+  private async check(owner: ModelOwner, doc: unknown): Promise<ModelDefinition> {
+    if (owner.tier !== "enterprise") throw errors.enterpriseRequired("Registering your own model endpoints");
+    const parsed = parseCustomerModel(doc, owner.customerId, this.d.egress);
+    if (!parsed.ok) {
+      if (parsed.endpointErrors !== undefined) throw errors.endpointNotAllowed(parsed.endpointErrors);
+      throw errors.validation(parsed.errors, "The model document failed validation.");
+    }
+    const def = parsed.def;
+    if (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2") {
+      const refused: FieldError[] = [];
+      await Promise.all(
+        def.backend.endpoints.map(async (url, i) => {
+          const why = await refusedUrl(url, this.d.egress.policy, this.d.egress.resolver);
+          if (why !== undefined) refused.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
+        }),
+      );
+      if (refused.length > 0) throw errors.endpointNotAllowed(refused.sort((a, b) => a.path.localeCompare(b.path)));
+    }
+    return def;
+  }
+
+  /** 404 unknown_model listing what the viewer may use, as the engine answers. */
+  private unknown(viewer: ModelViewer, id: string) {
+    return errors.unknownModel(id, [
+      ...new Set([...this.d.engine.modelIds(viewer), ...this.d.engine.customerModelIds(viewer.customerId)]),
+    ]);
+  }
+
+  /** Deletes the caller's own model: 404 unknown_model for any other id (a registry one included). */
+  async remove(viewer: ModelViewer, id: string): Promise<void> {
+    const deleted = await this.d.repo.delete(viewer.customerId, id);
+    if (!deleted) throw this.unknown(viewer, id);
+    await this.uninstall(viewer.customerId, id);
+    await this.d.publish(viewer.customerId, id);
+  }
+
+  /** Makes this instance serve what customer_models holds for one model (a broadcast arrived). */
+  sync(customerId: string, id: string): Promise<void> {
+    const key = keyOf(customerId, id);
+    const run = async () => {
+      const row = await this.d.repo.get(customerId, id);
+      if (row === undefined) await this.uninstall(customerId, id);
+      else if (this.loaded.get(key) !== row.updatedAt.getTime()) await this.install(row);
+    };
+    const next = (this.pending.get(key) ?? Promise.resolve()).then(run, run);
+    this.pending.set(key, next);
+    const clear = () => {
+      if (this.pending.get(key) === next) this.pending.delete(key);
+    };
+    next.then(clear, clear);
+    return next;
+  }
+
+  /** Loads every row (startup; after a reconnect that may have missed broadcasts) and drops the rest. */
+  async loadAll(): Promise<void> {
+    const rows = await this.d.repo.all();
+    const keep = new Set(rows.map((r) => keyOf(r.customerId, r.id)));
+    for (const key of [...this.loaded.keys()]) {
+      if (!keep.has(key)) {
+        const [customerId, id] = key.split("/") as [string, string];
+        await this.uninstall(customerId, id);
+      }
+    }
+    for (const row of rows) {
+      if (this.loaded.get(keyOf(row.customerId, row.id)) !== row.updatedAt.getTime()) await this.install(row);
+    }
+  }
+
+  /** After a customer's erasure: stop serving its models here and everywhere. */
+  async forgetCustomer(customerId: string): Promise<void> {
+    for (const id of this.d.engine.customerModelIds(customerId)) {
+      await this.uninstall(customerId, id);
+      await this.d.publish(customerId, id);
+    }
+  }
+
+  /**
+   * Validated again on every load: a row that the operator's current rules refuse (say
+   * BYOM_ALLOW_HTTP was turned off) is not served, and a warning names it.
+   */
+  private async install(row: CustomerModelRow): Promise<void> {
+    const parsed = parseCustomerModel(row.definition, row.customerId, this.d.egress);
+    if (!parsed.ok) {
+      this.d.log.warn(
+        { customerId: row.customerId, model: row.id, problems: parsed.errors },
+        "customer model not served: it no longer passes validation",
+      );
+      await this.uninstall(row.customerId, row.id);
+      return;
+    }
+    await this.d.engine.putCustomerModel(row.customerId, parsed.def);
+    this.loaded.set(keyOf(row.customerId, row.id), row.updatedAt.getTime());
+  }
+
+  private async uninstall(customerId: string, id: string): Promise<void> {
+    this.loaded.delete(keyOf(customerId, id));
+    await this.d.engine.removeCustomerModel(customerId, id);
+  }
+}

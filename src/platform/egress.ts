@@ -1,0 +1,333 @@
+import dns from "node:dns";
+import http from "node:http";
+import https from "node:https";
+import net, { type LookupFunction } from "node:net";
+
+/**
+ * Outbound connections to addresses a customer chose (bring-your-own model endpoints,
+ * docs/models.md): the SSRF guard. A URL is checked when it is registered (scheme, credentials,
+ * literal and resolved addresses) and again on every new connection: the agents' `lookup`
+ * resolves the name, refuses it when ANY address is not public (unless inside an operator
+ * allow-listed network) and hands the checked address to the socket, so a name that rebinds
+ * to a private address between registration and use is refused before any socket opens and
+ * nothing resolves the name a second time. Literal IP hosts skip `lookup` in node:net, so the
+ * agents check those in `createConnection`. node:http never follows redirects.
+ */
+
+export interface Cidr {
+  readonly text: string;
+  readonly bytes: Uint8Array;
+  readonly prefix: number;
+}
+
+export interface EgressPolicy {
+  /** Plain http endpoints (default false: https only). */
+  readonly allowHttp: boolean;
+  /** Operator allow-listed networks: addresses inside are accepted even when not public. */
+  readonly allowedNetworks: readonly Cidr[];
+}
+
+export interface ResolvedAddress {
+  readonly address: string;
+  readonly family: 4 | 6;
+}
+
+/** What a customer-registered model's backend connects with (RemoteSettings.egress). */
+export interface EgressGuard {
+  readonly policy: EgressPolicy;
+  readonly resolver: Resolver;
+}
+
+/** Resolves a host name to every address (injectable: tests never touch real DNS). */
+export type Resolver = (hostname: string) => Promise<readonly ResolvedAddress[]>;
+
+export const systemResolver: Resolver = async (hostname) => {
+  const list = await dns.promises.lookup(hostname, { all: true, verbatim: true });
+  return list.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+};
+
+/** A refused destination; `code` lets callers tell it from network errors. */
+export class EgressRefusedError extends Error {
+  readonly code = "EGRESS_REFUSED";
+  constructor(message: string) {
+    super(message);
+    this.name = "EgressRefusedError";
+  }
+}
+
+function parseV4(text: string): Uint8Array | undefined {
+  if (!net.isIPv4(text)) return undefined;
+  return Uint8Array.from(text.split(".").map(Number));
+}
+
+function parseV6(text: string): Uint8Array | undefined {
+  if (!net.isIPv6(text) || text.includes("%")) return undefined;
+  let head = text;
+  let tail: number[] = [];
+  const lastColon = text.lastIndexOf(":");
+  if (text.slice(lastColon + 1).includes(".")) {
+    const v4 = parseV4(text.slice(lastColon + 1));
+    if (v4 === undefined) return undefined;
+    tail = [(v4[0] as number) * 256 + (v4[1] as number), (v4[2] as number) * 256 + (v4[3] as number)];
+    head = text.slice(0, lastColon + 1);
+    if (!head.endsWith("::")) head = head.slice(0, -1);
+  }
+  const [left, right] = head.includes("::") ? head.split("::") : [head, undefined];
+  const groups = (s: string | undefined) =>
+    s === undefined || s === "" ? [] : s.split(":").map((g) => parseInt(g, 16));
+  const l = groups(left);
+  const r = groups(right);
+  const fill = 8 - tail.length - l.length - r.length;
+  const words = right === undefined ? [...l, ...tail] : [...l, ...new Array<number>(fill).fill(0), ...r, ...tail];
+  if (words.length !== 8 || words.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffff)) return undefined;
+  const out = new Uint8Array(16);
+  words.forEach((w, i) => {
+    out[2 * i] = w >> 8;
+    out[2 * i + 1] = w & 0xff;
+  });
+  return out;
+}
+
+/** 4 bytes for IPv4, 16 for IPv6; undefined for anything else (including zone ids). */
+export function parseIp(text: string): Uint8Array | undefined {
+  const t = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
+  return parseV4(t) ?? parseV6(t);
+}
+
+/** "10.0.0.0/8", "fd00::/8", or a single address (a /32 or /128). */
+export function parseCidr(text: string): Cidr {
+  const [addr, len, extra] = text.trim().split("/");
+  const bytes = parseIp(addr ?? "");
+  const max = bytes?.length === 4 ? 32 : 128;
+  const prefix = len === undefined ? max : /^\d{1,3}$/.test(len) ? Number(len) : Number.NaN;
+  if (bytes === undefined || extra !== undefined || !(prefix >= 0 && prefix <= max)) {
+    throw new Error(`not a network in CIDR notation (such as 10.0.0.0/8 or fd00::/8): ${JSON.stringify(text)}`);
+  }
+  return { text: text.trim(), bytes, prefix };
+}
+
+function inCidr(bytes: Uint8Array, c: Cidr): boolean {
+  if (bytes.length !== c.bytes.length) return false;
+  let bits = c.prefix;
+  for (let i = 0; bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if (((bytes[i] as number) & mask) !== ((c.bytes[i] as number) & mask)) return false;
+  }
+  return true;
+}
+
+const net4 = (text: string, why: string) => ({ cidr: parseCidr(text), why });
+
+/** IPv4 ranges that are not the public internet (RFC 6890 special-purpose registry and friends). */
+const RESERVED_V4 = [
+  net4("0.0.0.0/8", "this network"),
+  net4("10.0.0.0/8", "private network"),
+  net4("100.64.0.0/10", "carrier-grade NAT"),
+  net4("127.0.0.0/8", "loopback"),
+  net4("169.254.0.0/16", "link-local (cloud metadata)"),
+  net4("172.16.0.0/12", "private network"),
+  net4("192.0.0.0/24", "IETF protocol assignments"),
+  net4("192.0.2.0/24", "documentation"),
+  net4("192.88.99.0/24", "6to4 relay anycast"),
+  net4("192.168.0.0/16", "private network"),
+  net4("198.18.0.0/15", "benchmarking"),
+  net4("198.51.100.0/24", "documentation"),
+  net4("203.0.113.0/24", "documentation"),
+  net4("224.0.0.0/4", "multicast"),
+  net4("240.0.0.0/4", "reserved"),
+  net4("255.255.255.255/32", "broadcast"),
+];
+
+/** IPv6 ranges that are not the public internet; the embedding ones are handled before these. */
+const RESERVED_V6 = [
+  net4("::/128", "unspecified"),
+  net4("::1/128", "loopback"),
+  net4("::/96", "IPv4-compatible (deprecated)"),
+  net4("64:ff9b:1::/48", "local-use NAT64"),
+  net4("100::/64", "discard-only"),
+  net4("2001::/32", "Teredo"),
+  net4("2001:db8::/32", "documentation"),
+  net4("fc00::/7", "unique local (private)"),
+  net4("fe80::/10", "link-local"),
+  net4("fec0::/10", "site-local (deprecated)"),
+  net4("ff00::/8", "multicast"),
+];
+
+const MAPPED = parseCidr("::ffff:0:0/96");
+const NAT64 = parseCidr("64:ff9b::/96");
+const SIX_TO_FOUR = parseCidr("2002::/16");
+
+/** The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4), with how; undefined for none. */
+function embeddedV4(b: Uint8Array): { v4: Uint8Array; how: string } | undefined {
+  if (inCidr(b, MAPPED)) return { v4: b.slice(12, 16), how: "IPv4-mapped" };
+  if (inCidr(b, NAT64)) return { v4: b.slice(12, 16), how: "NAT64" };
+  if (inCidr(b, SIX_TO_FOUR)) return { v4: b.slice(2, 6), how: "6to4" };
+  return undefined;
+}
+
+/**
+ * Why the address is not public (e.g. "loopback", "IPv4-mapped private network"), or undefined
+ * for a public unicast address. Unparseable input is never public.
+ */
+export function nonPublicReason(address: string): string | undefined {
+  const b = parseIp(address);
+  if (b === undefined) return "not an IP address";
+  if (b.length === 4) return RESERVED_V4.find((r) => inCidr(b, r.cidr))?.why;
+  const inner = embeddedV4(b);
+  if (inner !== undefined) {
+    const why = nonPublicReason(inner.v4.join("."));
+    return why === undefined ? undefined : `${inner.how} ${why}`;
+  }
+  return RESERVED_V6.find((r) => inCidr(b, r.cidr))?.why;
+}
+
+/**
+ * Undefined when the policy lets a connection go to `address`: public, or inside an allow-listed
+ * network (an IPv4-mapped address is matched as its IPv4 address). Otherwise the reason.
+ */
+export function refusedAddress(address: string, policy: Pick<EgressPolicy, "allowedNetworks">): string | undefined {
+  const why = nonPublicReason(address);
+  if (why === undefined) return undefined;
+  const b = parseIp(address);
+  if (b !== undefined) {
+    const candidates = [b];
+    if (b.length === 16 && inCidr(b, MAPPED)) candidates.push(b.slice(12, 16));
+    if (candidates.some((c) => policy.allowedNetworks.some((n) => inCidr(c, n)))) return undefined;
+  }
+  return `${address} is not a public address (${why})`;
+}
+
+/** The URL's host without IPv6 brackets. */
+function hostOf(u: URL): string {
+  return u.hostname.startsWith("[") ? u.hostname.slice(1, -1) : u.hostname;
+}
+
+/**
+ * The checks that need no DNS: scheme (https; http only when the operator allows it), no
+ * credentials, no query or fragment, a literal IP host must pass `refusedAddress`. Returns the
+ * reason for a refusal or undefined.
+ */
+export function refusedUrlSyntax(url: string, policy: EgressPolicy): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return "not a URL";
+  }
+  if (u.protocol !== "https:" && !(u.protocol === "http:" && policy.allowHttp)) {
+    return policy.allowHttp ? "must be an http or https URL" : "must be an https URL (plain http is not allowed here)";
+  }
+  if (u.username !== "" || u.password !== "") return "must not hold credentials (user:password@)";
+  if (u.search !== "" || u.hash !== "") return "must not hold a query or fragment";
+  const host = hostOf(u);
+  if (net.isIP(host) !== 0) return refusedAddress(host, policy);
+  return undefined;
+}
+
+/**
+ * Registration-time check: `refusedUrlSyntax`, then the host name resolved with `resolver`;
+ * refused when it does not resolve or ANY address is refused. Returns the reason or undefined.
+ */
+export async function refusedUrl(url: string, policy: EgressPolicy, resolver: Resolver): Promise<string | undefined> {
+  const syntax = refusedUrlSyntax(url, policy);
+  if (syntax !== undefined) return syntax;
+  const host = hostOf(new URL(url));
+  if (net.isIP(host) !== 0) return undefined;
+  let addresses: readonly ResolvedAddress[];
+  try {
+    addresses = await resolver(host);
+  } catch (e) {
+    return `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+  }
+  if (addresses.length === 0) return `${host} does not resolve`;
+  for (const a of addresses) {
+    const why = refusedAddress(a.address, policy);
+    if (why !== undefined) return `${host} resolves to ${why}`;
+  }
+  return undefined;
+}
+
+/**
+ * A `lookup` for node:net that resolves with `resolver` and fails with EgressRefusedError when
+ * any address is refused, before the socket connects anywhere. Honours `options.all` (happy
+ * eyeballs asks for every address) and `options.family`.
+ */
+export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupFunction {
+  return (hostname, options, callback) => {
+    resolver(hostname).then(
+      (resolved) => {
+        const family =
+          options.family === 4 || options.family === "IPv4"
+            ? 4
+            : options.family === 6 || options.family === "IPv6"
+              ? 6
+              : 0;
+        const list = resolved.filter((a) => family === 0 || a.family === family);
+        if (list.length === 0) {
+          const err = Object.assign(new Error(`${hostname} does not resolve`), { code: "ENOTFOUND" });
+          callback(err, "", 0);
+          return;
+        }
+        for (const a of list) {
+          const why = refusedAddress(a.address, policy);
+          if (why !== undefined) {
+            callback(new EgressRefusedError(`egress refused: ${hostname} resolves to ${why}`), "", 0);
+            return;
+          }
+        }
+        if (options.all === true)
+          callback(
+            null,
+            list.map((a) => ({ address: a.address, family: a.family })),
+          );
+        else callback(null, (list[0] as ResolvedAddress).address, (list[0] as ResolvedAddress).family);
+      },
+      (e: unknown) => callback(e as NodeJS.ErrnoException, "", 0),
+    );
+  };
+}
+
+type CreateConnection = http.Agent["createConnection"];
+
+/** Wraps an agent's createConnection so literal IP hosts (which skip `lookup`) are checked too. */
+function guardLiterals<A extends http.Agent>(agent: A, policy: EgressPolicy): A {
+  const original = agent.createConnection.bind(agent) as CreateConnection;
+  const guarded: CreateConnection = (options, callback) => {
+    const raw = options.host ?? options.hostname ?? "";
+    const host = raw.startsWith("[") ? raw.slice(1, -1) : raw;
+    if (net.isIP(host) !== 0) {
+      const why = refusedAddress(host, policy);
+      if (why !== undefined) {
+        const err = new EgressRefusedError(`egress refused: ${why}`);
+        if (callback === undefined) throw err;
+        // Asynchronously, as a failed socket would: the agent's request sees an 'error'.
+        process.nextTick(() => (callback as (e: Error | null, s?: unknown) => void)(err));
+        return undefined;
+      }
+    }
+    return original(options, callback);
+  };
+  agent.createConnection = guarded;
+  return agent;
+}
+
+export interface GuardedAgents {
+  readonly http: http.Agent;
+  readonly https: https.Agent;
+  close(): void;
+}
+
+/** Keep-alive agents whose every new connection passes the guard (see the file comment). */
+export function createGuardedAgents(policy: EgressPolicy, resolver: Resolver = systemResolver): GuardedAgents {
+  const lookup = guardedLookup(policy, resolver);
+  const base = { keepAlive: true, keepAliveMsecs: 1000, scheduling: "lifo" as const, lookup };
+  const agents: GuardedAgents = {
+    http: guardLiterals(new http.Agent(base), policy),
+    https: guardLiterals(new https.Agent(base), policy),
+    close() {
+      agents.http.destroy();
+      agents.https.destroy();
+    },
+  };
+  return agents;
+}

@@ -1,0 +1,363 @@
+import { randomUUID } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { and, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
+import { customerModelServices } from "../../src/modules/models/customer-models.module.ts";
+import { customerModelExample } from "../../src/modules/models/models.schemas.ts";
+import type { Db } from "../../src/platform/db/client.ts";
+import { auditLog, customerModels, inferenceLogs } from "../../src/platform/db/schema/index.ts";
+import type { Resolver } from "../../src/platform/egress.ts";
+import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
+import { flushLogs, jpeg } from "../inference/helpers.ts";
+
+/**
+ * Bring-your-own model endpoints over HTTP (issue 23). The only sockets opened go to the loopback
+ * fake OpenVLA server below (the operator allow-list holds 127.0.0.0/8 and allows http in this
+ * file); every host name resolves through the injected resolver, never real DNS.
+ */
+
+const resolved: Record<string, string[]> = {
+  "vla.robots.example.com": ["93.184.216.34"],
+  "internal.example.com": ["10.0.0.7"],
+  "mapped.example.com": ["2606:4700::1111", "::ffff:169.254.169.254"],
+};
+const lookups: string[] = [];
+const resolver: Resolver = async (host) => {
+  lookups.push(host);
+  const list = resolved[host];
+  if (list === undefined) throw Object.assign(new Error("not found"), { code: "ENOTFOUND" });
+  return list.map((address) => ({ address, family: address.includes(":") ? 6 : 4 }) as const);
+};
+
+let fake: Server;
+let fakeUrl: string;
+const received: { url: string | undefined; instruction: string }[] = [];
+
+let t: LimitsContext;
+let img: string;
+/** Enterprise customer A (admin key and inference-only key), enterprise B, pro customer C. */
+const A = { id: "", admin: "", robot: "" };
+const B = { id: "", admin: "" };
+const C = { id: "", admin: "" };
+
+beforeAll(async () => {
+  fake = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const doc = JSON.parse(Buffer.concat(chunks).toString()) as { instruction: string };
+      received.push({ url: req.url, instruction: doc.instruction });
+      const body = JSON.stringify(encodeJsonNumpy(new Float64Array([0.01, -0.02, 0.03, 0, 0, 0, 1]), [7]));
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
+  await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
+  fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+
+  t = await buildLimitsApp({
+    env: {
+      MODELS_WARM_UP: "false",
+      BYOM_ALLOW_HTTP: "true",
+      BYOM_ALLOWED_NETWORKS: "127.0.0.0/8",
+      BYOM_MAX_MODELS_PER_CUSTOMER: "3",
+    },
+    egressResolver: resolver,
+  });
+  for (const [c, tier] of [
+    [A, "enterprise"],
+    [B, "enterprise"],
+    [C, "pro"],
+  ] as const) {
+    c.id = await seedCustomer(t.database, { tier, perMinute: 1_000_000 });
+    c.admin = (await seedKey(t.database, c.id, { scopes: ["inference", "admin"] })).key;
+  }
+  A.robot = (await seedKey(t.database, A.id, { scopes: ["inference"] })).key;
+  img = (await jpeg(64, 48, 3)).toString("base64");
+});
+afterAll(async () => {
+  await t?.close();
+  await new Promise<void>((r) => fake.close(() => r()));
+});
+
+const model = (id: string, endpoints: string[] = [fakeUrl], extra: Record<string, unknown> = {}) => ({
+  ...customerModelExample,
+  id,
+  backend: { kind: "openvla-http", endpoints, retries: 0 },
+  ...extra,
+});
+const register = (key: string, body: unknown) =>
+  t.app.inject({ method: "POST", url: "/v1/models", headers: { "x-api-key": key }, payload: body as object });
+const get = (key: string, url: string) => t.app.inject({ method: "GET", url, headers: { "x-api-key": key } });
+const del = (key: string, id: string) =>
+  t.app.inject({ method: "DELETE", url: `/v1/models/${id}`, headers: { "x-api-key": key } });
+const infer = (key: string, modelId: string) =>
+  t.app.inject({
+    method: "POST",
+    url: "/v1/inference",
+    headers: { "x-api-key": key },
+    payload: { image: img, instruction: "put the bolt in the tray", model: modelId, robot_id: "cell-1" },
+  });
+
+describe("registering a model (POST /v1/models)", () => {
+  it("201 with Location and the model (owner customer); the endpoint serves /v1/inference for that customer", async () => {
+    const res = await register(A.admin, model("kitting"));
+    expect(res.statusCode, res.body).toBe(201);
+    expect(res.headers.location).toBe("/v1/models/kitting");
+    expect(res.json()).toMatchObject({
+      id: "kitting",
+      owner: "customer",
+      backend: "openvla-http",
+      action: { dim: 7, chunk: 1 },
+      unnorm_keys: ["kitting_v2"],
+      default_unnorm_key: "kitting_v2",
+    });
+    const row = await t.database.db
+      .select()
+      .from(customerModels)
+      .where(and(eq(customerModels.customerId, A.id), eq(customerModels.id, "kitting")));
+    expect(row).toHaveLength(1);
+
+    const before = received.length;
+    const out = await infer(A.robot, "kitting");
+    expect(out.statusCode, out.body).toBe(200);
+    expect(out.json()).toMatchObject({
+      model: "kitting",
+      unnorm_key: "kitting_v2",
+      action: [0.01, -0.02, 0.03, 0, 0, 0, 1],
+    });
+    expect(received.slice(before)).toEqual([{ url: "/act", instruction: "put the bolt in the tray" }]);
+
+    await flushLogs(t.app);
+    const logs = await t.database.db
+      .select()
+      .from(inferenceLogs)
+      .where(and(eq(inferenceLogs.customerId, A.id), eq(inferenceLogs.model, "kitting")));
+    expect(logs).toHaveLength(1);
+    expect(logs[0]).toMatchObject({ status: "ok", backend: "openvla-http", robotId: "cell-1" });
+
+    const audit = await t.database.db.select().from(auditLog).where(eq(auditLog.action, "model.register"));
+    expect(audit.map((a) => a.targetId)).toContain("kitting");
+  });
+
+  it("lists the customer's own model after the service's, and describes it; another customer sees neither", async () => {
+    const list = await get(A.robot, "/v1/models");
+    expect(list.statusCode, list.body).toBe(200);
+    const data = list.json().data as { id: string; owner: string }[];
+    expect(data.at(-1)).toMatchObject({ id: "kitting", owner: "customer" });
+    expect(data.filter((m) => m.owner === "operator").length).toBeGreaterThan(0);
+    expect((await get(A.robot, "/v1/models/kitting")).json()).toMatchObject({ id: "kitting", owner: "customer" });
+
+    const other = await get(B.admin, "/v1/models");
+    expect((other.json().data as { id: string }[]).map((m) => m.id)).not.toContain("kitting");
+    const one = await get(B.admin, "/v1/models/kitting");
+    expect(one.statusCode).toBe(404);
+    expect(one.json()).toMatchObject({ code: "unknown_model" });
+    expect(JSON.stringify(one.json().available_models)).not.toContain("kitting");
+  });
+
+  it("another customer naming the id gets 404 unknown_model on inference, and its own model of that id is separate", async () => {
+    const before = received.length;
+    const res = await infer(B.admin, "kitting");
+    expect(res.statusCode, res.body).toBe(404);
+    expect(res.json()).toMatchObject({ code: "unknown_model" });
+    expect(received.length).toBe(before);
+    // B may use the same id for its own model.
+    expect((await register(B.admin, model("kitting"))).statusCode).toBe(201);
+    expect((await del(B.admin, "kitting")).statusCode).toBe(204);
+    expect((await infer(A.robot, "kitting")).statusCode).toBe(200);
+  });
+
+  it("non-enterprise customers get 403 enterprise_required; an inference-only key gets 403", async () => {
+    const pro = await register(C.admin, model("mine"));
+    expect(pro.statusCode, pro.body).toBe(403);
+    expect(pro.json()).toMatchObject({ code: "enterprise_required" });
+    const robot = await register(A.robot, model("mine"));
+    expect(robot.statusCode).toBe(403);
+    expect(robot.json().code).not.toBe("enterprise_required");
+    const anonymous = await t.app.inject({ method: "POST", url: "/v1/models", payload: model("mine") });
+    expect(anonymous.statusCode).toBe(401);
+  });
+
+  it("422 validation_failed with field details for a bad document", async () => {
+    const cases: [unknown, string][] = [
+      [{ ...model("x"), backend: { kind: "onnx", endpoints: [fakeUrl] } }, "/backend/kind"],
+      [{ ...model("x"), dataset_statistics: "/etc/passwd" }, "/dataset_statistics"],
+      [{ ...model("x"), action: { dim: 6 } }, "/dataset_statistics/kitting_v2"],
+      [{ ...model("x"), default_unnorm_key: "nope" }, "/default_unnorm_key"],
+      [
+        { ...model("x"), backend: { kind: "openvla-http", endpoints: [fakeUrl], timeout_ms: 600_000 } },
+        "/backend/timeout_ms",
+      ],
+      [{ ...model("x"), access: { customers: [B.id] } }, "/access"],
+      [{ ...model("x"), id: "Bad Id" }, "/id"],
+    ];
+    for (const [body, path] of cases) {
+      const res = await register(A.admin, body);
+      expect(res.statusCode, `${path}: ${res.body}`).toBe(422);
+      expect(res.json().code).toBe("validation_failed");
+      expect((res.json().errors as { path: string }[]).map((e) => e.path).join(" "), res.body).toContain(path);
+    }
+  });
+
+  it("422 endpoint_not_allowed for refused URLs: literal private addresses, private DNS answers, credentials", async () => {
+    const cases: [string, RegExp][] = [
+      ["https://10.0.0.1", /private network/],
+      ["https://169.254.169.254", /link-local/],
+      ["https://[::ffff:10.0.0.1]", /IPv4-mapped private network/],
+      ["https://[fd00::1]", /unique local/],
+      ["https://internal.example.com", /internal\.example\.com resolves to 10\.0\.0\.7/],
+      ["https://mapped.example.com", /IPv4-mapped link-local/],
+      ["https://nowhere.example.com", /does not resolve/],
+      ["https://user:secret@vla.robots.example.com", /credentials/],
+    ];
+    for (const [url, why] of cases) {
+      const res = await register(A.admin, model("refused", [url]));
+      expect(res.statusCode, `${url}: ${res.body}`).toBe(422);
+      expect(res.json()).toMatchObject({ code: "endpoint_not_allowed" });
+      expect(res.json().errors[0]).toMatchObject({ path: "/backend/endpoints/0" });
+      expect(res.json().errors[0].message).toMatch(why);
+    }
+    expect(lookups).toEqual(expect.arrayContaining(["internal.example.com", "mapped.example.com"]));
+    expect((await get(A.admin, "/v1/models/refused")).statusCode).toBe(404);
+  });
+
+  it("409 model_id_taken for its own id again and for a service model's id", async () => {
+    const again = await register(A.admin, model("kitting"));
+    expect(again.statusCode).toBe(409);
+    expect(again.json()).toMatchObject({ code: "model_id_taken" });
+    const service = await register(A.admin, model("mock-openvla-7b"));
+    expect(service.statusCode).toBe(409);
+    expect(service.json()).toMatchObject({ code: "model_id_taken" });
+  });
+
+  it("409 model_limit_reached beyond BYOM_MAX_MODELS_PER_CUSTOMER", async () => {
+    expect((await register(A.admin, model("second", ["https://vla.robots.example.com"]))).statusCode).toBe(201);
+    expect((await register(A.admin, model("third", ["https://vla.robots.example.com"]))).statusCode).toBe(201);
+    const res = await register(A.admin, model("fourth", ["https://vla.robots.example.com"]));
+    expect(res.statusCode, res.body).toBe(409);
+    expect(res.json()).toMatchObject({ code: "model_limit_reached", limit: 3 });
+  });
+});
+
+describe("replacing a model (PUT /v1/models/{id})", () => {
+  const put = (key: string, id: string, body: unknown) =>
+    t.app.inject({ method: "PUT", url: `/v1/models/${id}`, headers: { "x-api-key": key }, payload: body as object });
+
+  it("200 with the new document, served at once; refused documents leave the old one in place", async () => {
+    const res = await put(A.admin, "kitting", model("kitting", [fakeUrl], { description: "v2 of the kitting policy" }));
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toMatchObject({ id: "kitting", owner: "customer", description: "v2 of the kitting policy" });
+    expect((await get(A.robot, "/v1/models/kitting")).json().description).toBe("v2 of the kitting policy");
+
+    const refused = await put(A.admin, "kitting", model("kitting", ["https://internal.example.com"]));
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().code).toBe("endpoint_not_allowed");
+    const mismatch = await put(A.admin, "kitting", model("other"));
+    expect(mismatch.statusCode).toBe(422);
+    expect(mismatch.json().errors[0]).toMatchObject({ path: "/id" });
+    expect((await infer(A.robot, "kitting")).statusCode).toBe(200);
+  });
+
+  it("another customer's id and a service model are 404 unknown_model", async () => {
+    expect((await put(B.admin, "kitting", model("kitting"))).json()).toMatchObject({ code: "unknown_model" });
+    const service = await put(A.admin, "mock-openvla-7b", model("mock-openvla-7b"));
+    expect(service.statusCode).toBe(404);
+    expect((await get(A.robot, "/v1/models/kitting")).json().description).toBe("v2 of the kitting policy");
+  });
+});
+
+describe("deleting a model (DELETE /v1/models/{id})", () => {
+  it("another customer's id, a service model and an unknown id are 404 unknown_model", async () => {
+    for (const [key, id] of [
+      [B.admin, "kitting"],
+      [A.admin, "mock-openvla-7b"],
+      [A.admin, "nope"],
+    ] as const) {
+      const res = await del(key, id);
+      expect(res.statusCode, `${id}: ${res.body}`).toBe(404);
+      expect(res.json()).toMatchObject({ code: "unknown_model" });
+    }
+    expect((await infer(A.robot, "kitting")).statusCode).toBe(200);
+  });
+
+  it("204; the model is no longer served or listed", async () => {
+    expect((await del(A.admin, "third")).statusCode).toBe(204);
+    const res = await infer(A.robot, "third");
+    expect(res.statusCode).toBe(404);
+    expect((await get(A.admin, "/v1/models/third")).statusCode).toBe(404);
+    const rows = await t.database.db.select().from(customerModels).where(eq(customerModels.customerId, A.id));
+    expect(rows.map((r) => r.id).sort()).toEqual(["kitting", "second"]);
+  });
+});
+
+describe("every instance serves the customer's models", () => {
+  it("a second instance on the same database loads them at startup and follows a broadcast", async () => {
+    const second = await buildLimitsApp({
+      database: t.database,
+      env: { MODELS_WARM_UP: "false", BYOM_ALLOW_HTTP: "true", BYOM_ALLOWED_NETWORKS: "127.0.0.0/8" },
+      egressResolver: resolver,
+    });
+    try {
+      const out = await second.app.inject({
+        method: "POST",
+        url: "/v1/inference",
+        headers: { "x-api-key": A.robot },
+        payload: { image: img, instruction: "pick", model: "kitting", robot_id: "cell-2" },
+      });
+      expect(out.statusCode, out.body).toBe(200);
+      expect(out.json().model).toBe("kitting");
+      // Deleted through the first instance: the broadcast (here delivered by hand) unloads it.
+      expect((await del(A.admin, "second")).statusCode).toBe(204);
+      expect(second.app.platform.engine.customerModelIds(A.id).sort()).toEqual(["kitting", "second"]);
+      await customerModelServices.get(second.app.platform)?.sync(A.id, "second");
+      expect(second.app.platform.engine.customerModelIds(A.id)).toEqual(["kitting"]);
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+describe("erasure and broadcasts", () => {
+  it("erasing a customer deletes its rows and stops serving its models", async () => {
+    const D = await seedCustomer(t.database, { tier: "enterprise", perMinute: 1_000_000 });
+    const key = (await seedKey(t.database, D, { scopes: ["inference", "admin"] })).key;
+    expect((await register(key, model("doomed"))).statusCode).toBe(201);
+    const deletion = t.app.platform.deletion;
+    const counts = await t.database.db.transaction((tx) =>
+      deletion.run({ tx: tx as unknown as Db, userId: randomUUID(), customerId: D }, true),
+    );
+    expect(counts.customer_models).toBe(1);
+    await deletion.afterCommit({ userId: randomUUID(), customerId: D, wholeCustomer: true });
+    expect(t.app.platform.engine.customerModelIds(D)).toEqual([]);
+  });
+
+  it.runIf(process.env.TEST_REDIS_URL !== undefined)(
+    "with Redis, another instance serves a new model after the broadcast, without a restart",
+    async () => {
+      const second = await buildLimitsApp({
+        database: t.database,
+        redisKeyPrefix: t.redis.keyPrefix,
+        env: { MODELS_WARM_UP: "false", BYOM_ALLOW_HTTP: "true", BYOM_ALLOWED_NETWORKS: "127.0.0.0/8" },
+        egressResolver: resolver,
+      });
+      try {
+        await vi.waitFor(() => expect(second.app.platform.invalidation.broadcasting).toBe(true));
+        await vi.waitFor(() => expect(t.app.platform.invalidation.broadcasting).toBe(true));
+        expect(second.app.platform.engine.customerModelIds(B.id)).toEqual([]);
+        expect((await register(B.admin, model("late"))).statusCode).toBe(201);
+        await vi.waitFor(() => expect(second.app.platform.engine.customerModelIds(B.id)).toEqual(["late"]), {
+          timeout: 5_000,
+        });
+        expect((await del(B.admin, "late")).statusCode).toBe(204);
+        await vi.waitFor(() => expect(second.app.platform.engine.customerModelIds(B.id)).toEqual([]), {
+          timeout: 5_000,
+        });
+      } finally {
+        await second.close();
+      }
+    },
+  );
+});
