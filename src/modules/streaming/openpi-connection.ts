@@ -211,6 +211,9 @@ export class OpenpiConnection implements StreamConnection {
         unnorm_key: unnormKey,
         unnorm_key_source: unnormKeySource,
         unnorm_keys: model.unnorm_keys,
+        ...(this.admission.experiment === undefined
+          ? {}
+          : { experiment: { id: this.admission.experiment.id, variant: this.admission.experiment.variant } }),
       }),
     );
     this.loopStart = performance.now();
@@ -244,6 +247,7 @@ export class OpenpiConnection implements StreamConnection {
       }
       input = {
         model: model.id,
+        experiment: this.admission.experiment,
         unnormKey,
         instruction: promptOf(o),
         robotId: this.admission.robotId,
