@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Counter, Gauge } from "prom-client";
+import type { BatchWriter } from "../../platform/batch-writer.ts";
 import { experiments, shadowResults } from "../../platform/db/schema/index.ts";
 import { tableSection } from "../../platform/exports.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
@@ -13,6 +14,9 @@ import { ShadowQueue } from "./shadow-queue.ts";
 
 /** The app's experiments service: the inference runner's ExperimentGate (and a test seam). */
 export const experimentServices = new WeakMap<Platform, ExperimentsService>();
+
+/** Test seam: the shadow-results writer of an app (tests flush it instead of waiting). */
+export const shadowWriters = new WeakMap<Platform, BatchWriter<ShadowEntry>>();
 
 /**
  * Model experiments (docs/experiments.md): split traffic between models and shadow a candidate.
@@ -62,6 +66,7 @@ export const experimentsModule: FastifyPluginAsyncTypebox<ModuleOptions> = async
     },
   });
   experimentServices.set(platform, service);
+  shadowWriters.set(platform, writer);
 
   const batchRows = platform.config.exports.batchRows;
   platform.exports.register(
