@@ -46,5 +46,5 @@ CREATE UNIQUE INDEX "experiments_one_active_per_mode" ON "experiments" USING btr
 CREATE INDEX "shadow_results_experiment_created_idx" ON "shadow_results" USING btree ("experiment_id","created_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
 CREATE INDEX "shadow_results_experiment_robot_idx" ON "shadow_results" USING btree ("experiment_id","robot_id","created_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
 CREATE INDEX "shadow_results_experiment_instruction_idx" ON "shadow_results" USING btree ("experiment_id","instruction_key","created_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
-CREATE INDEX "shadow_results_customer_idx" ON "shadow_results" USING btree ("customer_id");--> statement-breakpoint
+CREATE INDEX "shadow_results_customer_created_idx" ON "shadow_results" USING btree ("customer_id","created_at");--> statement-breakpoint
 CREATE INDEX "inference_logs_experiment_idx" ON "inference_logs" USING btree ("customer_id","experiment_id","variant") WHERE "inference_logs"."experiment_id" is not null;

@@ -89,7 +89,8 @@ export const shadowResults = pgTable(
       t.createdAt.desc(),
       t.id.desc(),
     ),
-    index("shadow_results_customer_idx").on(t.customerId),
+    // Retention and erasure delete per customer and age.
+    index("shadow_results_customer_created_idx").on(t.customerId, t.createdAt),
   ],
 );
 
