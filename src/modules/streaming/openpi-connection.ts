@@ -257,7 +257,11 @@ export class OpenpiConnection implements StreamConnection {
       this.backlog--;
       // U+0000 is refused without a log row, like on the native stream.
       if (isAppError(e) && e.code !== "invalid_character") {
-        runner.recordFailure(ctx, { model: model.id, robotId: this.admission.robotId }, e.code);
+        runner.recordFailure(
+          ctx,
+          { model: model.id, robotId: this.admission.robotId, experiment: this.admission.experiment },
+          e.code,
+        );
       }
       metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
       throw e;

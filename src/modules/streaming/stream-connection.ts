@@ -46,6 +46,8 @@ export class NativeStreamConnection implements StreamConnection {
   /** The session slot this connection holds (see ConnectionRegistry.acquire). */
   private slot: string | undefined;
   private session: StreamSession | undefined;
+  /** The split experiment that chose the session's model (its frames' log rows name it). */
+  private experiment: ExperimentAssignment | undefined;
   /** The session's running charge of the customer's stream time (from `start`). */
   private time: SessionTime | undefined;
   private timeTimer: NodeJS.Timeout | undefined;
@@ -268,6 +270,7 @@ export class NativeStreamConnection implements StreamConnection {
     const { platform, runner, metrics } = this.deps;
     const cfg = platform.config.stream;
     const settings: StartMessage = { ...start, model: model.id, unnormKey };
+    this.experiment = experiment;
     const admitted = await platform.limits.streamTime.peek(principal.customerId);
     if (this.closing) return;
     if (streamExhausted(admitted).length > 0) {
@@ -372,6 +375,7 @@ export class NativeStreamConnection implements StreamConnection {
             unnormKey: session.settings.unnormKey,
             instruction: typeof o.instruction === "string" ? o.instruction : session.instruction,
             robotId: session.settings.robotId,
+            experiment: this.experiment,
           },
           e.code,
         );
