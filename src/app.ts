@@ -301,6 +301,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       "X-Safety-Status",
       "X-Safety-Violations",
       "X-Inference-Id",
+      "VLA-Experiment",
       "traceparent",
     ],
     maxAge: 600,

@@ -110,6 +110,14 @@ export interface Config {
     readonly partitionCheckMs: number;
   };
   /** Ground-truth feedback on inferences (docs/feedback.md). */
+  readonly experiments: {
+    /** How long a customer's running experiments are served from the in-process cache (changes are broadcast). */
+    readonly cacheMs: number;
+    /** Shadow requests waiting for the candidate model, per instance; more are dropped and counted. */
+    readonly shadowQueueMax: number;
+    /** Shadow candidate calls running at once per instance. */
+    readonly shadowConcurrency: number;
+  };
   readonly feedback: {
     /**
      * Feedback is accepted on inferences at most this many days old (the project keeps no other
@@ -590,6 +598,11 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       logInstructions: r.bool("LOG_INSTRUCTIONS", true),
       multipartMaxFileBytes: r.int("INFERENCE_UPLOAD_MAX_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
       partitionCheckMs: r.int("INFERENCE_PARTITION_CHECK_MS", 6 * 3_600_000, 1_000, 7 * 86_400_000),
+    },
+    experiments: {
+      cacheMs: r.int("EXPERIMENTS_CACHE_MS", 5_000, 0, 3_600_000),
+      shadowQueueMax: r.int("SHADOW_QUEUE_MAX", 100, 0, 100_000),
+      shadowConcurrency: r.int("SHADOW_CONCURRENCY", 1, 1, 256),
     },
     feedback: {
       maxAgeDays: r.int("FEEDBACK_MAX_AGE_DAYS", 90, 1, 36_500),

@@ -10,6 +10,7 @@ import { authRoutes } from "./auth/auth.routes.ts";
 import { billingModule } from "./billing/billing.module.ts";
 import { consentModule } from "./consent/consent.module.ts";
 import { contextModule } from "./context/context.module.ts";
+import { experimentsModule } from "./experiments/experiments.module.ts";
 import { feedbackModule } from "./feedback/feedback.module.ts";
 import { inferenceModule } from "./inference/inference.module.ts";
 import { customerModelsModule } from "./models/customer-models.module.ts";
@@ -38,6 +39,8 @@ export const modules: readonly ModulePlugin[] = [
   consentModule,
   // Before inference: the runner records context_metadata and images through it.
   contextModule,
+  // Before inference: the runner routes requests through its experiments.
+  experimentsModule,
   inferenceModule,
   feedbackModule,
   streamingModule,

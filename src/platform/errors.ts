@@ -51,6 +51,7 @@ export const ERROR_CATALOGUE = {
   overage_not_available: { status: 409, title: "Metered overage not available" },
   idempotency_key_reused: { status: 422, title: "Idempotency key used for another request" },
   inference_without_action: { status: 409, title: "Inference returned no action" },
+  experiment_running: { status: 409, title: "An experiment of this mode is already running" },
   export_in_progress: { status: 409, title: "An account export is already queued or running" },
   export_not_ready: { status: 409, title: "Account export not finished" },
   export_expired: { status: 410, title: "Account export expired" },
@@ -324,6 +325,10 @@ export const errors = {
     }),
   inferenceWithoutAction: (inferenceId: string, detail: string) =>
     new AppError("inference_without_action", { detail, extensions: { inference_id: inferenceId } }),
+  experimentRunning: (mode: string) =>
+    new AppError("experiment_running", {
+      detail: `A ${mode} experiment is already scheduled or running; stop it first (POST /v1/experiments/{id}/stop).`,
+    }),
   exportInProgress: (exportId: string | undefined) =>
     new AppError("export_in_progress", {
       detail:

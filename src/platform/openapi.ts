@@ -33,6 +33,11 @@ export const TAGS = [
       "Ground truth on inferences: success and safety ratings, corrected actions, failure reports, their list and statistics (docs/feedback.md).",
   },
   {
+    name: "experiments",
+    description:
+      "Model experiments: split traffic between models (sticky per robot), compare variants with significance tests, and shadow a candidate model on live requests without serving it (docs/experiments.md).",
+  },
+  {
     name: "privacy",
     description:
       "Data consent: what the service may keep of your inferences (tiers, permissions, expiry), its versions, and superuser administration (docs/privacy.md).",

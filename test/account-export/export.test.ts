@@ -179,6 +179,8 @@ describe("account export", () => {
       "consent_history.ndjson",
       "context_metadata.ndjson",
       "images.ndjson",
+      "experiments.ndjson",
+      "shadow_results.ndjson",
       "inference_logs.ndjson",
       "feedback.ndjson",
       "manifest.json",

@@ -1,7 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "drizzle-orm";
 import type { Database } from "../../src/platform/db/client.ts";
-import { customerDataConsent, customers, feedback, safetyIncidents } from "../../src/platform/db/schema/index.ts";
+import {
+  customerDataConsent,
+  customers,
+  experiments,
+  feedback,
+  safetyIncidents,
+  shadowResults,
+} from "../../src/platform/db/schema/index.ts";
 import { insertLogs, randomEntry, rng } from "../analytics/helpers.ts";
 
 export const DAY = 86_400_000;
@@ -32,12 +39,32 @@ export async function grantRetention(database: Database, customerId: string, ret
   });
 }
 
-/** One inference log, one incident and one feedback row of the customer at each instant. */
+/** One inference log, one incident, one feedback and one shadow row of the customer at each instant. */
 export async function insertAt(database: Database, customerId: string, instants: readonly number[]): Promise<void> {
   const r = rng(instants.length);
   const logs = instants.map((at) => randomEntry(r, customerId, at));
   await insertLogs(database, logs);
+  const [experiment] = await database.db
+    .insert(experiments)
+    .values({
+      customerId,
+      name: "shadow",
+      mode: "shadow",
+      candidateModel: "demo-vla-tiny",
+      sampleRate: 1,
+      stoppedAt: new Date(NOW),
+    })
+    .returning();
   for (const log of logs) {
+    await database.db.insert(shadowResults).values({
+      experimentId: experiment?.id as string,
+      customerId,
+      inferenceId: log.id,
+      servedModel: log.model,
+      candidateModel: "demo-vla-tiny",
+      servedAction: [0, 0, 0, 0, 0, 0, 1],
+      createdAt: new Date(log.createdAt),
+    });
     await database.db.insert(safetyIncidents).values({
       customerId,
       robotId: "arm-1",
@@ -72,6 +99,7 @@ export async function ages(database: Database, customerId: string) {
     inference_logs: await q("inference_logs", "created_at"),
     safety_incidents: await q("safety_incidents", "at"),
     feedback: await q("feedback", "created_at"),
+    shadow_results: await q("shadow_results", "created_at"),
   };
 }
 

@@ -52,8 +52,13 @@ describe("retention job", () => {
     ]);
     expect((await instructionDays(ctx.database, long))[0]?.instruction).toBe("pick up the cup");
     // short keeps 10; long keeps 10, 60, 200; none keeps 10, 60
-    expect(r.rows).toEqual({ inference_logs: 3 + 1 + 2, safety_incidents: 6, feedback: 6 });
-    const expected = (kept: number[]) => ({ inference_logs: kept, safety_incidents: kept, feedback: kept });
+    expect(r.rows).toEqual({ inference_logs: 3 + 1 + 2, safety_incidents: 6, feedback: 6, shadow_results: 6 });
+    const expected = (kept: number[]) => ({
+      inference_logs: kept,
+      safety_incidents: kept,
+      feedback: kept,
+      shadow_results: kept,
+    });
     expect(await ages(ctx.database, short)).toEqual(expected([10]));
     expect(await ages(ctx.database, long)).toEqual(expected([10, 60, 200]));
     expect(await ages(ctx.database, none)).toEqual(expected([10, 60]));
@@ -65,7 +70,7 @@ describe("retention job", () => {
 
     // Idempotent: a second run finds nothing and changes nothing.
     const again = await job.run();
-    expect(again.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0 });
+    expect(again.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0, shadow_results: 0 });
     expect(again.partitions).toEqual([]);
     expect(again.instructionTextsCleared).toBe(0);
     expect(await ages(ctx.database, long)).toEqual(expected([10, 60, 200]));
@@ -78,8 +83,13 @@ describe("retention job", () => {
     const old = Array.from({ length: 23 }, (_, i) => at(40 + i));
     await insertAt(ctx.database, c, [...old, at(5)]);
     const r = await job.run();
-    expect(r.rows).toEqual({ inference_logs: 23, safety_incidents: 23, feedback: 23 });
-    expect(await ages(ctx.database, c)).toEqual({ inference_logs: [5], safety_incidents: [5], feedback: [5] });
+    expect(r.rows).toEqual({ inference_logs: 23, safety_incidents: 23, feedback: 23, shadow_results: 23 });
+    expect(await ages(ctx.database, c)).toEqual({
+      inference_logs: [5],
+      safety_incidents: [5],
+      feedback: [5],
+      shadow_results: [5],
+    });
   });
 
   it("a dry run deletes nothing and reports what a run then deletes", async () => {
@@ -95,7 +105,7 @@ describe("retention job", () => {
     expect(dry).toMatchObject({
       ran: true,
       dryRun: true,
-      rows: { inference_logs: 2, safety_incidents: 2, feedback: 2 },
+      rows: { inference_logs: 2, safety_incidents: 2, feedback: 2, shadow_results: 2 },
     });
     expect(await ages(ctx.database, c)).toEqual(before);
     const metrics = await ctx.app.platform.metrics.registry.metrics();
@@ -151,7 +161,7 @@ describe("retention job", () => {
 
     const again = await job.run();
     expect(again.partitions).toEqual([]);
-    expect(again.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0 });
+    expect(again.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0, shadow_results: 0 });
     const metrics = await ctx.app.platform.metrics.registry.metrics();
     expect(metrics).toContain("vla_retention_partitions_dropped_total 2");
   });
@@ -177,7 +187,7 @@ describe("retention job", () => {
     await insertAt(ctx.database, c, [at(100)]);
     await job.stop();
     const r = await job.run();
-    expect(r.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0 });
+    expect(r.rows).toEqual({ inference_logs: 0, safety_incidents: 0, feedback: 0, shadow_results: 0 });
     expect((await ages(ctx.database, c)).inference_logs).toEqual([100]);
     expect(await ctx.app.platform.metrics.registry.metrics()).toContain("vla_retention_last_run_timestamp_seconds 0");
   });
@@ -198,7 +208,7 @@ describe("retention job", () => {
     const runs = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === "retention run");
     expect(runs).toHaveLength(1);
     expect(runs[0]).toMatchObject({
-      deleted: { inference_logs: 1, safety_incidents: 1, feedback: 1 },
+      deleted: { inference_logs: 1, safety_incidents: 1, feedback: 1, shadow_results: 1 },
       partitionsDropped: [],
       customers: 1,
     });

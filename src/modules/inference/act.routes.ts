@@ -107,6 +107,12 @@ function checkDoc(doc: ActDocument): { instruction: string; unnormKey: string | 
   };
 }
 
+/** `VLA-Experiment: <id>; variant=<name>` (the name quoted when it is not an RFC 9110 token). */
+export function experimentHeader(e: { id: string; variant: string }): string {
+  const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(e.variant);
+  return `${e.id}; variant=${token ? e.variant : JSON.stringify(e.variant)}`;
+}
+
 /**
  * POST /act: OpenVLA's deploy.py protocol, so a robot team's stock client works by adding an
  * API key header. Failures answer the JSON string "error" (what stock clients expect) with the
@@ -143,7 +149,8 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
           "`X-API-Key` (or `Authorization: Bearer`); optional `X-Robot-Id` names the robot for its safety profile, emergency stop " +
           "and history. The returned action is the safe action (see docs/safety.md); what safety did is in the headers " +
           "`X-Safety-Status` (pass, clamped, rejected, emergency_stop, not_evaluated), `X-Safety-Violations` " +
-          "(`rule:severity, ...`, empty when none) and `X-Inference-Id` (GET /v1/inference/{id}). " +
+          "(`rule:severity, ...`, empty when none) and `X-Inference-Id` (GET /v1/inference/{id}); when a split " +
+          "experiment chose the model, `VLA-Experiment: <id>; variant=<name>` (docs/experiments.md). " +
           'Failures answer the JSON string `"error"` with the HTTP status and ' +
           "`X-Problem-Code`/`X-Problem-Detail` headers. Logged with source `act`.",
         security: [{ apiKeyHeader: [] }, { bearerAuth: [] }],
@@ -215,7 +222,7 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
       }
       // The runner logs the outcome, success or failure.
       markLogged(request);
-      const { id, result, action, safety, totalMs } = await runner.run(callContext(request, reply, "act"), {
+      const { id, result, action, safety, totalMs, experiment } = await runner.run(callContext(request, reply, "act"), {
         instruction,
         unnormKey,
         image,
@@ -226,6 +233,7 @@ export const actRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> = async
       reply.header("X-Safety-Status", safety.status);
       reply.header("X-Safety-Violations", violationList(safety));
       reply.header("X-Inference-Id", id);
+      if (experiment !== undefined) reply.header("VLA-Experiment", experimentHeader(experiment));
       const out = JSON.stringify(encodeJsonNumpy(Float64Array.from(action), [action.length]));
       return reply
         .type("application/json")

@@ -34,6 +34,9 @@ export interface InferenceLogEntry {
   readonly totalMs: number;
   readonly source: InferenceSource;
   readonly safetyStatus: string | null;
+  /** The split experiment that chose the model and the variant's name (absent: none; older journals). */
+  readonly experimentId?: string | null;
+  readonly variant?: string | null;
 }
 
 export interface HistoryFilter {
@@ -77,7 +80,7 @@ export class InferenceLogsRepo {
   }
 
   /**
-   * One INSERT ... SELECT FROM unnest(...) per batch: 22 array parameters whatever the batch size,
+   * One INSERT ... SELECT FROM unnest(...) per batch: 25 array parameters whatever the batch size,
    * instead of a query builder expanding 22 placeholders per row (that cost about 8 ms of event-loop
    * time for 125 rows). Replays of an already stored batch are ignored (same primary key).
    */
@@ -88,10 +91,11 @@ export class InferenceLogsRepo {
     await this.db.execute(sql`
       insert into inference_logs (id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id,
         instruction, instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
-        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key)
+        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key, experiment_id, variant)
       select id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id,
         instruction, instruction_sha256, image_sha256, action::jsonb, action_chunk::jsonb, unnorm_key, status,
-        error_code, preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key
+        error_code, preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key,
+        experiment_id, variant
       from unnest(
         ${col((r) => r.id)}::uuid[], ${col((r) => r.createdAt)}::timestamptz[], ${col((r) => r.customerId)}::uuid[],
         ${col((r) => r.apiKeyId)}::uuid[], ${col((r) => r.userId)}::uuid[], ${col((r) => r.model)}::text[],
@@ -101,10 +105,11 @@ export class InferenceLogsRepo {
         ${col((r) => r.unnormKey)}::text[], ${col((r) => r.status)}::text[], ${col((r) => r.errorCode)}::text[],
         ${col((r) => r.preprocessMs)}::real[], ${col((r) => r.queueMs)}::real[], ${col((r) => r.modelMs)}::real[],
         ${col((r) => r.totalMs)}::float8[], ${col((r) => r.source)}::text[], ${col((r) => r.safetyStatus ?? null)}::text[],
-        ${col((r) => r.instructionKey ?? null)}::text[]
+        ${col((r) => r.instructionKey ?? null)}::text[], ${col((r) => r.experimentId ?? null)}::uuid[],
+        ${col((r) => r.variant ?? null)}::text[]
       ) as t(id, created_at, customer_id, api_key_id, user_id, model, backend, robot_id, instruction,
         instruction_sha256, image_sha256, action, action_chunk, unnorm_key, status, error_code,
-        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key)
+        preprocess_ms, queue_ms, model_ms, total_ms, source, safety_status, instruction_key, experiment_id, variant)
       on conflict do nothing`);
   }
 
@@ -124,7 +129,7 @@ export class InferenceLogsRepo {
       select id, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at,
         api_key_id, user_id, source, model, backend, robot_id, instruction, instruction_sha256, instruction_key,
         image_sha256, action, action_chunk, unnorm_key, status, error_code, safety_status,
-        preprocess_ms, queue_ms, model_ms, total_ms
+        preprocess_ms, queue_ms, model_ms, total_ms, experiment_id, variant
       from inference_logs
       where customer_id = ${customerId} ${from}
       order by inference_logs.created_at nulls first, inference_logs.id nulls first

@@ -32,6 +32,11 @@ export interface RunInput {
    * aggregation). Safety then judges, and may clamp, what it returns.
    */
   readonly postprocess?: ((decoded: DecodedAction) => DecodedAction) | undefined;
+  /**
+   * A split experiment's choice made once for a whole session (streams, openpi: `model` is then the
+   * variant's): the request is tagged with it and not routed again.
+   */
+  readonly experiment?: ExperimentAssignment | undefined;
 }
 
 export interface DecodedAction {
@@ -69,6 +74,70 @@ export interface SafetyOutcome {
 export interface SafetyGate {
   admit(customerId: string, robotId: string | undefined, wantPrevious: boolean): Promise<unknown>;
   check(input: SafetyCheck): Promise<SafetyOutcome>;
+  /**
+   * The verdict `check` would give, without its side effects (no incidents, metrics, emergency stop
+   * or remembered action): shadow candidates are judged with it. The previous action is the
+   * request's (`previousAction`) or the one `admit` prefetched; the store is not read again (the
+   * served action has replaced it by then). Gates without it leave candidates `not_evaluated`.
+   */
+  judge?(input: SafetyCheck): Promise<SafetyResult>;
+}
+
+/** Which split experiment and variant served a request: the REST `experiment` field, /act's `VLA-Experiment`. */
+export interface ExperimentTag {
+  readonly id: string;
+  readonly variant: string;
+}
+
+/** A running split experiment's choice for one request (src/modules/experiments). */
+export interface ExperimentAssignment extends ExperimentTag {
+  /** The variant's model: serves the request. */
+  readonly model: string;
+}
+
+/** What the experiments of a customer say about one request. */
+export interface ExperimentPlan {
+  /** Set when a split experiment runs and the request (and its key) named no model. */
+  readonly assignment?: ExperimentAssignment | undefined;
+  /** Set when a shadow experiment runs and sampled this request: its candidate model. */
+  readonly shadow?: { readonly experimentId: string; readonly model: string } | undefined;
+}
+
+/** One sampled request handed to the shadow queue after its answer was made. */
+export interface ShadowJob {
+  readonly experimentId: string;
+  readonly candidateModel: string;
+  readonly inferenceId: string;
+  readonly principal: Principal;
+  readonly robotId: string | undefined;
+  readonly instruction: string;
+  /** Null when the recording policy keeps no instruction hash. */
+  readonly instructionKey: string | null;
+  readonly unnormKey: string | undefined;
+  /** The request's image (arrays copied before the served model could take their buffer). */
+  readonly image: RunInput["image"];
+  readonly robotState?: RobotState | undefined;
+  readonly previousAction?: readonly number[] | null | undefined;
+  /** What the safety gate's `admit` returned for the served request (its previous action). */
+  readonly admission: unknown;
+  readonly servedModel: string;
+  readonly servedUnnormKey: string;
+  readonly servedAction: readonly number[];
+  readonly servedSafetyStatus: string;
+}
+
+/**
+ * The experiments of a customer as the runner asks them (src/modules/experiments). `plan` is
+ * synchronous when cached (the usual case); it never fails (a failed lookup: no experiment).
+ * `shadow` only enqueues: the candidate runs later, off the request path.
+ */
+export interface ExperimentGate {
+  plan(
+    customerId: string,
+    robotId: string | undefined,
+    routable: boolean,
+  ): ExperimentPlan | undefined | Promise<ExperimentPlan | undefined>;
+  shadow(job: ShadowJob): void;
 }
 
 export interface CallContext {
@@ -86,6 +155,8 @@ export interface FailureInfo {
   readonly unnormKey?: string | undefined;
   readonly instruction?: string | undefined;
   readonly robotId?: string | undefined;
+  /** The split experiment that chose the model (failures inside the runner). */
+  readonly experiment?: ExperimentTag | undefined;
 }
 
 export interface RunOutput {
@@ -97,6 +168,8 @@ export interface RunOutput {
   readonly actionChunk?: readonly (readonly number[])[] | undefined;
   readonly safety: SafetyResult;
   readonly totalMs: number;
+  /** Set when a split experiment chose the model. */
+  readonly experiment?: ExperimentTag | undefined;
 }
 
 /** The gate used when none is configured (tests of the engine alone): says so in every answer. */
@@ -163,6 +236,16 @@ export interface RecordingPolicy {
   readonly anonymization: "none" | "partial" | "full";
 }
 
+/** A copy of an array image for the shadow queue (the served model's backend may take the original's buffer). */
+function copyImage(image: RunInput["image"]): RunInput["image"] {
+  const a = image.imageArray;
+  if (a === undefined) return image;
+  const d = a.data;
+  const copy = new (d.constructor as new (n: number) => typeof d)(d.length);
+  (copy as Uint8Array).set(d as Uint8Array);
+  return { imageBytes: image.imageBytes, imageArray: { ...a, data: copy } };
+}
+
 /** The customer's data consent, as the runner asks it (src/modules/consent). */
 export interface ConsentGate {
   /** What this customer's log rows may keep now. Synchronous when cached. */
@@ -194,6 +277,7 @@ export class InferenceRunner {
   private readonly unconsented: RecordingPolicy;
   private readonly pendingRows = new Set<Promise<void>>();
   private readonly context: ContextRecorder | undefined;
+  private readonly experiments: ExperimentGate | undefined;
 
   constructor(options: {
     engine: InferenceEngine;
@@ -208,8 +292,11 @@ export class InferenceRunner {
     pseudonyms?: Pseudonymizer;
     /** context_metadata rows and stored images (src/modules/context); without one, none are kept. */
     context?: ContextRecorder;
+    /** Split and shadow experiments (src/modules/experiments); without one, requests are routed as named. */
+    experiments?: ExperimentGate;
   }) {
     this.context = options.context;
+    this.experiments = options.experiments;
     this.consent = options.consent;
     this.pseudonyms = options.pseudonyms;
     this.unconsented = {
@@ -230,9 +317,26 @@ export class InferenceRunner {
     const customerId = ctx.principal.customerId;
     // Every entry point passes here: an API key's robot binds whatever the caller resolved
     // before (403 robot_mismatch, not logged: a rejection), and its defaults fill the gaps.
-    const input: RunInput = { ...raw, ...withKeyDefaults(ctx.principal, raw, this.engine.defaultModel) };
+    let input: RunInput = { ...raw, ...withKeyDefaults(ctx.principal, raw, this.engine.defaultModel) };
+    // A running split experiment picks the model when neither the request nor its key named one;
+    // the key's unnorm_key then applies only if the variant's model is the key's (key-defaults.ts).
+    const fixed = raw.experiment;
+    const planned = this.experiments?.plan(customerId, input.robotId, fixed === undefined && input.model === undefined);
+    const plan = planned instanceof Promise ? await planned : planned;
+    const assigned = fixed ?? plan?.assignment;
+    if (fixed === undefined && assigned !== undefined) {
+      input = {
+        ...raw,
+        ...withKeyDefaults(ctx.principal, { ...raw, model: assigned.model }, this.engine.defaultModel),
+      };
+    }
+    const experiment: ExperimentTag | undefined =
+      assigned === undefined ? undefined : { id: assigned.id, variant: assigned.variant };
+    // Copied before the served model runs: a worker backend may take an array's buffer.
+    const shadowImage = plan?.shadow === undefined ? undefined : copyImage(input.image);
     let result: InferenceResult;
     let outcome: SafetyOutcome;
+    let admission: unknown;
     const id = randomUUID();
     const admitting = this.safety.admit(customerId, input.robotId, input.previousAction === undefined);
     // Looked up while the model runs; from the in-process cache after the customer's first request.
@@ -260,7 +364,7 @@ export class InferenceRunner {
         await admitting; // a stopped robot's 409 wins over the model's error
         throw e;
       }
-      const admission = await admitting;
+      admission = await admitting;
       const decoded: DecodedAction = { action: result.action, actionChunk: result.actionChunk };
       const safetySpan = startChild(ctx.trace, "safety.check", { "vla.model": result.model });
       const checking = this.safety.check({
@@ -291,7 +395,7 @@ export class InferenceRunner {
       }
     } catch (e) {
       const code = (e as Partial<AppError>).code ?? "internal_error";
-      this.recordFailure(ctx, input, code);
+      this.recordFailure(ctx, { ...input, experiment }, code);
       throw e;
     }
     const totalMs = round(ctx.elapsedMs());
@@ -331,6 +435,8 @@ export class InferenceRunner {
         queueMs: result.timing.queue_ms,
         modelMs: result.timing.model_ms,
         totalMs,
+        experimentId: experiment?.id ?? null,
+        variant: experiment?.variant ?? null,
       },
       ctx.trace,
     );
@@ -339,7 +445,36 @@ export class InferenceRunner {
       model: result.owner === "customer" ? "customer" : result.model,
       outcome: "ok",
     });
-    return { id, result, action: outcome.action, actionChunk: outcome.actionChunk, safety: outcome.safety, totalMs };
+    // Anonymization `full` keeps no actions, and a shadow record is actions: such customers are not shadowed.
+    if (plan?.shadow !== undefined && shadowImage !== undefined && policy.anonymization !== "full") {
+      this.experiments?.shadow({
+        experimentId: plan.shadow.experimentId,
+        candidateModel: plan.shadow.model,
+        inferenceId: id,
+        principal: ctx.principal,
+        robotId: input.robotId,
+        instruction: input.instruction,
+        instructionKey: instructionKey(input.instruction),
+        unnormKey: input.unnormKey,
+        image: shadowImage,
+        robotState: input.robotState,
+        previousAction: input.previousAction,
+        admission,
+        servedModel: result.model,
+        servedUnnormKey: result.unnormKey,
+        servedAction: outcome.action,
+        servedSafetyStatus: outcome.safety.status,
+      });
+    }
+    return {
+      id,
+      result,
+      action: outcome.action,
+      actionChunk: outcome.actionChunk,
+      safety: outcome.safety,
+      totalMs,
+      ...(experiment === undefined ? {} : { experiment }),
+    };
   }
 
   /** Logs a request that failed before or inside the engine (never 401/403/429: callers skip those). */
@@ -366,6 +501,8 @@ export class InferenceRunner {
           queueMs: null,
           modelMs: null,
           totalMs: round(ctx.elapsedMs()),
+          experimentId: info.experiment?.id ?? null,
+          variant: info.experiment?.variant ?? null,
         },
         ctx.trace,
       );

@@ -6,6 +6,7 @@ import type { Platform } from "../../platform/platform.ts";
 import { Pseudonymizer } from "../../platform/pseudonym.ts";
 import { consentServices } from "../consent/consent.module.ts";
 import { contextRecorders } from "../context/context.module.ts";
+import { experimentServices } from "../experiments/experiments.module.ts";
 import { safetyServices } from "../safety/safety.module.ts";
 import { actRoutes } from "./act.routes.ts";
 import { inferenceRoutes } from "./inference.routes.ts";
@@ -95,6 +96,7 @@ export const inferenceModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
     consent: consentServices.get(platform),
     pseudonyms: new Pseudonymizer(platform.config.auth.secretKey),
     context: contextRecorders.get(platform),
+    experiments: experimentServices.get(platform),
   });
   inferenceRunners.set(platform, runner);
   // History pages are heavy reads and already trail the writes by the batch writer's second: the read

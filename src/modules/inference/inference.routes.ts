@@ -76,6 +76,7 @@ function toApi(r: InferenceLogRow) {
     unnorm_key: r.unnormKey,
     safety_status: r.safetyStatus,
     timing: { preprocess_ms: r.preprocessMs, queue_ms: r.queueMs, model_ms: r.modelMs, total_ms: r.totalMs },
+    experiment: r.experimentId === null ? null : { id: r.experimentId, variant: r.variant ?? "" },
   };
 }
 
@@ -210,6 +211,7 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
         unnorm_key: result.unnormKey,
         safety: out.safety,
         timing,
+        ...(out.experiment === undefined ? {} : { experiment: out.experiment }),
       };
     },
   );

@@ -135,6 +135,19 @@ export const TimingSchema = Type.Object({
 /** The response's `safety` field (see docs/safety.md). */
 export const SafetySchema = SafetyResultSchema;
 
+/** The split experiment and variant that served a request (docs/experiments.md). */
+export const ExperimentTagSchema = Type.Object(
+  {
+    id: Type.String({ format: "uuid", description: "The experiment (GET /v1/experiments/{id})." }),
+    variant: Type.String({ description: "The name of the variant whose model served this request." }),
+  },
+  {
+    description:
+      "Present when a running split experiment chose the model: the request named no model and neither did its API key.",
+    examples: [{ id: "3b6f0a2e-9c1d-4e5f-8a7b-6c5d4e3f2a1b", variant: "candidate" }],
+  },
+);
+
 export const InferenceResponseSchema = Type.Object(
   {
     inference_id: Type.String({ format: "uuid", description: "Id of this inference; GET /v1/inference/{id}." }),
@@ -150,6 +163,7 @@ export const InferenceResponseSchema = Type.Object(
     unnorm_key: Type.String({ description: "Statistics key used to un-normalize the action." }),
     safety: SafetySchema,
     timing: TimingSchema,
+    experiment: Type.Optional(ExperimentTagSchema),
   },
   {
     examples: [
@@ -194,6 +208,7 @@ const inferenceLogExample = {
   unnorm_key: "bridge_orig",
   safety_status: "pass",
   timing: { preprocess_ms: 1.2, queue_ms: 0.4, model_ms: 0.1, total_ms: 2.3 },
+  experiment: null,
 };
 
 export const InferenceLogSchema = Type.Object(
@@ -224,6 +239,9 @@ export const InferenceLogSchema = Type.Object(
       queue_ms: nullable(Type.Number()),
       model_ms: nullable(Type.Number()),
       total_ms: Type.Number(),
+    }),
+    experiment: Type.Union([ExperimentTagSchema, Type.Null()], {
+      description: "The split experiment and variant that chose the model; null when none did.",
     }),
   },
   { examples: [inferenceLogExample] },

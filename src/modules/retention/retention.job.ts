@@ -147,7 +147,7 @@ export class RetentionJob {
       return {
         ran: false,
         dryRun: opts.dryRun === true,
-        rows: { inference_logs: 0, safety_incidents: 0, feedback: 0 },
+        rows: { inference_logs: 0, safety_incidents: 0, feedback: 0, shadow_results: 0 },
         instructionTextsCleared: 0,
         partitions: [],
         contextRows: 0,
@@ -181,7 +181,12 @@ export class RetentionJob {
       partitions.push(name);
     }
 
-    const rows: Record<RetainedTableName, number> = { inference_logs: 0, safety_incidents: 0, feedback: 0 };
+    const rows: Record<RetainedTableName, number> = {
+      inference_logs: 0,
+      safety_incidents: 0,
+      feedback: 0,
+      shadow_results: 0,
+    };
     let instructionTextsCleared = 0;
     const images = { contextRows: 0, imagesDeleted: 0, imageKeysCleared: 0 };
     const withImages = new Set(await this.context.customersWithImages());

@@ -7,7 +7,7 @@ const IMAGE_TIERS = CONSENT_TIERS.filter((t) => TIER_PERMISSIONS[t].store_images
 
 /** A table the retention job deletes from: its time column and its primary key. */
 export interface RetainedTable {
-  readonly name: "inference_logs" | "safety_incidents" | "feedback";
+  readonly name: "inference_logs" | "safety_incidents" | "feedback" | "shadow_results";
   readonly time: "created_at" | "at";
   /** The primary key, as a row expression and as a select list. */
   readonly key: string;
@@ -19,6 +19,7 @@ export const RETAINED_TABLES: readonly RetainedTable[] = [
   { name: "inference_logs", time: "created_at", key: "(id, created_at)", keyColumns: "id, created_at" },
   { name: "safety_incidents", time: "at", key: "id", keyColumns: "id" },
   { name: "feedback", time: "created_at", key: "id", keyColumns: "id" },
+  { name: "shadow_results", time: "created_at", key: "id", keyColumns: "id" },
 ];
 
 /** A customer and the `retention_days` of its consent version in effect (null: no version yet). */

@@ -152,6 +152,31 @@ export class SafetyService implements SafetyGate {
     return { action: safe.action, actionChunk: safe.actionChunk, safety: result };
   }
 
+  /** `check`'s verdict without its side effects (SafetyGate.judge): for shadow candidates. */
+  async judge(input: SafetyCheck): Promise<SafetyResult> {
+    const profile = await this.profileFor(input.customerId, input.robotId, input.unnormKey, input.modelId);
+    const chunk = input.decoded.actionChunk;
+    const subject = chunk !== undefined && chunk.length > 0 ? chunk : input.decoded.action;
+    let previous: readonly number[] | null | undefined = input.previousAction;
+    if (previous === undefined) {
+      const entry = (input.admission as Admission | undefined)?.previous;
+      const fresh =
+        entry !== undefined && this.o.now() - entry.at < validityMs(profile.control_hz, this.o.previousActionPeriods);
+      previous = fresh ? entry.action : null;
+    }
+    const classifiers = this.classifiersFor(input.modelId);
+    const evalInput = { action: subject, profile, robotState: input.robotState, previousAction: previous };
+    return classifiers.length === 0
+      ? evaluateSync(evalInput)
+      : evaluate(evalInput, {
+          classifiers,
+          timeoutMs: this.o.classifierTimeoutMs,
+          failMode: this.o.classifierFailMode,
+          modelId: input.modelId,
+          unnormKey: input.unnormKey,
+        });
+  }
+
   /**
    * The defaults a model's actions are judged against for an unnorm key (`modelDefaultProfile`:
    * the embodiment default with the gripper range of the model's statistics). The gate and the

@@ -2,7 +2,9 @@ import type { Socket } from "node:net";
 import type { FastifyRequest } from "fastify";
 import type { Principal } from "../../platform/auth.ts";
 import { type AppError, errors, isAppError } from "../../platform/errors.ts";
+import { experimentServices } from "../experiments/experiments.module.ts";
 import type { ModelInfo } from "../inference/inference.service.ts";
+import type { ExperimentAssignment } from "../inference/inference-runner.ts";
 import { withKeyDefaults } from "../inference/key-defaults.ts";
 import { type StreamTimeResult, streamExhausted, streamTimeError } from "../rate-limit/stream-time.ts";
 import { resolveUnnormKey } from "./stream-connection.ts";
@@ -25,6 +27,8 @@ export type UnnormKeySource = "query" | "api_key" | "model_default";
 export interface OpenpiAdmission {
   readonly principal: Principal;
   readonly model: ModelInfo;
+  /** The split experiment that chose the session's model (docs/experiments.md). */
+  readonly experiment: ExperimentAssignment | undefined;
   readonly unnormKey: string;
   readonly unnormKeySource: UnnormKeySource;
   /** The query's robot_id, else the API key's robot (undefined: none). */
@@ -91,6 +95,18 @@ export async function admitOpenpi(
   } catch (e) {
     throw isAppError(e) ? refusal("robot_mismatch", e) : e;
   }
+  // Neither the query nor the key names a model: a running split experiment picks it for the session.
+  let experiment: ExperimentAssignment | undefined;
+  if (target.model === undefined) {
+    experiment = await experimentServices.get(platform)?.assignment(principal.customerId, target.robotId);
+    if (experiment !== undefined) {
+      target = withKeyDefaults(
+        principal,
+        { robotId: query.robot_id, model: experiment.model, unnormKey: query.unnorm_key },
+        platform.engine.defaultModel,
+      );
+    }
+  }
   const streamTime = await platform.limits.streamTime.peek(principal.customerId);
   if (streamExhausted(streamTime).length > 0) throw refusal("stream_time", streamTimeError(streamTime));
   let model: ModelInfo;
@@ -119,6 +135,7 @@ export async function admitOpenpi(
     unnormKeySource:
       query.unnorm_key !== undefined ? "query" : target.unnormKey !== undefined ? "api_key" : "model_default",
     robotId: target.robotId,
+    experiment,
     slot: lease,
     streamTime,
   };

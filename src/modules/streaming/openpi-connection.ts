@@ -211,6 +211,9 @@ export class OpenpiConnection implements StreamConnection {
         unnorm_key: unnormKey,
         unnorm_key_source: unnormKeySource,
         unnorm_keys: model.unnorm_keys,
+        ...(this.admission.experiment === undefined
+          ? {}
+          : { experiment: { id: this.admission.experiment.id, variant: this.admission.experiment.variant } }),
       }),
     );
     this.loopStart = performance.now();
@@ -244,6 +247,7 @@ export class OpenpiConnection implements StreamConnection {
       }
       input = {
         model: model.id,
+        experiment: this.admission.experiment,
         unnormKey,
         instruction: promptOf(o),
         robotId: this.admission.robotId,
@@ -253,7 +257,11 @@ export class OpenpiConnection implements StreamConnection {
       this.backlog--;
       // U+0000 is refused without a log row, like on the native stream.
       if (isAppError(e) && e.code !== "invalid_character") {
-        runner.recordFailure(ctx, { model: model.id, robotId: this.admission.robotId }, e.code);
+        runner.recordFailure(
+          ctx,
+          { model: model.id, robotId: this.admission.robotId, experiment: this.admission.experiment },
+          e.code,
+        );
       }
       metrics.frames.inc({ endpoint: "openpi", outcome: "error" });
       throw e;

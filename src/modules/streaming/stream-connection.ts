@@ -3,7 +3,8 @@ import type { FastifyRequest } from "fastify";
 import type { RawData, WebSocket } from "ws";
 import type { Principal } from "../../platform/auth.ts";
 import { AppError, errors, isAppError } from "../../platform/errors.ts";
-import type { CallContext, RunOutput } from "../inference/inference-runner.ts";
+import { experimentServices } from "../experiments/experiments.module.ts";
+import type { CallContext, ExperimentAssignment, RunOutput } from "../inference/inference-runner.ts";
 import { withKeyDefaults } from "../inference/key-defaults.ts";
 import { streamExhausted, streamTimeError } from "../rate-limit/stream-time.ts";
 import type { StreamConnection } from "./connections.ts";
@@ -45,6 +46,8 @@ export class NativeStreamConnection implements StreamConnection {
   /** The session slot this connection holds (see ConnectionRegistry.acquire). */
   private slot: string | undefined;
   private session: StreamSession | undefined;
+  /** The split experiment that chose the session's model (its frames' log rows name it). */
+  private experiment: ExperimentAssignment | undefined;
   /** The session's running charge of the customer's stream time (from `start`). */
   private time: SessionTime | undefined;
   private timeTimer: NodeJS.Timeout | undefined;
@@ -237,11 +240,20 @@ export class NativeStreamConnection implements StreamConnection {
     let start: StartMessage;
     let model: ReturnType<StreamDeps["platform"]["engine"]["describe"]>;
     let unnormKey: string;
+    let experiment: ExperimentAssignment | undefined;
     try {
       const asked = parseStart(o);
       // The API key's defaults fill what the start message leaves out; its robot binds (403 robot_mismatch).
       const engine = this.deps.platform.engine;
-      const target = withKeyDefaults(principal, asked, engine.defaultModel);
+      let target = withKeyDefaults(principal, asked, engine.defaultModel);
+      // Neither the start message nor the key names a model: a running split experiment picks it
+      // once for the session (docs/experiments.md); every frame is logged with that variant.
+      if (target.model === undefined) {
+        experiment = await experimentServices.get(this.deps.platform)?.assignment(principal.customerId, target.robotId);
+        if (experiment !== undefined) {
+          target = withKeyDefaults(principal, { ...asked, model: experiment.model }, engine.defaultModel);
+        }
+      }
       if (target.robotId === undefined) {
         throw errors.validation(
           [{ in: "body", path: "/robot_id", message: "is required (this API key is not bound to a robot)" }],
@@ -258,6 +270,7 @@ export class NativeStreamConnection implements StreamConnection {
     const { platform, runner, metrics } = this.deps;
     const cfg = platform.config.stream;
     const settings: StartMessage = { ...start, model: model.id, unnormKey };
+    this.experiment = experiment;
     const admitted = await platform.limits.streamTime.peek(principal.customerId);
     if (this.closing) return;
     if (streamExhausted(admitted).length > 0) {
@@ -284,6 +297,7 @@ export class NativeStreamConnection implements StreamConnection {
             robotState: frame.robotState,
             previousAction,
             postprocess,
+            experiment,
           });
         },
         send: (m) => this.send(m),
@@ -307,6 +321,7 @@ export class NativeStreamConnection implements StreamConnection {
       session_id: session.id,
       model: { id: model.id, backend: model.backend, action: model.action, unnorm_key: unnormKey },
       robot_id: settings.robotId,
+      ...(experiment === undefined ? {} : { experiment: { id: experiment.id, variant: experiment.variant } }),
       target_fps: settings.targetFps,
       smoothing: settings.smoothing,
       chunk_aggregation: settings.chunkAggregation,
@@ -360,6 +375,7 @@ export class NativeStreamConnection implements StreamConnection {
             unnormKey: session.settings.unnormKey,
             instruction: typeof o.instruction === "string" ? o.instruction : session.instruction,
             robotId: session.settings.robotId,
+            experiment: this.experiment,
           },
           e.code,
         );

@@ -10,6 +10,7 @@ export * from "./consent.ts";
 export * from "./context-metadata.ts";
 export * from "./customer-models.ts";
 export * from "./customers.ts";
+export * from "./experiments.ts";
 export * from "./exports.ts";
 export * from "./feedback.ts";
 export * from "./inference-logs.ts";

@@ -52,6 +52,9 @@ export const inferenceLogs = pgTable(
     safetyStatus: text("safety_status"),
     /** `rest`, `act`, `stream` or `openpi`. */
     source: text("source").notNull(),
+    /** The split experiment that chose this request's model (docs/experiments.md), and its variant's name. */
+    experimentId: uuid("experiment_id"),
+    variant: text("variant"),
     /**
      * The inserting transaction's id (xid8 as bigint): the analytics job reads rows in
      * (ingest_xid, id, created_at) order below the oldest transaction still running, so a row
@@ -66,6 +69,10 @@ export const inferenceLogs = pgTable(
       .on(t.customerId, t.robotId, t.createdAt.desc())
       .where(sql`${t.robotId} is not null`),
     index("inference_logs_ingest_idx").on(t.ingestXid, t.id, t.createdAt),
+    // GET /v1/experiments/{id}/results reads one experiment's rows.
+    index("inference_logs_experiment_idx")
+      .on(t.customerId, t.experimentId, t.variant)
+      .where(sql`${t.experimentId} is not null`),
   ],
 );
 

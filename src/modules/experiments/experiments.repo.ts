@@ -1,0 +1,318 @@
+import { and, desc, eq, isNull, lte, sql } from "drizzle-orm";
+import type { Db } from "../../platform/db/client.ts";
+import {
+  type ExperimentRow,
+  type ExperimentVariant,
+  experiments,
+  type ShadowResultRow,
+  shadowResults,
+} from "../../platform/db/schema/index.ts";
+import { isUniqueViolation } from "../users/users.repo.ts";
+
+export interface NewExperiment {
+  readonly customerId: string;
+  readonly name: string;
+  readonly mode: "split" | "shadow";
+  readonly assignment: "robot_id" | "request" | null;
+  readonly variants: ExperimentVariant[] | null;
+  readonly candidateModel: string | null;
+  readonly sampleRate: number | null;
+  readonly startsAt: Date | null;
+  readonly endsAt: Date | null;
+  readonly createdByUserId: string | null;
+  readonly createdByApiKeyId: string | null;
+}
+
+/** Position after which the next page starts: the last row's (created_at, id). */
+export interface PageCursor {
+  readonly createdAt: string;
+  readonly id: string;
+}
+
+/** One shadowed request as the batch writer carries it (plain JSON: journaled rows come back parsed). */
+export interface ShadowEntry {
+  readonly id: string;
+  readonly createdAt: string;
+  readonly experimentId: string;
+  readonly customerId: string;
+  readonly inferenceId: string;
+  readonly robotId: string | null;
+  readonly instructionKey: string | null;
+  readonly servedModel: string;
+  readonly candidateModel: string;
+  readonly servedAction: number[];
+  readonly servedSafetyStatus: string | null;
+  readonly candidateAction: number[] | null;
+  readonly candidateSafetyStatus: string | null;
+  readonly translation: number | null;
+  readonly rotation: number | null;
+  readonly gripper: number | null;
+  readonly candidateMs: number | null;
+  readonly errorCode: string | null;
+}
+
+export interface ShadowFilter {
+  readonly robotId?: string | undefined;
+  readonly instructionKey?: string | undefined;
+}
+
+/** Per variant: requests, errors, latency over successful ones and the safety verdicts. */
+export interface VariantRequestRow {
+  variant: string;
+  n: number;
+  errors: number;
+  mean_ms: number | null;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  pass: number;
+  clamped: number;
+  rejected: number;
+  emergency_stop: number;
+  not_evaluated: number;
+}
+
+/** Per variant: success ratings (n, mean, sample variance), safety ratings and corrections. */
+export interface VariantFeedbackRow {
+  variant: string;
+  rated: number;
+  rating_mean: number | null;
+  rating_var: number | null;
+  safety_rated: number;
+  safety_mean: number | null;
+  corrections: number;
+  translation_mean: number | null;
+  rotation_mean: number | null;
+  gripper_mean: number | null;
+}
+
+/** Per variant: inferences with a reported outcome and how many succeeded. */
+export interface VariantOutcomeRow {
+  variant: string;
+  outcomes: number;
+  successes: number;
+}
+
+export interface ShadowSummaryRow {
+  n: number;
+  errors: number;
+  translation_mean: number | null;
+  translation_p95: number | null;
+  rotation_mean: number | null;
+  rotation_p95: number | null;
+  gripper_mean: number | null;
+  gripper_p95: number | null;
+  candidate_ms_mean: number | null;
+  pass: number;
+  clamped: number;
+  rejected: number;
+  emergency_stop: number;
+  not_evaluated: number;
+}
+
+const rowsOf = <T>(res: unknown) => (res as { rows: T[] }).rows;
+
+const VERDICTS = (col: string) =>
+  sql.raw(
+    ["pass", "clamped", "rejected", "emergency_stop", "not_evaluated"]
+      .map((s) => `count(*) filter (where ${col} = '${s}')::int as "${s}"`)
+      .join(", "),
+  );
+
+/** Data access for experiments and shadow_results; framework-free. */
+export class ExperimentsRepo {
+  private readonly db: Db;
+
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  /**
+   * Inserts the experiment; null when the customer already has a not-stopped one of this mode (the
+   * partial unique index). One whose `ends_at` has passed is marked stopped first, in the same
+   * transaction, so it does not block the next.
+   */
+  async insert(row: NewExperiment, now: Date): Promise<ExperimentRow | null> {
+    try {
+      return await this.db.transaction(async (tx) => {
+        await tx
+          .update(experiments)
+          .set({ stoppedAt: sql`${experiments.endsAt}` })
+          .where(
+            and(
+              eq(experiments.customerId, row.customerId),
+              eq(experiments.mode, row.mode),
+              isNull(experiments.stoppedAt),
+              lte(experiments.endsAt, now),
+            ),
+          );
+        const [created] = await tx.insert(experiments).values(row).returning();
+        if (created === undefined) throw new Error("insert returned no row");
+        return created;
+      });
+    } catch (e) {
+      if (isUniqueViolation(e)) return null;
+      throw e;
+    }
+  }
+
+  async get(customerId: string, id: string): Promise<ExperimentRow | undefined> {
+    const [row] = await this.db
+      .select()
+      .from(experiments)
+      .where(and(eq(experiments.customerId, customerId), eq(experiments.id, id)));
+    return row;
+  }
+
+  /** Newest first; `limit + 1` rows so the caller knows whether a next page exists. */
+  async list(customerId: string, cursor: PageCursor | undefined, limit: number): Promise<ExperimentRow[]> {
+    const t = experiments;
+    const conds = [eq(t.customerId, customerId)];
+    if (cursor !== undefined) {
+      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+    }
+    return this.db
+      .select()
+      .from(t)
+      .where(and(...conds))
+      .orderBy(desc(t.createdAt), desc(t.id))
+      .limit(limit + 1);
+  }
+
+  /** The customer's experiments that are neither stopped nor ended (scheduled ones included). */
+  async active(customerId: string, now: Date): Promise<ExperimentRow[]> {
+    const t = experiments;
+    return this.db
+      .select()
+      .from(t)
+      .where(
+        and(
+          eq(t.customerId, customerId),
+          isNull(t.stoppedAt),
+          sql`(${t.endsAt} is null or ${t.endsAt} > ${now.toISOString()}::timestamptz)`,
+        ),
+      );
+  }
+
+  /** Sets stopped_at when still unset; the row as it is afterwards (undefined: not the customer's). */
+  async stop(customerId: string, id: string, now: Date): Promise<ExperimentRow | undefined> {
+    await this.db
+      .update(experiments)
+      .set({ stoppedAt: now })
+      .where(and(eq(experiments.customerId, customerId), eq(experiments.id, id), isNull(experiments.stoppedAt)));
+    return this.get(customerId, id);
+  }
+
+  async requestStats(customerId: string, experimentId: string): Promise<VariantRequestRow[]> {
+    const res = await this.db.execute(sql`
+      select variant, count(*)::int as n, count(*) filter (where status = 'error')::int as errors,
+        avg(total_ms) filter (where status = 'ok')::float8 as mean_ms,
+        percentile_cont(0.5) within group (order by total_ms) filter (where status = 'ok')::float8 as p50_ms,
+        percentile_cont(0.95) within group (order by total_ms) filter (where status = 'ok')::float8 as p95_ms,
+        ${VERDICTS("safety_status")}
+      from inference_logs
+      where customer_id = ${customerId} and experiment_id = ${experimentId}
+      group by variant`);
+    return rowsOf<VariantRequestRow>(res);
+  }
+
+  /** Feedback joined to the experiment's inferences by inference id (both of this customer). */
+  async feedbackStats(customerId: string, experimentId: string): Promise<VariantFeedbackRow[]> {
+    const res = await this.db.execute(sql`
+      with l as (
+        select id, variant from inference_logs where customer_id = ${customerId} and experiment_id = ${experimentId}
+      )
+      select l.variant,
+        count(*) filter (where f.type = 'success')::int as rated,
+        avg(f.rating) filter (where f.type = 'success')::float8 as rating_mean,
+        var_samp(f.rating) filter (where f.type = 'success')::float8 as rating_var,
+        count(*) filter (where f.type = 'safety')::int as safety_rated,
+        avg(f.rating) filter (where f.type = 'safety')::float8 as safety_mean,
+        count(*) filter (where f.type = 'correction')::int as corrections,
+        avg(f.error_translation) filter (where f.type = 'correction')::float8 as translation_mean,
+        avg(f.error_rotation) filter (where f.type = 'correction')::float8 as rotation_mean,
+        avg(f.error_gripper) filter (where f.type = 'correction')::float8 as gripper_mean
+      from feedback f join l on l.id = f.inference_id
+      where f.customer_id = ${customerId}
+      group by l.variant`);
+    return rowsOf<VariantFeedbackRow>(res);
+  }
+
+  /**
+   * Per inference with a reported outcome (a `success` rating or a `failure` report): a success
+   * when no failure was reported and its mean success rating is at least 4.
+   */
+  async outcomeStats(customerId: string, experimentId: string): Promise<VariantOutcomeRow[]> {
+    const res = await this.db.execute(sql`
+      with l as (
+        select id, variant from inference_logs where customer_id = ${customerId} and experiment_id = ${experimentId}
+      ), per_inference as (
+        select l.variant, f.inference_id, bool_or(f.type = 'failure') as failed,
+          avg(f.rating) filter (where f.type = 'success') as rating
+        from feedback f join l on l.id = f.inference_id
+        where f.customer_id = ${customerId} and f.type in ('success', 'failure')
+        group by l.variant, f.inference_id
+      )
+      select variant, count(*)::int as outcomes,
+        count(*) filter (where not failed and rating >= 4)::int as successes
+      from per_inference group by variant`);
+    return rowsOf<VariantOutcomeRow>(res);
+  }
+
+  async insertShadow(rows: readonly ShadowEntry[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db
+      .insert(shadowResults)
+      .values(rows.map((r) => ({ ...r, createdAt: new Date(r.createdAt) })))
+      .onConflictDoNothing();
+  }
+
+  private shadowConds(experimentId: string, filter: ShadowFilter) {
+    const t = shadowResults;
+    const conds = [eq(t.experimentId, experimentId)];
+    if (filter.robotId !== undefined) conds.push(eq(t.robotId, filter.robotId));
+    if (filter.instructionKey !== undefined) conds.push(eq(t.instructionKey, filter.instructionKey));
+    return conds;
+  }
+
+  async listShadow(
+    experimentId: string,
+    filter: ShadowFilter,
+    cursor: PageCursor | undefined,
+    limit: number,
+  ): Promise<ShadowResultRow[]> {
+    const t = shadowResults;
+    const conds = this.shadowConds(experimentId, filter);
+    if (cursor !== undefined) {
+      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+    }
+    return this.db
+      .select()
+      .from(t)
+      .where(and(...conds))
+      .orderBy(desc(t.createdAt), desc(t.id))
+      .limit(limit + 1);
+  }
+
+  async shadowSummary(experimentId: string, filter: ShadowFilter): Promise<ShadowSummaryRow> {
+    const part = (c: string) =>
+      sql.raw(
+        `avg(${c})::float8 as "${c}_mean", percentile_cont(0.95) within group (order by ${c})::float8 as "${c}_p95"`,
+      );
+    const res = await this.db.execute(sql`
+      select count(*)::int as n, count(error_code)::int as errors,
+        ${part("translation")}, ${part("rotation")}, ${part("gripper")},
+        avg(candidate_ms)::float8 as candidate_ms_mean,
+        ${VERDICTS("candidate_safety_status")}
+      from shadow_results where ${and(...this.shadowConds(experimentId, filter))}`);
+    return rowsOf<ShadowSummaryRow>(res)[0] as ShadowSummaryRow;
+  }
+
+  /** GDPR erasure of the customer's data: shadow records (experiments are configuration, they go with the customer row). */
+  async deleteShadowOfCustomer(customerId: string): Promise<number> {
+    const rows = await this.db
+      .delete(shadowResults)
+      .where(eq(shadowResults.customerId, customerId))
+      .returning({ id: shadowResults.id });
+    return rows.length;
+  }
+}
