@@ -71,6 +71,7 @@ async function routing() {
   const engine = {
     defaultModel: "a",
     modelIds: () => ["a", "b"],
+    serves: (id: string) => id === "a" || id === "b",
     infer: async (req: InferenceRequest) => ({ ...result, model: req.model ?? "a" }) as unknown as InferenceResult,
   } as unknown as InferenceEngine;
   const row = {

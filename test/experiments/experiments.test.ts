@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EMBEDDED_REGISTRY, PROJECT_ROOT, parseRegistry } from "../../src/modules/models/registry.ts";
 import { jpeg, pattern } from "../engine/helpers.ts";
 import { owner, xKey } from "../helpers/limits.ts";
 import { buildInferenceApp, flushLogs, type InferenceTestContext, newKey } from "../inference/helpers.ts";
@@ -185,6 +186,32 @@ describe("routing", () => {
     const after = (await infer(c.key, "arm-0")).json();
     expect(after.experiment).toBeUndefined();
     expect(after.model).toBe("mock-openvla-7b");
+  });
+
+  it("a variant whose model a reload removed is skipped: its robots get the default model, untagged, never a 404", async () => {
+    const c = await newKey(t);
+    const e = (await createExperiment(t.app, c.customerId, split(AB))).json();
+    const engine = t.app.platform.engine;
+    // 12 robots: at 50/50 some are on the candidate (p of none = 2^-12).
+    const before = new Map<string, string>();
+    for (let i = 0; i < 12; i++) before.set(`cell-${i}`, (await infer(c.key, `cell-${i}`)).json().experiment.variant);
+    expect([...before.values()]).toContain("candidate");
+    const models = EMBEDDED_REGISTRY.models.filter((m) => m.id !== "demo-vla-tiny");
+    await engine.reload(parseRegistry({ ...EMBEDDED_REGISTRY, models }, PROJECT_ROOT));
+    try {
+      for (const [robot, variant] of before) {
+        const res = await infer(c.key, robot);
+        expect(res.statusCode, res.body).toBe(200);
+        const body = res.json();
+        if (variant === "candidate") {
+          expect(body.experiment).toBeUndefined();
+          expect(body.model).toBe("mock-openvla-7b");
+        } else expect(body.experiment).toEqual({ id: e.id, variant: "control" });
+      }
+    } finally {
+      await engine.reload(parseRegistry(EMBEDDED_REGISTRY, PROJECT_ROOT));
+      await stop(c.customerId, e.id);
+    }
   });
 
   it("a failed routed request is logged with its variant", async () => {

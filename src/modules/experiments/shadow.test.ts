@@ -38,6 +38,7 @@ function fakeEngine(candidate: "answers" | "never"): InferenceEngine {
   return {
     defaultModel: "primary",
     modelIds: () => ["primary", "cand"],
+    serves: (id: string) => ["primary", "cand"].includes(id),
     infer: (req: InferenceRequest) => {
       if (req.model === "cand") {
         return candidate === "never" ? new Promise<InferenceResult>(() => {}) : Promise.resolve(result(req, CANDIDATE));
@@ -106,6 +107,7 @@ describe("split routing in the runner", () => {
       ...engine,
       defaultModel: "primary",
       modelIds: engine.modelIds,
+      serves: engine.serves,
       infer: (req: InferenceRequest) => {
         asked.push(req);
         return engine.infer(req);

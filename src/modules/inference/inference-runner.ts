@@ -323,7 +323,12 @@ export class InferenceRunner {
     const fixed = raw.experiment;
     const planned = this.experiments?.plan(customerId, input.robotId, fixed === undefined && input.model === undefined);
     const plan = planned instanceof Promise ? await planned : planned;
-    const assigned = fixed ?? plan?.assignment;
+    // A variant whose model is gone (removed by a registry reload, the customer's endpoint deleted)
+    // is skipped: its robots get what they would get without the experiment, untagged, instead of
+    // a 404 for a request that named no model (docs/experiments.md, "When a variant's model goes").
+    const routed = plan?.assignment;
+    const assigned =
+      fixed ?? (routed !== undefined && this.engine.serves(routed.model, ctx.principal) ? routed : undefined);
     if (fixed === undefined && assigned !== undefined) {
       input = {
         ...raw,

@@ -534,6 +534,13 @@ export class InferenceEngine {
     throw errors.unknownModel(wanted, ids);
   }
 
+  /** Would `infer` resolve this id for this viewer now (no 404)? One or two map lookups. */
+  serves(id: string, viewer: ModelViewer): boolean {
+    const m = this.models.get(id);
+    if (m !== undefined && modelVisibleTo(m.def, viewer)) return true;
+    return this.customerModels.get(viewer.customerId)?.has(id) === true;
+  }
+
   /** The ids of the models a customer registered that this instance has loaded. */
   customerModelIds(customerId: string): string[] {
     return [...(this.customerModels.get(customerId)?.keys() ?? [])];
