@@ -361,3 +361,55 @@ describe("erasure and broadcasts", () => {
     },
   );
 });
+
+describe("experiments over a customer's own endpoint", () => {
+  it("a split experiment may name the customer's model (only its own); once deleted, its share gets the default", async () => {
+    expect((await register(A.admin, model("ab-cand"))).statusCode).toBe(201);
+    const create = (key: string) =>
+      t.app.inject({
+        method: "POST",
+        url: "/v1/experiments",
+        headers: { "x-api-key": key },
+        payload: {
+          name: "own endpoint",
+          assignment: "request",
+          variants: [
+            { name: "control", model: "mock-openvla-7b", weight: 1 },
+            { name: "mine", model: "ab-cand", weight: 1 },
+          ],
+        },
+      });
+    const other = await create(B.admin);
+    expect(other.statusCode, other.body).toBe(422);
+    expect(other.json().errors.map((x: { path: string }) => x.path)).toContain("/variants/1/model");
+    const e = await create(A.admin);
+    expect(e.statusCode, e.body).toBe(201);
+    const routed = () =>
+      t.app.inject({
+        method: "POST",
+        url: "/v1/inference",
+        headers: { "x-api-key": A.robot },
+        payload: { image: img, instruction: "put the bolt in the tray", robot_id: "cell-1" },
+      });
+    const served = new Set<string>();
+    for (let i = 0; i < 24; i++) {
+      const res = await routed();
+      expect(res.statusCode, res.body).toBe(200);
+      const body = res.json();
+      expect(body.experiment.variant).toBe(body.model === "ab-cand" ? "mine" : "control");
+      served.add(body.model);
+    }
+    expect([...served].sort()).toEqual(["ab-cand", "mock-openvla-7b"]); // p of one only = 2^-23
+    expect((await del(A.admin, "ab-cand")).statusCode).toBe(204);
+    for (let i = 0; i < 12; i++) {
+      const res = await routed();
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json().model).toBe("mock-openvla-7b");
+    }
+    await t.app.inject({
+      method: "POST",
+      url: `/v1/experiments/${e.json().id}/stop`,
+      headers: { "x-api-key": A.admin },
+    });
+  });
+});
