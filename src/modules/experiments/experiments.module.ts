@@ -52,6 +52,7 @@ export const experimentsModule: FastifyPluginAsyncTypebox<ModuleOptions> = async
         concurrency: config.shadowConcurrency,
         run,
         count: (outcome) => shadowCount.inc({ outcome }),
+        key: (job) => job.principal.customerId,
       });
       return queue;
     },

@@ -2,18 +2,26 @@
 export type ShadowOutcome = "run" | "error" | "dropped";
 
 /**
- * The bounded in-process queue of shadow requests. `push` never waits: a full queue drops the
- * job (counted). Jobs start on a later turn of the event loop (setImmediate), so the served
+ * The bounded in-process queue of shadow requests. `push` never waits: a full queue drops a job
+ * (counted). Jobs start on a later turn of the event loop (setImmediate), so the served
  * request's answer is written first, and at most `concurrency` run at once. Nothing here is
  * awaited by a request.
+ *
+ * Fair between customers (`key`): jobs wait in one FIFO per customer and start round-robin, and
+ * when the queue is full a customer holding fewer waiting jobs than the busiest one takes the
+ * busiest one's newest slot (that job is dropped instead). One customer's traffic cannot keep
+ * the others' sampled requests out.
  */
 export class ShadowQueue<J> {
-  private readonly jobs: J[] = [];
+  /** Waiting jobs per key; Map order is the round-robin order (a served key moves to the end). */
+  private readonly jobs = new Map<string, J[]>();
+  private size = 0;
   private readonly running = new Set<Promise<void>>();
   private readonly max: number;
   private readonly concurrency: number;
   private readonly run: (job: J) => Promise<void>;
   private readonly count: (outcome: ShadowOutcome) => void;
+  private readonly key: (job: J) => string;
   private scheduled = false;
   private closed = false;
 
@@ -22,20 +30,38 @@ export class ShadowQueue<J> {
     concurrency: number;
     run: (job: J) => Promise<void>;
     count: (outcome: ShadowOutcome) => void;
+    /** Whose job it is (the customer): the unit of fairness. Default: one key for all. */
+    key?: (job: J) => string;
   }) {
     this.max = options.max;
     this.concurrency = options.concurrency;
     this.run = options.run;
     this.count = options.count;
+    this.key = options.key ?? (() => "");
   }
 
-  /** Enqueues; false (and counted `dropped`) when the queue is full or closed. */
+  /** Enqueues; false (and counted `dropped`) when the queue is full of this key's fair share, or closed. */
   push(job: J): boolean {
-    if (this.closed || this.jobs.length >= this.max) {
+    if (this.closed || this.max === 0) {
       this.count("dropped");
       return false;
     }
-    this.jobs.push(job);
+    const k = this.key(job);
+    const own = this.jobs.get(k);
+    if (this.size >= this.max) {
+      const busiest = this.busiest();
+      // Full: only a key with fewer waiting jobs than the busiest one gets in, at the busiest one's expense.
+      if (busiest === undefined || busiest.length <= (own?.length ?? 0) + 1) {
+        this.count("dropped");
+        return false;
+      }
+      busiest.pop();
+      this.size--;
+      this.count("dropped");
+    }
+    if (own === undefined) this.jobs.set(k, [job]);
+    else own.push(job);
+    this.size++;
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {
@@ -48,7 +74,7 @@ export class ShadowQueue<J> {
 
   /** Jobs waiting (not yet started). */
   get waiting(): number {
-    return this.jobs.length;
+    return this.size;
   }
 
   get active(): number {
@@ -57,7 +83,7 @@ export class ShadowQueue<J> {
 
   /** Resolves when nothing waits or runs (tests; shutdown). */
   async idle(): Promise<void> {
-    while (this.jobs.length > 0 || this.running.size > 0 || this.scheduled) {
+    while (this.size > 0 || this.running.size > 0 || this.scheduled) {
       if (this.running.size > 0) await Promise.race(this.running);
       else await new Promise((r) => setImmediate(r));
     }
@@ -69,7 +95,8 @@ export class ShadowQueue<J> {
    */
   async close(waitMs: number): Promise<void> {
     this.closed = true;
-    this.jobs.length = 0;
+    this.jobs.clear();
+    this.size = 0;
     if (this.running.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -81,9 +108,30 @@ export class ShadowQueue<J> {
     clearTimeout(timer);
   }
 
+  /** The longest waiting FIFO. */
+  private busiest(): J[] | undefined {
+    let top: J[] | undefined;
+    for (const q of this.jobs.values()) if (top === undefined || q.length > top.length) top = q;
+    return top;
+  }
+
+  /** The next job, round-robin over the keys. */
+  private next(): J | undefined {
+    for (const [k, q] of this.jobs) {
+      const job = q.shift();
+      this.jobs.delete(k);
+      if (q.length > 0) this.jobs.set(k, q);
+      if (job !== undefined) {
+        this.size--;
+        return job;
+      }
+    }
+    return undefined;
+  }
+
   private pump(): void {
-    while (this.running.size < this.concurrency && this.jobs.length > 0) {
-      const job = this.jobs.shift() as J;
+    while (this.running.size < this.concurrency && this.size > 0) {
+      const job = this.next() as J;
       const p = this.run(job).then(
         () => this.count("run"),
         () => this.count("error"),
