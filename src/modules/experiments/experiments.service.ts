@@ -5,12 +5,13 @@ import { AppError, errors, type FieldError } from "../../platform/errors.ts";
 import type { InvalidationBus } from "../../platform/invalidation.ts";
 import { SwrCache } from "../../platform/swr-cache.ts";
 import type { InferenceEngine } from "../inference/inference.service.ts";
-import type {
-  ExperimentAssignment,
-  ExperimentGate,
-  ExperimentPlan,
-  SafetyGate,
-  ShadowJob,
+import {
+  type ExperimentAssignment,
+  type ExperimentGate,
+  type ExperimentPlan,
+  type SafetyGate,
+  type ShadowJob,
+  safetyModelId,
 } from "../inference/inference-runner.ts";
 import { instructionKey } from "../inference/instruction-key.ts";
 import { assign } from "./assignment.ts";
@@ -235,7 +236,7 @@ export class ExperimentsService implements ExperimentGate {
                 customerId,
                 robotId: job.robotId,
                 inferenceId: job.inferenceId,
-                modelId: result.model,
+                modelId: safetyModelId(result),
                 unnormKey: result.unnormKey,
                 decoded: { action: result.action, actionChunk: result.actionChunk },
                 robotState: job.robotState,

@@ -4,7 +4,7 @@ import type { ExperimentRow } from "../../platform/db/schema/index.ts";
 import { InvalidationBus } from "../../platform/invalidation.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "../inference/inference.service.ts";
-import { InferenceRunner } from "../inference/inference-runner.ts";
+import { InferenceRunner, NO_SAFETY_GATE, type SafetyCheck, type SafetyGate } from "../inference/inference-runner.ts";
 import type { ExperimentsRepo, ShadowEntry } from "./experiments.repo.ts";
 import { ExperimentsService } from "./experiments.service.ts";
 import { type ShadowOutcome, ShadowQueue } from "./shadow-queue.ts";
@@ -24,10 +24,14 @@ const SERVED = [0.01, 0.02, 0.03, 0.1, 0.2, 0.3, 1];
 const CANDIDATE = [0.04, 0.06, 0.03, 0.1, 0.2, 0.0, 0.5];
 
 /** An engine whose candidate model answers as told: at once, or never. */
-function fakeEngine(candidate: "answers" | "never"): InferenceEngine {
+function fakeEngine(
+  candidate: "answers" | "never",
+  candidateOwner: "operator" | "customer" = "operator",
+): InferenceEngine {
   const result = (req: InferenceRequest, action: number[]) =>
     ({
       model: req.model ?? "primary",
+      owner: req.model === "cand" ? candidateOwner : "operator",
       backend: "fake",
       action,
       unnormKey: "k",
@@ -59,15 +63,19 @@ const shadowRow = {
   stoppedAt: null,
 } as unknown as ExperimentRow;
 
-function setup(candidate: "answers" | "never", max: number) {
-  const engine = fakeEngine(candidate);
+function setup(
+  candidate: "answers" | "never",
+  max: number,
+  extra: { safety?: SafetyGate; candidateOwner?: "operator" | "customer" } = {},
+) {
+  const engine = fakeEngine(candidate, extra.candidateOwner);
   const rows: ShadowEntry[] = [];
   const counts: Record<ShadowOutcome, number> = { run: 0, error: 0, dropped: 0 };
   const redis = { keyPrefix: "t:", client: null, duplicate: () => null } as unknown as RedisHandle;
   const service = new ExperimentsService({
     repo: { active: async () => [shadowRow] } as unknown as ExperimentsRepo,
     engine,
-    safety: undefined,
+    safety: extra.safety,
     invalidation: new InvalidationBus(redis),
     cacheMs: 60_000,
     now: Date.now,
@@ -191,6 +199,21 @@ describe("shadow traffic", () => {
     expect(r.gripper).toBeCloseTo(0.5, 12);
   });
 
+  it("a customer's own candidate model is judged under its customer: name, as the served gate would", async () => {
+    const judged: SafetyCheck[] = [];
+    const safety: SafetyGate = {
+      ...NO_SAFETY_GATE,
+      judge: async (input) => {
+        judged.push(input);
+        return (await NO_SAFETY_GATE.check(input)).safety;
+      },
+    };
+    const s = setup("answers", 10, { safety, candidateOwner: "customer" });
+    await s.call();
+    await s.service.queue.idle();
+    expect(judged.map((j) => j.modelId)).toEqual(["customer:cand"]);
+  });
+
   it("a candidate that never answers never holds up the served requests; a full queue drops and counts", async () => {
     const s = setup("never", 2);
     const answered: string[] = [];
@@ -206,5 +229,35 @@ describe("shadow traffic", () => {
     expect(s.counts.run).toBe(0);
     expect(s.rows).toHaveLength(0);
     await s.service.queue.close(0);
+  });
+
+  it("one customer's traffic cannot keep another's sampled requests out of a full queue; jobs start round-robin", async () => {
+    const started: string[] = [];
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const counts: Record<ShadowOutcome, number> = { run: 0, error: 0, dropped: 0 };
+    const q = new ShadowQueue<{ customer: string; n: number }>({
+      max: 4,
+      concurrency: 1,
+      key: (j) => j.customer,
+      count: (o) => counts[o]++,
+      run: async (j) => {
+        started.push(`${j.customer}${j.n}`);
+        await gate;
+      },
+    });
+    for (let n = 0; n < 10; n++) q.push({ customer: "a", n });
+    expect(q.waiting).toBe(4);
+    // Full of a's jobs: b and c still get in, each at the cost of a's newest.
+    expect(q.push({ customer: "b", n: 0 })).toBe(true);
+    expect(q.push({ customer: "c", n: 0 })).toBe(true);
+    expect(q.push({ customer: "b", n: 1 })).toBe(false); // b holds 1, a 2: no more for b
+    expect(q.waiting).toBe(4);
+    expect(counts.dropped).toBe(6 + 2 + 1);
+    release();
+    await q.idle();
+    expect(started).toEqual(["a0", "b0", "c0", "a1"]);
   });
 });

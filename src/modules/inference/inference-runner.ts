@@ -194,6 +194,15 @@ export const NO_SAFETY_GATE: SafetyGate = {
   },
 };
 
+/**
+ * The model name the safety gate judges an answer under: a customer's own model (docs/models.md,
+ * "Bring your own endpoint") is judged by the rules, profiles and stops, under a name no registry
+ * statistics answer to (ids have no colon). Served and shadow candidates alike.
+ */
+export function safetyModelId(result: Pick<InferenceResult, "model" | "owner">): string {
+  return result.owner === "customer" ? `customer:${result.model}` : result.model;
+}
+
 const sha256 = (s: string) => hash("sha256", s, "hex");
 
 /**
@@ -376,9 +385,7 @@ export class InferenceRunner {
         customerId,
         robotId: input.robotId,
         inferenceId: id,
-        // A customer's own model (docs/models.md, "Bring your own endpoint") is judged by the rules,
-        // profiles and stops, under a name no registry statistics answer to (ids have no colon).
-        modelId: result.owner === "customer" ? `customer:${result.model}` : result.model,
+        modelId: safetyModelId(result),
         unnormKey: result.unnormKey,
         decoded: input.postprocess === undefined ? decoded : input.postprocess(decoded),
         robotState: input.robotState,
