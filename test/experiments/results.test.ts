@@ -14,7 +14,8 @@ afterAll(async () => {
   await t?.close();
 });
 
-const AT = "2026-11-26T11:00:00.000Z";
+// Inside the experiments' time span (they are created now): the results read only that span.
+const AT = new Date().toISOString();
 
 function log(
   customerId: string,
@@ -23,10 +24,11 @@ function log(
   model: string,
   totalMs: number,
   safety: string | null,
+  createdAt = AT,
 ): InferenceLogEntry {
   return {
     id: randomUUID(),
-    createdAt: AT,
+    createdAt,
     customerId,
     apiKeyId: null,
     userId: null,
@@ -82,7 +84,10 @@ describe("GET /v1/experiments/{id}/results", () => {
     ];
     // Outside the experiment: never counted.
     const other = log(c, null, null, A, 1, "pass");
-    await new InferenceLogsRepo(t.database.db).insertMany([...ctl, ...cand, other]);
+    // Tagged, but 40 days before the experiment existed: outside its time span, whose partitions are not read.
+    const early = new Date(Date.parse(e.created_at) - 40 * 86_400_000).toISOString();
+    const stray = log(c, e.id, "control", A, 1, "pass", early);
+    await new InferenceLogsRepo(t.database.db).insertMany([...ctl, ...cand, other, stray]);
 
     type Fb = { on: InferenceLogEntry; type: string; rating?: number; errors?: [number, number, number] };
     const fb = (on: InferenceLogEntry, type: string, rating?: number, errors?: [number, number, number]): Fb => ({

@@ -51,6 +51,24 @@ export interface ShadowEntry {
   readonly errorCode: string | null;
 }
 
+/**
+ * The span of inference_logs.created_at an experiment's rows can have: bounds the results queries
+ * so PostgreSQL prunes the monthly partitions outside it (and reads only the experiment's).
+ */
+export interface LogWindow {
+  readonly from: Date;
+  /** Null while the experiment may still route. */
+  readonly until: Date | null;
+}
+
+/** The window as SQL conditions on a timestamp column. */
+function inWindow(column: string, w: LogWindow) {
+  const c = sql.raw(column);
+  return w.until === null
+    ? sql`${c} >= ${w.from.toISOString()}::timestamptz`
+    : sql`${c} >= ${w.from.toISOString()}::timestamptz and ${c} < ${w.until.toISOString()}::timestamptz`;
+}
+
 export interface ShadowFilter {
   readonly robotId?: string | undefined;
   readonly instructionKey?: string | undefined;
@@ -202,7 +220,7 @@ export class ExperimentsRepo {
     return this.get(customerId, id);
   }
 
-  async requestStats(customerId: string, experimentId: string): Promise<VariantRequestRow[]> {
+  async requestStats(customerId: string, experimentId: string, w: LogWindow): Promise<VariantRequestRow[]> {
     const res = await this.db.execute(sql`
       select variant, count(*)::int as n, count(*) filter (where status = 'error')::int as errors,
         avg(total_ms) filter (where status = 'ok')::float8 as mean_ms,
@@ -210,16 +228,17 @@ export class ExperimentsRepo {
         percentile_cont(0.95) within group (order by total_ms) filter (where status = 'ok')::float8 as p95_ms,
         ${VERDICTS("safety_status")}
       from inference_logs
-      where customer_id = ${customerId} and experiment_id = ${experimentId}
+      where customer_id = ${customerId} and experiment_id = ${experimentId} and ${inWindow("created_at", w)}
       group by variant`);
     return rowsOf<VariantRequestRow>(res);
   }
 
   /** Feedback joined to the experiment's inferences by inference id (both of this customer). */
-  async feedbackStats(customerId: string, experimentId: string): Promise<VariantFeedbackRow[]> {
+  async feedbackStats(customerId: string, experimentId: string, w: LogWindow): Promise<VariantFeedbackRow[]> {
     const res = await this.db.execute(sql`
       with l as (
-        select id, variant from inference_logs where customer_id = ${customerId} and experiment_id = ${experimentId}
+        select id, variant from inference_logs
+        where customer_id = ${customerId} and experiment_id = ${experimentId} and ${inWindow("created_at", w)}
       )
       select l.variant,
         count(*) filter (where f.type = 'success')::int as rated,
@@ -232,7 +251,7 @@ export class ExperimentsRepo {
         avg(f.error_rotation) filter (where f.type = 'correction')::float8 as rotation_mean,
         avg(f.error_gripper) filter (where f.type = 'correction')::float8 as gripper_mean
       from feedback f join l on l.id = f.inference_id
-      where f.customer_id = ${customerId}
+      where f.customer_id = ${customerId} and ${inWindow("f.inference_created_at", w)}
       group by l.variant`);
     return rowsOf<VariantFeedbackRow>(res);
   }
@@ -241,15 +260,16 @@ export class ExperimentsRepo {
    * Per inference with a reported outcome (a `success` rating or a `failure` report): a success
    * when no failure was reported and its mean success rating is at least 4.
    */
-  async outcomeStats(customerId: string, experimentId: string): Promise<VariantOutcomeRow[]> {
+  async outcomeStats(customerId: string, experimentId: string, w: LogWindow): Promise<VariantOutcomeRow[]> {
     const res = await this.db.execute(sql`
       with l as (
-        select id, variant from inference_logs where customer_id = ${customerId} and experiment_id = ${experimentId}
+        select id, variant from inference_logs
+        where customer_id = ${customerId} and experiment_id = ${experimentId} and ${inWindow("created_at", w)}
       ), per_inference as (
         select l.variant, f.inference_id, bool_or(f.type = 'failure') as failed,
           avg(f.rating) filter (where f.type = 'success') as rating
         from feedback f join l on l.id = f.inference_id
-        where f.customer_id = ${customerId} and f.type in ('success', 'failure')
+        where f.customer_id = ${customerId} and f.type in ('success', 'failure') and ${inWindow("f.inference_created_at", w)}
         group by l.variant, f.inference_id
       )
       select variant, count(*)::int as outcomes,

@@ -17,6 +17,7 @@ import { instructionKey } from "../inference/instruction-key.ts";
 import { assign } from "./assignment.ts";
 import type {
   ExperimentsRepo,
+  LogWindow,
   PageCursor,
   ShadowEntry,
   ShadowFilter,
@@ -360,10 +361,11 @@ export class ExperimentsService implements ExperimentGate {
     if (row.mode !== "split" || row.variants === null) {
       throw errors.conflict("A shadow experiment has no variants to compare; see GET /v1/experiments/{id}/shadow.");
     }
+    const w = logWindow(row);
     const [requests, feedback, outcomes] = await Promise.all([
-      this.o.repo.requestStats(customerId, id),
-      this.o.repo.feedbackStats(customerId, id),
-      this.o.repo.outcomeStats(customerId, id),
+      this.o.repo.requestStats(customerId, id, w),
+      this.o.repo.feedbackStats(customerId, id, w),
+      this.o.repo.outcomeStats(customerId, id, w),
     ]);
     const byName = <T extends { variant: string }>(rows: T[]) => new Map(rows.map((r) => [r.variant, r]));
     const req = byName<VariantRequestRow>(requests);
@@ -444,6 +446,22 @@ export class ExperimentsService implements ExperimentGate {
       next: rows.length > limit && last !== undefined ? { createdAt: last.createdAt.toISOString(), id: last.id } : null,
     };
   }
+}
+
+/** Clock skew between instances and the database, and caches that had not yet seen a stop. */
+const WINDOW_SLACK_MS = 86_400_000;
+
+/**
+ * When an experiment's log rows can have been written: from its creation (nothing routes to it
+ * before) to its stop or end, a day of slack either side. Bounds the results queries so the
+ * monthly inference_logs partitions outside it are pruned.
+ */
+export function logWindow(row: ExperimentRow): LogWindow {
+  const ends = [row.stoppedAt, row.endsAt].filter((d): d is Date => d !== null).map((d) => d.getTime());
+  return {
+    from: new Date(row.createdAt.getTime() - WINDOW_SLACK_MS),
+    until: ends.length === 0 ? null : new Date(Math.min(...ends) + WINDOW_SLACK_MS),
+  };
 }
 
 function variantView(
