@@ -115,6 +115,8 @@ export interface Config {
     readonly cacheMs: number;
     /** Shadow requests waiting for the candidate model, per instance; more are dropped and counted. */
     readonly shadowQueueMax: number;
+    /** The most bytes (request images) the waiting shadow requests may hold, per instance. */
+    readonly shadowQueueMaxBytes: number;
     /** Shadow candidate calls running at once per instance. */
     readonly shadowConcurrency: number;
   };
@@ -602,6 +604,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     experiments: {
       cacheMs: r.int("EXPERIMENTS_CACHE_MS", 5_000, 0, 3_600_000),
       shadowQueueMax: r.int("SHADOW_QUEUE_MAX", 100, 0, 100_000),
+      shadowQueueMaxBytes: r.int("SHADOW_QUEUE_MAX_BYTES", 64 * 1024 * 1024, 0, 64 * 1024 ** 3),
       shadowConcurrency: r.int("SHADOW_CONCURRENCY", 1, 1, 256),
     },
     feedback: {

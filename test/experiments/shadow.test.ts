@@ -148,3 +148,30 @@ describe("shadow experiments", () => {
     expect(page.json().summary.n).toBe(0);
   });
 });
+
+describe("shadow queue byte budget", () => {
+  it("a request whose image is larger than SHADOW_QUEUE_MAX_BYTES is not queued: dropped and counted", async () => {
+    const small = await buildInferenceApp({ SHADOW_QUEUE_MAX_BYTES: "16" });
+    try {
+      const e = await createExperiment(small.app, small.customerId, {
+        name: "shadow tiny",
+        mode: "shadow",
+        candidate_model: "demo-vla-tiny",
+        sample_rate: 1,
+      });
+      expect(e.statusCode, e.body).toBe(201);
+      const res = await small.app.inject({
+        method: "POST",
+        url: "/v1/inference",
+        headers: xKey(small.key),
+        payload: { image: img, instruction: "pick up the red block", robot_id: "arm-1", unnorm_key: "bridge_orig" },
+      });
+      expect(res.statusCode, res.body).toBe(200);
+      await settleShadow(small.app);
+      expect(await metricValue(small.app, "vla_shadow_requests_total", { outcome: "dropped" })).toBe(1);
+      expect(await metricValue(small.app, "vla_shadow_requests_total", { outcome: "run" })).toBe(0);
+    } finally {
+      await small.close();
+    }
+  });
+});

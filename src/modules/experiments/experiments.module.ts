@@ -49,10 +49,12 @@ export const experimentsModule: FastifyPluginAsyncTypebox<ModuleOptions> = async
     queue: (run) => {
       queue = new ShadowQueue<ShadowJob>({
         max: config.shadowQueueMax,
+        maxBytes: config.shadowQueueMaxBytes,
         concurrency: config.shadowConcurrency,
         run,
         count: (outcome) => shadowCount.inc({ outcome }),
         key: (job) => job.principal.customerId,
+        bytes: (job) => (job.image.imageBytes?.byteLength ?? 0) + (job.image.imageArray?.data.byteLength ?? 0),
       });
       return queue;
     },

@@ -7,6 +7,9 @@ export type ShadowOutcome = "run" | "error" | "dropped";
  * request's answer is written first, and at most `concurrency` run at once. Nothing here is
  * awaited by a request.
  *
+ * Bounded in jobs (`max`) and in the bytes they hold (`maxBytes`, measured by `bytes`: a job
+ * keeps its request's image until it runs).
+ *
  * Fair between customers (`key`): jobs wait in one FIFO per customer and start round-robin, and
  * when the queue is full a customer holding fewer waiting jobs than the busiest one takes the
  * busiest one's newest slot (that job is dropped instead). One customer's traffic cannot keep
@@ -14,54 +17,66 @@ export type ShadowOutcome = "run" | "error" | "dropped";
  */
 export class ShadowQueue<J> {
   /** Waiting jobs per key; Map order is the round-robin order (a served key moves to the end). */
-  private readonly jobs = new Map<string, J[]>();
+  private readonly jobs = new Map<string, { job: J; bytes: number }[]>();
   private size = 0;
+  private heldBytes = 0;
   private readonly running = new Set<Promise<void>>();
   private readonly max: number;
+  private readonly maxBytes: number;
   private readonly concurrency: number;
   private readonly run: (job: J) => Promise<void>;
   private readonly count: (outcome: ShadowOutcome) => void;
   private readonly key: (job: J) => string;
+  private readonly bytesOf: (job: J) => number;
   private scheduled = false;
   private closed = false;
 
   constructor(options: {
     max: number;
+    /** The most bytes waiting jobs may hold (default: unbounded). */
+    maxBytes?: number;
     concurrency: number;
     run: (job: J) => Promise<void>;
     count: (outcome: ShadowOutcome) => void;
     /** Whose job it is (the customer): the unit of fairness. Default: one key for all. */
     key?: (job: J) => string;
+    /** The bytes a waiting job holds (its image). Default: 0. */
+    bytes?: (job: J) => number;
   }) {
     this.max = options.max;
+    this.maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
     this.concurrency = options.concurrency;
     this.run = options.run;
     this.count = options.count;
     this.key = options.key ?? (() => "");
+    this.bytesOf = options.bytes ?? (() => 0);
   }
 
   /** Enqueues; false (and counted `dropped`) when the queue is full of this key's fair share, or closed. */
   push(job: J): boolean {
-    if (this.closed || this.max === 0) {
+    const bytes = this.bytesOf(job);
+    if (this.closed || this.max === 0 || bytes > this.maxBytes) {
       this.count("dropped");
       return false;
     }
     const k = this.key(job);
     const own = this.jobs.get(k);
-    if (this.size >= this.max) {
+    // Full: only a key with fewer waiting jobs than the busiest one gets in, at the busiest one's expense.
+    while (this.size >= this.max || this.heldBytes + bytes > this.maxBytes) {
       const busiest = this.busiest();
-      // Full: only a key with fewer waiting jobs than the busiest one gets in, at the busiest one's expense.
       if (busiest === undefined || busiest.length <= (own?.length ?? 0) + 1) {
         this.count("dropped");
         return false;
       }
-      busiest.pop();
+      const evicted = busiest.pop() as { bytes: number };
       this.size--;
+      this.heldBytes -= evicted.bytes;
       this.count("dropped");
     }
-    if (own === undefined) this.jobs.set(k, [job]);
-    else own.push(job);
+    if (own === undefined) this.jobs.set(k, [{ job, bytes }]);
+    else own.push({ job, bytes });
     this.size++;
+    this.heldBytes += bytes;
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {
@@ -75,6 +90,11 @@ export class ShadowQueue<J> {
   /** Jobs waiting (not yet started). */
   get waiting(): number {
     return this.size;
+  }
+
+  /** Bytes the waiting jobs hold. */
+  get waitingBytes(): number {
+    return this.heldBytes;
   }
 
   get active(): number {
@@ -97,6 +117,7 @@ export class ShadowQueue<J> {
     this.closed = true;
     this.jobs.clear();
     this.size = 0;
+    this.heldBytes = 0;
     if (this.running.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -109,8 +130,8 @@ export class ShadowQueue<J> {
   }
 
   /** The longest waiting FIFO. */
-  private busiest(): J[] | undefined {
-    let top: J[] | undefined;
+  private busiest(): { bytes: number }[] | undefined {
+    let top: { bytes: number }[] | undefined;
     for (const q of this.jobs.values()) if (top === undefined || q.length > top.length) top = q;
     return top;
   }
@@ -118,12 +139,13 @@ export class ShadowQueue<J> {
   /** The next job, round-robin over the keys. */
   private next(): J | undefined {
     for (const [k, q] of this.jobs) {
-      const job = q.shift();
+      const entry = q.shift();
       this.jobs.delete(k);
       if (q.length > 0) this.jobs.set(k, q);
-      if (job !== undefined) {
+      if (entry !== undefined) {
         this.size--;
-        return job;
+        this.heldBytes -= entry.bytes;
+        return entry.job;
       }
     }
     return undefined;

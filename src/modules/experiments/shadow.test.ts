@@ -260,4 +260,27 @@ describe("shadow traffic", () => {
     await q.idle();
     expect(started).toEqual(["a0", "b0", "c0", "a1"]);
   });
+
+  it("is bounded in the bytes its waiting jobs hold (their images), not only in jobs", async () => {
+    const counts: Record<ShadowOutcome, number> = { run: 0, error: 0, dropped: 0 };
+    const q = new ShadowQueue<{ customer: string; bytes: number }>({
+      max: 100,
+      maxBytes: 100,
+      concurrency: 1,
+      key: (j) => j.customer,
+      bytes: (j) => j.bytes,
+      count: (o) => counts[o]++,
+      run: async () => {},
+    });
+    expect(q.push({ customer: "a", bytes: 60 })).toBe(true);
+    expect(q.push({ customer: "a", bytes: 60 })).toBe(false);
+    expect(q.push({ customer: "b", bytes: 500 })).toBe(false); // larger than the whole budget
+    expect(q.push({ customer: "b", bytes: 40 })).toBe(true);
+    expect(q.waiting).toBe(2);
+    expect(q.waitingBytes).toBe(100);
+    expect(counts.dropped).toBe(2);
+    await q.idle();
+    expect(q.waitingBytes).toBe(0);
+    expect(counts.run).toBe(2);
+  });
 });
