@@ -265,8 +265,10 @@ describe("routing", () => {
       expect((await infer(c.key, "arm-1")).json().experiment).toBeUndefined();
       const got = await t.app.inject({ method: "GET", url: `/v1/experiments/${e.id}`, headers: owner(c.customerId) });
       expect(got.json().status).toBe("ended");
-      // An ended experiment does not block the next.
+      // An ended experiment does not block the next, and still reads as ended afterwards.
       expect((await createExperiment(t.app, c.customerId, split(AB))).statusCode).toBe(201);
+      const after = await t.app.inject({ method: "GET", url: `/v1/experiments/${e.id}`, headers: owner(c.customerId) });
+      expect(after.json()).toMatchObject({ status: "ended", stopped_at: null });
     } finally {
       t.clock.advance(-7_200_000);
     }

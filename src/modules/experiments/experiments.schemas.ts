@@ -113,7 +113,9 @@ export const ExperimentSchema = Type.Object(
     sample_rate: nullable(Type.Number()),
     starts_at: nullable(Type.String({ format: "date-time" })),
     ends_at: nullable(Type.String({ format: "date-time" })),
-    stopped_at: nullable(Type.String({ format: "date-time" })),
+    stopped_at: Type.Union([Type.String({ format: "date-time" }), Type.Null()], {
+      description: "When POST .../stop ended it before ends_at; null otherwise (one that ran to ends_at is ended).",
+    }),
     created_at: Type.String({ format: "date-time" }),
   },
   { examples: [EXAMPLE_VIEW] },

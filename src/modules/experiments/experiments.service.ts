@@ -65,9 +65,17 @@ const NONE: Active = { split: undefined, shadow: undefined };
 
 export type ExperimentStatus = "scheduled" | "running" | "stopped" | "ended";
 
+/**
+ * A stop at or after `ends_at` (the repo closes an ended experiment that way before creating the
+ * next; POST .../stop of an ended one) is no stop: it ran to its end.
+ */
+function stoppedEarly(row: ExperimentRow): boolean {
+  return row.stoppedAt !== null && (row.endsAt === null || row.stoppedAt.getTime() < row.endsAt.getTime());
+}
+
 export function statusOf(row: ExperimentRow, now: number): ExperimentStatus {
-  if (row.stoppedAt !== null) return "stopped";
-  if (row.endsAt !== null && row.endsAt.getTime() <= now) return "ended";
+  if (stoppedEarly(row)) return "stopped";
+  if (row.stoppedAt !== null || (row.endsAt !== null && row.endsAt.getTime() <= now)) return "ended";
   if (row.startsAt !== null && row.startsAt.getTime() > now) return "scheduled";
   return "running";
 }
@@ -559,7 +567,7 @@ export function experimentView(r: ExperimentRow, now: number) {
     sample_rate: r.sampleRate,
     starts_at: r.startsAt?.toISOString() ?? null,
     ends_at: r.endsAt?.toISOString() ?? null,
-    stopped_at: r.stoppedAt?.toISOString() ?? null,
+    stopped_at: stoppedEarly(r) ? (r.stoppedAt?.toISOString() ?? null) : null,
     created_at: r.createdAt.toISOString(),
   };
 }
