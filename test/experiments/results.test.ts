@@ -192,13 +192,14 @@ describe("GET /v1/experiments/{id}/results", () => {
     expect(cm.rotation).toBeCloseTo(0.3, 12);
     expect(cm.gripper).toBeCloseTo(0.25, 12);
 
-    // SciPy: ttest_ind([5,4,4,3,5], [3,2,4,3,2,3], equal_var=False) -> t 2.8225564, df 8.2233, p 0.0217999.
+    // The rating test's unit is the inference: c1 (3, 2) and c2 (2, 3) count once each at 2.5, d1 (5, 5) at 5.
+    // SciPy: ttest_ind([5,4,4,3], [2.5,2.5,4,3], equal_var=False) -> t 1.8516402, df 5.88, p 0.1145315.
     const rating = candidate.vs_control.rating;
-    expect(rating).toMatchObject({ test: "welch_t", n_control: 6, n_variant: 5 });
-    expect(rating.difference).toBeCloseTo(4.2 - 17 / 6, 12);
-    expect(rating.statistic).toBeCloseTo(2.8225564023682086, 9);
-    expect(rating.df).toBeCloseTo(8.22330993719985, 9);
-    expect(rating.p_value).toBeCloseTo(0.02179991392841313, 8);
+    expect(rating).toMatchObject({ test: "welch_t", n_control: 4, n_variant: 4 });
+    expect(rating.difference).toBeCloseTo(4 - 3, 12);
+    expect(rating.statistic).toBeCloseTo(1.851640199545103, 9);
+    expect(rating.df).toBeCloseTo(5.88, 9);
+    expect(rating.p_value).toBeCloseTo(0.11453147911050253, 8);
     // Pooled z: (0.5 - 0.2) / sqrt(1/3 * 2/3 * (1/5 + 1/4)) = 0.9486833; two-sided p 0.3427817.
     const success = candidate.vs_control.success_rate;
     expect(success).toMatchObject({ test: "two_proportion_z", n_control: 5, n_variant: 4, df: null });

@@ -89,12 +89,11 @@ export interface VariantRequestRow {
   not_evaluated: number;
 }
 
-/** Per variant: success ratings (n, mean, sample variance), safety ratings and corrections. */
+/** Per variant: success ratings (count, mean), safety ratings and corrections. */
 export interface VariantFeedbackRow {
   variant: string;
   rated: number;
   rating_mean: number | null;
-  rating_var: number | null;
   safety_rated: number;
   safety_mean: number | null;
   corrections: number;
@@ -103,11 +102,18 @@ export interface VariantFeedbackRow {
   gripper_mean: number | null;
 }
 
-/** Per variant: inferences with a reported outcome and how many succeeded. */
+/**
+ * Per variant, one value per inference: inferences with a reported outcome and how many
+ * succeeded; inferences with success ratings and the mean and sample variance of their mean
+ * rating (the unit the rating test compares: ratings of one inference are not independent).
+ */
 export interface VariantOutcomeRow {
   variant: string;
   outcomes: number;
   successes: number;
+  rated_inferences: number;
+  rating_mean: number | null;
+  rating_var: number | null;
 }
 
 export interface ShadowSummaryRow {
@@ -243,7 +249,6 @@ export class ExperimentsRepo {
       select l.variant,
         count(*) filter (where f.type = 'success')::int as rated,
         avg(f.rating) filter (where f.type = 'success')::float8 as rating_mean,
-        var_samp(f.rating) filter (where f.type = 'success')::float8 as rating_var,
         count(*) filter (where f.type = 'safety')::int as safety_rated,
         avg(f.rating) filter (where f.type = 'safety')::float8 as safety_mean,
         count(*) filter (where f.type = 'correction')::int as corrections,
@@ -258,7 +263,8 @@ export class ExperimentsRepo {
 
   /**
    * Per inference with a reported outcome (a `success` rating or a `failure` report): a success
-   * when no failure was reported and its mean success rating is at least 4.
+   * when no failure was reported and its mean success rating is at least 4; and the per-inference
+   * mean success ratings.
    */
   async outcomeStats(customerId: string, experimentId: string, w: LogWindow): Promise<VariantOutcomeRow[]> {
     const res = await this.db.execute(sql`
@@ -273,7 +279,9 @@ export class ExperimentsRepo {
         group by l.variant, f.inference_id
       )
       select variant, count(*)::int as outcomes,
-        count(*) filter (where not failed and rating >= 4)::int as successes
+        count(*) filter (where not failed and rating >= 4)::int as successes,
+        count(rating)::int as rated_inferences, avg(rating)::float8 as rating_mean,
+        var_samp(rating)::float8 as rating_var
       from per_inference group by variant`);
     return rowsOf<VariantOutcomeRow>(res);
   }

@@ -174,7 +174,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
           "rate, latency (mean, p50, p95 over successful requests), safety verdicts, success ratings, success rate " +
           "(inferences with a reported outcome: no failure report and mean success rating >= 4), safety ratings and " +
           "correction magnitude. Each variant is compared with the first (control): the mean success rating by " +
-          "Welch's t-test, the success rate by the pooled two-proportion z-test, both two-sided, with the sample " +
+          "Welch's t-test over rated inferences (each counted once, with the mean of its ratings), the success rate by the pooled two-proportion z-test, both two-sided, with the sample " +
           "sizes. Logs are written in batches: the last second may be missing. A shadow experiment is 409 `conflict`.",
         security: SECURITY,
         params: IdParams,

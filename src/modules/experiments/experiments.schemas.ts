@@ -206,7 +206,12 @@ export const ResultsSchema = Type.Object(
         vs_control: Type.Union(
           [
             Type.Object({
-              rating: { ...Comparison, description: "Mean success rating: Welch's t-test, two-sided." },
+              rating: {
+                ...Comparison,
+                description:
+                  "Mean success rating: Welch's t-test, two-sided, over rated inferences (an inference rated " +
+                  "several times counts once, with the mean of its ratings; n_* count inferences).",
+              },
               success_rate: { ...Comparison, description: "Success rate: pooled two-proportion z-test, two-sided." },
             }),
             Type.Null(),

@@ -480,7 +480,8 @@ function variantView(
 ) {
   const n = r?.n ?? 0;
   const outcome = { n: o?.outcomes ?? 0, successes: o?.successes ?? 0 };
-  const rating = { n: f?.rated ?? 0, mean: f?.rating_mean ?? 0, variance: f?.rating_var ?? 0 };
+  // The rating test's unit is the inference (the mean of its success ratings), like the outcome's.
+  const rating = { n: o?.rated_inferences ?? 0, mean: o?.rating_mean ?? 0, variance: o?.rating_var ?? 0 };
   return {
     rating,
     outcome,
@@ -500,7 +501,7 @@ function variantView(
         not_evaluated: r?.not_evaluated ?? 0,
       },
       feedback: {
-        rated: rating.n,
+        rated: f?.rated ?? 0,
         mean_rating: f?.rating_mean ?? null,
         safety_rated: f?.safety_rated ?? 0,
         mean_safety_rating: f?.safety_mean ?? null,
