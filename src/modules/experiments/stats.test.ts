@@ -56,4 +56,15 @@ describe("tests", () => {
     expect(twoProportionZTest({ n: 0, successes: 0 }, { n: 5, successes: 2 })).toBeNull();
     expect(twoProportionZTest({ n: 4, successes: 4 }, { n: 5, successes: 5 })).toBeNull();
   });
+
+  it("a strong effect has a small p-value, not 0 (computed from the tail, not 1 - CDF)", () => {
+    // SciPy: ttest_ind_from_stats(2, sqrt(0.5), 100, 4, sqrt(0.5), 100, equal_var=False) -> p 2.0689e-49.
+    const t = welchTTest({ n: 100, mean: 2, variance: 0.5 }, { n: 100, mean: 4, variance: 0.5 });
+    expect(t?.p_value).toBeGreaterThan(0);
+    expect((t?.p_value as number) / 2.068940257467799e-49).toBeCloseTo(1, 4);
+    // SciPy: 10/100 vs 90/100, z 11.3137085, 2 * norm.sf(z) -> 1.1224e-29 (erfc is good to 1.2e-7 relative).
+    const z = twoProportionZTest({ n: 100, successes: 10 }, { n: 100, successes: 90 });
+    expect(z?.statistic).toBeCloseTo(11.313708498984761, 9);
+    expect((z?.p_value as number) / 1.1224297172982608e-29).toBeCloseTo(1, 5);
+  });
 });

@@ -120,7 +120,8 @@ export function welchTTest(a: SampleSummary, b: SampleSummary): TestResult | nul
   if (!(se2 > 0)) return null;
   const t = (b.mean - a.mean) / Math.sqrt(se2);
   const df = (se2 * se2) / ((va * va) / (a.n - 1) + (vb * vb) / (b.n - 1));
-  const p = 2 * (1 - studentTCdf(Math.abs(t), df));
+  // From the lower tail itself: 1 - CDF(|t|) would round a small p-value to 0.
+  const p = 2 * studentTCdf(-Math.abs(t), df);
   return { test: "welch_t", statistic: t, df, p_value: Math.min(1, Math.max(0, p)) };
 }
 
@@ -137,6 +138,6 @@ export function twoProportionZTest(
   const se = Math.sqrt(pooled * (1 - pooled) * (1 / a.n + 1 / b.n));
   if (!(se > 0)) return null;
   const z = (b.successes / b.n - a.successes / a.n) / se;
-  const p = 2 * (1 - normalCdf(Math.abs(z)));
+  const p = 2 * normalCdf(-Math.abs(z));
   return { test: "two_proportion_z", statistic: z, df: null, p_value: Math.min(1, Math.max(0, p)) };
 }
