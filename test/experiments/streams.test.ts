@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packMsgpackNumpy, unpackMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
+import { EMBEDDED_REGISTRY, PROJECT_ROOT, parseRegistry } from "../../src/modules/models/registry.ts";
 import { owner } from "../helpers/limits.ts";
 import { buildStreamApp, Client, flushLogs, jpeg, newKey, type StreamTestContext } from "../streaming/helpers.ts";
 import { createExperiment } from "./helpers.ts";
@@ -69,5 +70,33 @@ describe("experiments on streams", () => {
       model: "demo-vla-tiny",
       experiment: { id: e.id, variant: "only-tiny" },
     });
+  });
+
+  it("a variant whose model a reload removed is skipped at session start: default model, untagged, not unknown_model", async () => {
+    const c = await newKey(t);
+    await createExperiment(t.app, c.customerId, { name: "gone", variants: ONLY });
+    const engine = t.app.platform.engine;
+    const models = EMBEDDED_REGISTRY.models.filter((m) => m.id !== "demo-vla-tiny");
+    await engine.reload(parseRegistry({ ...EMBEDDED_REGISTRY, models }, PROJECT_ROOT));
+    try {
+      const ws = new Client(`${t.baseUrl}/v1/stream`, { "x-api-key": c.key });
+      await ws.opened();
+      ws.json({ type: "start", robot_id: "arm-1", instruction: "pick", unnorm_key: "bridge_orig" });
+      const s = await ws.type("started");
+      expect(s.experiment).toBeUndefined();
+      expect((s.model as { id: string }).id).toBe("mock-openvla-7b");
+      ws.close();
+      const o = new Client(`${t.baseUrl}/v1/openpi?robot_id=arm-2&unnorm_key=bridge_orig`, {
+        authorization: `Api-Key ${c.key}`,
+      });
+      await o.opened();
+      await o.next(() => o.raw.length >= 1);
+      const meta = unpackMsgpackNumpy((o.raw[0] as { data: Buffer }).data) as Record<string, unknown>;
+      expect(meta.model).toBe("mock-openvla-7b");
+      expect(meta.experiment).toBeUndefined();
+      o.close();
+    } finally {
+      await engine.reload(parseRegistry(EMBEDDED_REGISTRY, PROJECT_ROOT));
+    }
   });
 });

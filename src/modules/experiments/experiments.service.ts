@@ -167,11 +167,15 @@ export class ExperimentsService implements ExperimentGate {
     return assignment === undefined && shadow === undefined ? undefined : { assignment, shadow };
   }
 
-  /** The split experiment's variant for a session that names no model (streams, openpi); undefined when none runs. */
-  async assignment(customerId: string, robotId: string | undefined): Promise<ExperimentAssignment | undefined> {
+  /**
+   * The split experiment's variant for a session that names no model (streams, openpi); undefined
+   * when none runs, or when the variant's model is gone (a registry reload removed it, the
+   * customer's endpoint was deleted): the session gets the default model, as REST requests do.
+   */
+  async assignment(principal: Principal, robotId: string | undefined): Promise<ExperimentAssignment | undefined> {
     let active: Active;
     try {
-      active = await this.cache.get(customerId);
+      active = await this.cache.get(principal.customerId);
     } catch (e) {
       this.o.onLoadError?.(e);
       return undefined;
@@ -180,6 +184,7 @@ export class ExperimentsService implements ExperimentGate {
     const now = this.o.now();
     if (s === undefined || now < s.from || now >= s.until) return undefined;
     const v = assign(s.id, s.assignment, s.variants, robotId, this.random);
+    if (!this.o.engine.serves(v.model, principal)) return undefined;
     return { id: s.id, variant: v.name, model: v.model };
   }
 

@@ -98,7 +98,7 @@ export async function admitOpenpi(
   // Neither the query nor the key names a model: a running split experiment picks it for the session.
   let experiment: ExperimentAssignment | undefined;
   if (target.model === undefined) {
-    experiment = await experimentServices.get(platform)?.assignment(principal.customerId, target.robotId);
+    experiment = await experimentServices.get(platform)?.assignment(principal, target.robotId);
     if (experiment !== undefined) {
       target = withKeyDefaults(
         principal,

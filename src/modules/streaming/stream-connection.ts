@@ -249,7 +249,7 @@ export class NativeStreamConnection implements StreamConnection {
       // Neither the start message nor the key names a model: a running split experiment picks it
       // once for the session (docs/experiments.md); every frame is logged with that variant.
       if (target.model === undefined) {
-        experiment = await experimentServices.get(this.deps.platform)?.assignment(principal.customerId, target.robotId);
+        experiment = await experimentServices.get(this.deps.platform)?.assignment(principal, target.robotId);
         if (experiment !== undefined) {
           target = withKeyDefaults(principal, { ...asked, model: experiment.model }, engine.defaultModel);
         }
