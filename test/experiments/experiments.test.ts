@@ -1,5 +1,8 @@
+import { randomUUID } from "node:crypto";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EMBEDDED_REGISTRY, PROJECT_ROOT, parseRegistry } from "../../src/modules/models/registry.ts";
+import { experiments } from "../../src/platform/db/schema/index.ts";
 import { jpeg, pattern } from "../engine/helpers.ts";
 import { owner, xKey } from "../helpers/limits.ts";
 import { buildInferenceApp, flushLogs, type InferenceTestContext, newKey } from "../inference/helpers.ts";
@@ -295,5 +298,23 @@ describe("routing", () => {
     expect(Object.keys(doc).sort()).toEqual(["__numpy__", "dtype", "shape"]);
     // The same robot over REST: the same variant.
     expect((await infer(c.key, "arm-7")).json().experiment.variant).toBe(header.split("variant=")[1]);
+  });
+});
+
+describe("erasure", () => {
+  it("a deleted user's experiments stay the customer's, unattributed", async () => {
+    const c = await newKey(t);
+    const e = (await createExperiment(t.app, c.customerId, split(AB))).json();
+    const userId = randomUUID();
+    // Sessions in these tests carry no user id: attribute the row directly.
+    const db = t.database.db;
+    await db.update(experiments).set({ createdByUserId: userId }).where(eq(experiments.id, e.id));
+    const counts = await db.transaction((tx) =>
+      t.app.platform.deletion.run({ tx, userId, customerId: c.customerId }, false),
+    );
+    expect(counts.experiments_unattributed).toBe(1);
+    const [row] = await db.select().from(experiments).where(eq(experiments.id, e.id));
+    expect(row?.createdByUserId).toBeNull();
+    await stop(c.customerId, e.id);
   });
 });

@@ -97,6 +97,9 @@ export const experimentsModule: FastifyPluginAsyncTypebox<ModuleOptions> = async
 
   platform.deletion.register({
     name: "shadow-results",
+    async deleteUser({ tx, userId }) {
+      return { experiments_unattributed: await new ExperimentsRepo(tx).forgetUser(userId) };
+    },
     async deleteCustomer({ tx, customerId }) {
       return { shadow_results: await new ExperimentsRepo(tx).deleteShadowOfCustomer(customerId) };
     },

@@ -335,6 +335,16 @@ export class ExperimentsRepo {
     return rowsOf<ShadowSummaryRow>(res)[0] as ShadowSummaryRow;
   }
 
+  /** A deleted user's experiments stay the customer's, unattributed. */
+  async forgetUser(userId: string): Promise<number> {
+    const rows = await this.db
+      .update(experiments)
+      .set({ createdByUserId: null })
+      .where(eq(experiments.createdByUserId, userId))
+      .returning({ id: experiments.id });
+    return rows.length;
+  }
+
   /** GDPR erasure of the customer's data: shadow records (experiments are configuration, they go with the customer row). */
   async deleteShadowOfCustomer(customerId: string): Promise<number> {
     const rows = await this.db
