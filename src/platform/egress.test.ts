@@ -47,6 +47,14 @@ describe("nonPublicReason", () => {
     ["2002:7f00:1::", "6to4 loopback"],
     ["::127.0.0.1", "IPv4-compatible (deprecated)"],
     ["2001:db8::1", "documentation"],
+    ["2001:2::1", "benchmarking"],
+    ["2001:10::1", "ORCHID"],
+    ["3fff::1", "documentation"],
+    // Outside 2000::/3: an IPv4-translated (SIIT) loopback, unassigned space.
+    ["::ffff:0:7f00:1", "not global unicast (outside 2000::/3)"],
+    ["::ffff:0:a00:1", "not global unicast (outside 2000::/3)"],
+    ["4000::1", "not global unicast (outside 2000::/3)"],
+    ["e000::1", "not global unicast (outside 2000::/3)"],
     ["not-an-ip", "not an IP address"],
     ["fe80::1%eth0", "not an IP address"],
   ])("%s is not public (%s)", (ip, why) => {
@@ -117,6 +125,7 @@ describe("refusedUrlSyntax", () => {
       "https://[::1]:8443",
       "https://[::ffff:10.0.0.1]",
       "https://[::ffff:7f00:1]",
+      "https://[::ffff:0:7f00:1]",
       "https://0x7f.1",
       "https://2130706433",
       "https://017700000001",
@@ -142,11 +151,19 @@ describe("refusedUrl (registration)", () => {
   it("refuses a name when any of its addresses is not public", async () => {
     const resolver = resolverOf({ "mixed.example": ["93.184.216.34", "10.0.0.7"], "ok.example": ["93.184.216.34"] });
     expect(await refusedUrl("https://mixed.example", strict, resolver)).toBe(
-      "mixed.example resolves to 10.0.0.7 is not a public address (private network)",
+      "mixed.example does not resolve to public addresses only",
     );
     expect(await refusedUrl("https://ok.example", strict, resolver)).toBeUndefined();
-    expect(await refusedUrl("https://nowhere.example", strict, resolver)).toMatch(/does not resolve \(ENOTFOUND\)/);
-    expect(resolver.calls).toEqual(["mixed.example", "ok.example", "nowhere.example"]);
+    expect(resolver.calls).toEqual(["mixed.example", "ok.example"]);
+  });
+  it("names no resolved address, and answers a private name like one that does not exist", async () => {
+    // The service's resolver may see private DNS (cluster service names): no internal address or
+    // existence may be read off a refusal.
+    const resolver = resolverOf({ "postgres.default.svc.cluster.local": ["10.96.12.4"] });
+    const internal = await refusedUrl("https://postgres.default.svc.cluster.local", strict, resolver);
+    const missing = await refusedUrl("https://nothing.default.svc.cluster.local", strict, resolver);
+    expect(internal).not.toMatch(/10\.96|private/);
+    expect(internal?.replace("postgres", "nothing")).toBe(missing);
   });
   it("does not resolve a literal IP host", async () => {
     const resolver = resolverOf({});
@@ -168,12 +185,21 @@ describe("guardedLookup (every connection)", () => {
     for (const options of [{}, { all: true }, { family: 4 }]) {
       const r = await lookup(fn, "internal.example", options);
       expect(r.err).toBeInstanceOf(EgressRefusedError);
-      expect(r.err?.message).toBe(
-        "egress refused: internal.example resolves to 10.0.0.1 is not a public address (private network)",
+      // The message reaches the customer: no address; the operator's `detail` has it.
+      expect(r.err?.message).toBe("egress refused: internal.example does not resolve to public addresses only");
+      expect((r.err as EgressRefusedError).detail).toBe(
+        "internal.example: 10.0.0.1 is not a public address (private network)",
       );
       expect(r.address).toBe("");
     }
     expect(resolver).toHaveBeenCalledTimes(3);
+  });
+  it("a name that does not resolve fails with the same message as a refused one", async () => {
+    const fn = guardedLookup(strict, resolverOf({ "internal.example": ["10.0.0.1"] }));
+    const refused = await lookup(fn, "internal.example", {});
+    const missing = await lookup(fn, "missing.example", {});
+    expect(missing.err).toBeInstanceOf(EgressRefusedError);
+    expect(missing.err?.message.replace("missing", "internal")).toBe(refused.err?.message);
   });
   it("an IPv4-mapped loopback AAAA record is refused too", async () => {
     const fn = guardedLookup(strict, resolverOf({ "v6.example": ["2606:4700::1111", "::ffff:7f00:1"] }));

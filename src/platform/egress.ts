@@ -46,13 +46,29 @@ export const systemResolver: Resolver = async (hostname) => {
   return list.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
 };
 
-/** A refused destination; `code` lets callers tell it from network errors. */
+/**
+ * A refused destination; `code` lets callers tell it from network errors. The message reaches the
+ * customer (model_unavailable names it), so for a host name it never holds what the name resolved
+ * to: the service's own resolver may answer names from its private DNS (split horizon, cluster
+ * service names), and echoing those addresses would map the operator's network. `detail`, for the
+ * operator's logs only, does.
+ */
 export class EgressRefusedError extends Error {
   readonly code = "EGRESS_REFUSED";
-  constructor(message: string) {
-    super(message);
+  readonly detail: string | undefined;
+  constructor(message: string, options: { detail?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
     this.name = "EgressRefusedError";
+    this.detail = options.detail;
   }
+}
+
+/**
+ * The one refusal a host name gets, whether it resolves to a refused address or not at all: two
+ * different answers would tell a customer which internal names exist (see EgressRefusedError).
+ */
+export function unresolvedReason(host: string): string {
+  return `${host} does not resolve to public addresses only`;
 }
 
 function parseV4(text: string): Uint8Array | undefined {
@@ -151,7 +167,14 @@ const RESERVED_V6 = [
   net4("fe80::/10", "link-local"),
   net4("fec0::/10", "site-local (deprecated)"),
   net4("ff00::/8", "multicast"),
+  net4("2001:2::/48", "benchmarking"),
+  net4("2001:10::/28", "ORCHID"),
+  net4("2001:20::/28", "ORCHIDv2"),
+  net4("3fff::/20", "documentation"),
 ];
+
+/** IANA's global unicast space: an IPv6 address outside it is never a public internet host. */
+const GLOBAL_UNICAST = parseCidr("2000::/3");
 
 const MAPPED = parseCidr("::ffff:0:0/96");
 const NAT64 = parseCidr("64:ff9b::/96");
@@ -178,7 +201,10 @@ export function nonPublicReason(address: string): string | undefined {
     const why = nonPublicReason(inner.v4.join("."));
     return why === undefined ? undefined : `${inner.how} ${why}`;
   }
-  return RESERVED_V6.find((r) => inCidr(b, r.cidr))?.why;
+  const reserved = RESERVED_V6.find((r) => inCidr(b, r.cidr))?.why;
+  if (reserved !== undefined) return reserved;
+  // ::ffff:0:a.b.c.d (SIIT), unassigned space and whatever else is not allocated as global unicast.
+  return inCidr(b, GLOBAL_UNICAST) ? undefined : "not global unicast (outside 2000::/3)";
 }
 
 /**
@@ -226,7 +252,8 @@ export function refusedUrlSyntax(url: string, policy: EgressPolicy): string | un
 
 /**
  * Registration-time check: `refusedUrlSyntax`, then the host name resolved with `resolver`;
- * refused when it does not resolve or ANY address is refused. Returns the reason or undefined.
+ * refused when it does not resolve or ANY address is refused, with one reason for both that names
+ * no address (`unresolvedReason`). Returns the reason or undefined.
  */
 export async function refusedUrl(url: string, policy: EgressPolicy, resolver: Resolver): Promise<string | undefined> {
   const syntax = refusedUrlSyntax(url, policy);
@@ -236,24 +263,30 @@ export async function refusedUrl(url: string, policy: EgressPolicy, resolver: Re
   let addresses: readonly ResolvedAddress[];
   try {
     addresses = await resolver(host);
-  } catch (e) {
-    return `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+  } catch {
+    return unresolvedReason(host);
   }
-  if (addresses.length === 0) return `${host} does not resolve`;
-  for (const a of addresses) {
-    const why = refusedAddress(a.address, policy);
-    if (why !== undefined) return `${host} resolves to ${why}`;
-  }
-  return undefined;
+  if (addresses.length === 0) return unresolvedReason(host);
+  return addresses.some((a) => refusedAddress(a.address, policy) !== undefined) ? unresolvedReason(host) : undefined;
 }
 
 /**
  * A `lookup` for node:net that resolves with `resolver` and fails with EgressRefusedError when
- * any address is refused, before the socket connects anywhere. Honours `options.all` (happy
- * eyeballs asks for every address) and `options.family`.
+ * any address is refused or the name does not resolve, before the socket connects anywhere (the
+ * message names no address, `detail` does). Honours `options.all` (happy eyeballs asks for every
+ * address) and `options.family`.
  */
 export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupFunction {
   return (hostname, options, callback) => {
+    const refuse = (detail: string, cause?: unknown) =>
+      callback(
+        new EgressRefusedError(`egress refused: ${unresolvedReason(hostname)}`, {
+          detail: `${hostname}: ${detail}`,
+          cause,
+        }),
+        "",
+        0,
+      );
     resolver(hostname).then(
       (resolved) => {
         const family =
@@ -264,14 +297,13 @@ export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupF
               : 0;
         const list = resolved.filter((a) => family === 0 || a.family === family);
         if (list.length === 0) {
-          const err = Object.assign(new Error(`${hostname} does not resolve`), { code: "ENOTFOUND" });
-          callback(err, "", 0);
+          refuse("no address of the family asked for");
           return;
         }
         for (const a of list) {
           const why = refusedAddress(a.address, policy);
           if (why !== undefined) {
-            callback(new EgressRefusedError(`egress refused: ${hostname} resolves to ${why}`), "", 0);
+            refuse(why);
             return;
           }
         }
@@ -282,7 +314,7 @@ export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupF
           );
         else callback(null, (list[0] as ResolvedAddress).address, (list[0] as ResolvedAddress).family);
       },
-      (e: unknown) => callback(e as NodeJS.ErrnoException, "", 0),
+      (e: unknown) => refuse(`does not resolve (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e),
     );
   };
 }

@@ -120,8 +120,9 @@ describe("guarded agents: every connection is checked", () => {
     const e = await failure(post(`http://model.customer.example:${s.port}/act`, httpNoNetworks, dns));
     expect(e).toBeInstanceOf(EgressRefusedError);
     expect((e as Error).message).toBe(
-      "egress refused: model.customer.example resolves to 127.0.0.1 is not a public address (loopback)",
+      "egress refused: model.customer.example does not resolve to public addresses only",
     );
+    expect((e as EgressRefusedError).detail).toMatch(/127\.0\.0\.1 is not a public address \(loopback\)/);
     expect(dns.calls).toEqual(["model.customer.example"]);
     expect(s.connections).toBe(0);
   });
@@ -134,7 +135,7 @@ describe("guarded agents: every connection is checked", () => {
     dns.map["rebind.example"] = ["127.0.0.1"]; // the attacker's DNS now answers loopback
     const e = await failure(post(`${url}/act`, httpNoNetworks, dns));
     expect(e).toBeInstanceOf(EgressRefusedError);
-    expect((e as Error).message).toMatch(/rebind\.example resolves to 127\.0\.0\.1 .*loopback/);
+    expect((e as EgressRefusedError).detail).toMatch(/rebind\.example: 127\.0\.0\.1 .*loopback/);
     expect(dns.calls).toEqual(["rebind.example", "rebind.example"]);
     expect(s.connections).toBe(0);
   });
@@ -276,7 +277,10 @@ describe("kserve-v2 customer endpoints go through the same guard", () => {
     const dns = fakeDns({ "triton.example": ["127.0.0.1"] });
     const e = await failure(infer(guardedEngine(`http://triton.example:${s.port}`, dns, kserve, httpNoNetworks)));
     expect((e as AppError).code).toBe("model_unavailable");
-    expect((e as AppError).message).toMatch(/egress refused: triton\.example resolves to 127\.0\.0\.1/);
+    expect((e as AppError).message).toMatch(
+      /egress refused: triton\.example does not resolve to public addresses only/,
+    );
+    expect((e as AppError).message).not.toMatch(/127\.0\.0\.1/); // the customer never learns the address
     expect(dns.calls).toEqual(["triton.example"]);
     expect(s.connections).toBe(0);
   });
