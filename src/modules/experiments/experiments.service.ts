@@ -12,6 +12,7 @@ import type {
   SafetyGate,
   ShadowJob,
 } from "../inference/inference-runner.ts";
+import { safetyModelId } from "../inference/inference-runner.ts";
 import { instructionKey } from "../inference/instruction-key.ts";
 import { assign } from "./assignment.ts";
 import type {
@@ -235,7 +236,7 @@ export class ExperimentsService implements ExperimentGate {
                 customerId,
                 robotId: job.robotId,
                 inferenceId: job.inferenceId,
-                modelId: result.model,
+                modelId: safetyModelId(result),
                 unnormKey: result.unnormKey,
                 decoded: { action: result.action, actionChunk: result.actionChunk },
                 robotState: job.robotState,
