@@ -227,8 +227,10 @@ export class InferenceEngine {
   private readonly reloadWarmUpTimeoutMs: number;
   /**
    * Customer-registered models, by customer id and model id: only that customer's requests reach
-   * them (`get` with its viewer), and a registry model the viewer may use wins over one of the same
-   * id. Not part of the health checks: a customer's endpoint does not degrade the service's health.
+   * them (`get` with its viewer), and for that customer its own model wins over a registry model of
+   * the same id (registration refuses the ids it can use, so they meet only after a reload added
+   * one: the customer's traffic must not move to a model it never chose). Not part of the health
+   * checks: a customer's endpoint does not degrade the service's health.
    */
   private readonly customerModels = new Map<string, Map<string, LoadedModel>>();
   private readonly imageLimits: ImageLimits;
@@ -525,10 +527,10 @@ export class InferenceEngine {
    */
   private get(id: string | undefined, viewer?: ModelViewer): LoadedModel {
     const wanted = id ?? this.defaultModel;
-    const m = this.models.get(wanted);
-    if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
     const own = viewer === undefined ? undefined : this.customerModels.get(viewer.customerId)?.get(wanted);
     if (own !== undefined) return own;
+    const m = this.models.get(wanted);
+    if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
     const ids = this.modelIds(viewer);
     if (viewer !== undefined) ids.push(...this.customerModelIds(viewer.customerId).filter((x) => !ids.includes(x)));
     throw errors.unknownModel(wanted, ids);
@@ -536,9 +538,9 @@ export class InferenceEngine {
 
   /** Would `infer` resolve this id for this viewer now (no 404)? One or two map lookups. */
   serves(id: string, viewer: ModelViewer): boolean {
+    if (this.customerModels.get(viewer.customerId)?.has(id) === true) return true;
     const m = this.models.get(id);
-    if (m !== undefined && modelVisibleTo(m.def, viewer)) return true;
-    return this.customerModels.get(viewer.customerId)?.has(id) === true;
+    return m !== undefined && modelVisibleTo(m.def, viewer);
   }
 
   /** The ids of the models a customer registered that this instance has loaded. */
@@ -611,12 +613,15 @@ export class InferenceEngine {
     };
   }
 
-  /** With a viewer: only the models it may use, its customer's own registered ones last. */
+  /**
+   * With a viewer: only the models it may use, its customer's own registered ones last (a registry
+   * model of the same id as one of them is not listed: that id is the customer's model for it).
+   */
   list(viewer?: ModelViewer): ModelInfo[] {
-    const ids = this.modelIds(viewer);
-    const registry = ids.map((id) => this.describe(id));
-    if (viewer === undefined) return registry;
-    const own = this.customerModelIds(viewer.customerId).filter((id) => !ids.includes(id));
+    const own = viewer === undefined ? [] : this.customerModelIds(viewer.customerId);
+    const registry = this.modelIds(viewer)
+      .filter((id) => !own.includes(id))
+      .map((id) => this.describe(id));
     return [...registry, ...own.map((id) => this.describe(id, viewer))];
   }
 
