@@ -415,21 +415,25 @@ export class InferenceEngine {
     const changed: string[] = [];
     const unchanged: string[] = [];
     const built = new Map<string, LoadedModel>();
-    try {
-      for (const def of doc.models) {
-        const old = current.get(def.id);
-        if (old !== undefined && old.fingerprint === definitionFingerprint(def)) {
-          unchanged.push(def.id);
-          continue;
-        }
-        (old === undefined ? added : changed).push(def.id);
-        built.set(def.id, this.load(def, { stats: old?.stats }));
+    // A backend that cannot even be built (e.g. its ONNX file is unreadable) is a registry problem;
+    // every such model is named, as the file's other problems are.
+    const unbuildable: string[] = [];
+    for (const def of doc.models) {
+      const old = current.get(def.id);
+      if (old !== undefined && old.fingerprint === definitionFingerprint(def)) {
+        unchanged.push(def.id);
+        continue;
       }
-    } catch (e) {
-      // A backend that cannot even be built (e.g. its ONNX file is unreadable) is a registry problem.
+      (old === undefined ? added : changed).push(def.id);
+      try {
+        built.set(def.id, this.load(def, { stats: old?.stats }));
+      } catch (e) {
+        unbuildable.push(`model "${def.id}": ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    if (unbuildable.length > 0) {
       await Promise.all([...built.values()].map((m) => this.unload(m)));
-      const id = doc.models[built.size + unchanged.length]?.id ?? "?";
-      throw errors.invalidRegistry([`model "${id}": ${e instanceof Error ? e.message : String(e)}`]);
+      throw errors.invalidRegistry(unbuildable);
     }
     const problems: string[] = [];
     await Promise.all(
