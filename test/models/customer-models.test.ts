@@ -193,6 +193,9 @@ describe("registering a model (POST /v1/models)", () => {
       ],
       [{ ...model("x"), access: { customers: [B.id] } }, "/access"],
       [{ ...model("x"), id: "Bad Id" }, "/id"],
+      // Every request's image is resized to the model's side and held while it waits.
+      [{ ...model("x"), image: { size: 2048 } }, "/image/size"],
+      [{ ...model("x"), image: { width: 224, height: 1024 } }, "/image/height"],
     ];
     for (const [body, path] of cases) {
       const res = await register(A.admin, body);
