@@ -24,8 +24,8 @@ function memoryRepo() {
   } as unknown as CustomerModelsRepo;
   return {
     repo,
-    put(id: string, at: number) {
-      const definition = { ...customerModelExample, id } as unknown as Record<string, unknown>;
+    put(id: string, at: number, description = "v1") {
+      const definition = { ...customerModelExample, id, description } as unknown as Record<string, unknown>;
       rows.set(`${CUSTOMER}/${id}`, {
         customerId: CUSTOMER,
         id,
@@ -49,15 +49,17 @@ function memoryRepo() {
 
 function fakeEngine() {
   const served = new Set<string>();
+  const descriptions = new Map<string, string>();
   const engine = {
-    putCustomerModel: async (customerId: string, def: { id: string }) => {
+    putCustomerModel: async (customerId: string, def: { id: string; description: string }) => {
       served.add(`${customerId}/${def.id}`);
+      descriptions.set(`${customerId}/${def.id}`, def.description);
     },
     removeCustomerModel: async (customerId: string, id: string) => served.delete(`${customerId}/${id}`),
     customerModelIds: (customerId: string) =>
       [...served].filter((k) => k.startsWith(`${customerId}/`)).map((k) => k.slice(customerId.length + 1)),
   } as unknown as InferenceEngine;
-  return { engine, served };
+  return { engine, served, descriptions };
 }
 
 function service(repo: CustomerModelsRepo, engine: InferenceEngine) {
@@ -95,5 +97,16 @@ describe("CustomerModelsService keeps the engine in step with customer_models", 
     db.put("sorting", 2);
     await s.loadAll();
     expect([...served]).toEqual([`${CUSTOMER}/sorting`]);
+  });
+
+  it("a change within the same millisecond as the previous one is served (updated_at has ms only)", async () => {
+    const db = memoryRepo();
+    const { engine, descriptions } = fakeEngine();
+    const s = service(db.repo, engine);
+    db.put("kitting", 1_000, "v1");
+    await s.sync(CUSTOMER, "kitting");
+    db.put("kitting", 1_000, "v2");
+    await s.sync(CUSTOMER, "kitting");
+    expect(descriptions.get(`${CUSTOMER}/kitting`)).toBe("v2");
   });
 });

@@ -1,3 +1,4 @@
+import { hash } from "node:crypto";
 import type { CustomerModelRow } from "../../platform/db/schema/index.ts";
 import { type EgressGuard, refusedUrl } from "../../platform/egress.ts";
 import { errors, type FieldError } from "../../platform/errors.ts";
@@ -29,6 +30,7 @@ export interface CustomerModelsDeps {
 }
 
 const keyOf = (customerId: string, id: string) => `${customerId}/${id}`;
+const versionOf = (row: CustomerModelRow) => hash("sha256", JSON.stringify(row.definition));
 
 /**
  * Bring-your-own model endpoints (docs/models.md): registration (enterprise plan, the registry's
@@ -38,8 +40,12 @@ const keyOf = (customerId: string, id: string) => `${customerId}/${id}`;
  */
 export class CustomerModelsService {
   private readonly d: CustomerModelsDeps;
-  /** What this instance serves: key -> the row's updated_at (ms) it was loaded from. */
-  private readonly loaded = new Map<string, number>();
+  /**
+   * What this instance serves: key -> the document it was loaded from (`versionOf`). Not the row's
+   * updated_at: read back as a Date it has milliseconds only, and two changes within one would look
+   * the same (the second document never served).
+   */
+  private readonly loaded = new Map<string, string>();
   /**
    * Changes to one model are applied one after another (a delete racing a replace, a broadcast
    * racing a reload of every row): each reads its row when its turn comes.
@@ -135,7 +141,7 @@ export class CustomerModelsService {
   /** Serves (or stops serving) `row`, the model's row or undefined when there is none. */
   private async apply(customerId: string, id: string, row: CustomerModelRow | undefined): Promise<void> {
     if (row === undefined) await this.uninstall(customerId, id);
-    else if (this.loaded.get(keyOf(customerId, id)) !== row.updatedAt.getTime()) await this.install(row);
+    else if (this.loaded.get(keyOf(customerId, id)) !== versionOf(row)) await this.install(row);
   }
 
   /** Makes this instance serve what customer_models holds for one model (a change here, a broadcast). */
@@ -194,7 +200,7 @@ export class CustomerModelsService {
       return;
     }
     await this.d.engine.putCustomerModel(row.customerId, parsed.def);
-    this.loaded.set(keyOf(row.customerId, row.id), row.updatedAt.getTime());
+    this.loaded.set(keyOf(row.customerId, row.id), versionOf(row));
   }
 
   private async uninstall(customerId: string, id: string): Promise<void> {
