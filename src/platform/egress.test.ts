@@ -5,8 +5,10 @@ import {
   EgressRefusedError,
   guardedLookup,
   nonPublicReason,
+  parseAllowedNetwork,
   parseCidr,
   parseIp,
+  policyFor,
   type Resolver,
   refusedAddress,
   refusedUrl,
@@ -102,6 +104,22 @@ describe("refusedAddress with an operator allow-list", () => {
     expect(refusedAddress("10.21.0.1", policy)).toBe("10.21.0.1 is not a public address (private network)");
     expect(refusedAddress("169.254.169.254", policy)).toMatch(/link-local/);
     expect(refusedAddress("::1", policy)).toMatch(/loopback/);
+  });
+});
+
+describe("policyFor: a network allow-listed for one owner", () => {
+  it("stays in that owner's policy only; unowned ones are everyone's", () => {
+    const owner = "0b5e2c3d-4f6a-4b7c-8d9e-0f1a2b3c4d5e";
+    const policy: EgressPolicy = {
+      allowHttp: false,
+      allowedNetworks: [parseAllowedNetwork(`${owner}=10.20.0.0/16`), parseAllowedNetwork("10.30.0.0/16")],
+    };
+    expect(refusedAddress("10.20.0.5", policyFor(policy, owner.toUpperCase()))).toBeUndefined();
+    expect(refusedAddress("10.20.0.5", policyFor(policy, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"))).toMatch(
+      /not a public address/,
+    );
+    expect(refusedAddress("10.30.0.5", policyFor(policy, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"))).toBeUndefined();
+    expect(() => parseAllowedNetwork("acme=10.0.0.0/8")).toThrow(/customer id/);
   });
 });
 

@@ -20,11 +20,45 @@ export interface Cidr {
   readonly prefix: number;
 }
 
+/** An operator allow-listed network; with `owner`, only connections made for that owner may use it. */
+export interface AllowedNetwork extends Cidr {
+  /** A customer id (lower case): the network is that customer's alone (its peered VPC, say). */
+  readonly owner?: string;
+}
+
 export interface EgressPolicy {
   /** Plain http endpoints (default false: https only). */
   readonly allowHttp: boolean;
-  /** Operator allow-listed networks: addresses inside are accepted even when not public. */
-  readonly allowedNetworks: readonly Cidr[];
+  /**
+   * Operator allow-listed networks: addresses inside are accepted even when not public. Entries
+   * with an `owner` are dropped by `policyFor` for everyone else.
+   */
+  readonly allowedNetworks: readonly AllowedNetwork[];
+}
+
+/**
+ * The policy for connections made for `owner`: the networks allow-listed for everyone and those
+ * allow-listed for it. A network peered for one customer must never be reachable by another's URL.
+ */
+export function policyFor(policy: EgressPolicy, owner: string): EgressPolicy {
+  const who = owner.toLowerCase();
+  return {
+    ...policy,
+    allowedNetworks: policy.allowedNetworks.filter((n) => n.owner === undefined || n.owner === who),
+  };
+}
+
+const OWNER = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** "10.20.0.0/16" (everyone's) or "<customer id>=10.20.0.0/16" (that customer's alone). */
+export function parseAllowedNetwork(text: string): AllowedNetwork {
+  const eq = text.indexOf("=");
+  if (eq < 0) return parseCidr(text);
+  const owner = text.slice(0, eq).trim();
+  if (!OWNER.test(owner)) {
+    throw new Error(`not a customer id (a UUID) before "=": ${JSON.stringify(text)}`);
+  }
+  return { ...parseCidr(text.slice(eq + 1)), owner: owner.toLowerCase() };
 }
 
 export interface ResolvedAddress {

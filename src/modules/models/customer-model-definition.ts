@@ -1,5 +1,5 @@
 import type { EgressGuard } from "../../platform/egress.ts";
-import { refusedUrlSyntax } from "../../platform/egress.ts";
+import { policyFor, refusedUrlSyntax } from "../../platform/egress.ts";
 import type { FieldError } from "../../platform/errors.ts";
 import { type ModelDefinition, PROJECT_ROOT, parseModel } from "./registry.ts";
 
@@ -56,7 +56,7 @@ export type CustomerModelParse =
 
 /**
  * Validates `doc` for `customerId`. The result's definition is private to that customer and its
- * backend connects through `egress`. `endpointErrors` lists URL refusals apart from other errors
+ * backend connects through `egress` narrowed to that customer (`policyFor`). `endpointErrors` lists URL refusals apart from other errors
  * (the route answers those 422 `endpoint_not_allowed`).
  */
 export function parseCustomerModel(
@@ -123,14 +123,16 @@ export function parseCustomerModel(
   if (b.kind !== "openvla-http" && b.kind !== "kserve-v2") {
     return { ok: false, errors: [{ in: "body", path: "/backend/kind", message: "expected a remote backend" }] };
   }
+  // Networks allow-listed for another customer are not this one's to reach.
+  const guard: EgressGuard = { ...egress, policy: policyFor(egress.policy, customerId) };
   const endpointErrors: FieldError[] = [];
   b.endpoints.forEach((url, i) => {
-    const why = refusedUrlSyntax(url, egress.policy);
+    const why = refusedUrlSyntax(url, guard.policy);
     if (why !== undefined) endpointErrors.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
   });
   if (endpointErrors.length > 0) return { ok: false, errors: endpointErrors, endpointErrors };
   return {
     ok: true,
-    def: { ...parsed, backend: { ...b, egress }, accessCustomers: new Set([customerId.toLowerCase()]) },
+    def: { ...parsed, backend: { ...b, egress: guard }, accessCustomers: new Set([customerId.toLowerCase()]) },
   };
 }

@@ -99,10 +99,12 @@ export class CustomerModelsService {
     }
     const def = parsed.def;
     if (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2") {
+      // The customer's own guard (parseCustomerModel): the networks allow-listed for it or everyone.
+      const guard = def.backend.egress ?? this.d.egress;
       const refused: FieldError[] = [];
       await Promise.all(
         def.backend.endpoints.map(async (url, i) => {
-          const why = await refusedUrl(url, this.d.egress.policy, this.d.egress.resolver);
+          const why = await refusedUrl(url, guard.policy, guard.resolver);
           if (why !== undefined) refused.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
         }),
       );
