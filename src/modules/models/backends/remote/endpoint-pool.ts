@@ -101,6 +101,7 @@ export class EndpointPool {
   async call<T>(fn: (endpoint: EndpointState, signal: AbortSignal) => Promise<T>): Promise<T> {
     const tried = new Set<EndpointState>();
     let last: unknown;
+    let lastEndpoint: EndpointState | undefined;
     for (let attempt = 0; attempt <= this.settings.retries; attempt++) {
       const e = this.pick(tried);
       if (e === undefined) break;
@@ -129,6 +130,7 @@ export class EndpointPool {
                   err,
                 );
         last = wrapped;
+        lastEndpoint = e;
         const retryable = wrapped instanceof RemoteCallError ? wrapped.retryable : false;
         if (retryable) this.failure(e, wrapped);
         else this.success(e); // the endpoint answered properly; the request itself is at fault
@@ -139,10 +141,32 @@ export class EndpointPool {
     }
     if (last instanceof AppError) throw last;
     if (last instanceof RemoteCallError) {
-      if (last.kind === "invalid_answer") throw errors.invalidModelOutput(last.message, last);
-      throw errors.modelUnavailable(this.modelId, last.message, last);
+      const reason = this.shown(last, lastEndpoint);
+      if (last.kind === "invalid_answer") throw errors.invalidModelOutput(reason, last);
+      throw errors.modelUnavailable(this.modelId, reason, last);
     }
     throw errors.modelUnavailable(this.modelId, "no endpoint is available (all circuits open or unhealthy)");
+  }
+
+  /**
+   * The failure as the caller's customer reads it. A customer's own model (`egress` set): all of it,
+   * the endpoint is its own. The operator's: its endpoints are internal addresses, so each is named
+   * by its position ("endpoint 2") and a network error by its code only (`connect ECONNREFUSED
+   * 10.0.3.4:8000` names the address); the whole message stays in the error's cause, for the logs.
+   */
+  private shown(err: RemoteCallError, endpoint: EndpointState | undefined): string {
+    if (this.settings.egress !== undefined) return err.message;
+    const position = (e: EndpointState) => `endpoint ${this.endpoints.indexOf(e) + 1}`;
+    if (err.kind === "network") {
+      const code = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      return `${endpoint === undefined ? "an endpoint" : position(endpoint)} could not be reached${code === undefined ? "" : ` (${code})`}`;
+    }
+    // Longest first: "http://a:80" must not eat the start of "http://a:8000".
+    let text = err.message;
+    for (const e of [...this.endpoints].sort((a, b) => b.url.length - a.url.length)) {
+      text = text.split(`${e.url}/act`).join(position(e)).split(e.url).join(position(e));
+    }
+    return text;
   }
 
   /** Each endpoint's circuit and counters (the deep health route). */
