@@ -351,12 +351,19 @@ export class InferenceEngine {
     return self;
   }
 
-  /** Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend closed. */
+  /**
+   * Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend
+   * closed. A customer's model closes its backend first: its running calls end at once. By then its
+   * requests have finished (it drained) or the server is stopping, and a call still running would
+   * hold the drain, or the shutdown and every flush hook after it, for as long as the customer's
+   * endpoint chooses not to answer.
+   */
   private unload(m: LoadedModel): Promise<void> {
     m.closing ??= (async () => {
       await m.gpu?.stop();
+      const backendClosed = m.owner === "customer" ? Promise.allSettled([m.backend.close()]) : undefined;
       await m.scheduler.close();
-      await Promise.allSettled([m.backend.close()]);
+      await (backendClosed ?? Promise.allSettled([m.backend.close()]));
     })();
     return m.closing;
   }

@@ -39,6 +39,8 @@ export class EndpointPool {
   private readonly modelId: string;
   private rr = 0;
   private readonly now: () => number;
+  /** Aborted by `close`: the calls in flight end at once, and no new attempt starts. */
+  private readonly closing = new AbortController();
 
   constructor(modelId: string, settings: RemoteSettings, now: () => number = Date.now) {
     this.modelId = modelId;
@@ -103,11 +105,13 @@ export class EndpointPool {
     let last: unknown;
     let lastEndpoint: EndpointState | undefined;
     for (let attempt = 0; attempt <= this.settings.retries; attempt++) {
+      if (this.closing.signal.aborted) throw errors.modelUnavailable(this.modelId, "the model was closed");
       const e = this.pick(tried);
       if (e === undefined) break;
       tried.add(e);
       e.outstanding += 1;
-      const signal = AbortSignal.timeout(this.settings.timeoutMs);
+      const timeout = AbortSignal.timeout(this.settings.timeoutMs);
+      const signal = AbortSignal.any([timeout, this.closing.signal]);
       try {
         const result = await fn(e, signal);
         this.success(e);
@@ -116,19 +120,21 @@ export class EndpointPool {
         const wrapped =
           err instanceof RemoteCallError || err instanceof AppError
             ? err
-            : signal.aborted
-              ? new RemoteCallError(
-                  "timeout",
-                  `${e.url} did not answer within ${this.settings.timeoutMs} ms`,
-                  true,
-                  err,
-                )
-              : new RemoteCallError(
-                  "network",
-                  `${e.url}: ${err instanceof Error ? err.message : String(err)}`,
-                  true,
-                  err,
-                );
+            : this.closing.signal.aborted
+              ? errors.modelUnavailable(this.modelId, "the model was closed")
+              : timeout.aborted
+                ? new RemoteCallError(
+                    "timeout",
+                    `${e.url} did not answer within ${this.settings.timeoutMs} ms`,
+                    true,
+                    err,
+                  )
+                : new RemoteCallError(
+                    "network",
+                    `${e.url}: ${err instanceof Error ? err.message : String(err)}`,
+                    true,
+                    err,
+                  );
         last = wrapped;
         lastEndpoint = e;
         const retryable = wrapped instanceof RemoteCallError ? wrapped.retryable : false;
@@ -167,6 +173,15 @@ export class EndpointPool {
       text = text.split(`${e.url}/act`).join(position(e)).split(e.url).join(position(e));
     }
     return text;
+  }
+
+  /**
+   * Ends the calls in flight (their requests fail with model_unavailable) and starts no new one: a
+   * closed model must not keep a connection to an endpoint that does not answer for the rest of
+   * `timeout_ms` x attempts (a customer's: up to 4 minutes, holding up drain and shutdown).
+   */
+  close(): void {
+    this.closing.abort(new Error("the model was closed"));
   }
 
   /** Each endpoint's circuit and counters (the deep health route). */
