@@ -1,6 +1,8 @@
-import type { LookupAddress } from "node:dns";
+import dgram from "node:dgram";
+import dns, { type LookupAddress } from "node:dns";
 import { describe, expect, it, vi } from "vitest";
 import {
+  dnsResolver,
   type EgressPolicy,
   EgressRefusedError,
   guardedLookup,
@@ -242,5 +244,47 @@ describe("guardedLookup (every connection)", () => {
       resolverOf({ "internal.example": ["10.0.0.1"] }),
     );
     expect(await lookup(fn, "internal.example", {})).toEqual({ err: null, address: "10.0.0.1", family: 4 });
+  });
+});
+
+/** A DNS server on loopback UDP: A queries get `v4`, AAAA ones no record; counts the queries. */
+async function fakeDnsServer(v4: [number, number, number, number]) {
+  const socket = dgram.createSocket("udp4");
+  const queries: number[] = [];
+  socket.on("message", (msg, from) => {
+    // Header (12 bytes), then the question: labels up to a zero byte, QTYPE, QCLASS.
+    let end = 12;
+    while ((msg[end] as number) !== 0) end += (msg[end] as number) + 1;
+    const qtype = msg.readUInt16BE(end + 1);
+    queries.push(qtype);
+    const question = msg.subarray(12, end + 5);
+    const header = Buffer.alloc(12);
+    header.writeUInt16BE(msg.readUInt16BE(0), 0); // the query's id
+    header.writeUInt16BE(0x8180, 2); // a response, recursion available, NOERROR
+    header.writeUInt16BE(1, 4); // one question
+    header.writeUInt16BE(qtype === 1 ? 1 : 0, 6); // one answer for A
+    const answer = qtype === 1 ? Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...v4]) : Buffer.alloc(0);
+    socket.send(Buffer.concat([header, question, answer]), from.port, from.address);
+  });
+  await new Promise<void>((r) => socket.bind(0, "127.0.0.1", r));
+  return { server: `127.0.0.1:${socket.address().port}`, queries, close: () => socket.close() };
+}
+
+describe("dnsResolver (the production resolver)", () => {
+  it("asks DNS (A and AAAA) through c-ares, never getaddrinfo, which would hold a threadpool thread", async () => {
+    const lookup = vi.spyOn(dns, "lookup");
+    const promisesLookup = vi.spyOn(dns.promises, "lookup");
+    const fake = await fakeDnsServer([93, 184, 216, 34]);
+    try {
+      const resolve = dnsResolver({ servers: [fake.server], timeoutMs: 1_000, tries: 1 });
+      expect(await resolve("models.customer.example")).toEqual([{ address: "93.184.216.34", family: 4 }]);
+      expect([...fake.queries].sort()).toEqual([1, 28]);
+      expect(lookup).not.toHaveBeenCalled();
+      expect(promisesLookup).not.toHaveBeenCalled();
+    } finally {
+      fake.close();
+      lookup.mockRestore();
+      promisesLookup.mockRestore();
+    }
   });
 });

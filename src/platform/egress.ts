@@ -75,10 +75,29 @@ export interface EgressGuard {
 /** Resolves a host name to every address (injectable: tests never touch real DNS). */
 export type Resolver = (hostname: string) => Promise<readonly ResolvedAddress[]>;
 
-export const systemResolver: Resolver = async (hostname) => {
-  const list = await dns.promises.lookup(hostname, { all: true, verbatim: true });
-  return list.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
-};
+/**
+ * A resolver on c-ares (dns.Resolver: the DNS servers of /etc/resolv.conf, or `servers`), asking A
+ * and AAAA with a timeout. Never dns.lookup: getaddrinfo holds one of the libuv threadpool's few
+ * threads (shared with fs, crypto and zlib) for as long as the name's DNS servers take to answer,
+ * and for these names the customer chooses those servers. /etc/hosts is not read.
+ */
+export function dnsResolver(options: { timeoutMs?: number; tries?: number; servers?: string[] } = {}): Resolver {
+  const r = new dns.promises.Resolver({ timeout: options.timeoutMs ?? 2_000, tries: options.tries ?? 2 });
+  if (options.servers !== undefined) r.setServers(options.servers);
+  return async (hostname) => {
+    const [v4, v6] = await Promise.allSettled([r.resolve4(hostname), r.resolve6(hostname)]);
+    const out: ResolvedAddress[] = [
+      ...(v4.status === "fulfilled" ? v4.value.map((address) => ({ address, family: 4 as const })) : []),
+      ...(v6.status === "fulfilled" ? v6.value.map((address) => ({ address, family: 6 as const })) : []),
+    ];
+    if (out.length > 0) return out;
+    if (v4.status === "rejected") throw v4.reason;
+    if (v6.status === "rejected") throw v6.reason;
+    throw Object.assign(new Error(`${hostname} has no address`), { code: "ENOTFOUND" });
+  };
+}
+
+export const systemResolver: Resolver = dnsResolver();
 
 /**
  * A refused destination; `code` lets callers tell it from network errors. The message reaches the
