@@ -12,7 +12,6 @@ import type {
   SafetyGate,
   ShadowJob,
 } from "../inference/inference-runner.ts";
-import { safetyModelId } from "../inference/inference-runner.ts";
 import { instructionKey } from "../inference/instruction-key.ts";
 import { assign } from "./assignment.ts";
 import type {
@@ -236,7 +235,7 @@ export class ExperimentsService implements ExperimentGate {
                 customerId,
                 robotId: job.robotId,
                 inferenceId: job.inferenceId,
-                modelId: safetyModelId(result),
+                modelId: result.model,
                 unnormKey: result.unnormKey,
                 decoded: { action: result.action, actionChunk: result.actionChunk },
                 robotState: job.robotState,

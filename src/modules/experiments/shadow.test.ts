@@ -4,8 +4,7 @@ import type { ExperimentRow } from "../../platform/db/schema/index.ts";
 import { InvalidationBus } from "../../platform/invalidation.ts";
 import type { RedisHandle } from "../../platform/redis.ts";
 import type { InferenceEngine, InferenceRequest, InferenceResult } from "../inference/inference.service.ts";
-import { InferenceRunner, type SafetyGate } from "../inference/inference-runner.ts";
-import type { SafetyResult } from "../safety/types.ts";
+import { InferenceRunner } from "../inference/inference-runner.ts";
 import type { ExperimentsRepo, ShadowEntry } from "./experiments.repo.ts";
 import { ExperimentsService } from "./experiments.service.ts";
 import { type ShadowOutcome, ShadowQueue } from "./shadow-queue.ts";
@@ -24,12 +23,11 @@ const principal: Principal = {
 const SERVED = [0.01, 0.02, 0.03, 0.1, 0.2, 0.3, 1];
 const CANDIDATE = [0.04, 0.06, 0.03, 0.1, 0.2, 0.0, 0.5];
 
-/** An engine whose candidate model answers as told: at once, or never; `owner`: the candidate's. */
-function fakeEngine(candidate: "answers" | "never", owner?: "customer"): InferenceEngine {
+/** An engine whose candidate model answers as told: at once, or never. */
+function fakeEngine(candidate: "answers" | "never"): InferenceEngine {
   const result = (req: InferenceRequest, action: number[]) =>
     ({
       model: req.model ?? "primary",
-      ...(owner !== undefined && req.model === "cand" ? { owner } : {}),
       backend: "fake",
       action,
       unnormKey: "k",
@@ -61,15 +59,15 @@ const shadowRow = {
   stoppedAt: null,
 } as unknown as ExperimentRow;
 
-function setup(candidate: "answers" | "never", max: number, options: { safety?: SafetyGate; owner?: "customer" } = {}) {
-  const engine = fakeEngine(candidate, options.owner);
+function setup(candidate: "answers" | "never", max: number) {
+  const engine = fakeEngine(candidate);
   const rows: ShadowEntry[] = [];
   const counts: Record<ShadowOutcome, number> = { run: 0, error: 0, dropped: 0 };
   const redis = { keyPrefix: "t:", client: null, duplicate: () => null } as unknown as RedisHandle;
   const service = new ExperimentsService({
     repo: { active: async () => [shadowRow] } as unknown as ExperimentsRepo,
     engine,
-    safety: options.safety,
+    safety: undefined,
     invalidation: new InvalidationBus(redis),
     cacheMs: 60_000,
     now: Date.now,
@@ -191,27 +189,6 @@ describe("shadow traffic", () => {
     expect(r.translation).toBeCloseTo(Math.hypot(0.03, 0.04, 0), 12);
     expect(r.rotation).toBeCloseTo(0.3, 12);
     expect(r.gripper).toBeCloseTo(0.5, 12);
-  });
-
-  it("a customer's own candidate model is judged under customer:<id>, never a registry model's statistics", async () => {
-    // Its id may equal a registry model's restricted to another customer: the gate looks
-    // statistics up by this name, so the plain id would judge it by that other model's.
-    const judged: string[] = [];
-    const safety = {
-      admit: async () => undefined,
-      check: async () => {
-        throw new Error("not on the shadow path");
-      },
-      judge: async (input: { modelId: string }) => {
-        judged.push(input.modelId);
-        return { status: "ok" } as unknown as SafetyResult;
-      },
-    } as unknown as SafetyGate;
-    const s = setup("answers", 10, { safety, owner: "customer" });
-    await s.call();
-    await s.service.queue.idle();
-    expect(judged).toEqual(["customer:cand"]);
-    expect(s.rows[0]).toMatchObject({ candidateModel: "cand", candidateSafetyStatus: "ok" });
   });
 
   it("a candidate that never answers never holds up the served requests; a full queue drops and counts", async () => {

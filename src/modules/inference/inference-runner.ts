@@ -83,16 +83,6 @@ export interface SafetyGate {
   judge?(input: SafetyCheck): Promise<SafetyResult>;
 }
 
-/**
- * The model name the safety gate judges a result under. A customer's own model (docs/models.md,
- * "Bring your own endpoint") gets `customer:<id>`, a name no registry statistics answer to (ids
- * have no colon): its id may equal a registry model's restricted to another customer, whose
- * statistics must never judge it.
- */
-export function safetyModelId(result: Pick<InferenceResult, "model" | "owner">): string {
-  return result.owner === "customer" ? `customer:${result.model}` : result.model;
-}
-
 /** Which split experiment and variant served a request: the REST `experiment` field, /act's `VLA-Experiment`. */
 export interface ExperimentTag {
   readonly id: string;
@@ -386,7 +376,9 @@ export class InferenceRunner {
         customerId,
         robotId: input.robotId,
         inferenceId: id,
-        modelId: safetyModelId(result),
+        // A customer's own model (docs/models.md, "Bring your own endpoint") is judged by the rules,
+        // profiles and stops, under a name no registry statistics answer to (ids have no colon).
+        modelId: result.owner === "customer" ? `customer:${result.model}` : result.model,
         unnormKey: result.unnormKey,
         decoded: input.postprocess === undefined ? decoded : input.postprocess(decoded),
         robotState: input.robotState,
