@@ -36,6 +36,18 @@ describe("loadConfig", () => {
     expect(problemsOf({ BYOM_ALLOWED_NETWORKS: "10.0.0.0/8,internal" }).join()).toMatch(
       /BYOM_ALLOWED_NETWORKS: not a network in CIDR notation .*"internal"/,
     );
+    // One customer's network: `<customer id>=<network>`.
+    const scoped = loadConfig(
+      { BYOM_ALLOWED_NETWORKS: "0B5E2C3D-4F6A-4B7C-8D9E-0F1A2B3C4D5E=10.20.0.0/16,fd00:20::/32" },
+      opts,
+    );
+    expect(scoped.models.byom.allowedNetworks.map((n) => [n.text, n.owner])).toEqual([
+      ["10.20.0.0/16", "0b5e2c3d-4f6a-4b7c-8d9e-0f1a2b3c4d5e"],
+      ["fd00:20::/32", undefined],
+    ]);
+    expect(problemsOf({ BYOM_ALLOWED_NETWORKS: "acme=10.0.0.0/8" }).join()).toMatch(
+      /BYOM_ALLOWED_NETWORKS: not a customer id/,
+    );
   });
 
   it("tracing: off without an endpoint; sampler ratio and its problems", () => {

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { type Cidr, parseCidr } from "./platform/egress.ts";
+import { type AllowedNetwork, parseAllowedNetwork } from "./platform/egress.ts";
 import { isClusterUrl, parseClusterUrl, parseNodes } from "./platform/redis-url.ts";
 
 /**
@@ -95,8 +95,8 @@ export interface Config {
     readonly byom: {
       /** Allow plain http endpoint URLs (default: https only). */
       readonly allowHttp: boolean;
-      /** Networks a customer endpoint may resolve to although not public (default none). */
-      readonly allowedNetworks: readonly Cidr[];
+      /** Networks a customer endpoint may resolve to although not public (default none); some one customer's. */
+      readonly allowedNetworks: readonly AllowedNetwork[];
       /** Registered models per customer. */
       readonly maxModelsPerCustomer: number;
     };
@@ -370,15 +370,15 @@ class Reader {
     return fallback;
   }
 
-  /** A comma-separated list of networks in CIDR notation; empty when unset. */
-  cidrs(name: string): Cidr[] {
+  /** A comma-separated list of networks in CIDR notation, each maybe `<customer id>=` one customer's; empty when unset. */
+  cidrs(name: string): AllowedNetwork[] {
     const v = this.raw(name);
     if (v === undefined) return [];
-    const out: Cidr[] = [];
+    const out: AllowedNetwork[] = [];
     for (const part of v.split(",").map((x) => x.trim())) {
       if (part === "") continue;
       try {
-        out.push(parseCidr(part));
+        out.push(parseAllowedNetwork(part));
       } catch (e) {
         this.problems.push(`${name}: ${(e as Error).message}`);
       }

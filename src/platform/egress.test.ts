@@ -1,12 +1,16 @@
-import type { LookupAddress } from "node:dns";
+import dgram from "node:dgram";
+import dns, { type LookupAddress } from "node:dns";
 import { describe, expect, it, vi } from "vitest";
 import {
+  dnsResolver,
   type EgressPolicy,
   EgressRefusedError,
   guardedLookup,
   nonPublicReason,
+  parseAllowedNetwork,
   parseCidr,
   parseIp,
+  policyFor,
   type Resolver,
   refusedAddress,
   refusedUrl,
@@ -47,6 +51,14 @@ describe("nonPublicReason", () => {
     ["2002:7f00:1::", "6to4 loopback"],
     ["::127.0.0.1", "IPv4-compatible (deprecated)"],
     ["2001:db8::1", "documentation"],
+    ["2001:2::1", "benchmarking"],
+    ["2001:10::1", "ORCHID"],
+    ["3fff::1", "documentation"],
+    // Outside 2000::/3: an IPv4-translated (SIIT) loopback, unassigned space.
+    ["::ffff:0:7f00:1", "not global unicast (outside 2000::/3)"],
+    ["::ffff:0:a00:1", "not global unicast (outside 2000::/3)"],
+    ["4000::1", "not global unicast (outside 2000::/3)"],
+    ["e000::1", "not global unicast (outside 2000::/3)"],
     ["not-an-ip", "not an IP address"],
     ["fe80::1%eth0", "not an IP address"],
   ])("%s is not public (%s)", (ip, why) => {
@@ -97,6 +109,22 @@ describe("refusedAddress with an operator allow-list", () => {
   });
 });
 
+describe("policyFor: a network allow-listed for one owner", () => {
+  it("stays in that owner's policy only; unowned ones are everyone's", () => {
+    const owner = "0b5e2c3d-4f6a-4b7c-8d9e-0f1a2b3c4d5e";
+    const policy: EgressPolicy = {
+      allowHttp: false,
+      allowedNetworks: [parseAllowedNetwork(`${owner}=10.20.0.0/16`), parseAllowedNetwork("10.30.0.0/16")],
+    };
+    expect(refusedAddress("10.20.0.5", policyFor(policy, owner.toUpperCase()))).toBeUndefined();
+    expect(refusedAddress("10.20.0.5", policyFor(policy, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"))).toMatch(
+      /not a public address/,
+    );
+    expect(refusedAddress("10.30.0.5", policyFor(policy, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"))).toBeUndefined();
+    expect(() => parseAllowedNetwork("acme=10.0.0.0/8")).toThrow(/customer id/);
+  });
+});
+
 describe("refusedUrlSyntax", () => {
   it("https only unless the operator allows http", () => {
     expect(refusedUrlSyntax("http://models.example.com", strict)).toMatch(/https/);
@@ -117,6 +145,7 @@ describe("refusedUrlSyntax", () => {
       "https://[::1]:8443",
       "https://[::ffff:10.0.0.1]",
       "https://[::ffff:7f00:1]",
+      "https://[::ffff:0:7f00:1]",
       "https://0x7f.1",
       "https://2130706433",
       "https://017700000001",
@@ -142,11 +171,19 @@ describe("refusedUrl (registration)", () => {
   it("refuses a name when any of its addresses is not public", async () => {
     const resolver = resolverOf({ "mixed.example": ["93.184.216.34", "10.0.0.7"], "ok.example": ["93.184.216.34"] });
     expect(await refusedUrl("https://mixed.example", strict, resolver)).toBe(
-      "mixed.example resolves to 10.0.0.7 is not a public address (private network)",
+      "mixed.example does not resolve to public addresses only",
     );
     expect(await refusedUrl("https://ok.example", strict, resolver)).toBeUndefined();
-    expect(await refusedUrl("https://nowhere.example", strict, resolver)).toMatch(/does not resolve \(ENOTFOUND\)/);
-    expect(resolver.calls).toEqual(["mixed.example", "ok.example", "nowhere.example"]);
+    expect(resolver.calls).toEqual(["mixed.example", "ok.example"]);
+  });
+  it("names no resolved address, and answers a private name like one that does not exist", async () => {
+    // The service's resolver may see private DNS (cluster service names): no internal address or
+    // existence may be read off a refusal.
+    const resolver = resolverOf({ "postgres.default.svc.cluster.local": ["10.96.12.4"] });
+    const internal = await refusedUrl("https://postgres.default.svc.cluster.local", strict, resolver);
+    const missing = await refusedUrl("https://nothing.default.svc.cluster.local", strict, resolver);
+    expect(internal).not.toMatch(/10\.96|private/);
+    expect(internal?.replace("postgres", "nothing")).toBe(missing);
   });
   it("does not resolve a literal IP host", async () => {
     const resolver = resolverOf({});
@@ -168,12 +205,21 @@ describe("guardedLookup (every connection)", () => {
     for (const options of [{}, { all: true }, { family: 4 }]) {
       const r = await lookup(fn, "internal.example", options);
       expect(r.err).toBeInstanceOf(EgressRefusedError);
-      expect(r.err?.message).toBe(
-        "egress refused: internal.example resolves to 10.0.0.1 is not a public address (private network)",
+      // The message reaches the customer: no address; the operator's `detail` has it.
+      expect(r.err?.message).toBe("egress refused: internal.example does not resolve to public addresses only");
+      expect((r.err as EgressRefusedError).detail).toBe(
+        "internal.example: 10.0.0.1 is not a public address (private network)",
       );
       expect(r.address).toBe("");
     }
     expect(resolver).toHaveBeenCalledTimes(3);
+  });
+  it("a name that does not resolve fails with the same message as a refused one", async () => {
+    const fn = guardedLookup(strict, resolverOf({ "internal.example": ["10.0.0.1"] }));
+    const refused = await lookup(fn, "internal.example", {});
+    const missing = await lookup(fn, "missing.example", {});
+    expect(missing.err).toBeInstanceOf(EgressRefusedError);
+    expect(missing.err?.message.replace("missing", "internal")).toBe(refused.err?.message);
   });
   it("an IPv4-mapped loopback AAAA record is refused too", async () => {
     const fn = guardedLookup(strict, resolverOf({ "v6.example": ["2606:4700::1111", "::ffff:7f00:1"] }));
@@ -198,5 +244,47 @@ describe("guardedLookup (every connection)", () => {
       resolverOf({ "internal.example": ["10.0.0.1"] }),
     );
     expect(await lookup(fn, "internal.example", {})).toEqual({ err: null, address: "10.0.0.1", family: 4 });
+  });
+});
+
+/** A DNS server on loopback UDP: A queries get `v4`, AAAA ones no record; counts the queries. */
+async function fakeDnsServer(v4: [number, number, number, number]) {
+  const socket = dgram.createSocket("udp4");
+  const queries: number[] = [];
+  socket.on("message", (msg, from) => {
+    // Header (12 bytes), then the question: labels up to a zero byte, QTYPE, QCLASS.
+    let end = 12;
+    while ((msg[end] as number) !== 0) end += (msg[end] as number) + 1;
+    const qtype = msg.readUInt16BE(end + 1);
+    queries.push(qtype);
+    const question = msg.subarray(12, end + 5);
+    const header = Buffer.alloc(12);
+    header.writeUInt16BE(msg.readUInt16BE(0), 0); // the query's id
+    header.writeUInt16BE(0x8180, 2); // a response, recursion available, NOERROR
+    header.writeUInt16BE(1, 4); // one question
+    header.writeUInt16BE(qtype === 1 ? 1 : 0, 6); // one answer for A
+    const answer = qtype === 1 ? Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...v4]) : Buffer.alloc(0);
+    socket.send(Buffer.concat([header, question, answer]), from.port, from.address);
+  });
+  await new Promise<void>((r) => socket.bind(0, "127.0.0.1", r));
+  return { server: `127.0.0.1:${socket.address().port}`, queries, close: () => socket.close() };
+}
+
+describe("dnsResolver (the production resolver)", () => {
+  it("asks DNS (A and AAAA) through c-ares, never getaddrinfo, which would hold a threadpool thread", async () => {
+    const lookup = vi.spyOn(dns, "lookup");
+    const promisesLookup = vi.spyOn(dns.promises, "lookup");
+    const fake = await fakeDnsServer([93, 184, 216, 34]);
+    try {
+      const resolve = dnsResolver({ servers: [fake.server], timeoutMs: 1_000, tries: 1 });
+      expect(await resolve("models.customer.example")).toEqual([{ address: "93.184.216.34", family: 4 }]);
+      expect([...fake.queries].sort()).toEqual([1, 28]);
+      expect(lookup).not.toHaveBeenCalled();
+      expect(promisesLookup).not.toHaveBeenCalled();
+    } finally {
+      fake.close();
+      lookup.mockRestore();
+      promisesLookup.mockRestore();
+    }
   });
 });

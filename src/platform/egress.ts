@@ -20,11 +20,45 @@ export interface Cidr {
   readonly prefix: number;
 }
 
+/** An operator allow-listed network; with `owner`, only connections made for that owner may use it. */
+export interface AllowedNetwork extends Cidr {
+  /** A customer id (lower case): the network is that customer's alone (its peered VPC, say). */
+  readonly owner?: string;
+}
+
 export interface EgressPolicy {
   /** Plain http endpoints (default false: https only). */
   readonly allowHttp: boolean;
-  /** Operator allow-listed networks: addresses inside are accepted even when not public. */
-  readonly allowedNetworks: readonly Cidr[];
+  /**
+   * Operator allow-listed networks: addresses inside are accepted even when not public. Entries
+   * with an `owner` are dropped by `policyFor` for everyone else.
+   */
+  readonly allowedNetworks: readonly AllowedNetwork[];
+}
+
+/**
+ * The policy for connections made for `owner`: the networks allow-listed for everyone and those
+ * allow-listed for it. A network peered for one customer must never be reachable by another's URL.
+ */
+export function policyFor(policy: EgressPolicy, owner: string): EgressPolicy {
+  const who = owner.toLowerCase();
+  return {
+    ...policy,
+    allowedNetworks: policy.allowedNetworks.filter((n) => n.owner === undefined || n.owner === who),
+  };
+}
+
+const OWNER = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** "10.20.0.0/16" (everyone's) or "<customer id>=10.20.0.0/16" (that customer's alone). */
+export function parseAllowedNetwork(text: string): AllowedNetwork {
+  const eq = text.indexOf("=");
+  if (eq < 0) return parseCidr(text);
+  const owner = text.slice(0, eq).trim();
+  if (!OWNER.test(owner)) {
+    throw new Error(`not a customer id (a UUID) before "=": ${JSON.stringify(text)}`);
+  }
+  return { ...parseCidr(text.slice(eq + 1)), owner: owner.toLowerCase() };
 }
 
 export interface ResolvedAddress {
@@ -41,18 +75,53 @@ export interface EgressGuard {
 /** Resolves a host name to every address (injectable: tests never touch real DNS). */
 export type Resolver = (hostname: string) => Promise<readonly ResolvedAddress[]>;
 
-export const systemResolver: Resolver = async (hostname) => {
-  const list = await dns.promises.lookup(hostname, { all: true, verbatim: true });
-  return list.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
-};
+/**
+ * A resolver on c-ares (dns.Resolver: the DNS servers of /etc/resolv.conf, or `servers`), asking A
+ * and AAAA with a timeout. Never dns.lookup: getaddrinfo holds one of the libuv threadpool's few
+ * threads (shared with fs, crypto and zlib) for as long as the name's DNS servers take to answer,
+ * and for these names the customer chooses those servers. /etc/hosts is not read.
+ */
+export function dnsResolver(options: { timeoutMs?: number; tries?: number; servers?: string[] } = {}): Resolver {
+  const r = new dns.promises.Resolver({ timeout: options.timeoutMs ?? 2_000, tries: options.tries ?? 2 });
+  if (options.servers !== undefined) r.setServers(options.servers);
+  return async (hostname) => {
+    const [v4, v6] = await Promise.allSettled([r.resolve4(hostname), r.resolve6(hostname)]);
+    const out: ResolvedAddress[] = [
+      ...(v4.status === "fulfilled" ? v4.value.map((address) => ({ address, family: 4 as const })) : []),
+      ...(v6.status === "fulfilled" ? v6.value.map((address) => ({ address, family: 6 as const })) : []),
+    ];
+    if (out.length > 0) return out;
+    if (v4.status === "rejected") throw v4.reason;
+    if (v6.status === "rejected") throw v6.reason;
+    throw Object.assign(new Error(`${hostname} has no address`), { code: "ENOTFOUND" });
+  };
+}
 
-/** A refused destination; `code` lets callers tell it from network errors. */
+export const systemResolver: Resolver = dnsResolver();
+
+/**
+ * A refused destination; `code` lets callers tell it from network errors. The message reaches the
+ * customer (model_unavailable names it), so for a host name it never holds what the name resolved
+ * to: the service's own resolver may answer names from its private DNS (split horizon, cluster
+ * service names), and echoing those addresses would map the operator's network. `detail`, for the
+ * operator's logs only, does.
+ */
 export class EgressRefusedError extends Error {
   readonly code = "EGRESS_REFUSED";
-  constructor(message: string) {
-    super(message);
+  readonly detail: string | undefined;
+  constructor(message: string, options: { detail?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
     this.name = "EgressRefusedError";
+    this.detail = options.detail;
   }
+}
+
+/**
+ * The one refusal a host name gets, whether it resolves to a refused address or not at all: two
+ * different answers would tell a customer which internal names exist (see EgressRefusedError).
+ */
+export function unresolvedReason(host: string): string {
+  return `${host} does not resolve to public addresses only`;
 }
 
 function parseV4(text: string): Uint8Array | undefined {
@@ -151,7 +220,14 @@ const RESERVED_V6 = [
   net4("fe80::/10", "link-local"),
   net4("fec0::/10", "site-local (deprecated)"),
   net4("ff00::/8", "multicast"),
+  net4("2001:2::/48", "benchmarking"),
+  net4("2001:10::/28", "ORCHID"),
+  net4("2001:20::/28", "ORCHIDv2"),
+  net4("3fff::/20", "documentation"),
 ];
+
+/** IANA's global unicast space: an IPv6 address outside it is never a public internet host. */
+const GLOBAL_UNICAST = parseCidr("2000::/3");
 
 const MAPPED = parseCidr("::ffff:0:0/96");
 const NAT64 = parseCidr("64:ff9b::/96");
@@ -178,7 +254,10 @@ export function nonPublicReason(address: string): string | undefined {
     const why = nonPublicReason(inner.v4.join("."));
     return why === undefined ? undefined : `${inner.how} ${why}`;
   }
-  return RESERVED_V6.find((r) => inCidr(b, r.cidr))?.why;
+  const reserved = RESERVED_V6.find((r) => inCidr(b, r.cidr))?.why;
+  if (reserved !== undefined) return reserved;
+  // ::ffff:0:a.b.c.d (SIIT), unassigned space and whatever else is not allocated as global unicast.
+  return inCidr(b, GLOBAL_UNICAST) ? undefined : "not global unicast (outside 2000::/3)";
 }
 
 /**
@@ -226,7 +305,8 @@ export function refusedUrlSyntax(url: string, policy: EgressPolicy): string | un
 
 /**
  * Registration-time check: `refusedUrlSyntax`, then the host name resolved with `resolver`;
- * refused when it does not resolve or ANY address is refused. Returns the reason or undefined.
+ * refused when it does not resolve or ANY address is refused, with one reason for both that names
+ * no address (`unresolvedReason`). Returns the reason or undefined.
  */
 export async function refusedUrl(url: string, policy: EgressPolicy, resolver: Resolver): Promise<string | undefined> {
   const syntax = refusedUrlSyntax(url, policy);
@@ -236,24 +316,30 @@ export async function refusedUrl(url: string, policy: EgressPolicy, resolver: Re
   let addresses: readonly ResolvedAddress[];
   try {
     addresses = await resolver(host);
-  } catch (e) {
-    return `${host} does not resolve (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+  } catch {
+    return unresolvedReason(host);
   }
-  if (addresses.length === 0) return `${host} does not resolve`;
-  for (const a of addresses) {
-    const why = refusedAddress(a.address, policy);
-    if (why !== undefined) return `${host} resolves to ${why}`;
-  }
-  return undefined;
+  if (addresses.length === 0) return unresolvedReason(host);
+  return addresses.some((a) => refusedAddress(a.address, policy) !== undefined) ? unresolvedReason(host) : undefined;
 }
 
 /**
  * A `lookup` for node:net that resolves with `resolver` and fails with EgressRefusedError when
- * any address is refused, before the socket connects anywhere. Honours `options.all` (happy
- * eyeballs asks for every address) and `options.family`.
+ * any address is refused or the name does not resolve, before the socket connects anywhere (the
+ * message names no address, `detail` does). Honours `options.all` (happy eyeballs asks for every
+ * address) and `options.family`.
  */
 export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupFunction {
   return (hostname, options, callback) => {
+    const refuse = (detail: string, cause?: unknown) =>
+      callback(
+        new EgressRefusedError(`egress refused: ${unresolvedReason(hostname)}`, {
+          detail: `${hostname}: ${detail}`,
+          cause,
+        }),
+        "",
+        0,
+      );
     resolver(hostname).then(
       (resolved) => {
         const family =
@@ -264,14 +350,13 @@ export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupF
               : 0;
         const list = resolved.filter((a) => family === 0 || a.family === family);
         if (list.length === 0) {
-          const err = Object.assign(new Error(`${hostname} does not resolve`), { code: "ENOTFOUND" });
-          callback(err, "", 0);
+          refuse("no address of the family asked for");
           return;
         }
         for (const a of list) {
           const why = refusedAddress(a.address, policy);
           if (why !== undefined) {
-            callback(new EgressRefusedError(`egress refused: ${hostname} resolves to ${why}`), "", 0);
+            refuse(why);
             return;
           }
         }
@@ -282,7 +367,7 @@ export function guardedLookup(policy: EgressPolicy, resolver: Resolver): LookupF
           );
         else callback(null, (list[0] as ResolvedAddress).address, (list[0] as ResolvedAddress).family);
       },
-      (e: unknown) => callback(e as NodeJS.ErrnoException, "", 0),
+      (e: unknown) => refuse(`does not resolve (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e),
     );
   };
 }

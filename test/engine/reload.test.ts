@@ -46,8 +46,11 @@ class Backends {
   readonly hold = new Map<string, Promise<void>>();
   readonly warmGate = new Map<string, Promise<void>>();
   readonly warmFail = new Map<string, string>();
+  readonly buildFail = new Map<string, string>();
 
   factory = (def: { id: string }): ModelBackend => {
+    const cannot = this.buildFail.get(def.id);
+    if (cannot !== undefined) throw new Error(cannot);
     this.created += 1;
     const me = { id: def.id, n: this.created, closed: false, calls: 0 };
     this.instances.push(me);
@@ -222,6 +225,25 @@ describe("engine.reload: warm-up before traffic", () => {
     expect((await infer("a")).action[0]).toBe(1);
     // The thrown RegistryError's own list, unchanged.
     expect(() => source()).toThrow(RegistryError);
+  });
+});
+
+describe("engine.reload: models that cannot be built", () => {
+  it("are all named in one invalid_registry; what was built is closed and nothing changes", async () => {
+    const { engine, backends, infer } = await setup(registry([entry("a")]));
+    backends.buildFail.set("x", "x/model.onnx: permission denied");
+    backends.buildFail.set("z", "z/model.onnx: permission denied");
+    const err = await engine
+      .reload(registry([entry("a"), entry("x"), entry("y"), entry("z")], "a"))
+      .catch((e: unknown) => e);
+    expect((err as AppError).code).toBe("invalid_registry");
+    expect((err as AppError).extensions.problems).toEqual([
+      'model "x": x/model.onnx: permission denied',
+      'model "z": z/model.onnx: permission denied',
+    ]);
+    expect(backends.of("y")[0]?.closed).toBe(true);
+    expect(engine.modelIds()).toEqual(["a"]);
+    expect((await infer("a")).action[0]).toBe(1);
   });
 });
 

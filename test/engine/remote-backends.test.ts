@@ -177,6 +177,30 @@ describe("openvla-http backend", () => {
     expect((await codeOf(req(e))).code).toBe("invalid_model_output");
   });
 
+  it("the operator's endpoint addresses never reach the customer: endpoints are named by position", async () => {
+    const failing = await server((_q, _b, res) => json(res, 503, { detail: "busy" }));
+    const slow = await server(async (_q, _b, res) => {
+      await sleep(10_000);
+      json(res, 200, "error");
+    });
+    const closed = await server(openvlaHandler([]));
+    await closed.close();
+    const cases: [string, RegExp][] = [
+      [failing.url, /endpoint 1 answered HTTP 503/],
+      [slow.url, /endpoint 1 did not answer within 300 ms/],
+      [closed.url, /endpoint 1 could not be reached \(ECONNREFUSED\)/],
+    ];
+    for (const [url, shown] of cases) {
+      const e = engineFor({ kind: "openvla-http", endpoints: [url], retries: 0, timeout_ms: 300 });
+      const err = (await req(e).catch((x: unknown) => x)) as AppError;
+      expect(err.code).toBe("model_unavailable");
+      expect(err.message).toMatch(shown);
+      expect(err.message).not.toContain("127.0.0.1");
+      // The whole story stays in the cause, for the operator's logs.
+      expect(String((err.cause as Error).message)).toContain("127.0.0.1");
+    }
+  });
+
   it("opens the circuit of a failing endpoint and stops sending to it", async () => {
     const failing = await server((_q, _b, res) => json(res, 500, { detail: "boom" }));
     const good = await server(openvlaHandler([]));

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { InferenceEngine } from "../../src/modules/inference/inference.service.ts";
 import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { postBytes } from "../../src/modules/models/backends/remote/http-post.ts";
@@ -120,8 +120,9 @@ describe("guarded agents: every connection is checked", () => {
     const e = await failure(post(`http://model.customer.example:${s.port}/act`, httpNoNetworks, dns));
     expect(e).toBeInstanceOf(EgressRefusedError);
     expect((e as Error).message).toBe(
-      "egress refused: model.customer.example resolves to 127.0.0.1 is not a public address (loopback)",
+      "egress refused: model.customer.example does not resolve to public addresses only",
     );
+    expect((e as EgressRefusedError).detail).toMatch(/127\.0\.0\.1 is not a public address \(loopback\)/);
     expect(dns.calls).toEqual(["model.customer.example"]);
     expect(s.connections).toBe(0);
   });
@@ -134,7 +135,7 @@ describe("guarded agents: every connection is checked", () => {
     dns.map["rebind.example"] = ["127.0.0.1"]; // the attacker's DNS now answers loopback
     const e = await failure(post(`${url}/act`, httpNoNetworks, dns));
     expect(e).toBeInstanceOf(EgressRefusedError);
-    expect((e as Error).message).toMatch(/rebind\.example resolves to 127\.0\.0\.1 .*loopback/);
+    expect((e as EgressRefusedError).detail).toMatch(/rebind\.example: 127\.0\.0\.1 .*loopback/);
     expect(dns.calls).toEqual(["rebind.example", "rebind.example"]);
     expect(s.connections).toBe(0);
   });
@@ -276,7 +277,10 @@ describe("kserve-v2 customer endpoints go through the same guard", () => {
     const dns = fakeDns({ "triton.example": ["127.0.0.1"] });
     const e = await failure(infer(guardedEngine(`http://triton.example:${s.port}`, dns, kserve, httpNoNetworks)));
     expect((e as AppError).code).toBe("model_unavailable");
-    expect((e as AppError).message).toMatch(/egress refused: triton\.example resolves to 127\.0\.0\.1/);
+    expect((e as AppError).message).toMatch(
+      /egress refused: triton\.example does not resolve to public addresses only/,
+    );
+    expect((e as AppError).message).not.toMatch(/127\.0\.0\.1/); // the customer never learns the address
     expect(dns.calls).toEqual(["triton.example"]);
     expect(s.connections).toBe(0);
   });
@@ -295,5 +299,71 @@ describe("kserve-v2 customer endpoints go through the same guard", () => {
     expect((e as AppError).code).toBe("model_unavailable");
     expect((e as AppError).message).toMatch(/redirect \(HTTP 307\), which is never followed/);
     expect(target.connections).toBe(0);
+  });
+});
+
+describe("closing a customer's model", () => {
+  it("ends its calls to an endpoint that never answers: the drain is not held for timeout_ms", async () => {
+    // The endpoint reads the request and never answers; the call's own limit is a minute.
+    let open = 0;
+    const hung = createServer((req) => req.resume());
+    hung.on("connection", (socket) => {
+      open += 1;
+      socket.on("close", () => {
+        open -= 1;
+      });
+    });
+    await new Promise<void>((r) => hung.listen(0, "127.0.0.1", r));
+    const port = (hung.address() as AddressInfo).port;
+    const reg = parseRegistry(
+      {
+        models: [
+          {
+            id: "byom",
+            backend: {
+              kind: "openvla-http",
+              endpoints: [`http://hung.example:${port}`],
+              retries: 0,
+              timeout_ms: 60_000,
+            },
+            action: { dim: 7, chunk: 1 },
+            dataset_statistics: "models/mock-openvla-7b/dataset_statistics.json",
+            default_unnorm_key: "bridge_orig",
+          },
+          {
+            id: "public",
+            backend: { kind: "mock" },
+            action: { dim: 7, chunk: 1 },
+            dataset_statistics: "models/mock-openvla-7b/dataset_statistics.json",
+            default_unnorm_key: "bridge_orig",
+          },
+        ],
+      },
+      PROJECT_ROOT,
+    );
+    const [byom, pub] = reg.models as [ModelDefinition, ModelDefinition];
+    const e = new InferenceEngine({ defaultModel: "public", models: [pub] });
+    engines.push(e);
+    const owner = { customerId: "7c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", isSuperuser: false };
+    const egress = { policy: loopbackAllowed, resolver: fakeDns({ "hung.example": ["127.0.0.1"] }) };
+    await e.putCustomerModel(owner.customerId, { ...byom, backend: { ...byom.backend, egress } } as ModelDefinition);
+    const request = e.infer({
+      model: "byom",
+      imageBytes: image,
+      instruction: "pick up the block",
+      customerId: owner.customerId,
+      viewer: owner,
+      timeoutMs: 200,
+    });
+    expect(((await failure(request)) as AppError).code).toBe("inference_timeout");
+    expect(open).toBe(1); // the call still waits on its connection
+    // Deleting the model (or shutting down) must not wait out the endpoint's minute.
+    await e.removeCustomerModel(owner.customerId, "byom");
+    await new Promise((r) => setImmediate(r));
+    await vi.waitFor(() => expect(open).toBe(0));
+    await new Promise<void>((r) => {
+      hung.closeAllConnections();
+      hung.close(() => r());
+    });
   });
 });

@@ -11,8 +11,8 @@ import { jpeg } from "../engine/helpers.ts";
 
 /**
  * The engine's map of customer-registered models (the service loads them; here they are put
- * directly, with mock backends): private to their customer, the registry wins on a shared id,
- * replaced or removed models are closed.
+ * directly, with mock backends): private to their customer, the customer's own wins for it on a
+ * shared id, replaced or removed models are closed.
  */
 
 const A = { customerId: randomUUID(), isSuperuser: false };
@@ -103,13 +103,28 @@ describe("customer models in the engine", () => {
     expect(text).not.toContain('model="mine"');
   });
 
-  it("a registry model the viewer may use wins on a shared id; one it cannot see does not", async () => {
+  it("on a shared id the customer's own model wins for it; other customers get the registry's", async () => {
     build();
-    await engine.putCustomerModel(A.customerId, one("public", { description: "A's" }));
     await engine.putCustomerModel(A.customerId, one("restricted", { description: "A's" }));
-    expect((await infer(A, "public")).owner).toBeUndefined();
     expect((await infer(A, "restricted")).owner).toBe("customer");
     expect((await infer(B, "restricted")).owner).toBeUndefined();
+  });
+
+  it("a reload that adds a registry model of a customer model's id does not take that customer's traffic", async () => {
+    build();
+    await engine.putCustomerModel(A.customerId, one("kitting", { description: "A's" }));
+    await engine.reload({ defaultModel: "public", models: defs(entry("public"), entry("kitting")) });
+    // A's robots keep their own endpoint; A sees its own model once, as its own.
+    expect(await infer(A, "kitting")).toMatchObject({ model: "kitting", owner: "customer" });
+    expect(engine.describe("kitting", A)).toMatchObject({ owner: "customer", description: "A's" });
+    expect(engine.serves("kitting", A)).toBe(true);
+    expect(engine.list(A).map((m) => [m.id, m.owner])).toEqual([
+      ["public", "operator"],
+      ["kitting", "customer"],
+    ]);
+    // Everyone else gets the service's new model.
+    expect((await infer(B, "kitting")).owner).toBeUndefined();
+    expect(engine.list(B).map((m) => [m.id, m.owner])).toContainEqual(["kitting", "operator"]);
   });
 
   it("replacing closes the old backend; removing closes the current one", async () => {

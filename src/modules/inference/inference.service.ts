@@ -227,8 +227,10 @@ export class InferenceEngine {
   private readonly reloadWarmUpTimeoutMs: number;
   /**
    * Customer-registered models, by customer id and model id: only that customer's requests reach
-   * them (`get` with its viewer), and a registry model the viewer may use wins over one of the same
-   * id. Not part of the health checks: a customer's endpoint does not degrade the service's health.
+   * them (`get` with its viewer), and for that customer its own model wins over a registry model of
+   * the same id (registration refuses the ids it can use, so they meet only after a reload added
+   * one: the customer's traffic must not move to a model it never chose). Not part of the health
+   * checks: a customer's endpoint does not degrade the service's health.
    */
   private readonly customerModels = new Map<string, Map<string, LoadedModel>>();
   private readonly imageLimits: ImageLimits;
@@ -349,12 +351,19 @@ export class InferenceEngine {
     return self;
   }
 
-  /** Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend closed. */
+  /**
+   * Stops a model: its scraper, its queue (waiting requests get 503), running batches finish, backend
+   * closed. A customer's model closes its backend first: its running calls end at once. By then its
+   * requests have finished (it drained) or the server is stopping, and a call still running would
+   * hold the drain, or the shutdown and every flush hook after it, for as long as the customer's
+   * endpoint chooses not to answer.
+   */
   private unload(m: LoadedModel): Promise<void> {
     m.closing ??= (async () => {
       await m.gpu?.stop();
+      const backendClosed = m.owner === "customer" ? Promise.allSettled([m.backend.close()]) : undefined;
       await m.scheduler.close();
-      await Promise.allSettled([m.backend.close()]);
+      await (backendClosed ?? Promise.allSettled([m.backend.close()]));
     })();
     return m.closing;
   }
@@ -413,21 +422,25 @@ export class InferenceEngine {
     const changed: string[] = [];
     const unchanged: string[] = [];
     const built = new Map<string, LoadedModel>();
-    try {
-      for (const def of doc.models) {
-        const old = current.get(def.id);
-        if (old !== undefined && old.fingerprint === definitionFingerprint(def)) {
-          unchanged.push(def.id);
-          continue;
-        }
-        (old === undefined ? added : changed).push(def.id);
-        built.set(def.id, this.load(def, { stats: old?.stats }));
+    // A backend that cannot even be built (e.g. its ONNX file is unreadable) is a registry problem;
+    // every such model is named, as the file's other problems are.
+    const unbuildable: string[] = [];
+    for (const def of doc.models) {
+      const old = current.get(def.id);
+      if (old !== undefined && old.fingerprint === definitionFingerprint(def)) {
+        unchanged.push(def.id);
+        continue;
       }
-    } catch (e) {
-      // A backend that cannot even be built (e.g. its ONNX file is unreadable) is a registry problem.
+      (old === undefined ? added : changed).push(def.id);
+      try {
+        built.set(def.id, this.load(def, { stats: old?.stats }));
+      } catch (e) {
+        unbuildable.push(`model "${def.id}": ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    if (unbuildable.length > 0) {
       await Promise.all([...built.values()].map((m) => this.unload(m)));
-      const id = doc.models[built.size + unchanged.length]?.id ?? "?";
-      throw errors.invalidRegistry([`model "${id}": ${e instanceof Error ? e.message : String(e)}`]);
+      throw errors.invalidRegistry(unbuildable);
     }
     const problems: string[] = [];
     await Promise.all(
@@ -525,10 +538,10 @@ export class InferenceEngine {
    */
   private get(id: string | undefined, viewer?: ModelViewer): LoadedModel {
     const wanted = id ?? this.defaultModel;
-    const m = this.models.get(wanted);
-    if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
     const own = viewer === undefined ? undefined : this.customerModels.get(viewer.customerId)?.get(wanted);
     if (own !== undefined) return own;
+    const m = this.models.get(wanted);
+    if (m !== undefined && (viewer === undefined || modelVisibleTo(m.def, viewer))) return m;
     const ids = this.modelIds(viewer);
     if (viewer !== undefined) ids.push(...this.customerModelIds(viewer.customerId).filter((x) => !ids.includes(x)));
     throw errors.unknownModel(wanted, ids);
@@ -536,9 +549,9 @@ export class InferenceEngine {
 
   /** Would `infer` resolve this id for this viewer now (no 404)? One or two map lookups. */
   serves(id: string, viewer: ModelViewer): boolean {
+    if (this.customerModels.get(viewer.customerId)?.has(id) === true) return true;
     const m = this.models.get(id);
-    if (m !== undefined && modelVisibleTo(m.def, viewer)) return true;
-    return this.customerModels.get(viewer.customerId)?.has(id) === true;
+    return m !== undefined && modelVisibleTo(m.def, viewer);
   }
 
   /** The ids of the models a customer registered that this instance has loaded. */
@@ -611,12 +624,15 @@ export class InferenceEngine {
     };
   }
 
-  /** With a viewer: only the models it may use, its customer's own registered ones last. */
+  /**
+   * With a viewer: only the models it may use, its customer's own registered ones last (a registry
+   * model of the same id as one of them is not listed: that id is the customer's model for it).
+   */
   list(viewer?: ModelViewer): ModelInfo[] {
-    const ids = this.modelIds(viewer);
-    const registry = ids.map((id) => this.describe(id));
-    if (viewer === undefined) return registry;
-    const own = this.customerModelIds(viewer.customerId).filter((id) => !ids.includes(id));
+    const own = viewer === undefined ? [] : this.customerModelIds(viewer.customerId);
+    const registry = this.modelIds(viewer)
+      .filter((id) => !own.includes(id))
+      .map((id) => this.describe(id));
     return [...registry, ...own.map((id) => this.describe(id, viewer))];
   }
 

@@ -1,5 +1,5 @@
 import type { EgressGuard } from "../../platform/egress.ts";
-import { refusedUrlSyntax } from "../../platform/egress.ts";
+import { policyFor, refusedUrlSyntax } from "../../platform/egress.ts";
 import type { FieldError } from "../../platform/errors.ts";
 import { type ModelDefinition, PROJECT_ROOT, parseModel } from "./registry.ts";
 
@@ -20,6 +20,12 @@ export const CUSTOMER_MODEL_LIMITS = {
   maxQueue: 1024,
   maxConcurrentBatches: 32,
   maxBatchSize: 64,
+  /**
+   * The model's image side (image.size, width, height): every request's image is resized to it and
+   * held while it waits (up to maxQueue per model); at the registry's 2048, one tiny JPEG would hold
+   * 12 MB (16 MB as json_numpy, 800 MB per kserve-v2 batch of 64) on the service's memory.
+   */
+  imageSide: 512,
 } as const;
 
 type Obj = Record<string, unknown>;
@@ -50,7 +56,7 @@ export type CustomerModelParse =
 
 /**
  * Validates `doc` for `customerId`. The result's definition is private to that customer and its
- * backend connects through `egress`. `endpointErrors` lists URL refusals apart from other errors
+ * backend connects through `egress` narrowed to that customer (`policyFor`). `endpointErrors` lists URL refusals apart from other errors
  * (the route answers those 422 `endpoint_not_allowed`).
  */
 export function parseCustomerModel(
@@ -93,6 +99,11 @@ export function parseCustomerModel(
       message: "not available: a customer model is private to its customer",
     });
   }
+  if (isObj(doc.image)) {
+    for (const key of ["size", "width", "height"]) {
+      bound(doc.image, key, CUSTOMER_MODEL_LIMITS.imageSide, "image", problems);
+    }
+  }
   if (isObj(doc.batching)) {
     bound(doc.batching, "max_queue", CUSTOMER_MODEL_LIMITS.maxQueue, "batching", problems);
     bound(doc.batching, "max_concurrent_batches", CUSTOMER_MODEL_LIMITS.maxConcurrentBatches, "batching", problems);
@@ -112,14 +123,16 @@ export function parseCustomerModel(
   if (b.kind !== "openvla-http" && b.kind !== "kserve-v2") {
     return { ok: false, errors: [{ in: "body", path: "/backend/kind", message: "expected a remote backend" }] };
   }
+  // Networks allow-listed for another customer are not this one's to reach.
+  const guard: EgressGuard = { ...egress, policy: policyFor(egress.policy, customerId) };
   const endpointErrors: FieldError[] = [];
   b.endpoints.forEach((url, i) => {
-    const why = refusedUrlSyntax(url, egress.policy);
+    const why = refusedUrlSyntax(url, guard.policy);
     if (why !== undefined) endpointErrors.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
   });
   if (endpointErrors.length > 0) return { ok: false, errors: endpointErrors, endpointErrors };
   return {
     ok: true,
-    def: { ...parsed, backend: { ...b, egress }, accessCustomers: new Set([customerId.toLowerCase()]) },
+    def: { ...parsed, backend: { ...b, egress: guard }, accessCustomers: new Set([customerId.toLowerCase()]) },
   };
 }

@@ -70,8 +70,8 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
         summary: "Replace your own model",
         description:
           "Replaces the document of one of your registered models (same rules and errors as POST; the body's `id` " +
-          "must be the path's). Every instance switches to the new document within a second; requests waiting for the " +
-          "old one get 503, calls in flight finish. Any other id is 404 `unknown_model`.",
+          "must be the path's). Every instance switches to the new document within a second; requests already sent " +
+          "to the old one (queued or in flight) finish on it. Any other id is 404 `unknown_model`.",
         security: SECURITY,
         params: ModelParams,
         body: CustomerModelBody,
@@ -100,9 +100,9 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
         tags: ["models"],
         summary: "Delete your own model",
         description:
-          "Stops serving one of your registered models on every instance: requests waiting for it get 503, calls " +
-          "in flight finish, its connections close. Any other id (the service's models, another account's) is 404 " +
-          "`unknown_model`.",
+          "Stops serving one of your registered models on every instance: new requests naming it get 404 " +
+          "`unknown_model`; requests already sent to it (queued or in flight) finish, then its connections close. " +
+          "Any other id (the service's models, another account's) is 404 `unknown_model`.",
         security: SECURITY,
         params: ModelParams,
         response: { 204: Type.Null({ description: "Deleted." }) },

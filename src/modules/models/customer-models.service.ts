@@ -1,3 +1,4 @@
+import { hash } from "node:crypto";
 import type { CustomerModelRow } from "../../platform/db/schema/index.ts";
 import { type EgressGuard, refusedUrl } from "../../platform/egress.ts";
 import { errors, type FieldError } from "../../platform/errors.ts";
@@ -29,6 +30,7 @@ export interface CustomerModelsDeps {
 }
 
 const keyOf = (customerId: string, id: string) => `${customerId}/${id}`;
+const versionOf = (row: CustomerModelRow) => hash("sha256", JSON.stringify(row.definition));
 
 /**
  * Bring-your-own model endpoints (docs/models.md): registration (enterprise plan, the registry's
@@ -38,10 +40,20 @@ const keyOf = (customerId: string, id: string) => `${customerId}/${id}`;
  */
 export class CustomerModelsService {
   private readonly d: CustomerModelsDeps;
-  /** What this instance serves: key -> the row's updated_at (ms) it was loaded from. */
-  private readonly loaded = new Map<string, number>();
-  /** Broadcasts for one model are applied one after another (a delete racing a reload). */
+  /**
+   * What this instance serves: key -> the document it was loaded from (`versionOf`). Not the row's
+   * updated_at: read back as a Date it has milliseconds only, and two changes within one would look
+   * the same (the second document never served).
+   */
+  private readonly loaded = new Map<string, string>();
+  /**
+   * Changes to one model are applied one after another (a delete racing a replace, a broadcast
+   * racing a reload of every row): each reads its row when its turn comes.
+   */
   private readonly pending = new Map<string, Promise<void>>();
+  /** When the newest read of a model's row began (performance.now()): what loadAll's older snapshot must not undo. */
+  private readonly readAt = new Map<string, number>();
+  private loading = 0;
 
   constructor(deps: CustomerModelsDeps) {
     this.d = deps;
@@ -59,7 +71,7 @@ export class CustomerModelsService {
     );
     if (outcome.kind === "limit") throw errors.modelLimitReached(this.d.maxModelsPerCustomer);
     if (outcome.kind === "taken") throw errors.modelIdTaken(def.id);
-    await this.install(outcome.row);
+    await this.sync(owner.customerId, def.id);
     await this.d.publish(owner.customerId, def.id);
     return this.d.engine.describe(def.id, owner);
   }
@@ -72,7 +84,7 @@ export class CustomerModelsService {
     }
     const row = await this.d.repo.replace(owner.customerId, id, doc as Record<string, unknown>);
     if (row === undefined) throw this.unknown(owner, id);
-    await this.install(row);
+    await this.sync(owner.customerId, id);
     await this.d.publish(owner.customerId, id);
     return this.d.engine.describe(id, owner);
   }
@@ -87,10 +99,12 @@ export class CustomerModelsService {
     }
     const def = parsed.def;
     if (def.backend.kind === "openvla-http" || def.backend.kind === "kserve-v2") {
+      // The customer's own guard (parseCustomerModel): the networks allow-listed for it or everyone.
+      const guard = def.backend.egress ?? this.d.egress;
       const refused: FieldError[] = [];
       await Promise.all(
         def.backend.endpoints.map(async (url, i) => {
-          const why = await refusedUrl(url, this.d.egress.policy, this.d.egress.resolver);
+          const why = await refusedUrl(url, guard.policy, guard.resolver);
           if (why !== undefined) refused.push({ in: "body", path: `/backend/endpoints/${i}`, message: why });
         }),
       );
@@ -110,19 +124,14 @@ export class CustomerModelsService {
   async remove(viewer: ModelViewer, id: string): Promise<void> {
     const deleted = await this.d.repo.delete(viewer.customerId, id);
     if (!deleted) throw this.unknown(viewer, id);
-    await this.uninstall(viewer.customerId, id);
+    await this.sync(viewer.customerId, id);
     await this.d.publish(viewer.customerId, id);
   }
 
-  /** Makes this instance serve what customer_models holds for one model (a broadcast arrived). */
-  sync(customerId: string, id: string): Promise<void> {
+  /** Runs `task` for one model after every change queued for it before. */
+  private enqueue(customerId: string, id: string, task: () => Promise<void>): Promise<void> {
     const key = keyOf(customerId, id);
-    const run = async () => {
-      const row = await this.d.repo.get(customerId, id);
-      if (row === undefined) await this.uninstall(customerId, id);
-      else if (this.loaded.get(key) !== row.updatedAt.getTime()) await this.install(row);
-    };
-    const next = (this.pending.get(key) ?? Promise.resolve()).then(run, run);
+    const next = (this.pending.get(key) ?? Promise.resolve()).then(task, task);
     this.pending.set(key, next);
     const clear = () => {
       if (this.pending.get(key) === next) this.pending.delete(key);
@@ -131,25 +140,49 @@ export class CustomerModelsService {
     return next;
   }
 
-  /** Loads every row (startup; after a reconnect that may have missed broadcasts) and drops the rest. */
+  /** Serves (or stops serving) `row`, the model's row or undefined when there is none. */
+  private async apply(customerId: string, id: string, row: CustomerModelRow | undefined): Promise<void> {
+    if (row === undefined) await this.uninstall(customerId, id);
+    else if (this.loaded.get(keyOf(customerId, id)) !== versionOf(row)) await this.install(row);
+  }
+
+  /** Makes this instance serve what customer_models holds for one model (a change here, a broadcast). */
+  sync(customerId: string, id: string): Promise<void> {
+    return this.enqueue(customerId, id, async () => {
+      this.readAt.set(keyOf(customerId, id), performance.now());
+      await this.apply(customerId, id, await this.d.repo.get(customerId, id));
+    });
+  }
+
+  /**
+   * Loads every row (startup; after a reconnect that may have missed broadcasts) and drops the rest.
+   * Each model's part waits its turn behind the changes queued for it, and is skipped when one of
+   * them read the row after this snapshot was taken (a model deleted meanwhile is not brought back).
+   */
   async loadAll(): Promise<void> {
-    const rows = await this.d.repo.all();
-    const keep = new Set(rows.map((r) => keyOf(r.customerId, r.id)));
-    for (const key of [...this.loaded.keys()]) {
-      if (!keep.has(key)) {
+    const takenAt = performance.now();
+    this.loading += 1;
+    try {
+      const rows = new Map((await this.d.repo.all()).map((r) => [keyOf(r.customerId, r.id), r]));
+      const keys = new Set([...this.loaded.keys(), ...rows.keys()]);
+      for (const key of keys) {
         const [customerId, id] = key.split("/") as [string, string];
-        await this.uninstall(customerId, id);
+        await this.enqueue(customerId, id, async () => {
+          if ((this.readAt.get(key) ?? Number.NEGATIVE_INFINITY) > takenAt) return;
+          await this.apply(customerId, id, rows.get(key));
+        });
       }
-    }
-    for (const row of rows) {
-      if (this.loaded.get(keyOf(row.customerId, row.id)) !== row.updatedAt.getTime()) await this.install(row);
+    } finally {
+      this.loading -= 1;
+      // Reads older than this snapshot matter to no loadAll any more (none older is running).
+      if (this.loading === 0) for (const [key, at] of this.readAt) if (at <= takenAt) this.readAt.delete(key);
     }
   }
 
   /** After a customer's erasure: stop serving its models here and everywhere. */
   async forgetCustomer(customerId: string): Promise<void> {
     for (const id of this.d.engine.customerModelIds(customerId)) {
-      await this.uninstall(customerId, id);
+      await this.sync(customerId, id);
       await this.d.publish(customerId, id);
     }
   }
@@ -169,7 +202,7 @@ export class CustomerModelsService {
       return;
     }
     await this.d.engine.putCustomerModel(row.customerId, parsed.def);
-    this.loaded.set(keyOf(row.customerId, row.id), row.updatedAt.getTime());
+    this.loaded.set(keyOf(row.customerId, row.id), versionOf(row));
   }
 
   private async uninstall(customerId: string, id: string): Promise<void> {

@@ -264,9 +264,9 @@ export const CustomerModelBody = Type.Object(
     image: Type.Optional(
       Type.Object(
         {
-          size: Type.Optional(Type.Integer()),
-          width: Type.Optional(Type.Integer()),
-          height: Type.Optional(Type.Integer()),
+          size: Type.Optional(Type.Integer({ description: "Square side in pixels, 8..512 (default 224)." })),
+          width: Type.Optional(Type.Integer({ description: "8..512 (default: size)." })),
+          height: Type.Optional(Type.Integer({ description: "8..512 (default: size)." })),
           strategy: Type.Optional(Type.String({ description: "resize-naive | letterbox | center-crop." })),
           crop_area: Type.Optional(Type.Number()),
         },

@@ -39,6 +39,8 @@ export class EndpointPool {
   private readonly modelId: string;
   private rr = 0;
   private readonly now: () => number;
+  /** Aborted by `close`: the calls in flight end at once, and no new attempt starts. */
+  private readonly closing = new AbortController();
 
   constructor(modelId: string, settings: RemoteSettings, now: () => number = Date.now) {
     this.modelId = modelId;
@@ -101,12 +103,15 @@ export class EndpointPool {
   async call<T>(fn: (endpoint: EndpointState, signal: AbortSignal) => Promise<T>): Promise<T> {
     const tried = new Set<EndpointState>();
     let last: unknown;
+    let lastEndpoint: EndpointState | undefined;
     for (let attempt = 0; attempt <= this.settings.retries; attempt++) {
+      if (this.closing.signal.aborted) throw errors.modelUnavailable(this.modelId, "the model was closed");
       const e = this.pick(tried);
       if (e === undefined) break;
       tried.add(e);
       e.outstanding += 1;
-      const signal = AbortSignal.timeout(this.settings.timeoutMs);
+      const timeout = AbortSignal.timeout(this.settings.timeoutMs);
+      const signal = AbortSignal.any([timeout, this.closing.signal]);
       try {
         const result = await fn(e, signal);
         this.success(e);
@@ -115,20 +120,23 @@ export class EndpointPool {
         const wrapped =
           err instanceof RemoteCallError || err instanceof AppError
             ? err
-            : signal.aborted
-              ? new RemoteCallError(
-                  "timeout",
-                  `${e.url} did not answer within ${this.settings.timeoutMs} ms`,
-                  true,
-                  err,
-                )
-              : new RemoteCallError(
-                  "network",
-                  `${e.url}: ${err instanceof Error ? err.message : String(err)}`,
-                  true,
-                  err,
-                );
+            : this.closing.signal.aborted
+              ? errors.modelUnavailable(this.modelId, "the model was closed")
+              : timeout.aborted
+                ? new RemoteCallError(
+                    "timeout",
+                    `${e.url} did not answer within ${this.settings.timeoutMs} ms`,
+                    true,
+                    err,
+                  )
+                : new RemoteCallError(
+                    "network",
+                    `${e.url}: ${err instanceof Error ? err.message : String(err)}`,
+                    true,
+                    err,
+                  );
         last = wrapped;
+        lastEndpoint = e;
         const retryable = wrapped instanceof RemoteCallError ? wrapped.retryable : false;
         if (retryable) this.failure(e, wrapped);
         else this.success(e); // the endpoint answered properly; the request itself is at fault
@@ -139,10 +147,41 @@ export class EndpointPool {
     }
     if (last instanceof AppError) throw last;
     if (last instanceof RemoteCallError) {
-      if (last.kind === "invalid_answer") throw errors.invalidModelOutput(last.message, last);
-      throw errors.modelUnavailable(this.modelId, last.message, last);
+      const reason = this.shown(last, lastEndpoint);
+      if (last.kind === "invalid_answer") throw errors.invalidModelOutput(reason, last);
+      throw errors.modelUnavailable(this.modelId, reason, last);
     }
     throw errors.modelUnavailable(this.modelId, "no endpoint is available (all circuits open or unhealthy)");
+  }
+
+  /**
+   * The failure as the caller's customer reads it. A customer's own model (`egress` set): all of it,
+   * the endpoint is its own. The operator's: its endpoints are internal addresses, so each is named
+   * by its position ("endpoint 2") and a network error by its code only (`connect ECONNREFUSED
+   * 10.0.3.4:8000` names the address); the whole message stays in the error's cause, for the logs.
+   */
+  private shown(err: RemoteCallError, endpoint: EndpointState | undefined): string {
+    if (this.settings.egress !== undefined) return err.message;
+    const position = (e: EndpointState) => `endpoint ${this.endpoints.indexOf(e) + 1}`;
+    if (err.kind === "network") {
+      const code = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      return `${endpoint === undefined ? "an endpoint" : position(endpoint)} could not be reached${code === undefined ? "" : ` (${code})`}`;
+    }
+    // Longest first: "http://a:80" must not eat the start of "http://a:8000".
+    let text = err.message;
+    for (const e of [...this.endpoints].sort((a, b) => b.url.length - a.url.length)) {
+      text = text.split(`${e.url}/act`).join(position(e)).split(e.url).join(position(e));
+    }
+    return text;
+  }
+
+  /**
+   * Ends the calls in flight (their requests fail with model_unavailable) and starts no new one: a
+   * closed model must not keep a connection to an endpoint that does not answer for the rest of
+   * `timeout_ms` x attempts (a customer's: up to 4 minutes, holding up drain and shutdown).
+   */
+  close(): void {
+    this.closing.abort(new Error("the model was closed"));
   }
 
   /** Each endpoint's circuit and counters (the deep health route). */

@@ -251,6 +251,7 @@ export class KServeV2Backend implements ModelBackend {
   }
 
   async close(): Promise<void> {
+    this.pool.close();
     this.agents.close();
   }
 }

@@ -113,6 +113,7 @@ export class OpenVlaHttpBackend implements ModelBackend {
   async warmUp(): Promise<void> {}
 
   async close(): Promise<void> {
+    this.pool.close();
     this.agents.close();
   }
 }
