@@ -1,5 +1,6 @@
 import { and, desc, eq, isNull, lte, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
+import { beforeCursor, type PageCursor } from "../../platform/db/page-cursor.ts";
 import {
   type ExperimentRow,
   type ExperimentVariant,
@@ -23,11 +24,7 @@ export interface NewExperiment {
   readonly createdByApiKeyId: string | null;
 }
 
-/** Position after which the next page starts: the last row's (created_at, id). */
-export interface PageCursor {
-  readonly createdAt: string;
-  readonly id: string;
-}
+export type { PageCursor } from "../../platform/db/page-cursor.ts";
 
 /** One shadowed request as the batch writer carries it (plain JSON: journaled rows come back parsed). */
 export interface ShadowEntry {
@@ -192,7 +189,7 @@ export class ExperimentsRepo {
     const t = experiments;
     const conds = [eq(t.customerId, customerId)];
     if (cursor !== undefined) {
-      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+      conds.push(beforeCursor(t.createdAt, t.id, cursor));
     }
     return this.db
       .select()
@@ -311,7 +308,7 @@ export class ExperimentsRepo {
     const t = shadowResults;
     const conds = this.shadowConds(experimentId, filter);
     if (cursor !== undefined) {
-      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+      conds.push(beforeCursor(t.createdAt, t.id, cursor));
     }
     return this.db
       .select()

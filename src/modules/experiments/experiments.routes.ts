@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { isStorableInstant } from "../../platform/db/instants.ts";
+import { decodePageCursor, encodePageCursor, pageOf } from "../../platform/db/page-cursor.ts";
 import { errors } from "../../platform/errors.ts";
 import type { Platform } from "../../platform/platform.ts";
-import type { PageCursor } from "./experiments.repo.ts";
 import {
   CreateExperimentBody,
   ExperimentPageSchema,
@@ -22,22 +21,6 @@ export interface ExperimentRouteOptions {
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 const PROBLEM = (description: string) => ({ $ref: "Problem#", description });
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-const encodeCursor = (c: PageCursor) => Buffer.from(JSON.stringify([c.createdAt, c.id]), "utf8").toString("base64url");
-
-function decodeCursor(s: string): PageCursor {
-  try {
-    const v: unknown = JSON.parse(Buffer.from(s, "base64url").toString("utf8"));
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === "string" && typeof v[1] === "string") {
-      const [createdAt, id] = v as [string, string];
-      if (UUID.test(id) && isStorableInstant(Date.parse(createdAt))) return { createdAt, id };
-    }
-  } catch {
-    // fall through
-  }
-  throw errors.invalidRequest([{ in: "query", path: "/cursor", message: "is not a cursor from this API" }]);
-}
 
 const TAGS = ["experiments"];
 
@@ -103,19 +86,12 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
       const q = request.query;
       const rows = await service.list(
         principal.customerId,
-        q.cursor === undefined ? undefined : decodeCursor(q.cursor),
+        q.cursor === undefined ? undefined : decodePageCursor(q.cursor),
         q.limit,
       );
-      const page = rows.slice(0, q.limit);
-      const last = page[page.length - 1];
+      const { page, nextCursor } = pageOf(rows, q.limit);
       const now = platform.now();
-      return {
-        data: page.map((r) => experimentView(r, now)),
-        next_cursor:
-          rows.length > q.limit && last !== undefined
-            ? encodeCursor({ createdAt: last.createdAt.toISOString(), id: last.id })
-            : null,
-      };
+      return { data: page.map((r) => experimentView(r, now)), next_cursor: nextCursor };
     },
   );
 
@@ -221,10 +197,14 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
         principal.customerId,
         request.params.id,
         { robotId: q.robot_id, instruction: q.instruction },
-        q.cursor === undefined ? undefined : decodeCursor(q.cursor),
+        q.cursor === undefined ? undefined : decodePageCursor(q.cursor),
         q.limit,
       );
-      return { summary: out.summary, data: out.data, next_cursor: out.next === null ? null : encodeCursor(out.next) };
+      return {
+        summary: out.summary,
+        data: out.data,
+        next_cursor: out.next === null ? null : encodePageCursor(out.next),
+      };
     },
   );
 };

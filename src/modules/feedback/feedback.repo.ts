@@ -1,5 +1,6 @@
 import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
+import { beforeCursor, type PageCursor } from "../../platform/db/page-cursor.ts";
 import {
   type FeedbackRow,
   feedback,
@@ -19,10 +20,7 @@ export interface FeedbackFilter {
 }
 
 /** Position after which the next page starts: the last row's (created_at, id). */
-export interface FeedbackCursor {
-  readonly createdAt: string;
-  readonly id: string;
-}
+export type FeedbackCursor = PageCursor;
 
 /** What feedback needs of an inference. */
 export type InferenceRef = Pick<
@@ -104,7 +102,7 @@ export class FeedbackRepo {
     if (filter.type !== undefined) conds.push(eq(t.type, filter.type));
     if (filter.inferenceId !== undefined) conds.push(eq(t.inferenceId, filter.inferenceId));
     if (cursor !== undefined) {
-      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+      conds.push(beforeCursor(t.createdAt, t.id, cursor));
     }
     return this.db
       .select()

@@ -1,11 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from "fastify";
 import type { TSchema } from "typebox";
-import { isStorableInstant } from "../../platform/db/instants.ts";
+import { decodePageCursor, encodePageCursor } from "../../platform/db/page-cursor.ts";
 import { errors } from "../../platform/errors.ts";
 import { WindowCounter } from "../../platform/http/window-counter.ts";
 import type { Platform } from "../../platform/platform.ts";
-import type { FeedbackCursor } from "./feedback.repo.ts";
 import {
   CorrectionBody,
   FailureBody,
@@ -29,24 +28,6 @@ export interface FeedbackRouteOptions {
 
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
 const PROBLEM = (description: string) => ({ $ref: "Problem#", description });
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function encodeCursor(c: FeedbackCursor): string {
-  return Buffer.from(JSON.stringify([c.createdAt, c.id]), "utf8").toString("base64url");
-}
-
-function decodeCursor(s: string): FeedbackCursor {
-  try {
-    const v: unknown = JSON.parse(Buffer.from(s, "base64url").toString("utf8"));
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === "string" && typeof v[1] === "string") {
-      const [createdAt, id] = v as [string, string];
-      if (UUID.test(id) && isStorableInstant(Date.parse(createdAt))) return { createdAt, id };
-    }
-  } catch {
-    // fall through
-  }
-  throw errors.invalidRequest([{ in: "query", path: "/cursor", message: "is not a cursor from this API" }]);
-}
 
 const time = (v: string | undefined) => (v === undefined ? undefined : new Date(v));
 
@@ -197,7 +178,7 @@ export const feedbackRoutes: FastifyPluginAsyncTypebox<FeedbackRouteOptions> = a
       const principal = request.principal;
       if (principal === null) throw errors.unauthorized();
       const q = request.query;
-      const cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+      const cursor = q.cursor === undefined ? undefined : decodePageCursor(q.cursor);
       const page = await service.list(
         principal.customerId,
         {
@@ -210,7 +191,7 @@ export const feedbackRoutes: FastifyPluginAsyncTypebox<FeedbackRouteOptions> = a
         cursor,
         q.limit,
       );
-      return { data: page.data, next_cursor: page.next === null ? null : encodeCursor(page.next) };
+      return { data: page.data, next_cursor: page.next === null ? null : encodePageCursor(page.next) };
     },
   );
 

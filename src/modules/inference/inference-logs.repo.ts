@@ -1,5 +1,6 @@
 import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
 import type { Db } from "../../platform/db/client.ts";
+import { beforeCursor, type PageCursor } from "../../platform/db/page-cursor.ts";
 import { type InferenceLogRow, inferenceLogs } from "../../platform/db/schema/index.ts";
 
 export type InferenceSource = "rest" | "act" | "stream" | "openpi";
@@ -49,10 +50,7 @@ export interface HistoryFilter {
 }
 
 /** Position after which the next page starts: the last row's (created_at, id). */
-export interface HistoryCursor {
-  readonly createdAt: string;
-  readonly id: string;
-}
+export type HistoryCursor = PageCursor;
 
 const MONTH_TABLE = /^inference_logs_y\d{4}m\d{2}$/;
 
@@ -198,7 +196,7 @@ export class InferenceLogsRepo {
     if (filter.from !== undefined) conds.push(gte(t.createdAt, filter.from));
     if (filter.to !== undefined) conds.push(lt(t.createdAt, filter.to));
     if (cursor !== undefined) {
-      conds.push(sql`(${t.createdAt}, ${t.id}) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`);
+      conds.push(beforeCursor(t.createdAt, t.id, cursor));
     }
     return this.db
       .select()

@@ -1,6 +1,6 @@
 import multipart from "@fastify/multipart";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { isStorableInstant } from "../../platform/db/instants.ts";
+import { decodePageCursor, pageOf } from "../../platform/db/page-cursor.ts";
 import type { InferenceLogRow } from "../../platform/db/schema/index.ts";
 import { errors } from "../../platform/errors.ts";
 import { sendProblem } from "../../platform/http/error-handler.ts";
@@ -24,7 +24,7 @@ import {
   recordRouteFailure,
   serverTiming,
 } from "./inference-http.ts";
-import type { HistoryCursor, InferenceLogsRepo } from "./inference-logs.repo.ts";
+import type { InferenceLogsRepo } from "./inference-logs.repo.ts";
 import type { InferenceRunner } from "./inference-runner.ts";
 import { type MultipartLimits, readMultipartBody } from "./multipart-body.ts";
 
@@ -36,25 +36,6 @@ export interface InferenceRouteOptions {
   readonly repo: InferenceLogsRepo;
   /** The history listing's repo: on the read replica when configured (`repo` stays on the primary). */
   readonly historyRepo?: InferenceLogsRepo;
-}
-
-function encodeCursor(c: HistoryCursor): string {
-  return Buffer.from(JSON.stringify([c.createdAt, c.id]), "utf8").toString("base64url");
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function decodeCursor(s: string): HistoryCursor {
-  try {
-    const v: unknown = JSON.parse(Buffer.from(s, "base64url").toString("utf8"));
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === "string" && typeof v[1] === "string") {
-      const [createdAt, id] = v as [string, string];
-      if (UUID.test(id) && isStorableInstant(Date.parse(createdAt))) return { createdAt, id };
-    }
-  } catch {
-    // fall through
-  }
-  throw errors.invalidRequest([{ in: "query", path: "/cursor", message: "is not a cursor from this API" }]);
 }
 
 function toApi(r: InferenceLogRow) {
@@ -236,7 +217,7 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
       const q = request.query;
       const principal = request.principal;
       if (principal === null) throw errors.unauthorized();
-      const cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+      const cursor = q.cursor === undefined ? undefined : decodePageCursor(q.cursor);
       const rows = await historyRepo.list(
         principal.customerId,
         {
@@ -250,15 +231,8 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
         cursor,
         q.limit,
       );
-      const page = rows.slice(0, q.limit);
-      const last = page[page.length - 1];
-      return {
-        data: page.map(toApi),
-        next_cursor:
-          rows.length > q.limit && last !== undefined
-            ? encodeCursor({ createdAt: last.createdAt.toISOString(), id: last.id })
-            : null,
-      };
+      const { page, nextCursor } = pageOf(rows, q.limit);
+      return { data: page.map(toApi), next_cursor: nextCursor };
     },
   );
 
