@@ -233,5 +233,11 @@ describe("GET /v1/robots/{robot_id}/safety-profile?model= for a customer's own m
     expect(res.json()).toMatchObject({ code: "unknown_model" });
     expect(unknown.statusCode).toBe(404);
     expect((res.json() as Json).available_models).toEqual((unknown.json() as Json).available_models);
+    // GET /v1/models/{id} too, its problem body (declared per media type in the route) intact.
+    const described = await t.app.inject({ method: "GET", url: "/v1/models/arm", headers: { "x-api-key": B.admin } });
+    expect(described.statusCode).toBe(404);
+    expect(described.headers["content-type"]).toContain("application/problem+json");
+    expect(described.json()).toMatchObject({ code: "unknown_model", available_models: expect.any(Array) });
+    expect((described.json() as Json).available_models).not.toContain("arm");
   });
 });
