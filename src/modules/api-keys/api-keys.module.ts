@@ -43,12 +43,18 @@ export const apiKeysModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (ap
       get defaultModel() {
         return platform.engine.defaultModel;
       },
-      // As the key will use them: its customer's, never a superuser's (docs/models.md, "Access").
-      modelIds: (customerId) => platform.engine.modelIds({ customerId, isSuperuser: false }),
-      unnormKeysOf: (id, customerId) =>
-        platform.engine.modelIds({ customerId, isSuperuser: false }).includes(id)
-          ? platform.engine.describe(id).unnorm_keys
-          : undefined,
+      // As the key will use them: its customer's, never a superuser's (docs/models.md, "Access"),
+      // with the customer's own registered models ("Bring your own endpoint"); another customer's
+      // model is as unknown as an id that does not exist.
+      modelIds: (customerId) => {
+        const viewer = { customerId, isSuperuser: false };
+        return [...new Set([...platform.engine.modelIds(viewer), ...platform.engine.customerModelIds(customerId)])];
+      },
+      unnormKeysOf: (id, customerId) => {
+        const viewer = { customerId, isSuperuser: false };
+        // Resolved as a request of the key resolves it: its customer's own model of that id first.
+        return platform.engine.serves(id, viewer) ? platform.engine.describe(id, viewer).unnorm_keys : undefined;
+      },
     },
     now: platform.now,
     maxKeysPerCustomer: config.apiKeys.maxKeysPerCustomer,

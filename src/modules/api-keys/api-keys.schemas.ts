@@ -25,7 +25,9 @@ const robotIdDefault = Type.String({
 const modelDefault = Type.String({
   minLength: 1,
   maxLength: 128,
-  description: "Model used when a request names none (GET /v1/models); a request may name another.",
+  description:
+    "Model used when a request names none (GET /v1/models: a service model or your own registered one); a request " +
+    "may name another.",
   examples: ["mock-openvla-7b"],
 });
 const unnormKeyDefault = Type.String({

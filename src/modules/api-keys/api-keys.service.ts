@@ -49,9 +49,15 @@ export interface UpdateKeyInput {
 /** What key defaults are checked against: the models this server serves. */
 export interface ModelCatalogue {
   readonly defaultModel: string;
-  /** The ids the customer's keys may use (a model restricted to other customers is left out). */
+  /**
+   * The ids the customer's keys may use: the service's models it may use and its own registered
+   * ones (a model restricted to other customers, or another customer's own, is left out).
+   */
   modelIds(customerId: string): readonly string[];
-  /** The model's unnorm keys; undefined for an unknown model or one restricted to other customers. */
+  /**
+   * The model's unnorm keys as the customer's requests resolve the id (its own model of that id
+   * first); undefined for an unknown model, one restricted to other customers or another customer's.
+   */
   unnormKeysOf(model: string, customerId: string): readonly string[] | undefined;
 }
 

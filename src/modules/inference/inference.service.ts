@@ -587,9 +587,13 @@ export class InferenceEngine {
     return true;
   }
 
-  /** The model's dataset statistics (safety's OOD classifier reads the action moments). */
-  statistics(id: string): DatasetStatistics {
-    return this.get(id).def.statistics;
+  /**
+   * The model's dataset statistics (safety's OOD classifier reads the action moments). With a
+   * viewer: resolved as its requests resolve the id (its customer's own model first; 404
+   * unknown_model for a model it may not use).
+   */
+  statistics(id: string, viewer?: ModelViewer): DatasetStatistics {
+    return this.get(id, viewer).def.statistics;
   }
 
   /** With a viewer: 404 unknown_model for a model it may not use. */

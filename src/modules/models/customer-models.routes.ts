@@ -4,6 +4,7 @@ import type { Principal } from "../../platform/auth.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { CustomerModelsService } from "./customer-models.service.ts";
+import { DELETE_PROBLEMS, REGISTER_PROBLEMS, REPLACE_PROBLEMS } from "./models.problems.ts";
 import { forCaller } from "./models.routes.ts";
 import { CustomerModelBody, ModelParams, ModelSchema } from "./models.schemas.ts";
 
@@ -43,7 +44,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
           "instance serves the model within a second. `Location` names the new model.",
         security: SECURITY,
         body: CustomerModelBody,
-        response: { 201: ModelSchema },
+        response: { 201: ModelSchema, ...REGISTER_PROBLEMS },
       },
     },
     async (request, reply) => {
@@ -75,7 +76,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
         security: SECURITY,
         params: ModelParams,
         body: CustomerModelBody,
-        response: { 200: ModelSchema },
+        response: { 200: ModelSchema, ...REPLACE_PROBLEMS },
       },
     },
     async (request) => {
@@ -105,7 +106,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
           "Any other id (the service's models, another account's) is 404 `unknown_model`.",
         security: SECURITY,
         params: ModelParams,
-        response: { 204: Type.Null({ description: "Deleted." }) },
+        response: { 204: Type.Null({ description: "Deleted." }), ...DELETE_PROBLEMS },
       },
     },
     async (request, reply) => {

@@ -3,6 +3,7 @@ import type { Principal } from "../../platform/auth.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { ModelInfo } from "../inference/inference.service.ts";
+import { DESCRIBE_PROBLEMS, LIST_PROBLEMS } from "./models.problems.ts";
 import { ModelListSchema, ModelParams, ModelSchema } from "./models.schemas.ts";
 
 /** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */
@@ -41,7 +42,7 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
           "POST /v1/models), each with its backend, status, action shape, accepted `unnorm_key`s, " +
           "input preprocessing and live statistics (requests, errors, latency percentiles, queue depth, mean batch size).",
         security: SECURITY,
-        response: { 200: ModelListSchema },
+        response: { 200: ModelListSchema, ...LIST_PROBLEMS },
       },
     },
     async (request) => {
@@ -62,7 +63,7 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
           "A model restricted to other customers, or registered by another account, answers 404 `unknown_model` as if it did not exist.",
         security: SECURITY,
         params: ModelParams,
-        response: { 200: ModelSchema },
+        response: { 200: ModelSchema, ...DESCRIBE_PROBLEMS },
       },
     },
     async (request) => {

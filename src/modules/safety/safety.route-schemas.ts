@@ -93,7 +93,8 @@ export const ProfileQuery = Type.Object(
         maxLength: 128,
         description:
           "Show the profile as it applies to this model's actions (its statistics give the gripper range); with no " +
-          "unnorm_key, the model's default key, as in inference.",
+          "unnorm_key, the model's default key, as in inference. Your own registered model (POST /v1/models) is shown " +
+          "as the gate judges it: its statistics are not used for the gripper range.",
       }),
     ),
   },

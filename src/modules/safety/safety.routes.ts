@@ -4,6 +4,7 @@ import type { Principal } from "../../platform/auth.ts";
 import { FIRST_INSTANT } from "../../platform/db/instants.ts";
 import { errors } from "../../platform/errors.ts";
 import type { Platform } from "../../platform/platform.ts";
+import { safetyModelId } from "../inference/inference-runner.ts";
 import { selectUnnormKey } from "../models/dataset-statistics.ts";
 import type { EstopRecord } from "./estop.ts";
 import { EMBODIMENT_DEFAULTS, resolveProfile, type SafetyProfile, UNNORM_KEY_EMBODIMENT } from "./profile.ts";
@@ -41,6 +42,13 @@ export interface SafetyRouteOptions {
 
 /** The profile as the response schema types it (the same data; TypeBox arrays are mutable). */
 const apiProfile = (p: SafetyProfile) => p as unknown as Static<typeof EffectiveProfileSchema>;
+
+/** What a profile view is for: the model as named, the name the safety gate judges it under, the key. */
+interface ProfileTarget {
+  readonly model?: string;
+  readonly safetyModel?: string;
+  readonly unnormKey?: string | undefined;
+}
 
 const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 
@@ -124,28 +132,33 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
    * model or key: the same 400s as inference). With only `unnorm_key`: the default model if it
    * has that key, else the first model that does; a key no model has shows its embodiment's
    * defaults alone. Only the models the caller may use count (docs/models.md, "Access"): one
-   * restricted to other customers is 404 unknown_model, as at inference.
+   * restricted to other customers, or another customer's own, is 404 unknown_model, as at
+   * inference. The caller's own registered model of an id wins over a service model of that id,
+   * and is judged under `safetyModelId` (`customer:<id>`), the name the gate uses.
    */
-  const appliesTo = (
-    viewer: Principal | null,
-    model?: string,
-    unnormKey?: string,
-  ): { model?: string; unnormKey?: string } => {
+  const appliesTo = (viewer: Principal | null, model?: string, unnormKey?: string): ProfileTarget => {
     if (viewer === null) throw errors.unauthorized();
     const engine = platform.engine;
-    const ids = engine.modelIds(viewer);
-    const defaultKey = (id: string) => engine.describe(id).default_unnorm_key ?? undefined;
+    const own = engine.customerModelIds(viewer.customerId);
+    const ids = [...new Set([...engine.modelIds(viewer), ...own])];
+    const target = (id: string, key: string | undefined): ProfileTarget => ({
+      model: id,
+      safetyModel: own.includes(id) ? safetyModelId({ model: id, owner: "customer" }) : id,
+      unnormKey: key,
+    });
+    const defaultKey = (id: string) => engine.describe(id, viewer).default_unnorm_key ?? undefined;
     if (model !== undefined) {
-      if (!ids.includes(model)) throw errors.unknownModel(model, ids);
-      return { model, unnormKey: selectUnnormKey(engine.statistics(model), unnormKey, defaultKey(model)).key };
+      // describe answers 404 unknown_model (with the caller's ids) for a model it may not use.
+      const key = defaultKey(model);
+      return target(model, selectUnnormKey(engine.statistics(model, viewer), unnormKey, key).key);
     }
-    if (!ids.includes(engine.defaultModel)) return unnormKey === undefined ? {} : { unnormKey };
+    if (!engine.serves(engine.defaultModel, viewer)) return unnormKey === undefined ? {} : { unnormKey };
     if (unnormKey === undefined) {
       const key = defaultKey(engine.defaultModel);
-      return key === undefined ? {} : { model: engine.defaultModel, unnormKey: key };
+      return key === undefined ? {} : target(engine.defaultModel, key);
     }
-    const withKey = [engine.defaultModel, ...ids].find((id) => engine.statistics(id).entries.has(unnormKey));
-    return withKey === undefined ? { unnormKey } : { model: withKey, unnormKey };
+    const withKey = [engine.defaultModel, ...ids].find((id) => engine.statistics(id, viewer).entries.has(unnormKey));
+    return withKey === undefined ? { unnormKey } : target(withKey, unnormKey);
   };
 
   app.get(
@@ -174,7 +187,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
       // Through the service, as the gate reads them: same cache, same base, same resolution.
       const [stored, profile, stop] = await Promise.all([
         service.storedProfile(customerId, robot_id),
-        service.profileFor(customerId, robot_id, target.unnormKey, target.model),
+        service.profileFor(customerId, robot_id, target.unnormKey, target.safetyModel),
         service.stopOf(customerId, robot_id),
       ]);
       return {
