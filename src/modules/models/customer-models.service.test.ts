@@ -69,6 +69,7 @@ function service(repo: CustomerModelsRepo, engine: InferenceEngine) {
     egress: { policy: { allowHttp: false, allowedNetworks: [] }, resolver: async () => [] },
     maxModelsPerCustomer: 10,
     publish: async () => {},
+    publishCustomer: async () => {},
     log: { warn() {} },
   });
 }
