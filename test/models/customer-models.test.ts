@@ -196,6 +196,11 @@ describe("registering a model (POST /v1/models)", () => {
       // Every request's image is resized to the model's side and held while it waits.
       [{ ...model("x"), image: { size: 2048 } }, "/image/size"],
       [{ ...model("x"), image: { width: 224, height: 1024 } }, "/image/height"],
+      // Every answer is parsed on the event loop: 1 MiB at most (8 MiB before).
+      [
+        { ...model("x"), backend: { kind: "openvla-http", endpoints: [fakeUrl], max_response_bytes: 2 * 1024 * 1024 } },
+        "/backend/max_response_bytes",
+      ],
     ];
     for (const [body, path] of cases) {
       const res = await register(A.admin, body);

@@ -207,10 +207,17 @@ export class CustomerModelsService {
 
   /**
    * Validated again on every load: a row that the operator's current rules refuse (say
-   * BYOM_ALLOW_HTTP was turned off) is not served, and a warning names it.
+   * BYOM_ALLOW_HTTP was turned off) is not served, and a warning names it. A max_response_bytes
+   * stored above today's cap is served with the cap, and a warning says so.
    */
   private async install(row: CustomerModelRow): Promise<void> {
-    const parsed = parseCustomerModel(row.definition, row.customerId, this.d.egress);
+    const parsed = parseCustomerModel(row.definition, row.customerId, this.d.egress, { stored: true });
+    if (parsed.ok && parsed.adjusted !== undefined) {
+      this.d.log.warn(
+        { customerId: row.customerId, model: row.id, adjusted: parsed.adjusted },
+        "customer model served with settings lowered to the current limits",
+      );
+    }
     if (!parsed.ok) {
       this.d.log.warn(
         { customerId: row.customerId, model: row.id, problems: parsed.errors },
