@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { Writable } from "node:stream";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { type App, type BuildOptions, buildApp } from "../../src/app.ts";
 import { ApiKeysRepo } from "../../src/modules/api-keys/api-keys.repo.ts";
@@ -101,6 +102,8 @@ export interface LimitsAppOptions {
   readonly objectStore?: ObjectStore;
   /** How customer model endpoints resolve (the SSRF guard's DNS; tests never use the real one). */
   readonly egressResolver?: BuildOptions["egressResolver"];
+  /** Where the app's log lines go (LOG_LEVEL in `env` decides which). */
+  readonly logStream?: Writable;
 }
 
 export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<LimitsContext> {
@@ -119,6 +122,7 @@ export async function buildLimitsApp(options: LimitsAppOptions = {}): Promise<Li
     plugins: [probePlugin],
     ...(options.objectStore === undefined ? {} : { objectStore: options.objectStore }),
     ...(options.egressResolver === undefined ? {} : { egressResolver: options.egressResolver }),
+    ...(options.logStream === undefined ? {} : { logStream: options.logStream }),
     ...(options.realClock === true ? {} : { now: clock.now }),
   });
   installTestSessions(app);

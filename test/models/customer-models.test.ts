@@ -196,6 +196,11 @@ describe("registering a model (POST /v1/models)", () => {
       // Every request's image is resized to the model's side and held while it waits.
       [{ ...model("x"), image: { size: 2048 } }, "/image/size"],
       [{ ...model("x"), image: { width: 224, height: 1024 } }, "/image/height"],
+      // Every answer is parsed on the event loop: 1 MiB at most (8 MiB before).
+      [
+        { ...model("x"), backend: { kind: "openvla-http", endpoints: [fakeUrl], max_response_bytes: 2 * 1024 * 1024 } },
+        "/backend/max_response_bytes",
+      ],
     ];
     for (const [body, path] of cases) {
       const res = await register(A.admin, body);
@@ -337,6 +342,78 @@ describe("erasure and broadcasts", () => {
     await deletion.afterCommit({ userId: randomUUID(), customerId: D, wholeCustomer: true });
     expect(t.app.platform.engine.customerModelIds(D)).toEqual([]);
   });
+
+  /**
+   * Customer E's model "elsewhere" is served by a second instance only: its endpoint is in a network
+   * the second allow-lists and the first does not (a rollout of new settings), so the first never
+   * loads it. Erasing E through the first instance must still make the second drop it.
+   */
+  async function erasureReachesAnotherInstance(withRedis: boolean) {
+    const env = {
+      MODELS_WARM_UP: "false",
+      BYOM_ALLOW_HTTP: "true",
+      BYOM_ALLOWED_NETWORKS: "127.0.0.0/8,10.0.0.0/8",
+    };
+    const second = await buildLimitsApp({
+      database: t.database,
+      ...(withRedis ? { redisKeyPrefix: t.redis.keyPrefix } : {}),
+      env,
+      egressResolver: resolver,
+    });
+    const published: [string, string][] = [];
+    const bus = t.app.platform.invalidation;
+    const publish = bus.publish.bind(bus);
+    const spy = vi.spyOn(bus, "publish").mockImplementation(async (topic, id) => {
+      published.push([topic, id]);
+      await publish(topic, id);
+    });
+    try {
+      if (withRedis) {
+        await vi.waitFor(() => expect(second.app.platform.invalidation.broadcasting).toBe(true));
+        await vi.waitFor(() => expect(bus.broadcasting).toBe(true));
+      }
+      const E = await seedCustomer(t.database, { tier: "enterprise", perMinute: 1_000_000 });
+      const key = (await seedKey(t.database, E, { scopes: ["inference", "admin"] })).key;
+      const res = await second.app.inject({
+        method: "POST",
+        url: "/v1/models",
+        headers: { "x-api-key": key },
+        payload: model("elsewhere", ["http://10.0.0.7:8000"]),
+      });
+      expect(res.statusCode, res.body).toBe(201);
+      expect(second.app.platform.engine.customerModelIds(E)).toEqual(["elsewhere"]);
+      // The first instance reads the row (as its broadcast would have it) and refuses to serve it.
+      await customerModelServices.get(t.app.platform)?.sync(E, "elsewhere");
+      expect(t.app.platform.engine.customerModelIds(E)).toEqual([]);
+
+      const deletion = t.app.platform.deletion;
+      await t.database.db.transaction((tx) =>
+        deletion.run({ tx: tx as unknown as Db, userId: randomUUID(), customerId: E }, true),
+      );
+      await deletion.afterCommit({ userId: randomUUID(), customerId: E, wholeCustomer: true });
+      if (withRedis) {
+        await vi.waitFor(() => expect(second.app.platform.engine.customerModelIds(E)).toEqual([]), { timeout: 5_000 });
+      } else {
+        // Without Redis the bus is local: what the first instance published is delivered by hand.
+        for (const [topic, id] of published) await second.app.platform.invalidation.publish(topic, id);
+        await vi.waitFor(() => expect(second.app.platform.engine.customerModelIds(E)).toEqual([]));
+      }
+    } finally {
+      spy.mockRestore();
+      await second.close();
+    }
+  }
+
+  it("erasing a customer makes every instance drop its models, also those the erasing one never loaded", async () => {
+    await erasureReachesAnotherInstance(false);
+  });
+
+  it.runIf(process.env.TEST_REDIS_URL !== undefined)(
+    "with Redis, erasing a customer makes another instance drop the models only it served",
+    async () => {
+      await erasureReachesAnotherInstance(true);
+    },
+  );
 
   it.runIf(process.env.TEST_REDIS_URL !== undefined)(
     "with Redis, another instance serves a new model after the broadcast, without a restart",

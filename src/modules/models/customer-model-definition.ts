@@ -16,7 +16,15 @@ export const CUSTOMER_MODEL_LIMITS = {
   endpoints: 8,
   timeoutMs: 60_000,
   retries: 3,
-  maxResponseBytes: 8 * 1024 * 1024,
+  /**
+   * The largest answer read from a customer's endpoint (backend.max_response_bytes; the registry's
+   * default): each is parsed on the event loop, up to 1 + retries times per request. The largest
+   * legitimate openvla-http answer at the registry's bounds (chunk 256 x dim 64, float64
+   * json_numpy) is 174,811 bytes; a kserve-v2 batch's JSON numbers take about 22 bytes each, so
+   * 1 MiB holds about 47,000 values (a batch of 64 x 10 steps x 7 dims is 4,480). Parsing and
+   * checking 1 MiB of numbers took 5.6 ms on the development machine, 8 MiB 43 ms (x4 attempts).
+   */
+  maxResponseBytes: 1024 * 1024,
   maxQueue: 1024,
   maxConcurrentBatches: 32,
   maxBatchSize: 64,
@@ -43,28 +51,55 @@ function fieldError(problem: string): FieldError {
   return { in: "body", path, message: problem.slice(cut + 2) };
 }
 
-function bound(o: Obj, key: string, max: number, where: string, out: FieldError[]): void {
+function bound(o: Obj, key: string, max: number, where: string, out: FieldError[], why = ""): void {
   const v = o[key];
   if (typeof v === "number" && v > max) {
-    out.push({ in: "body", path: `/${where}/${key}`, message: `must be at most ${max} for a customer model` });
+    out.push({ in: "body", path: `/${where}/${key}`, message: `must be at most ${max} for a customer model${why}` });
   }
 }
 
+/**
+ * A stored document whose max_response_bytes is above the cap (registered when the cap was 8 MiB)
+ * with the cap instead, and a note saying so; other documents as they are. Lowering it refuses
+ * only answers far larger than any action (CUSTOMER_MODEL_LIMITS.maxResponseBytes), so the model
+ * keeps being served.
+ */
+function clampStored(doc: Obj): { doc: Obj; adjusted: string[] } {
+  const backend = doc.backend;
+  const max = CUSTOMER_MODEL_LIMITS.maxResponseBytes;
+  if (!isObj(backend) || typeof backend.max_response_bytes !== "number" || backend.max_response_bytes <= max) {
+    return { doc, adjusted: [] };
+  }
+  return {
+    doc: { ...doc, backend: { ...backend, max_response_bytes: max } },
+    adjusted: [`backend.max_response_bytes ${backend.max_response_bytes} lowered to ${max}`],
+  };
+}
+
 export type CustomerModelParse =
-  | { readonly ok: true; readonly def: ModelDefinition }
+  | {
+      readonly ok: true;
+      readonly def: ModelDefinition;
+      /** `stored`: settings above today's caps that were lowered to them (for a warning). */
+      readonly adjusted?: readonly string[];
+    }
   | { readonly ok: false; readonly errors: readonly FieldError[] };
 
 /**
  * Validates `doc` for `customerId`. The result's definition is private to that customer and its
  * backend connects through `egress` narrowed to that customer (`policyFor`). `endpointErrors` lists URL refusals apart from other errors
- * (the route answers those 422 `endpoint_not_allowed`).
+ * (the route answers those 422 `endpoint_not_allowed`). `stored`: a document loaded from
+ * customer_models rather than sent now, whose `max_response_bytes` above the cap is lowered to it
+ * (`adjusted`) instead of refused.
  */
 export function parseCustomerModel(
-  doc: unknown,
+  sent: unknown,
   customerId: string,
   egress: EgressGuard,
+  options: { readonly stored?: boolean } = {},
 ): CustomerModelParse & { readonly endpointErrors?: readonly FieldError[] } {
-  if (!isObj(doc)) return { ok: false, errors: [{ in: "body", path: "", message: "expected an object" }] };
+  if (!isObj(sent)) return { ok: false, errors: [{ in: "body", path: "", message: "expected an object" }] };
+  const { doc, adjusted } = options.stored === true ? clampStored(sent) : { doc: sent, adjusted: [] };
   const problems: FieldError[] = [];
   const backend = doc.backend;
   if (isObj(backend)) {
@@ -83,7 +118,14 @@ export function parseCustomerModel(
     }
     bound(backend, "timeout_ms", CUSTOMER_MODEL_LIMITS.timeoutMs, "backend", problems);
     bound(backend, "retries", CUSTOMER_MODEL_LIMITS.retries, "backend", problems);
-    bound(backend, "max_response_bytes", CUSTOMER_MODEL_LIMITS.maxResponseBytes, "backend", problems);
+    bound(
+      backend,
+      "max_response_bytes",
+      CUSTOMER_MODEL_LIMITS.maxResponseBytes,
+      "backend",
+      problems,
+      " (1 MiB: every answer is parsed on the service's CPU, and the largest action answer is far smaller)",
+    );
   }
   if (doc.dataset_statistics !== undefined && !isObj(doc.dataset_statistics)) {
     problems.push({
@@ -134,5 +176,6 @@ export function parseCustomerModel(
   return {
     ok: true,
     def: { ...parsed, backend: { ...b, egress: guard }, accessCustomers: new Set([customerId.toLowerCase()]) },
+    ...(adjusted.length > 0 ? { adjusted } : {}),
   };
 }

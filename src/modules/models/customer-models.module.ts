@@ -8,6 +8,8 @@ import { CustomerModelsService } from "./customer-models.service.ts";
 
 /** Invalidation topic: `<customer id>/<model id>` changed; every instance reloads that row. */
 const TOPIC = "customer-model";
+/** Invalidation topic: every model of `<customer id>` changed (its erasure); every instance reloads them all. */
+const CUSTOMER_TOPIC = "customer-models-of";
 
 /** The services per app (tests reach them). */
 export const customerModelServices = new WeakMap<object, CustomerModelsService>();
@@ -29,6 +31,7 @@ export const customerModelsModule: FastifyPluginAsyncTypebox<ModuleOptions> = as
     },
     maxModelsPerCustomer: config.maxModelsPerCustomer,
     publish: (customerId, id) => platform.invalidation.publish(TOPIC, `${customerId}/${id}`),
+    publishCustomer: (customerId) => platform.invalidation.publish(CUSTOMER_TOPIC, customerId),
     log: app.log,
   });
   customerModelServices.set(platform, service);
@@ -37,6 +40,9 @@ export const customerModelsModule: FastifyPluginAsyncTypebox<ModuleOptions> = as
   platform.invalidation.on(TOPIC, (key) => {
     const [customerId, id] = key.split("/");
     if (customerId !== undefined && id !== undefined) service.sync(customerId, id).catch(failed);
+  });
+  platform.invalidation.on(CUSTOMER_TOPIC, (customerId) => {
+    service.syncCustomer(customerId).catch(failed);
   });
   platform.invalidation.onReset(() => {
     service.loadAll().catch(failed);

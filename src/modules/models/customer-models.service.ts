@@ -26,6 +26,8 @@ export interface CustomerModelsDeps {
   readonly maxModelsPerCustomer: number;
   /** Tells every instance (this one included) that a customer's model changed (InvalidationBus). */
   readonly publish: (customerId: string, id: string) => Promise<void>;
+  /** Tells every instance (this one included) that all of a customer's models changed (its erasure). */
+  readonly publishCustomer: (customerId: string) => Promise<void>;
   readonly log: Logger;
 }
 
@@ -179,20 +181,43 @@ export class CustomerModelsService {
     }
   }
 
-  /** After a customer's erasure: stop serving its models here and everywhere. */
+  /**
+   * Makes this instance serve what customer_models holds for every model of one customer: those it
+   * has loaded and those it has rows for (a customer's erasure, broadcast with `publishCustomer`).
+   */
+  async syncCustomer(customerId: string): Promise<void> {
+    const prefix = `${customerId}/`;
+    const ids = new Set([
+      ...this.d.engine.customerModelIds(customerId),
+      ...[...this.loaded.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length)),
+      ...(await this.d.repo.list(customerId)).map((r) => r.id),
+    ]);
+    await Promise.all([...ids].map((id) => this.sync(customerId, id)));
+  }
+
+  /**
+   * After a customer's erasure: stop serving its models here and everywhere. One message names the
+   * customer, not each model: another instance may serve a model this one never loaded (a broadcast
+   * not yet received here, a document this instance's settings refuse).
+   */
   async forgetCustomer(customerId: string): Promise<void> {
-    for (const id of this.d.engine.customerModelIds(customerId)) {
-      await this.sync(customerId, id);
-      await this.d.publish(customerId, id);
-    }
+    await this.syncCustomer(customerId);
+    await this.d.publishCustomer(customerId);
   }
 
   /**
    * Validated again on every load: a row that the operator's current rules refuse (say
-   * BYOM_ALLOW_HTTP was turned off) is not served, and a warning names it.
+   * BYOM_ALLOW_HTTP was turned off) is not served, and a warning names it. A max_response_bytes
+   * stored above today's cap is served with the cap, and a warning says so.
    */
   private async install(row: CustomerModelRow): Promise<void> {
-    const parsed = parseCustomerModel(row.definition, row.customerId, this.d.egress);
+    const parsed = parseCustomerModel(row.definition, row.customerId, this.d.egress, { stored: true });
+    if (parsed.ok && parsed.adjusted !== undefined) {
+      this.d.log.warn(
+        { customerId: row.customerId, model: row.id, adjusted: parsed.adjusted },
+        "customer model served with settings lowered to the current limits",
+      );
+    }
     if (!parsed.ok) {
       this.d.log.warn(
         { customerId: row.customerId, model: row.id, problems: parsed.errors },

@@ -232,7 +232,7 @@ export const CustomerModelBody = Type.Object(
             { additionalProperties: false },
           ),
         ),
-        max_response_bytes: Type.Optional(num("Largest answer accepted, 64..8388608 (default 1048576).")),
+        max_response_bytes: Type.Optional(num("Largest answer accepted, 64..1048576 (default 1048576).")),
         model_name: Type.Optional(Type.String({ description: "kserve-v2: the model's name on the server." })),
         model_version: Type.Optional(Type.String({ description: "kserve-v2: a model version." })),
         image_input: Type.Optional(Type.String({ description: 'kserve-v2: image input tensor (default "image").' })),

@@ -17,6 +17,13 @@ export class RemoteCallError extends Error {
 
 export interface EndpointState {
   readonly url: string;
+  /**
+   * A customer's endpoint (`egress` set) as messages name it: "endpoint 2 (https://gpu.example.com)",
+   * its position and origin, never its path, which may hold a token (https://host/t/<token>/act).
+   * Messages become error details, causes and `lastError`, and those reach the server's logs.
+   * Undefined for the operator's endpoints, which messages name by URL (`endpointName`).
+   */
+  readonly redactedName: string | undefined;
   outstanding: number;
   consecutiveFailures: number;
   /** Circuit open until this time (ms since epoch); 0 = closed. */
@@ -26,6 +33,14 @@ export interface EndpointState {
   /** Last result of an active health probe (true when never probed). */
   probeOk: boolean;
   lastError: string | undefined;
+}
+
+/**
+ * How a message names `e`: a customer's endpoint by position and origin (`redactedName`), the
+ * operator's by its URL followed by `suffix` (the path called, such as "/act").
+ */
+export function endpointName(e: EndpointState, suffix = ""): string {
+  return e.redactedName ?? `${e.url}${suffix}`;
 }
 
 /**
@@ -46,8 +61,9 @@ export class EndpointPool {
     this.modelId = modelId;
     this.settings = settings;
     this.now = now;
-    this.endpoints = settings.endpoints.map((url) => ({
+    this.endpoints = settings.endpoints.map((url, i) => ({
       url,
+      redactedName: settings.egress === undefined ? undefined : `endpoint ${i + 1} (${new URL(url).origin})`,
       outstanding: 0,
       consecutiveFailures: 0,
       openUntil: 0,
@@ -125,13 +141,13 @@ export class EndpointPool {
               : timeout.aborted
                 ? new RemoteCallError(
                     "timeout",
-                    `${e.url} did not answer within ${this.settings.timeoutMs} ms`,
+                    `${endpointName(e)} did not answer within ${this.settings.timeoutMs} ms`,
                     true,
                     err,
                   )
                 : new RemoteCallError(
                     "network",
-                    `${e.url}: ${err instanceof Error ? err.message : String(err)}`,
+                    `${endpointName(e)}: ${err instanceof Error ? err.message : String(err)}`,
                     true,
                     err,
                   );
@@ -156,7 +172,7 @@ export class EndpointPool {
 
   /**
    * The failure as the caller's customer reads it. A customer's own model (`egress` set): all of it,
-   * the endpoint is its own. The operator's: its endpoints are internal addresses, so each is named
+   * the endpoint is its own (messages name it by position and origin already, `redactedName`). The operator's: its endpoints are internal addresses, so each is named
    * by its position ("endpoint 2") and a network error by its code only (`connect ECONNREFUSED
    * 10.0.3.4:8000` names the address); the whole message stays in the error's cause, for the logs.
    */
@@ -209,7 +225,7 @@ export class EndpointPool {
     const detail = this.endpoints
       .map(
         (e) =>
-          `${e.url} ${e.openUntil > now ? "open" : e.probeOk ? "up" : "down"}${e.lastError ? ` (${e.lastError})` : ""}`,
+          `${endpointName(e)} ${e.openUntil > now ? "open" : e.probeOk ? "up" : "down"}${e.lastError ? ` (${e.lastError})` : ""}`,
       )
       .join("; ");
     if (usable.length === this.endpoints.length) return { status: "ok", detail };

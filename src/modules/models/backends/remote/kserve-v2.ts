@@ -2,7 +2,7 @@ import type { CheckResult } from "../../../../platform/health.ts";
 import { injectTraceHeaders } from "../../../../platform/tracing.ts";
 import type { BackendSettings } from "../../registry.ts";
 import type { BackendRequest, BackendResult, EndpointReport, ModelBackend } from "../types.ts";
-import { EndpointPool, RemoteCallError } from "./endpoint-pool.ts";
+import { EndpointPool, endpointName, RemoteCallError } from "./endpoint-pool.ts";
 import { createAgents, postBytes } from "./http-post.ts";
 
 type KServeSettings = Extract<BackendSettings, { kind: "kserve-v2" }>;
@@ -121,7 +121,7 @@ export class KServeV2Backend implements ModelBackend {
       if (res.status >= 300 && res.status < 400) {
         throw new RemoteCallError(
           "status",
-          `${endpoint.url} infer answered a redirect (HTTP ${res.status}), which is never followed`,
+          `${endpointName(endpoint, " infer")} answered a redirect (HTTP ${res.status}), which is never followed`,
           false,
         );
       }
@@ -134,17 +134,22 @@ export class KServeV2Backend implements ModelBackend {
           // not JSON; keep the status
         }
         const retryable = res.status >= 500 || res.status === 429;
-        throw new RemoteCallError("status", `${endpoint.url} infer answered ${msg}`, retryable);
+        throw new RemoteCallError("status", `${endpointName(endpoint, " infer")} answered ${msg}`, retryable);
       }
       const headerLength = res.headers["inference-header-content-length"];
-      return this.parse(bytes, typeof headerLength === "string" ? headerLength : null, batch.length, endpoint.url);
+      return this.parse(
+        bytes,
+        typeof headerLength === "string" ? headerLength : null,
+        batch.length,
+        endpointName(endpoint),
+      );
     });
   }
 
-  /** Validates an infer answer: returns per item an (H, D) array. */
-  parse(bytes: Uint8Array, headerLength: string | null, batchSize: number, url: string): number[][][] {
+  /** Validates an infer answer: returns per item an (H, D) array. `where` names the endpoint (`endpointName`). */
+  parse(bytes: Uint8Array, headerLength: string | null, batchSize: number, where: string): number[][][] {
     const invalid = (why: string) =>
-      new RemoteCallError("invalid_answer", `${url} answered an invalid inference: ${why}`);
+      new RemoteCallError("invalid_answer", `${where} answered an invalid inference: ${why}`);
     let jsonLen = bytes.byteLength;
     if (headerLength !== null) {
       jsonLen = Number(headerLength);

@@ -4,7 +4,7 @@ import { decodeJsonNumpy, encodeJsonNumpy, isJsonNumpyDoc, jsonNumpyText } from 
 import { toNumbers } from "../../../inference/ndarray.ts";
 import type { RemoteSettings } from "../../registry.ts";
 import type { BackendOutput, BackendRequest, BackendResult, EndpointReport, ModelBackend } from "../types.ts";
-import { EndpointPool, RemoteCallError } from "./endpoint-pool.ts";
+import { EndpointPool, endpointName, RemoteCallError } from "./endpoint-pool.ts";
 import { createAgents, postBytes } from "./http-post.ts";
 
 /**
@@ -53,34 +53,38 @@ export class OpenVlaHttpBackend implements ModelBackend {
         maxBytes: this.settings.maxResponseBytes,
         agents: this.agents,
       });
+      const where = endpointName(endpoint, "/act");
       if (res.status >= 500 || res.status === 429) {
-        throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`);
+        throw new RemoteCallError("status", `${where} answered HTTP ${res.status}`);
       }
       if (res.status >= 300 && res.status < 400) {
         throw new RemoteCallError(
           "status",
-          `${endpoint.url}/act answered a redirect (HTTP ${res.status}), which is never followed`,
+          `${where} answered a redirect (HTTP ${res.status}), which is never followed`,
           false,
         );
       }
       if (res.status !== 200) {
-        throw new RemoteCallError("status", `${endpoint.url}/act answered HTTP ${res.status}`, false);
+        throw new RemoteCallError("status", `${where} answered HTTP ${res.status}`, false);
       }
-      return { kind: "actions", actions: this.parse(res.body, endpoint.url) };
+      return { kind: "actions", actions: this.parse(res.body, where) };
     });
   }
 
-  /** Validates the answer like user input: json_numpy float [D], [H, D], or a list of [D]. */
-  parse(bytes: Uint8Array, url: string): number[][] {
+  /**
+   * Validates the answer like user input: json_numpy float [D], [H, D], or a list of [D]. `where`
+   * names the endpoint in messages (`endpointName`).
+   */
+  parse(bytes: Uint8Array, where: string): number[][] {
     let doc: unknown;
     try {
       doc = JSON.parse(Buffer.from(bytes).toString("utf8"));
     } catch {
-      throw new RemoteCallError("invalid_answer", `${url}/act answered with something that is not JSON`);
+      throw new RemoteCallError("invalid_answer", `${where} answered with something that is not JSON`);
     }
-    if (doc === "error") throw new RemoteCallError("remote_error", `${url}/act answered "error" (the server failed)`);
+    if (doc === "error") throw new RemoteCallError("remote_error", `${where} answered "error" (the server failed)`);
     const invalid = (why: string) =>
-      new RemoteCallError("invalid_answer", `${url}/act answered an invalid action: ${why}`);
+      new RemoteCallError("invalid_answer", `${where} answered an invalid action: ${why}`);
     const row = (d: unknown): number[][] => {
       if (!isJsonNumpyDoc(d)) throw invalid("expected a json_numpy array");
       let a: ReturnType<typeof decodeJsonNumpy>;
