@@ -80,6 +80,29 @@ export const TAGS = [
   },
 ] as const;
 
+interface OpenApiLike {
+  paths?: Record<string, Record<string, { responses?: Record<string, { content?: Record<string, unknown> }> }>>;
+}
+
+/** Moves every response whose schema is the Problem schema to `application/problem+json`. */
+function problemMediaType<T extends OpenApiLike>(doc: T): T {
+  for (const operations of Object.values(doc.paths ?? {})) {
+    for (const op of Object.values(operations)) {
+      for (const response of Object.values(op.responses ?? {})) {
+        const content = response.content ?? {};
+        // Whatever media types the route produces (JSON, text, msgpack), its errors are problem+json.
+        for (const [type, media] of Object.entries(content)) {
+          const ref = (media as { schema?: { $ref?: unknown } }).schema?.$ref;
+          if (type === "application/problem+json" || typeof ref !== "string" || !/(^|\/)Problem#?$/.test(ref)) continue;
+          delete content[type];
+          content["application/problem+json"] ??= media;
+        }
+      }
+    }
+  }
+  return doc;
+}
+
 /**
  * OpenAPI 3.1 generated from the route schemas. Every route must declare its responses;
  * the 4XX/5XX problem responses are added here to any route that did not list its own.
@@ -119,6 +142,12 @@ export async function registerOpenApi(app: FastifyInstance, config: Config): Pro
         },
       },
     },
+    // Route schemas declare problem responses as `{ $ref: "Problem#" }`, which the generator files
+    // under application/json; the server sends them as application/problem+json (RFC 9457).
+    transformObject: (d) =>
+      "openapiObject" in d
+        ? problemMediaType(d.openapiObject as OpenApiLike & typeof d.openapiObject)
+        : d.swaggerObject,
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === "string" ? json.$id : `def-${i}`),
     },

@@ -181,6 +181,23 @@ describe("OpenAPI document", () => {
     expect(invalid).toEqual([]);
   });
 
+  it("documents every problem response as application/problem+json (what the server sends), never application/json", () => {
+    const isProblem = (m: Media) => typeof m.schema?.$ref === "string" && /(^|\/)Problem#?$/.test(m.schema.$ref);
+    const wrong: string[] = [];
+    let problems = 0;
+    for (const { key, op } of operations()) {
+      for (const [status, response] of Object.entries(op.responses ?? {})) {
+        for (const [type, m] of Object.entries(response.content ?? {})) {
+          if (!isProblem(m)) continue;
+          problems++;
+          if (type !== "application/problem+json") wrong.push(`${key} ${status} ${type}`);
+        }
+      }
+    }
+    expect(problems).toBeGreaterThan(100);
+    expect(wrong).toEqual([]);
+  });
+
   it("fails on an example that does not match its schema (the check can fail)", () => {
     const check = validator();
     const schema = {
