@@ -54,8 +54,10 @@ commands:
                              POST /v1/account/export, docs/privacy.md) to a file
                              (default ./account-export-<id>-<day>.tar.gz, mode 0600)
   customers list [--q <text>] [--tier <t>] [--status active|suspended]
-                 [--sort created_at|requests_30d|mrr] [--limit <n>] [--json]
-                             customers as a table (newest or largest first), or JSON
+                 [--sort created_at|requests_30d|mrr] [--order desc|asc] [--limit <n>]
+                 [--cursor <c> | --all] [--json]
+                             customers as a table (newest or largest first), or JSON; a
+                             page of --limit (default 50) and its next cursor, or --all pages
   customers show <customer_id> [--json]
                              one customer: limits, usage, subscription, members, keys
   customers tier <customer_id> <free|pro|enterprise> --reason <text> [--json]

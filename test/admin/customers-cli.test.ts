@@ -53,6 +53,56 @@ describe("cli customers and keys", () => {
     expect(none.data).toEqual([]);
   }, 60_000);
 
+  it("customers list pages with --limit and --cursor, prints the next cursor, and --all walks every page", async () => {
+    const ids = await withDb(async (db) =>
+      (
+        await db.db
+          .insert(customers)
+          .values([1, 2, 3, 4, 5].map((i) => ({ name: `Pager ${i}`, email: `pager${i}@example.com` })))
+          .returning({ id: customers.id })
+      ).map((r) => r.id),
+    );
+    type Page = { data: { id: string }[]; more: boolean; next_cursor: string | null };
+    const seen: string[] = [];
+    const sizes: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const args = ["customers", "list", "--q", "pager", "--limit", "2", "--json"];
+      const r = await cli(cursor === null ? args : [...args, "--cursor", cursor]);
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+      const page = JSON.parse(r.stdout) as Page;
+      expect(page.more).toBe(page.next_cursor !== null);
+      seen.push(...page.data.map((c) => c.id));
+      sizes.push(page.data.length);
+      cursor = page.next_cursor ?? null;
+    } while (cursor !== null && sizes.length < 10);
+    expect(sizes).toEqual([2, 2, 1]);
+    expect([...seen].sort()).toEqual([...ids].sort());
+
+    const all = await cli(["customers", "list", "--q", "pager", "--limit", "2", "--all", "--json"]);
+    expect(all.status).toBe(0);
+    const everything = JSON.parse(all.stdout) as Page;
+    expect(everything.data.map((c) => c.id)).toEqual(seen);
+    expect(everything).toMatchObject({ more: false, next_cursor: null });
+
+    const table = await cli(["customers", "list", "--q", "pager", "--limit", "2"]);
+    expect(table.status).toBe(0);
+    const first = JSON.parse(
+      (await cli(["customers", "list", "--q", "pager", "--limit", "2", "--json"])).stdout,
+    ) as Page;
+    expect(table.stdout).toContain(`--cursor ${first.next_cursor}`);
+    const rest = await cli(["customers", "list", "--q", "pager", "--all", "--cursor", first.next_cursor ?? ""]);
+    expect(rest.stdout.trimEnd().split("\n")).toHaveLength(1 + 3);
+    expect(rest.stdout).not.toContain("--cursor");
+
+    const asc = await cli(["customers", "list", "--order", "asc", "--cursor", first.next_cursor ?? "", "--json"]);
+    expect(asc.status).toBe(2);
+    expect(asc.stderr).toContain("--cursor");
+    expect((await cli(["customers", "list", "--cursor", "not-a-cursor"])).status).toBe(2);
+    expect((await cli(["customers", "list", "--order", "up"])).status).toBe(2);
+  }, 60_000);
+
   it("customers show prints the customer; --json has limits and usage", async () => {
     const t = await cli(["customers", "show", customerId]);
     expect(t.status).toBe(0);

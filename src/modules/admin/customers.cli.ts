@@ -8,7 +8,13 @@ import { createRedis } from "../../platform/redis.ts";
 import { ApiKeysRepo } from "../api-keys/api-keys.repo.ts";
 import { generateKey } from "../api-keys/key-format.ts";
 import { CUSTOMER_TOPIC } from "../rate-limit/rate-limits.ts";
-import { AdminCustomersRepo, type CustomerSort } from "./customers.repo.ts";
+import {
+  AdminCustomersRepo,
+  type CustomerSort,
+  type CustomerSummary,
+  InvalidCustomerCursorError,
+  type SortOrder,
+} from "./customers.repo.ts";
 import { customerDetail, summaryJson } from "./customers.routes.ts";
 import { AdminCustomersService } from "./customers.service.ts";
 
@@ -61,7 +67,10 @@ export async function customersCommand(rest: string[], config: Config, database:
           tier: { type: "string" },
           status: { type: "string" },
           sort: { type: "string" },
+          order: { type: "string" },
           limit: { type: "string" },
+          cursor: { type: "string" },
+          all: { type: "boolean" },
           json: { type: "boolean" },
         },
       });
@@ -80,15 +89,35 @@ export async function customersCommand(rest: string[], config: Config, database:
         io.err(`customers list: --sort must be one of ${SORTS.join(", ")}\n`);
         return 2;
       }
+      const order = (values.order ?? "desc") as SortOrder;
+      if (order !== "asc" && order !== "desc") {
+        io.err("customers list: --order must be asc or desc\n");
+        return 2;
+      }
       const limit = values.limit === undefined ? 50 : Number(values.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
         io.err("customers list: --limit must be a whole number from 1 to 1000\n");
         return 2;
       }
-      const page = await repo.list({ q: values.q, tier, status }, { sort, order: "desc", limit }, new Date());
-      const items = page.items.map(summaryJson);
+      // The route's keyset pages (repo.list); --all follows next_cursor until the last page.
+      const summaries: CustomerSummary[] = [];
+      let cursor = values.cursor;
+      const now = new Date();
+      try {
+        do {
+          const page = await repo.list({ q: values.q, tier, status }, { sort, order, limit, cursor }, now);
+          summaries.push(...page.items);
+          cursor = page.nextCursor ?? undefined;
+        } while (values.all === true && cursor !== undefined);
+      } catch (e) {
+        if (!(e instanceof InvalidCustomerCursorError)) throw e;
+        io.err("customers list: --cursor is not a cursor of this list with this --sort and --order\n");
+        return 2;
+      }
+      const items = summaries.map(summaryJson);
+      const nextCursor = cursor ?? null;
       if (values.json === true) {
-        io.out(`${JSON.stringify({ data: items, more: page.nextCursor !== null })}\n`);
+        io.out(`${JSON.stringify({ data: items, more: nextCursor !== null, next_cursor: nextCursor })}\n`);
         return 0;
       }
       io.out(
@@ -109,7 +138,9 @@ export async function customersCommand(rest: string[], config: Config, database:
           ]),
         ),
       );
-      if (page.nextCursor !== null) io.out(`(first ${limit} shown; narrow with --q/--tier or raise --limit)\n`);
+      if (nextCursor !== null) {
+        io.out(`(more: add --cursor ${nextCursor} for the next ${limit}, or --all for every page)\n`);
+      }
       return 0;
     }
     case "show": {
