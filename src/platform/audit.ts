@@ -68,6 +68,32 @@ export async function recordAudit(db: Db, entry: AuditEntry): Promise<void> {
   });
 }
 
+/**
+ * The entry for `recordSuperuserRead` of a filtered, paged list (`/admin/audit-log`,
+ * `/admin/safety/incidents`): about `query.customer_id`'s data (every customer's without it), with
+ * the names of the filters given (sorted; never their values, nor the paging `limit` and `cursor`)
+ * and how many entries the page returned.
+ */
+export function listReadEntry(
+  action: string,
+  targetType: string,
+  query: { readonly customer_id?: string | undefined },
+  entries: number,
+): AuditEntry {
+  return {
+    action,
+    targetType,
+    targetId: null,
+    customerId: query.customer_id ?? null,
+    details: {
+      filters: Object.keys(query)
+        .filter((k) => k !== "limit" && k !== "cursor")
+        .sort(),
+      entries,
+    },
+  };
+}
+
 /** What modules get as `platform.audit`. */
 export interface AuditLog {
   /** An entry for a job or webhook (no request), or with an actor the caller assembled. */

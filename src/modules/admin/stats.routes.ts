@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { listReadEntry } from "../../platform/audit.ts";
 import type { Platform } from "../../platform/platform.ts";
 import type { SafetyRepo } from "../safety/safety.repo.ts";
 import { incidentView, listIncidentPage } from "../safety/safety.routes.ts";
@@ -105,18 +106,10 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
     async (request) => {
       const q = request.query;
       const page = await listIncidentPage(safetyRepo, q.customer_id ?? null, q);
-      await platform.audit.recordSuperuserRead(request, {
-        action: "safety_incident.read",
-        targetType: "safety_incident",
-        targetId: null,
-        customerId: q.customer_id ?? null,
-        details: {
-          filters: Object.keys(q)
-            .filter((k) => k !== "limit" && k !== "cursor")
-            .sort(),
-          entries: page.items.length,
-        },
-      });
+      await platform.audit.recordSuperuserRead(
+        request,
+        listReadEntry("safety_incident.read", "safety_incident", q, page.items.length),
+      );
       return {
         data: page.items.map((i) => ({ customer_id: i.customerId, ...incidentView(i) })),
         next_cursor: page.nextCursor,

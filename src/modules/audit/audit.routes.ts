@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 
+import { listReadEntry } from "../../platform/audit.ts";
 import type { AuditLogRow } from "../../platform/db/schema/index.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
@@ -86,18 +87,10 @@ export function auditRoutes(repo: AuditRepo): FastifyPluginAsyncTypebox<ModuleOp
       async (request) => {
         const q = request.query;
         const result = await page(filterOf(q, q.customer_id), q);
-        await platform.audit.recordSuperuserRead(request, {
-          action: "audit_log.read",
-          targetType: "audit_log",
-          targetId: null,
-          customerId: q.customer_id ?? null,
-          details: {
-            filters: Object.keys(q)
-              .filter((k) => k !== "limit" && k !== "cursor")
-              .sort(),
-            entries: result.items.length,
-          },
-        });
+        await platform.audit.recordSuperuserRead(
+          request,
+          listReadEntry("audit_log.read", "audit_log", q, result.items.length),
+        );
         return { data: result.items.map((r) => view(r, () => true)), next_cursor: result.nextCursor };
       },
     );
