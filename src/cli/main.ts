@@ -346,6 +346,7 @@ async function retentionCommand(rest: string[], io: CliIo): Promise<number> {
           ? `  images: would clear the image key of ${r.imageKeysCleared} rows whose consent no longer allows images`
           : `  images: deleted ${r.imagesDeleted} stored images; cleared the image key of ${r.imageKeysCleared} rows`,
       );
+      out.push(`  stripe_events: ${verb} ${r.stripeEvents} rows (webhook deduplication records)`);
       out.push(`in ${(r.durationMs / 1000).toFixed(1)} s`);
       io.stdout.write(`${out.join("\n")}\n`);
       return 0;

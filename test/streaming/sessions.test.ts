@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { packMsgpackNumpy } from "../../src/modules/inference/msgpack-numpy.ts";
 import { streamRegistries } from "../../src/modules/streaming/streaming.module.ts";
 import { seedCustomer, seedKey } from "../helpers/limits.ts";
 import { buildStreamApp, Client, connect, jpeg, newKey, type StreamTestContext, started } from "./helpers.ts";
@@ -152,6 +153,45 @@ describe("WS /v1/stream: limits", () => {
     expect(stopped).toMatchObject({ reason: "idle_timeout" });
     expect(stopped.stats).toBeDefined();
     expect((await c.closed).code).toBe(1000);
+  });
+
+  it("openpi: a connection with no observation for STREAM_IDLE_TIMEOUT_MS is closed 1000 idle_timeout, its slot freed", async () => {
+    const { key, customerId } = await newKey(t, { tier: "free" });
+    const registry = streamRegistries.get(t.app.platform);
+    const pi = new Client(`${t.baseUrl}/v1/openpi`, { authorization: `Api-Key ${key}` });
+    const meta = await pi.next(() => true);
+    expect(meta).toMatchObject({ idle_timeout_ms: 2000 });
+    expect(registry?.sessionsOf(customerId)).toBe(1);
+    // Answering the heartbeat's pings (ws does on its own) does not keep it open.
+    expect(await pi.closed).toEqual({ code: 1000, reason: "idle_timeout" });
+    expect(pi.raw).toHaveLength(1); // the metadata only: no error text frame
+    await until(() => registry?.sessionsOf(customerId) === 0);
+    // The slot is really back: the tier's two sessions can be opened again.
+    const again = [0, 1].map(() => new Client(`${t.baseUrl}/v1/openpi`, { authorization: `Api-Key ${key}` }));
+    for (const c of again) await c.next(() => true);
+    for (const c of again) c.close();
+  });
+
+  it("openpi: a client that keeps sending observations stays connected past the idle timeout", async () => {
+    const { key } = await newKey(t, { tier: "enterprise" });
+    const pi = new Client(`${t.baseUrl}/v1/openpi`, { authorization: `Api-Key ${key}` });
+    await pi.next(() => true);
+    const observation = packMsgpackNumpy({
+      "observation/image": { data: new Uint8Array(64 * 64 * 3), shape: [64, 64, 3] },
+      prompt: "pick up the fork",
+    });
+    // Observations for twice the idle timeout (2 s), one at a time as the stock client sends them.
+    const end = Date.now() + 4_000;
+    let replies = 1;
+    while (Date.now() < end) {
+      pi.ws.send(observation);
+      replies++;
+      await pi.next(() => pi.raw.length >= replies);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(pi.ws.readyState).toBe(WebSocket.OPEN);
+    expect(pi.raw.every((r) => r.isBinary)).toBe(true);
+    pi.close();
   });
 
   it("heartbeat: a client that answers pings stays; one that does not is dropped", async () => {

@@ -23,6 +23,15 @@ export interface SubscriptionFields {
 }
 
 /**
+ * Days a `stripe_events` row is kept after it was received, for deduplication (the retention job
+ * prunes older ones): ten times Stripe's 3-day retry window, and the 30 days its events API keeps
+ * (https://docs.stripe.com/webhooks/process-undelivered-events). Counted from our `received_at`,
+ * at or after Stripe's `created`. Nothing else reads the rows: ordering is judged on fresh Stripe
+ * snapshots, so even a later redelivery handled as new only re-syncs the current state.
+ */
+export const STRIPE_EVENT_RETENTION_DAYS = 30;
+
+/**
  * Claims an event id inside the caller's transaction: true the first time, false when the id is
  * already recorded. A concurrent delivery of the same id waits here for the first transaction and
  * then finds it (or, if that one rolled back, claims it itself).

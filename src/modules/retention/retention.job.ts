@@ -2,6 +2,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import { ADVISORY_LOCKS } from "../../platform/db/advisory-locks.ts";
 import type { Database } from "../../platform/db/client.ts";
 import type { ObjectStore } from "../../platform/object-store.ts";
+import { STRIPE_EVENT_RETENTION_DAYS } from "../billing/webhook.repo.ts";
 import { type ConsentTier, TIER_PERMISSIONS, TIER_RETENTION_DAYS } from "../consent/consent-policy.ts";
 import { ContextMetadataRepo } from "../context/context-metadata.repo.ts";
 import { customerImagePrefix } from "../context/image-uploads.ts";
@@ -34,6 +35,8 @@ export interface RetentionReport {
   readonly imagesDeleted: number;
   /** context_metadata rows whose image_key was cleared because `store_images` no longer applies. */
   readonly imageKeysCleared: number;
+  /** stripe_events rows (webhook deduplication) deleted STRIPE_EVENT_RETENTION_DAYS after receipt (dry run: would be). */
+  readonly stripeEvents: number;
   readonly customers: number;
   readonly durationMs: number;
 }
@@ -51,7 +54,7 @@ export function createRetentionMetrics(registry: Registry): RetentionMetrics {
   return {
     rowsDeleted: new Counter({
       name: "vla_retention_rows_deleted_total",
-      help: "Rows the retention job deleted because they outlived their customer's retention_days, by table.",
+      help: "Rows the retention job deleted, by table: past their customer's retention_days, or (stripe_events) past the webhook deduplication window.",
       labelNames: ["table"],
       registers: [registry],
     }),
@@ -105,7 +108,8 @@ export interface RunOptions {
  * consent `retention_days` (its default tier's for a customer without a version), in batches of
  * `batchSize` rows per statement, each its own transaction. A monthly inference_logs partition
  * that ends before every customer's cutoff (the longest retention of all) is detached and dropped
- * whole instead. One instance at a time (session advisory lock on a connection of its own).
+ * whole instead. Webhook deduplication records (stripe_events) go after STRIPE_EVENT_RETENTION_DAYS.
+ * One instance at a time (session advisory lock on a connection of its own).
  */
 export class RetentionJob {
   private readonly o: RetentionJobOptions;
@@ -153,6 +157,7 @@ export class RetentionJob {
         contextRows: 0,
         imagesDeleted: 0,
         imageKeysCleared: 0,
+        stripeEvents: 0,
         customers: 0,
         durationMs: performance.now() - started,
       };
@@ -180,6 +185,8 @@ export class RetentionJob {
       }
       partitions.push(name);
     }
+
+    const stripeEvents = await this.stripeEvents(new Date(now - STRIPE_EVENT_RETENTION_DAYS * DAY_MS), dryRun);
 
     const rows: Record<RetainedTableName, number> = {
       inference_logs: 0,
@@ -237,9 +244,27 @@ export class RetentionJob {
       instructionTextsCleared,
       partitions,
       ...images,
+      stripeEvents,
       customers: customers.length,
       durationMs,
     };
+  }
+
+  /**
+   * Webhook deduplication records no redelivery can need any more (STRIPE_EVENT_RETENTION_DAYS):
+   * not customer data, so one window for all, by receipt time.
+   */
+  private async stripeEvents(before: Date, dryRun: boolean): Promise<number> {
+    if (dryRun) return this.repo.countStripeEvents(before);
+    let total = 0;
+    for (;;) {
+      if (this.stopping) break;
+      const n = await this.repo.deleteStripeEventsBatch(before, this.o.batchSize);
+      total += n;
+      this.o.metrics?.rowsDeleted.inc({ table: "stripe_events" }, n);
+      if (n < this.o.batchSize) break;
+    }
+    return total;
   }
 
   /**

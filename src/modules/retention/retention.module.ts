@@ -40,6 +40,7 @@ export const retentionModule: FastifyPluginAsyncTypebox<ModuleOptions> = async (
                 contextRows: r.contextRows,
                 imagesDeleted: r.imagesDeleted,
                 imageKeysCleared: r.imageKeysCleared,
+                stripeEvents: r.stripeEvents,
                 customers: r.customers,
                 durationMs: Math.round(r.durationMs),
               },

@@ -133,6 +133,23 @@ export class RetentionRepo {
     return Number(rowsOf<{ n: number }>(res)[0]?.n ?? 0);
   }
 
+  /** Deletes at most `limit` stripe_events rows received before `before`; the number deleted. */
+  async deleteStripeEventsBatch(before: Date, limit: number): Promise<number> {
+    const cutoff = sql`${before.toISOString()}::timestamptz`;
+    const res = await this.db.execute(sql`
+      delete from stripe_events where received_at < ${cutoff} and id in (
+        select id from stripe_events where received_at < ${cutoff} limit ${limit})`);
+    return affected(res);
+  }
+
+  /** How many stripe_events rows were received before `before`. */
+  async countStripeEvents(before: Date): Promise<number> {
+    const res = await this.db.execute(
+      sql`select count(*)::int as n from stripe_events where received_at < ${before.toISOString()}::timestamptz`,
+    );
+    return Number(rowsOf<{ n: number }>(res)[0]?.n ?? 0);
+  }
+
   /** Names of the monthly partitions of inference_logs (never the DEFAULT one). */
   async monthPartitions(): Promise<string[]> {
     const res = await this.db.execute(

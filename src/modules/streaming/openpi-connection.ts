@@ -133,6 +133,8 @@ export class OpenpiConnection implements StreamConnection {
   private prevTotalMs: number | undefined;
   private time: SessionTime | undefined;
   private timeTimer: NodeJS.Timeout | undefined;
+  /** Closes a connection that sends nothing for STREAM_IDLE_TIMEOUT_MS (it holds a session slot). */
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps, admission: OpenpiAdmission) {
     this.socket = socket;
@@ -147,8 +149,10 @@ export class OpenpiConnection implements StreamConnection {
       this.alive = true;
     });
     this.socket.on("close", (code) => this.cleanup(code));
+    this.idleTimer = setTimeout(() => this.onIdle(), this.deps.platform.config.stream.idleTimeoutMs);
     this.socket.on("message", (data, isBinary) => {
       if (this.closing) return;
+      this.touch();
       if (++this.backlog > MAX_BACKLOG) {
         this.fail(errors.badRequest("Send one observation at a time and wait for its reply."), CLOSE.policyViolation);
         return;
@@ -166,7 +170,29 @@ export class OpenpiConnection implements StreamConnection {
       .catch((e: unknown) => {
         if (!isAppError(e)) this.request.log.error({ err: e }, "openpi connection failed");
         this.fail(e, CLOSE.internalError);
-      });
+      })
+      // Idle counts from the reply too: a slow answer does not eat into the client's next wait.
+      .finally(() => this.touch());
+  }
+
+  private touch(): void {
+    if (!this.closing) this.idleTimer?.refresh();
+  }
+
+  /**
+   * No observation for STREAM_IDLE_TIMEOUT_MS: close 1000 `idle_timeout`, which frees the session
+   * slot and ends the stream-time charge. Not an error, so no text frame (like the shutdown's
+   * 1001); pings do not count, since the client's WebSocket library answers them on its own.
+   */
+  private onIdle(): void {
+    if (this.closing) return;
+    if (this.backlog > 0) {
+      // An observation is still being answered: the client is waiting, not idle.
+      this.idleTimer?.refresh();
+      return;
+    }
+    this.closing = true;
+    if (this.socket.readyState === this.socket.OPEN) this.socket.close(CLOSE.normal, "idle_timeout");
   }
 
   /** openpi's error convention: the message as a text frame, then the close. */
@@ -211,6 +237,7 @@ export class OpenpiConnection implements StreamConnection {
         unnorm_key: unnormKey,
         unnorm_key_source: unnormKeySource,
         unnorm_keys: model.unnorm_keys,
+        idle_timeout_ms: platform.config.stream.idleTimeoutMs,
         ...(this.admission.experiment === undefined
           ? {}
           : { experiment: { id: this.admission.experiment.id, variant: this.admission.experiment.variant } }),
@@ -376,6 +403,7 @@ export class OpenpiConnection implements StreamConnection {
     await inFlight;
     // The last stretch of session time, before the usage counters' final flush.
     clearTimeout(this.timeTimer);
+    clearTimeout(this.idleTimer);
     await this.time?.end().catch(() => undefined);
     if (this.socket.readyState === this.socket.OPEN) this.socket.close(CLOSE.goingAway, "server_shutdown");
   }
@@ -383,6 +411,7 @@ export class OpenpiConnection implements StreamConnection {
   private cleanup(code: number): void {
     this.closing = true;
     clearTimeout(this.timeTimer);
+    clearTimeout(this.idleTimer);
     void this.time?.end().catch((err: unknown) => this.request.log.warn({ err }, "stream time charge failed"));
     this.deps.registry.delete(this);
     this.admission.slot.release();
