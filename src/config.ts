@@ -225,6 +225,12 @@ export interface Config {
     readonly maxSessions: { readonly free: number; readonly pro: number; readonly enterprise: number };
     /** A session with no client message for this long is stopped (close 1000). */
     readonly idleTimeoutMs: number;
+    /**
+     * An openpi connection with no observation for this long is closed 1000 `idle_timeout`; 0: never.
+     * Longer than `idleTimeoutMs`: the stock openpi client does not reconnect, and robots pause
+     * between episodes (scene resets) while keeping their client.
+     */
+    readonly openpiIdleTimeoutMs: number;
     /** Server pings this often; a client that has not answered the previous ping is dropped. */
     readonly heartbeatMs: number;
     /** Browsers authenticate with a first `auth` message; it must arrive within this time (else 1008). */
@@ -656,6 +662,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
         enterprise: r.int("STREAM_MAX_SESSIONS_ENTERPRISE", 200, 0, 100_000),
       },
       idleTimeoutMs: r.int("STREAM_IDLE_TIMEOUT_MS", 60_000, 100, 86_400_000),
+      openpiIdleTimeoutMs: r.int("OPENPI_IDLE_TIMEOUT_MS", 300_000, 0, 86_400_000),
       heartbeatMs: r.int("STREAM_HEARTBEAT_MS", 15_000, 100, 3_600_000),
       authTimeoutMs: r.int("STREAM_AUTH_TIMEOUT_MS", 5_000, 50, 60_000),
       sendBufferBytes: r.int("STREAM_SEND_BUFFER_BYTES", 1024 * 1024, 1024, 1024 ** 3),

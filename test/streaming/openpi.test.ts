@@ -97,7 +97,7 @@ describe("WS /v1/openpi", () => {
       unnorm_key: "bridge_orig",
       unnorm_key_source: "model_default",
       unnorm_keys: ["bridge_orig", "fractal20220817_data"],
-      idle_timeout_ms: 60_000,
+      idle_timeout_ms: 300_000,
     });
     c.ws.send(packMsgpackNumpy({ "observation/image": image(), prompt: "pick up the fork" }));
     await nth(c, 2);

@@ -11,6 +11,7 @@ beforeAll(async () => {
   t = await buildStreamApp({
     STREAM_AUTH_TIMEOUT_MS: "1000",
     STREAM_IDLE_TIMEOUT_MS: "2000",
+    OPENPI_IDLE_TIMEOUT_MS: "2000",
     STREAM_HEARTBEAT_MS: "500",
     STREAM_STATS_INTERVAL_MS: "150",
   });
@@ -155,7 +156,7 @@ describe("WS /v1/stream: limits", () => {
     expect((await c.closed).code).toBe(1000);
   });
 
-  it("openpi: a connection with no observation for STREAM_IDLE_TIMEOUT_MS is closed 1000 idle_timeout, its slot freed", async () => {
+  it("openpi: a connection with no observation for OPENPI_IDLE_TIMEOUT_MS is closed 1000 idle_timeout, its slot freed", async () => {
     const { key, customerId } = await newKey(t, { tier: "free" });
     const registry = streamRegistries.get(t.app.platform);
     const pi = new Client(`${t.baseUrl}/v1/openpi`, { authorization: `Api-Key ${key}` });

@@ -133,7 +133,7 @@ export class OpenpiConnection implements StreamConnection {
   private prevTotalMs: number | undefined;
   private time: SessionTime | undefined;
   private timeTimer: NodeJS.Timeout | undefined;
-  /** Closes a connection that sends nothing for STREAM_IDLE_TIMEOUT_MS (it holds a session slot). */
+  /** Closes a connection that sends nothing for OPENPI_IDLE_TIMEOUT_MS (it holds a session slot); none when 0. */
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(socket: WebSocket, request: FastifyRequest, deps: StreamDeps, admission: OpenpiAdmission) {
@@ -149,7 +149,8 @@ export class OpenpiConnection implements StreamConnection {
       this.alive = true;
     });
     this.socket.on("close", (code) => this.cleanup(code));
-    this.idleTimer = setTimeout(() => this.onIdle(), this.deps.platform.config.stream.idleTimeoutMs);
+    const idleMs = this.deps.platform.config.stream.openpiIdleTimeoutMs;
+    if (idleMs > 0) this.idleTimer = setTimeout(() => this.onIdle(), idleMs);
     this.socket.on("message", (data, isBinary) => {
       if (this.closing) return;
       this.touch();
@@ -180,7 +181,7 @@ export class OpenpiConnection implements StreamConnection {
   }
 
   /**
-   * No observation for STREAM_IDLE_TIMEOUT_MS: close 1000 `idle_timeout`, which frees the session
+   * No observation for OPENPI_IDLE_TIMEOUT_MS: close 1000 `idle_timeout`, which frees the session
    * slot and ends the stream-time charge. Not an error, so no text frame (like the shutdown's
    * 1001); pings do not count, since the client's WebSocket library answers them on its own.
    */
@@ -237,7 +238,8 @@ export class OpenpiConnection implements StreamConnection {
         unnorm_key: unnormKey,
         unnorm_key_source: unnormKeySource,
         unnorm_keys: model.unnorm_keys,
-        idle_timeout_ms: platform.config.stream.idleTimeoutMs,
+        idle_timeout_ms:
+          platform.config.stream.openpiIdleTimeoutMs === 0 ? null : platform.config.stream.openpiIdleTimeoutMs,
         ...(this.admission.experiment === undefined
           ? {}
           : { experiment: { id: this.admission.experiment.id, variant: this.admission.experiment.variant } }),

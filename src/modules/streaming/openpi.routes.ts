@@ -42,7 +42,7 @@ const PROTOCOL =
   "inference_id}`; numpy markers as msgpack bin keys. The key, its `inference` scope, the model, the unnorm_key " +
   "and a session slot are checked on the upgrade request: a refusal is an HTTP status with a problem+json body " +
   "(the stock client raises an error naming the status). Errors after the upgrade: a text frame `code: detail`, " +
-  "then close 1011. No observation for STREAM_IDLE_TIMEOUT_MS (metadata `idle_timeout_ms`): close 1000 " +
+  "then close 1011. No observation for OPENPI_IDLE_TIMEOUT_MS (default 5 min, 0 = never; metadata `idle_timeout_ms`): close 1000 " +
   "`idle_timeout`, freeing the session slot. Logged with source `openpi` and safety-checked; metered in stream time (robot-seconds, " +
   "not per observation): a customer without time left is refused with 429 `quota_exceeded` + `Retry-After`, " +
   "a session that uses it up gets the text frame `quota_exceeded: ...` and close 4429.";
