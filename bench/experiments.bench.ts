@@ -98,7 +98,7 @@ async function routing() {
     sink: { push() {} },
     queue: (run) => new ShadowQueue({ max: 1, concurrency: 1, run, count() {} }),
   });
-  await service.plan(customerId, "arm-0", true); // loads the cache
+  await service.plan(principal, "arm-0", true); // loads the cache
   const sink = { push() {} };
   const withGate = new InferenceRunner({ engine, sink, logInstructions: false, experiments: service });
   const without = new InferenceRunner({ engine, sink, logInstructions: false });
@@ -114,7 +114,7 @@ async function routing() {
   };
   const planBatch = () => {
     const t0 = performance.now();
-    for (let i = 0; i < BATCH; i++) service.plan(customerId, `arm-${i % 500}`, true);
+    for (let i = 0; i < BATCH; i++) service.plan(principal, `arm-${i % 500}`, true);
     return (performance.now() - t0) / BATCH;
   };
   for (let i = 0; i < 5; i++) {

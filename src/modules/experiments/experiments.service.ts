@@ -130,14 +130,14 @@ export class ExperimentsService implements ExperimentGate {
   // ---- request path -------------------------------------------------------------------------
 
   plan(
-    customerId: string,
+    viewer: Principal,
     robotId: string | undefined,
     routable: boolean,
   ): ExperimentPlan | undefined | Promise<ExperimentPlan | undefined> {
-    const active = this.cache.get(customerId);
+    const active = this.cache.get(viewer.customerId);
     if (active instanceof Promise) {
       return active.then(
-        (a) => this.decide(a, robotId, routable),
+        (a) => this.decide(a, viewer, robotId, routable),
         (e: unknown) => {
           // No experiment rather than a failed inference: the request is served as named.
           this.o.onLoadError?.(e);
@@ -145,21 +145,19 @@ export class ExperimentsService implements ExperimentGate {
         },
       );
     }
-    return this.decide(active, robotId, routable);
+    return this.decide(active, viewer, robotId, routable);
   }
 
-  private decide(active: Active, robotId: string | undefined, routable: boolean): ExperimentPlan | undefined {
+  private decide(
+    active: Active,
+    viewer: Principal,
+    robotId: string | undefined,
+    routable: boolean,
+  ): ExperimentPlan | undefined {
     if (active === NONE) return undefined;
     const now = this.o.now();
-    const s = active.split;
     const h = active.shadow;
-    const assignment =
-      routable && s !== undefined && now >= s.from && now < s.until
-        ? (() => {
-            const v = assign(s.id, s.assignment, s.variants, robotId, this.random);
-            return { id: s.id, variant: v.name, model: v.model };
-          })()
-        : undefined;
+    const assignment = routable ? this.variantFor(active, viewer, robotId, now) : undefined;
     const shadow =
       h !== undefined && now >= h.from && now < h.until && this.random() < h.rate
         ? { experimentId: h.id, model: h.model }
@@ -180,12 +178,25 @@ export class ExperimentsService implements ExperimentGate {
       this.o.onLoadError?.(e);
       return undefined;
     }
+    return this.variantFor(active, principal, robotId, this.o.now());
+  }
+
+  /**
+   * The running split experiment's variant for this robot (or draw), the one rule for requests and
+   * sessions. A variant whose model is gone (a registry reload removed it, the customer's endpoint
+   * was deleted, its access changed) gives undefined: the caller is served as if no experiment ran,
+   * untagged, never a 404 for a request that named no model (docs/experiments.md).
+   */
+  private variantFor(
+    active: Active,
+    viewer: Principal,
+    robotId: string | undefined,
+    now: number,
+  ): ExperimentAssignment | undefined {
     const s = active.split;
-    const now = this.o.now();
     if (s === undefined || now < s.from || now >= s.until) return undefined;
     const v = assign(s.id, s.assignment, s.variants, robotId, this.random);
-    if (!this.o.engine.serves(v.model, principal)) return undefined;
-    return { id: s.id, variant: v.name, model: v.model };
+    return this.o.engine.serves(v.model, viewer) ? { id: s.id, variant: v.name, model: v.model } : undefined;
   }
 
   shadow(job: ShadowJob): void {

@@ -133,7 +133,7 @@ export interface ShadowJob {
  */
 export interface ExperimentGate {
   plan(
-    customerId: string,
+    viewer: Principal,
     robotId: string | undefined,
     routable: boolean,
   ): ExperimentPlan | undefined | Promise<ExperimentPlan | undefined>;
@@ -330,14 +330,13 @@ export class InferenceRunner {
     // A running split experiment picks the model when neither the request nor its key named one;
     // the key's unnorm_key then applies only if the variant's model is the key's (key-defaults.ts).
     const fixed = raw.experiment;
-    const planned = this.experiments?.plan(customerId, input.robotId, fixed === undefined && input.model === undefined);
+    const planned = this.experiments?.plan(
+      ctx.principal,
+      input.robotId,
+      fixed === undefined && input.model === undefined,
+    );
     const plan = planned instanceof Promise ? await planned : planned;
-    // A variant whose model is gone (removed by a registry reload, the customer's endpoint deleted)
-    // is skipped: its robots get what they would get without the experiment, untagged, instead of
-    // a 404 for a request that named no model (docs/experiments.md, "When a variant's model goes").
-    const routed = plan?.assignment;
-    const assigned =
-      fixed ?? (routed !== undefined && this.engine.serves(routed.model, ctx.principal) ? routed : undefined);
+    const assigned = fixed ?? plan?.assignment;
     if (fixed === undefined && assigned !== undefined) {
       input = {
         ...raw,
