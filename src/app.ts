@@ -178,6 +178,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     notices: [],
     async batchWriter<T>(name: string, sink: BatchSink<T>, tuning: BatchWriterTuning = {}) {
       const writer = new BatchWriter<T>({
+        flushIntervalMs: config.batchWriterFlushMs,
         ...tuning,
         name,
         sink,

@@ -21,6 +21,7 @@ describe("loadConfig", () => {
     expect(c.http.port).toBe(8000);
     expect(c.db.url).toBeUndefined();
     expect(c.db.poolMax).toBe(30);
+    expect(c.batchWriterFlushMs).toBe(250);
     expect(c.redis.url).toBeUndefined();
     expect(c.auth.secretKeyGenerated).toBe(true);
     expect(Buffer.byteLength(c.auth.secretKey)).toBeGreaterThanOrEqual(32);
@@ -85,10 +86,12 @@ describe("loadConfig", () => {
         CORS_ORIGINS: '["https://app.example.com"]',
         CORS_CREDENTIALS: "true",
         PUBLIC_BASE_URL: "https://api.example.com/",
+        BATCH_WRITER_FLUSH_MS: "1000",
       },
       opts,
     );
     expect(c.http.port).toBe(9001);
+    expect(c.batchWriterFlushMs).toBe(1000);
     expect(c.db.url).toBe("postgres://u:p@db:5432/app");
     expect(c.db.poolMax).toBe(12);
     expect(c.http.corsOrigins).toEqual(["https://app.example.com"]);

@@ -53,6 +53,8 @@ export interface Config {
     readonly readCheckMs: number;
   };
   readonly dataDir: string;
+  /** How often the batch writers (inference logs, incidents, shadow results, ...) store their buffers. */
+  readonly batchWriterFlushMs: number;
   readonly redis: {
     /** `redis://`, `rediss://`, or `redis+cluster://host:port,host:port` (cluster mode). */
     readonly url: string | undefined;
@@ -566,6 +568,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
       readCheckMs: r.int("DATABASE_READ_CHECK_MS", 1_000, 100, 600_000),
     },
     dataDir,
+    batchWriterFlushMs: r.int("BATCH_WRITER_FLUSH_MS", 250, 10, 60_000),
     redis: {
       ...r.redis(),
       keyPrefix: r.str("REDIS_KEY_PREFIX", "vla:"),
