@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from "fastify";
+import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from "fastify";
 import { AppError, errors } from "./errors.ts";
 import { endSpan, requestTrace, startChild } from "./tracing.ts";
 
@@ -119,8 +119,13 @@ export class AuthRegistry {
     return strategy.verify(credential, request);
   }
 
-  /** A preHandler that requires a principal with the given scopes and sets `request.principal`. */
-  require(options: RequireOptions = {}): preHandlerAsyncHookHandler {
+  /**
+   * An `onRequest` hook that requires a principal with the given scopes and sets
+   * `request.principal`. Routes put it in `onRequest` so a stranger (or a key without the
+   * scope) gets its 401/403 before the body is read, parsed or validated: a malformed body
+   * tells it nothing, and its 10 MB upload costs nothing.
+   */
+  require(options: RequireOptions = {}): onRequestAsyncHookHandler {
     return async (request: FastifyRequest, _reply: FastifyReply) => {
       const span = startChild(requestTrace(request), "auth");
       let principal: Principal | undefined;

@@ -68,7 +68,7 @@ export const exportRoutes: FastifyPluginAsyncTypebox<ExportRouteOptions> = async
   app.post(
     "/v1/account/export",
     {
-      preHandler: auth,
+      onRequest: auth,
       schema: {
         tags: ["account"],
         summary: "Export everything stored about the account",
@@ -111,7 +111,7 @@ export const exportRoutes: FastifyPluginAsyncTypebox<ExportRouteOptions> = async
   app.get(
     "/v1/account/export/:id",
     {
-      preHandler: auth,
+      onRequest: auth,
       schema: {
         tags: ["account"],
         summary: "An export's progress",
@@ -135,7 +135,7 @@ export const exportRoutes: FastifyPluginAsyncTypebox<ExportRouteOptions> = async
   app.get(
     "/v1/account/export/:id/download",
     {
-      preHandler: auth,
+      onRequest: auth,
       schema: {
         tags: ["account"],
         summary: "Download a finished export",

@@ -175,7 +175,7 @@ export function adminCustomersRoutes(
     app.get(
       "/admin/customers",
       {
-        preHandler: superuser,
+        onRequest: superuser,
         schema: {
           tags,
           summary: "List customers (superusers)",
@@ -218,7 +218,7 @@ export function adminCustomersRoutes(
     app.get(
       "/admin/customers/:customer_id",
       {
-        preHandler: superuser,
+        onRequest: superuser,
         schema: {
           tags,
           summary: "One customer in full (superusers)",
@@ -256,7 +256,7 @@ export function adminCustomersRoutes(
     app.post(
       "/admin/customers/:customer_id/tier",
       {
-        preHandler: superuser,
+        onRequest: superuser,
         schema: {
           tags,
           summary: "Change a customer's tier (superusers)",
@@ -295,7 +295,7 @@ export function adminCustomersRoutes(
     app.patch(
       "/admin/customers/:customer_id/limits",
       {
-        preHandler: superuser,
+        onRequest: superuser,
         schema: {
           tags,
           summary: "Override a customer's limits (superusers)",

@@ -37,7 +37,7 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
   app.get(
     "/admin/stats",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Platform statistics",
@@ -69,7 +69,7 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
   app.get(
     "/admin/stats/revenue",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Revenue: MRR, ARR and 30-day movement",
@@ -89,7 +89,7 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
   app.get(
     "/admin/safety/incidents",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Safety incidents of every customer",
@@ -120,7 +120,7 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
   app.get(
     "/admin/safety/stops",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Robots under emergency stop, every customer",
@@ -160,7 +160,7 @@ export const adminStatsRoutes: FastifyPluginAsyncTypebox<AdminStatsRouteOptions>
   app.get(
     "/admin/monitoring/health",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Deep health",

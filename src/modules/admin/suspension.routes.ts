@@ -40,7 +40,7 @@ export const suspensionRoutes: FastifyPluginAsyncTypebox<SuspensionRouteOptions>
   app.post(
     "/admin/customers/:customer_id/suspend",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Suspend a customer",
@@ -73,7 +73,7 @@ export const suspensionRoutes: FastifyPluginAsyncTypebox<SuspensionRouteOptions>
       preValidation: async (request) => {
         request.body ??= {};
       },
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Lift a customer's suspension",
@@ -99,7 +99,7 @@ export const suspensionRoutes: FastifyPluginAsyncTypebox<SuspensionRouteOptions>
   app.post(
     "/admin/users/:user_id/superuser",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Grant or revoke the superuser flag",

@@ -88,7 +88,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox<AnalyticsRouteOptions> =
   app.get(
     "/v1/analytics/usage",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["analytics"],
         summary: "Usage time series",
@@ -135,7 +135,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox<AnalyticsRouteOptions> =
   app.get(
     "/v1/analytics/safety",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["analytics"],
         summary: "Safety incident patterns",
@@ -178,7 +178,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox<AnalyticsRouteOptions> =
   app.get(
     "/v1/analytics/robots",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["analytics"],
         summary: "Per-robot profiles",
@@ -267,7 +267,7 @@ export const analyticsRoutes: FastifyPluginAsyncTypebox<AnalyticsRouteOptions> =
   app.get(
     "/v1/analytics/instructions",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["analytics"],
         summary: "Top instructions",

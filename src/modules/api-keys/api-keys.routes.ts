@@ -53,7 +53,7 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
     app.get(
       "/v1/api-keys",
       {
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           tags,
           summary: "List API keys",
@@ -72,7 +72,7 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
     app.post(
       "/v1/api-keys",
       {
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           tags,
           summary: "Create an API key",
@@ -110,7 +110,7 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
     app.patch(
       "/v1/api-keys/:key_id",
       {
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           tags,
           summary: "Rename an API key, change its scopes or its inference defaults",
@@ -150,7 +150,7 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
     app.delete(
       "/v1/api-keys/:key_id",
       {
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           tags,
           summary: "Revoke an API key",
@@ -177,7 +177,7 @@ export function apiKeysRoutes(service: ApiKeysService): FastifyPluginAsyncTypebo
     app.post(
       "/v1/api-keys/:key_id/rotate",
       {
-        preHandler: admin,
+        onRequest: admin,
         schema: {
           tags,
           summary: "Rotate an API key",

@@ -70,7 +70,7 @@ export function auditRoutes(repo: AuditRepo): FastifyPluginAsyncTypebox<ModuleOp
     app.get(
       "/admin/audit-log",
       {
-        preHandler: platform.auth.require({ superuser: true }),
+        onRequest: platform.auth.require({ superuser: true }),
         schema: {
           tags,
           summary: "The audit log of every customer (superusers)",
@@ -98,7 +98,7 @@ export function auditRoutes(repo: AuditRepo): FastifyPluginAsyncTypebox<ModuleOp
     app.get(
       "/v1/audit-log",
       {
-        preHandler: platform.auth.require({ scopes: ["admin"] }),
+        onRequest: platform.auth.require({ scopes: ["admin"] }),
         schema: {
           tags,
           summary: "Your customer's audit log",

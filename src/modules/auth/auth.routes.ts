@@ -223,7 +223,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   app.get(
     "/auth/me",
     {
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Current user",
@@ -239,7 +239,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
     "/auth/me",
     {
       preValidation: json,
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Update the profile",
@@ -256,7 +256,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
     "/auth/me",
     {
       preValidation: json,
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Delete the account (GDPR erasure)",
@@ -281,7 +281,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
     "/auth/me/password",
     {
       preValidation: json,
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Change the password",
@@ -300,7 +300,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   app.post(
     "/auth/logout",
     {
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Sign out this session",
@@ -320,7 +320,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   app.post(
     "/auth/logout-all",
     {
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Sign out everywhere",
@@ -382,7 +382,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app, 
   app.post(
     "/auth/verify-email/request",
     {
-      preHandler: requireUser,
+      onRequest: requireUser,
       schema: {
         ...SUMMARY_TAGS,
         summary: "Resend the verification email",

@@ -36,7 +36,7 @@ export function billingRoutes(service: BillingService | null): FastifyPluginAsyn
     app.post(
       "/v1/billing/checkout",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "Start a subscription checkout",
@@ -73,7 +73,7 @@ export function billingRoutes(service: BillingService | null): FastifyPluginAsyn
     app.get(
       "/v1/billing/portal",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "Open the billing portal",
@@ -88,7 +88,7 @@ export function billingRoutes(service: BillingService | null): FastifyPluginAsyn
     app.post(
       "/v1/billing/portal",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "Open the billing portal (POST)",
@@ -104,7 +104,7 @@ export function billingRoutes(service: BillingService | null): FastifyPluginAsyn
     app.get(
       "/v1/billing/subscription",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "Subscription, usage and last invoice",
@@ -123,7 +123,7 @@ export function billingRoutes(service: BillingService | null): FastifyPluginAsyn
     app.get(
       "/v1/billing/invoices",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "List invoices",

@@ -23,7 +23,7 @@ export function settingsRoutes(service: SettingsService | null): FastifyPluginAs
     app.get(
       "/v1/billing/settings",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "Billing settings (metered overage)",
@@ -41,7 +41,7 @@ export function settingsRoutes(service: SettingsService | null): FastifyPluginAs
     app.patch(
       "/v1/billing/settings",
       {
-        preHandler: owner,
+        onRequest: owner,
         schema: {
           tags,
           summary: "Change billing settings (metered overage)",

@@ -141,7 +141,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.get(
     "/v1/consent",
     {
-      preHandler: owner,
+      onRequest: owner,
       schema: {
         tags,
         summary: "Your data consent",
@@ -164,7 +164,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.put(
     "/v1/consent",
     {
-      preHandler: owner,
+      onRequest: owner,
       schema: {
         tags,
         summary: "Grant, change or withdraw your data consent",
@@ -189,7 +189,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.get(
     "/v1/consent/history",
     {
-      preHandler: owner,
+      onRequest: owner,
       schema: {
         tags,
         summary: "Your consent versions",
@@ -216,7 +216,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.get(
     "/admin/consent/:customer_id",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "A customer's data consent (superuser)",
@@ -238,7 +238,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.get(
     "/admin/consent/:customer_id/history",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "A customer's consent versions (superuser)",
@@ -261,7 +261,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.post(
     "/admin/consent/:customer_id",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Record a customer's consent (superuser)",
@@ -283,7 +283,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.patch(
     "/admin/consent/:customer_id",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Change a customer's consent (superuser)",
@@ -306,7 +306,7 @@ export const consentRoutes: FastifyPluginAsyncTypebox<ConsentRouteOptions> = asy
   app.delete(
     "/admin/consent/:customer_id",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags,
         summary: "Withdraw a customer's consent (superuser)",

@@ -39,7 +39,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
   app.post(
     "/v1/experiments",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: TAGS,
         summary: "Start a model experiment (split traffic or shadow a candidate)",
@@ -70,7 +70,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
   app.get(
     "/v1/experiments",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: TAGS,
         summary: "Your experiments",
@@ -98,7 +98,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
   app.get(
     "/v1/experiments/:id",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: TAGS,
         summary: "One experiment",
@@ -118,7 +118,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
   app.post(
     "/v1/experiments/:id/stop",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: TAGS,
         summary: "Stop an experiment",
@@ -141,7 +141,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
   app.get(
     "/v1/experiments/:id/results",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: TAGS,
         summary: "Compare a split experiment's variants",
@@ -170,7 +170,7 @@ export const experimentRoutes: FastifyPluginAsyncTypebox<ExperimentRouteOptions>
   app.get(
     "/v1/experiments/:id/shadow",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: TAGS,
         summary: "A shadow experiment's records",

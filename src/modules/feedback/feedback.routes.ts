@@ -113,13 +113,13 @@ export const feedbackRoutes: FastifyPluginAsyncTypebox<FeedbackRouteOptions> = a
       );
     }
   };
-  const preHandler = [auth, throttle];
 
   for (const spec of POSTS) {
     app.post(
       `/v1/feedback/${spec.type}`,
       {
-        preHandler,
+        onRequest: auth,
+        preHandler: throttle,
         schema: {
           tags: ["feedback"],
           summary: spec.summary,
@@ -162,7 +162,8 @@ export const feedbackRoutes: FastifyPluginAsyncTypebox<FeedbackRouteOptions> = a
   app.get(
     "/v1/feedback",
     {
-      preHandler,
+      onRequest: auth,
+      preHandler: throttle,
       schema: {
         tags: ["feedback"],
         summary: "Your feedback",
@@ -198,7 +199,8 @@ export const feedbackRoutes: FastifyPluginAsyncTypebox<FeedbackRouteOptions> = a
   app.get(
     "/v1/feedback/stats",
     {
-      preHandler,
+      onRequest: auth,
+      preHandler: throttle,
       schema: {
         tags: ["feedback"],
         summary: "Feedback statistics",

@@ -200,7 +200,7 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
   app.get(
     "/v1/inference/history",
     {
-      preHandler: requireInference,
+      onRequest: requireInference,
       schema: {
         tags: ["inference"],
         summary: "Inference history",
@@ -239,7 +239,7 @@ export const inferenceRoutes: FastifyPluginAsyncTypebox<InferenceRouteOptions> =
   app.get(
     "/v1/inference/:id",
     {
-      preHandler: requireInference,
+      onRequest: requireInference,
       schema: {
         tags: ["inference"],
         summary: "One inference",

@@ -28,7 +28,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
   app.post(
     "/v1/models",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ["models"],
         summary: "Register your own model endpoint",
@@ -65,7 +65,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
   app.put(
     "/v1/models/:model_id",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ["models"],
         summary: "Replace your own model",
@@ -96,7 +96,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
   app.delete(
     "/v1/models/:model_id",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ["models"],
         summary: "Delete your own model",

@@ -22,7 +22,7 @@ export const modelsAdminModule: FastifyPluginAsyncTypebox<ModuleOptions> = async
   app.post(
     "/admin/models/reload",
     {
-      preHandler: superuser,
+      onRequest: superuser,
       schema: {
         tags: ["admin", "models"],
         summary: "Reload the model registry",

@@ -32,7 +32,7 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
   app.get(
     "/v1/models",
     {
-      preHandler: requireInference,
+      onRequest: requireInference,
       schema: {
         tags: ["models"],
         summary: "List models",
@@ -54,7 +54,7 @@ export const modelsRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app
   app.get(
     "/v1/models/:model_id",
     {
-      preHandler: requireInference,
+      onRequest: requireInference,
       schema: {
         tags: ["models"],
         summary: "Describe one model",

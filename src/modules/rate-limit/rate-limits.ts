@@ -31,9 +31,9 @@ export interface RateLimits {
   /** Stream session time (robot-seconds) per customer, day and month; stream frames use it, not `consume`. */
   readonly streamTime: StreamTimeMeter;
   /**
-   * A preHandler that consumes one request of the principal's customer quota, sets the
+   * An `onRequest` hook that consumes one request of the principal's customer quota, sets the
    * RateLimit-Policy and RateLimit headers, and rejects with 429 quota_exceeded. Put it after
-   * `platform.auth.require(...)`: `preHandler: [platform.auth.require({ scopes: ["inference"] }), platform.limits.meter()]`.
+   * `platform.auth.require(...)`: `onRequest: [platform.auth.require({ scopes: ["inference"] }), platform.limits.meter()]`.
    */
   meter(): preHandlerAsyncHookHandler;
   /** The same check for one WebSocket frame: never throws for quota; test `result.allowed`. */

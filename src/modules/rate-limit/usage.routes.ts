@@ -50,7 +50,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox<ModuleOptions> = async (app,
   app.get(
     "/v1/usage",
     {
-      preHandler: platform.auth.require(),
+      onRequest: platform.auth.require(),
       schema: {
         tags: ["usage"],
         summary: "Current usage and limits",

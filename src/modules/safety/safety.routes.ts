@@ -79,7 +79,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.get(
     "/v1/robots",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["safety"],
         summary: "Your robots",
@@ -164,7 +164,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.get(
     "/v1/robots/:robot_id/safety-profile",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["safety"],
         summary: "A robot's safety profile",
@@ -205,7 +205,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.put(
     "/v1/robots/:robot_id/safety-profile",
     {
-      preHandler: admin,
+      onRequest: admin,
       bodyLimit: 64 * 1024,
       // The profile's own validator reports every problem at once as 422 invalid_safety_profile.
       attachValidation: true,
@@ -268,7 +268,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.delete(
     "/v1/robots/:robot_id/safety-profile",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ["safety"],
         summary: "Remove a robot's safety profile",
@@ -299,7 +299,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.post(
     "/v1/robots/:robot_id/clear-stop",
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ["safety"],
         summary: "Clear a robot's emergency stop",
@@ -325,7 +325,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.get(
     "/v1/safety/incidents",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["safety"],
         summary: "Safety incidents",
@@ -348,7 +348,7 @@ export const safetyRoutes: FastifyPluginAsyncTypebox<SafetyRouteOptions> = async
   app.get(
     "/v1/safety/summary",
     {
-      preHandler: reader,
+      onRequest: reader,
       schema: {
         tags: ["safety"],
         summary: "Incident counts",
