@@ -61,10 +61,14 @@ describe("GET /v1/experiments/{id}/results", () => {
       await createExperiment(
         t.app,
         c,
-        split([
-          { name: "control", model: "mock-openvla-7b", weight: 1 },
-          { name: "candidate", model: "demo-vla-tiny", weight: 1 },
-        ]),
+        // Per-request draws: the unit is the inference (robot assignment: the next test).
+        split(
+          [
+            { name: "control", model: "mock-openvla-7b", weight: 1 },
+            { name: "candidate", model: "demo-vla-tiny", weight: 1 },
+          ],
+          { assignment: "request" },
+        ),
       )
     ).json();
     const A = "mock-openvla-7b";
@@ -195,17 +199,90 @@ describe("GET /v1/experiments/{id}/results", () => {
     // The rating test's unit is the inference: c1 (3, 2) and c2 (2, 3) count once each at 2.5, d1 (5, 5) at 5.
     // SciPy: ttest_ind([5,4,4,3], [2.5,2.5,4,3], equal_var=False) -> t 1.8516402, df 5.88, p 0.1145315.
     const rating = candidate.vs_control.rating;
-    expect(rating).toMatchObject({ test: "welch_t", n_control: 4, n_variant: 4 });
+    expect(rating).toMatchObject({ test: "welch_t", unit: "inference", n_control: 4, n_variant: 4 });
     expect(rating.difference).toBeCloseTo(4 - 3, 12);
     expect(rating.statistic).toBeCloseTo(1.851640199545103, 9);
     expect(rating.df).toBeCloseTo(5.88, 9);
     expect(rating.p_value).toBeCloseTo(0.11453147911050253, 8);
     // Pooled z: (0.5 - 0.2) / sqrt(1/3 * 2/3 * (1/5 + 1/4)) = 0.9486833; two-sided p 0.3427817.
     const success = candidate.vs_control.success_rate;
-    expect(success).toMatchObject({ test: "two_proportion_z", n_control: 5, n_variant: 4, df: null });
+    expect(success).toMatchObject({
+      test: "two_proportion_z",
+      unit: "inference",
+      n_control: 5,
+      n_variant: 4,
+      df: null,
+    });
     expect(success.difference).toBeCloseTo(0.3, 12);
     expect(success.statistic).toBeCloseTo(0.9486832980505138, 9);
     expect(success.p_value).toBeCloseTo(0.34278171114791145, 6);
+  });
+
+  it("robot assignment: the tests count robots (cluster-robust t), not their many alike inferences", async () => {
+    const other = await newKey(t);
+    const c = other.customerId;
+    const e = (
+      await createExperiment(
+        t.app,
+        c,
+        split([
+          { name: "control", model: "mock-openvla-7b", weight: 1 },
+          { name: "candidate", model: "demo-vla-tiny", weight: 1 },
+        ]),
+      )
+    ).json();
+    expect(e.assignment).toBe("robot_id");
+    // Three robots a side, ten inferences each, every one rated alike within a robot: control
+    // robots rate 2, 4, 3 (only the 4s succeed), candidate robots 3, 5, 4 (the 5s and 4s succeed).
+    const robots: [string, string, number][] = [
+      ["control", "r-a", 2],
+      ["control", "r-b", 4],
+      ["control", "r-c", 3],
+      ["candidate", "r-d", 3],
+      ["candidate", "r-e", 5],
+      ["candidate", "r-f", 4],
+    ];
+    const logs: InferenceLogEntry[] = [];
+    const ratings: { on: InferenceLogEntry; rating: number }[] = [];
+    for (const [variant, robotId, rating] of robots) {
+      for (let i = 0; i < 10; i++) {
+        const row = { ...log(c, e.id, variant, "mock-openvla-7b", 10, "pass"), robotId };
+        logs.push(row);
+        ratings.push({ on: row, rating });
+      }
+    }
+    await new InferenceLogsRepo(t.database.db).insertMany(logs);
+    await t.database.db.insert(feedback).values(
+      ratings.map((r) => ({
+        customerId: c,
+        inferenceId: r.on.id,
+        inferenceCreatedAt: new Date(AT),
+        robotId: r.on.robotId,
+        model: r.on.model,
+        type: "success",
+        rating: r.rating,
+      })),
+    );
+    const res = await t.app.inject({ method: "GET", url: `/v1/experiments/${e.id}/results`, headers: owner(c) });
+    expect(res.statusCode, res.body).toBe(200);
+    const candidate = res.json().variants[1];
+    expect(candidate.feedback).toMatchObject({ rated: 30, mean_rating: 4, outcomes: 30, successes: 20 });
+    // Equal robots: Welch on the robot means, SciPy ttest_ind([2, 4, 3], [3, 5, 4], equal_var=False):
+    // t 1.2247449, df 4, p 0.2878641 (per inference, n 30 a side, it would be t 4.66, p < 0.0001).
+    const rating = candidate.vs_control.rating;
+    expect(rating).toMatchObject({ test: "cluster_robust_t", unit: "robot", n_control: 3, n_variant: 3 });
+    expect(rating.difference).toBeCloseTo(1, 12);
+    expect(rating.statistic).toBeCloseTo(1.224744871391589, 9);
+    expect(rating.df).toBeCloseTo(4, 9);
+    expect(rating.p_value).toBeCloseTo(0.2878641347266, 6);
+    // Success per robot 0, 1, 0 vs 0, 1, 1: ttest_ind([0, 1, 0], [0, 1, 1], equal_var=False): t 0.7071068, df 4,
+    // p 0.5185185 (the pooled z-test over 30 inferences a side: z 2.58, p 0.0098).
+    const success = candidate.vs_control.success_rate;
+    expect(success).toMatchObject({ test: "cluster_robust_t", unit: "robot", n_control: 3, n_variant: 3 });
+    expect(success.difference).toBeCloseTo(1 / 3, 12);
+    expect(success.statistic).toBeCloseTo(Math.SQRT1_2, 9);
+    expect(success.df).toBeCloseTo(4, 9);
+    expect(success.p_value).toBeCloseTo(0.5185185185, 6);
   });
 
   it("a variant without data has zeros and no test", async () => {

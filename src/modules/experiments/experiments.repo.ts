@@ -113,6 +113,26 @@ export interface VariantOutcomeRow {
   rating_var: number | null;
 }
 
+/**
+ * Per variant, the outcome and rating sums grouped by robot (inferences without a robot id are a
+ * unit each): the inputs of the cluster-robust test (stats.ts, ClusteredSample).
+ */
+export interface VariantUnitRow {
+  variant: string;
+  rating_units: number;
+  rating_n: number;
+  rating_sum: number | null;
+  rating_sum_sq: number | null;
+  rating_cross: number | null;
+  rating_count_sq: number | null;
+  outcome_units: number;
+  outcome_n: number;
+  outcome_sum: number | null;
+  outcome_sum_sq: number | null;
+  outcome_cross: number | null;
+  outcome_count_sq: number | null;
+}
+
 export interface ShadowSummaryRow {
   n: number;
   errors: number;
@@ -281,6 +301,39 @@ export class ExperimentsRepo {
         var_samp(rating)::float8 as rating_var
       from per_inference group by variant`);
     return rowsOf<VariantOutcomeRow>(res);
+  }
+
+  /**
+   * outcomeStats grouped by robot first: per robot (or per inference without a robot id) its
+   * rated inferences m and the sum S of their mean ratings, its inferences with an outcome and
+   * their successes; then per variant the sums ΣS, ΣS², ΣS·m, Σm² over those units.
+   */
+  async unitStats(customerId: string, experimentId: string, w: LogWindow): Promise<VariantUnitRow[]> {
+    const res = await this.db.execute(sql`
+      with l as (
+        select id, variant, coalesce(robot_id, id::text) as unit from inference_logs
+        where customer_id = ${customerId} and experiment_id = ${experimentId} and ${inWindow("created_at", w)}
+      ), per_inference as (
+        select l.variant, l.unit, f.inference_id, bool_or(f.type = 'failure') as failed,
+          avg(f.rating) filter (where f.type = 'success') as rating
+        from feedback f join l on l.id = f.inference_id
+        where f.customer_id = ${customerId} and f.type in ('success', 'failure') and ${inWindow("f.inference_created_at", w)}
+        group by l.variant, l.unit, f.inference_id
+      ), per_unit as (
+        select variant, unit,
+          count(rating)::float8 as rm, sum(rating)::float8 as rs,
+          count(*)::float8 as om, (count(*) filter (where not failed and rating >= 4))::float8 as os
+        from per_inference group by variant, unit
+      )
+      select variant,
+        (count(*) filter (where rm > 0))::int as rating_units, sum(rm)::int as rating_n,
+        sum(rs) as rating_sum, sum(rs * rs) as rating_sum_sq, sum(rs * rm) as rating_cross,
+        sum(rm * rm) as rating_count_sq,
+        count(*)::int as outcome_units, sum(om)::int as outcome_n,
+        sum(os) as outcome_sum, sum(os * os) as outcome_sum_sq, sum(os * om) as outcome_cross,
+        sum(om * om) as outcome_count_sq
+      from per_unit group by variant`);
+    return rowsOf<VariantUnitRow>(res);
   }
 
   async insertShadow(rows: readonly ShadowEntry[]): Promise<void> {

@@ -154,14 +154,22 @@ const Verdicts = Type.Object(
 
 const Comparison = Type.Object(
   {
-    test: Type.Union([Type.Enum(["welch_t", "two_proportion_z"]), Type.Null()], {
-      description: "The test used; null when it is undefined (fewer than 2 ratings a side, no spread, no outcomes).",
+    test: Type.Union([Type.Enum(["welch_t", "two_proportion_z", "cluster_robust_t"]), Type.Null()], {
+      description:
+        "The test used: `cluster_robust_t` for assignment `robot_id` (the robot is the unit), else `welch_t` " +
+        "(ratings) or `two_proportion_z` (success rate); null when it is undefined (fewer than 2 units a side, " +
+        "no spread, no outcomes).",
     }),
-    n_control: Type.Integer({ description: "Sample size of the control." }),
-    n_variant: Type.Integer({ description: "Sample size of this variant." }),
-    difference: nnum("This variant's figure minus the control's."),
-    statistic: nnum("t (Welch) or z."),
-    df: nnum("Welch–Satterthwaite degrees of freedom (Welch only)."),
+    unit: Type.Enum(["inference", "robot"], {
+      description:
+        "What n_control and n_variant count: robots for assignment `robot_id` (an inference without a robot id " +
+        "is a unit of its own), else inferences.",
+    }),
+    n_control: Type.Integer({ description: "Sample size of the control, in units." }),
+    n_variant: Type.Integer({ description: "Sample size of this variant, in units." }),
+    difference: nnum("This variant's figure minus the control's (over inferences, whatever the unit)."),
+    statistic: nnum("t (Welch or cluster-robust) or z."),
+    df: nnum("Welch–Satterthwaite degrees of freedom, counted in units (t-tests only)."),
     p_value: nnum("Two-sided p-value."),
   },
   {},
@@ -209,10 +217,16 @@ export const ResultsSchema = Type.Object(
               rating: {
                 ...Comparison,
                 description:
-                  "Mean success rating: Welch's t-test, two-sided, over rated inferences (an inference rated " +
-                  "several times counts once, with the mean of its ratings; n_* count inferences).",
+                  "Mean success rating over rated inferences (an inference rated several times counts once, with " +
+                  "the mean of its ratings): the cluster-robust t-test over robots for assignment `robot_id`, " +
+                  "Welch's t-test over inferences for `request`; two-sided.",
               },
-              success_rate: { ...Comparison, description: "Success rate: pooled two-proportion z-test, two-sided." },
+              success_rate: {
+                ...Comparison,
+                description:
+                  "Success rate: the cluster-robust t-test over robots for assignment `robot_id`, the pooled " +
+                  "two-proportion z-test over inferences for `request`; two-sided.",
+              },
             }),
             Type.Null(),
           ],
@@ -272,22 +286,24 @@ export const ResultsSchema = Type.Object(
             },
             vs_control: {
               rating: {
-                test: "welch_t",
-                n_control: 110,
-                n_variant: 14,
+                test: "cluster_robust_t",
+                unit: "robot",
+                n_control: 11,
+                n_variant: 3,
                 difference: 0.41,
-                statistic: 1.87,
-                df: 19.6,
-                p_value: 0.0765,
+                statistic: 1.52,
+                df: 3.4,
+                p_value: 0.216,
               },
               success_rate: {
-                test: "two_proportion_z",
-                n_control: 130,
-                n_variant: 16,
+                test: "cluster_robust_t",
+                unit: "robot",
+                n_control: 12,
+                n_variant: 3,
                 difference: 0.1665,
-                statistic: 1.32,
-                df: null,
-                p_value: 0.187,
+                statistic: 1.18,
+                df: 3.9,
+                p_value: 0.305,
               },
             },
           },

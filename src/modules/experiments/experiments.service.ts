@@ -24,9 +24,10 @@ import type {
   VariantFeedbackRow,
   VariantOutcomeRow,
   VariantRequestRow,
+  VariantUnitRow,
 } from "./experiments.repo.ts";
 import { actionDistances, type ShadowQueue } from "./shadow-queue.ts";
-import { type TestResult, twoProportionZTest, welchTTest } from "./stats.ts";
+import { type ClusteredSample, clusterRobustTTest, type TestResult, twoProportionZTest, welchTTest } from "./stats.ts";
 
 export const EXPERIMENTS_TOPIC = "experiments";
 
@@ -386,44 +387,69 @@ export class ExperimentsService implements ExperimentGate {
       throw errors.conflict("A shadow experiment has no variants to compare; see GET /v1/experiments/{id}/shadow.");
     }
     const w = logWindow(row);
-    const [requests, feedback, outcomes] = await Promise.all([
+    // Robot-assigned: the robot is the unit that was randomized, and one robot's inferences are
+    // alike, so the tests count robots (cluster-robust); per-request draws count inferences.
+    const byRobot = row.assignment === "robot_id";
+    const [requests, feedback, outcomes, units] = await Promise.all([
       this.o.repo.requestStats(customerId, id, w),
       this.o.repo.feedbackStats(customerId, id, w),
       this.o.repo.outcomeStats(customerId, id, w),
+      byRobot ? this.o.repo.unitStats(customerId, id, w) : [],
     ]);
     const byName = <T extends { variant: string }>(rows: T[]) => new Map(rows.map((r) => [r.variant, r]));
     const req = byName<VariantRequestRow>(requests);
     const fb = byName<VariantFeedbackRow>(feedback);
     const out = byName<VariantOutcomeRow>(outcomes);
+    const unit = byName<VariantUnitRow>(units);
     const control = row.variants[0] as ExperimentVariant;
     const views = row.variants.map((v) => variantView(v, req.get(v.name), fb.get(v.name), out.get(v.name)));
     const c = views[0] as ReturnType<typeof variantView>;
+    const cu = clusteredSamples(unit.get(control.name));
+    const rate = (o: { n: number; successes: number }) => (o.n === 0 ? null : o.successes / o.n);
     return {
       experiment_id: row.id,
       status: statusOf(row, this.o.now()),
       control: control.name,
-      variants: views.map((v, i) => ({
-        ...v.view,
-        vs_control:
-          i === 0
-            ? null
-            : {
-                rating: comparison(
-                  welchTTest(c.rating, v.rating),
-                  c.rating.n,
-                  v.rating.n,
-                  c.rating.mean,
-                  v.rating.mean,
-                ),
-                success_rate: comparison(
-                  twoProportionZTest(c.outcome, v.outcome),
-                  c.outcome.n,
-                  v.outcome.n,
-                  c.outcome.n === 0 ? null : c.outcome.successes / c.outcome.n,
-                  v.outcome.n === 0 ? null : v.outcome.successes / v.outcome.n,
-                ),
-              },
-      })),
+      variants: views.map((v, i) => {
+        if (i === 0) return { ...v.view, vs_control: null };
+        const rating = [c.rating.mean, v.rating.mean] as const;
+        const success = [rate(c.outcome), rate(v.outcome)] as const;
+        if (!byRobot) {
+          return {
+            ...v.view,
+            vs_control: {
+              rating: comparison("inference", welchTTest(c.rating, v.rating), c.rating.n, v.rating.n, ...rating),
+              success_rate: comparison(
+                "inference",
+                twoProportionZTest(c.outcome, v.outcome),
+                c.outcome.n,
+                v.outcome.n,
+                ...success,
+              ),
+            },
+          };
+        }
+        const vu = clusteredSamples(unit.get(v.view.name));
+        return {
+          ...v.view,
+          vs_control: {
+            rating: comparison(
+              "robot",
+              clusterRobustTTest(cu.rating, vu.rating),
+              cu.rating.units,
+              vu.rating.units,
+              ...rating,
+            ),
+            success_rate: comparison(
+              "robot",
+              clusterRobustTTest(cu.outcome, vu.outcome),
+              cu.outcome.units,
+              vu.outcome.units,
+              ...success,
+            ),
+          },
+        };
+      }),
     };
   }
 
@@ -535,7 +561,30 @@ function variantView(
   };
 }
 
+/** A variant's unit sums as the two samples of the cluster-robust tests (all zero without feedback). */
+function clusteredSamples(u: VariantUnitRow | undefined): { rating: ClusteredSample; outcome: ClusteredSample } {
+  return {
+    rating: {
+      units: u?.rating_units ?? 0,
+      n: u?.rating_n ?? 0,
+      sum: u?.rating_sum ?? 0,
+      sumSq: u?.rating_sum_sq ?? 0,
+      sumCross: u?.rating_cross ?? 0,
+      countSq: u?.rating_count_sq ?? 0,
+    },
+    outcome: {
+      units: u?.outcome_units ?? 0,
+      n: u?.outcome_n ?? 0,
+      sum: u?.outcome_sum ?? 0,
+      sumSq: u?.outcome_sum_sq ?? 0,
+      sumCross: u?.outcome_cross ?? 0,
+      countSq: u?.outcome_count_sq ?? 0,
+    },
+  };
+}
+
 function comparison(
+  unit: "inference" | "robot",
   test: TestResult | null,
   nControl: number,
   nVariant: number,
@@ -544,6 +593,7 @@ function comparison(
 ) {
   return {
     test: test?.test ?? null,
+    unit,
     n_control: nControl,
     n_variant: nVariant,
     difference: control === null || variant === null || nControl === 0 || nVariant === 0 ? null : variant - control,

@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { incompleteBeta, logGamma, normalCdf, studentTCdf, twoProportionZTest, welchTTest } from "./stats.ts";
+import {
+  type ClusteredSample,
+  clusterRobustTTest,
+  incompleteBeta,
+  logGamma,
+  normalCdf,
+  studentTCdf,
+  twoProportionZTest,
+  welchTTest,
+} from "./stats.ts";
 
 // Reference values from SciPy 1.17 (scipy.stats.norm.cdf, scipy.stats.t.cdf, scipy.special.betainc,
 // scipy.stats.ttest_ind(equal_var=False)).
@@ -66,5 +75,60 @@ describe("tests", () => {
     const z = twoProportionZTest({ n: 100, successes: 10 }, { n: 100, successes: 90 });
     expect(z?.statistic).toBeCloseTo(11.313708498984761, 9);
     expect((z?.p_value as number) / 1.1224297172982608e-29).toBeCloseTo(1, 5);
+  });
+
+  /** The sums of units given as lists of values. */
+  const clustered = (units: number[][]): ClusteredSample => {
+    const sums = units.map((u) => u.reduce((a, x) => a + x, 0));
+    return {
+      units: units.length,
+      n: units.reduce((a, u) => a + u.length, 0),
+      sum: sums.reduce((a, x) => a + x, 0),
+      sumSq: sums.reduce((a, x) => a + x * x, 0),
+      sumCross: sums.reduce((a, x, i) => a + x * (units[i] as number[]).length, 0),
+      countSq: units.reduce((a, u) => a + u.length * u.length, 0),
+    };
+  };
+
+  it("cluster-robust t with one value per unit is Welch's t-test exactly", () => {
+    const a = [3, 2, 4, 3, 2, 3];
+    const b = [5, 4, 4, 3, 5];
+    const r = clusterRobustTTest(clustered(a.map((x) => [x])), clustered(b.map((x) => [x])));
+    const w = welchTTest(summary(a), summary(b));
+    expect(r?.test).toBe("cluster_robust_t");
+    expect(r?.statistic).toBeCloseTo(w?.statistic as number, 12);
+    expect(r?.df).toBeCloseTo(w?.df as number, 9);
+    expect(r?.p_value).toBeCloseTo(w?.p_value as number, 12);
+  });
+
+  it("cluster-robust t on unequal units, by hand: t = 3/sqrt(8/9), df 2, closed-form t(2) tail", () => {
+    // a: {1, 2}, {3}: mean 2, V = 2/1 * ((3 - 4)^2 + (3 - 2)^2) / 3^2 = 4/9; b: {4}, {5, 6}: mean 5, V = 4/9.
+    const r = clusterRobustTTest(clustered([[1, 2], [3]]), clustered([[4], [5, 6]]));
+    const t = 3 / Math.sqrt(8 / 9);
+    expect(r?.statistic).toBeCloseTo(t, 12);
+    expect(r?.df).toBeCloseTo(2, 12);
+    // Student t with 2 df: P(T <= -t) = 0.5 - t / (2 sqrt(2 + t^2)).
+    expect(r?.p_value).toBeCloseTo(2 * (0.5 - t / (2 * Math.sqrt(2 + t * t))), 9);
+  });
+
+  it("robots whose inferences agree: the cluster test counts robots, the per-inference tests overstate", () => {
+    // Three robots a side, ten alike ratings each: robot means 2, 4, 3 vs 3, 5, 4.
+    const ten = (x: number) => Array.from({ length: 10 }, () => x);
+    const a = [ten(2), ten(4), ten(3)];
+    const b = [ten(3), ten(5), ten(4)];
+    const naive = welchTTest(summary(a.flat()), summary(b.flat()));
+    const robust = clusterRobustTTest(clustered(a), clustered(b));
+    expect(naive?.p_value).toBeLessThan(0.001);
+    // Equal units: Welch on the robot means, SciPy ttest_ind([2, 4, 3], [3, 5, 4], equal_var=False): t 1.2247449, df 4.
+    const means = welchTTest(summary([2, 4, 3]), summary([3, 5, 4]));
+    expect(robust?.statistic).toBeCloseTo(1.224744871391589, 9);
+    expect(robust?.df).toBeCloseTo(4, 9);
+    expect(robust?.p_value).toBeCloseTo(means?.p_value as number, 9);
+    expect(robust?.p_value).toBeGreaterThan(0.2);
+  });
+
+  it("cluster-robust t is undefined below two units a side or without spread between units", () => {
+    expect(clusterRobustTTest(clustered([[1, 2, 3]]), clustered([[4], [5]]))).toBeNull();
+    expect(clusterRobustTTest(clustered([[4, 4], [4]]), clustered([[4], [4, 4]]))).toBeNull();
   });
 });

@@ -1,6 +1,7 @@
 /**
  * The significance tests of experiment results (docs/experiments.md): Welch's t-test for mean
- * ratings, the pooled two-proportion z-test for success rates; both two-sided. Written here (no
+ * ratings, the pooled two-proportion z-test for success rates, and for robot-assigned experiments
+ * (the robot is the unit) a cluster-robust t-test for both; all two-sided. Written here (no
  * statistics dependency): the normal CDF from a Chebyshev-fitted erfc (fractional error < 1.2e-7),
  * the Student t CDF from the regularized incomplete beta function (Lentz's continued fraction).
  */
@@ -140,4 +141,51 @@ export function twoProportionZTest(
   const z = (b.successes / b.n - a.successes / a.n) / se;
   const p = 2 * normalCdf(-Math.abs(z));
   return { test: "two_proportion_z", statistic: z, df: null, p_value: Math.min(1, Math.max(0, p)) };
+}
+
+/**
+ * One sample grouped by the unit that was randomized (a robot): k units, unit i holding m_i
+ * values with sum S_i. Only these sums are needed: N = Σm_i, ΣS_i, ΣS_i², ΣS_i·m_i, Σm_i².
+ */
+export interface ClusteredSample {
+  /** k: units (robots) with at least one value. */
+  readonly units: number;
+  /** N: values over all units. */
+  readonly n: number;
+  readonly sum: number;
+  readonly sumSq: number;
+  readonly sumCross: number;
+  readonly countSq: number;
+}
+
+/**
+ * The mean of a clustered sample (ΣS_i / N, every value weighted alike) and the variance of that
+ * mean by the cluster-robust (ratio estimator, CR1) formula
+ *   V = k / (k - 1) · Σ(S_i − mean·m_i)² / N²,
+ * which lets the values of one unit be correlated. With one value per unit it is s² / k, the
+ * variance Welch's test uses.
+ */
+export function clusteredMean(s: ClusteredSample): { mean: number; variance: number } | null {
+  if (s.units < 2 || s.n === 0) return null;
+  const mean = s.sum / s.n;
+  const squares = Math.max(0, s.sumSq - 2 * mean * s.sumCross + mean * mean * s.countSq);
+  return { mean, variance: ((s.units / (s.units - 1)) * squares) / (s.n * s.n) };
+}
+
+/**
+ * Difference of the means of two clustered samples, mean(b) − mean(a), two-sided: t = Δ / sqrt(V_a + V_b)
+ * against Student's t with Welch–Satterthwaite degrees of freedom counted in units
+ * (df = (V_a + V_b)² / (V_a²/(k_a − 1) + V_b²/(k_b − 1))). With one value per unit this is
+ * Welch's t-test exactly. Null below two units a side or without spread between units.
+ */
+export function clusterRobustTTest(a: ClusteredSample, b: ClusteredSample): TestResult | null {
+  const ma = clusteredMean(a);
+  const mb = clusteredMean(b);
+  if (ma === null || mb === null) return null;
+  const se2 = ma.variance + mb.variance;
+  if (!(se2 > 0)) return null;
+  const t = (mb.mean - ma.mean) / Math.sqrt(se2);
+  const df = (se2 * se2) / ((ma.variance * ma.variance) / (a.units - 1) + (mb.variance * mb.variance) / (b.units - 1));
+  const p = 2 * studentTCdf(-Math.abs(t), df);
+  return { test: "cluster_robust_t", statistic: t, df, p_value: Math.min(1, Math.max(0, p)) };
 }
