@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { defineConfig } from "vitest/config";
 
 // TEST_REDIS_CLUSTER_NODES (host:port,...): the Redis tests run against that Redis Cluster;
@@ -31,11 +33,27 @@ const EMBEDDED_ONLY = [
 ];
 const skipEmbeddedOnly = process.env.TEST_SKIP_EMBEDDED_ONLY === "1";
 
+/**
+ * The unit tests beside the code (src/**) that cannot reach PostgreSQL or Redis: they neither read
+ * TEST_DATABASE_URL / TEST_REDIS_URL nor import the test helpers (which do). Found by reading the
+ * files, so a new unit test needs no list; they too run once per CI, in the embedded pass.
+ */
+function storeFreeUnitTests(): string[] {
+  const files = readdirSync("src", { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".test.ts"))
+    .map((f) => path.join("src", f).split(path.sep).join("/"));
+  return files.filter((f) => !/TEST_DATABASE_URL|TEST_REDIS_URL|test\/helpers\//.test(readFileSync(f, "utf8")));
+}
+
 export default defineConfig({
   test: {
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     // The cluster tier (3 API processes behind HAProxy) runs on its own: `npm run test:cluster`.
-    exclude: ["**/node_modules/**", "test/cluster/**", ...(skipEmbeddedOnly ? EMBEDDED_ONLY : [])],
+    exclude: [
+      "**/node_modules/**",
+      "test/cluster/**",
+      ...(skipEmbeddedOnly ? [...EMBEDDED_ONLY, ...storeFreeUnitTests()] : []),
+    ],
     environment: "node",
     env: clusterEnv,
     pool: "forks",
