@@ -32,17 +32,28 @@ export class SwrCache<V> {
 
   /** The cached value when usable (synchronously), otherwise a promise of the loaded one. */
   get(key: string): V | Promise<V> {
+    const slot = this.usable(key);
+    return slot === undefined ? this.load(key) : slot.value;
+  }
+
+  /**
+   * The cached value when usable, as `get` would serve it (a stale one starts its background
+   * refresh), or undefined: never loads in the foreground.
+   */
+  peek(key: string): V | undefined {
+    return this.usable(key)?.value;
+  }
+
+  /** The slot if it may be served: fresh, or stale within staleMs (then refreshed in the background). */
+  private usable(key: string): Slot<V> | undefined {
     const slot = this.slots.get(key);
-    if (slot !== undefined) {
-      const age = this.opts.now() - slot.at;
-      const fresh = this.opts.freshFor?.(slot.value) ?? this.opts.freshMs;
-      if (age <= fresh) return slot.value;
-      if (age <= Math.max(fresh, this.opts.staleMs)) {
-        this.load(key).catch((e: unknown) => this.opts.onRefreshError?.(e));
-        return slot.value;
-      }
-    }
-    return this.load(key);
+    if (slot === undefined) return undefined;
+    const age = this.opts.now() - slot.at;
+    const fresh = this.opts.freshFor?.(slot.value) ?? this.opts.freshMs;
+    if (age <= fresh) return slot;
+    if (age > Math.max(fresh, this.opts.staleMs)) return undefined;
+    this.load(key).catch((e: unknown) => this.opts.onRefreshError?.(e));
+    return slot;
   }
 
   set(key: string, value: V): void {

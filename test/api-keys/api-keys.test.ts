@@ -392,6 +392,10 @@ describe("invalid-key throttle", () => {
       // The keys already looked up keep their answers; other addresses are not affected.
       expect((await hit(first.key)).statusCode).toBe(200);
       expect((await hit(unseen.key, "10.0.0.10")).statusCode).toBe(200);
+      // Now this instance holds that key as valid: no guess, served from the throttled address too
+      // without asking the throttle (no lookup happens), while guesses there still get 429.
+      expect((await hit(unseen.key)).statusCode).toBe(200);
+      problem(await hit(bad(8)), 429, "rate_limited");
     } finally {
       await ctx.close();
     }

@@ -123,6 +123,16 @@ export class ApiKeysService {
     return entry instanceof Promise ? entry.then((e) => this.judge(e)) : this.judge(entry);
   }
 
+  /**
+   * The outcome for a key this instance has cached as a real key (valid, revoked, expired or
+   * suspended), without any lookup; undefined for a key it does not know (unknown hashes too).
+   */
+  verifyKnown(key: string): VerifyOutcome | undefined {
+    if (!isWellFormedKey(key)) return undefined;
+    const entry = this.o.cache.peek(hashKey(key));
+    return entry === undefined || entry.kind === "missing" ? undefined : this.judge(entry);
+  }
+
   private judge(entry: KeyCacheEntry): VerifyOutcome {
     if (entry.kind === "missing") return { ok: false, reason: "unknown" };
     const now = this.o.now();

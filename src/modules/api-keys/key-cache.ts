@@ -58,6 +58,11 @@ export class KeyCache {
     return this.cache.get(hash);
   }
 
+  /** The entry when cached and usable; never reads the database. */
+  peek(hash: string): KeyCacheEntry | undefined {
+    return this.cache.peek(hash);
+  }
+
   invalidateHash(hash: string): void {
     this.cache.delete(hash);
   }

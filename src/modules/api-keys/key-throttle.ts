@@ -116,7 +116,8 @@ const DECISIONS: readonly ThrottleDecision[] = [
  * `{prefix}throttle:api-key-ip:{<id>}:n` (failures in the window, a Redis integer) and `...:keys`
  * (ids of the keys looked up while throttled, a set), `<id>` an HMAC of the IP (of the key hash
  * for set members), both expiring with their window. Costs one EVALSHA per API-key
- * verification (a GET while the IP is not throttled). Every call also updates the in-process
+ * verification the strategy does not answer from its warm valid keys (a GET while the IP is not
+ * throttled). Every call also updates the in-process
  * KeyFailureThrottle, which decides alone when Redis is absent, down or failing
  * (shared-throttle.ts says why that is neither fail-open nor fail-closed).
  */
