@@ -563,24 +563,15 @@ function variantView(
 
 /** A variant's unit sums as the two samples of the cluster-robust tests (all zero without feedback). */
 function clusteredSamples(u: VariantUnitRow | undefined): { rating: ClusteredSample; outcome: ClusteredSample } {
-  return {
-    rating: {
-      units: u?.rating_units ?? 0,
-      n: u?.rating_n ?? 0,
-      sum: u?.rating_sum ?? 0,
-      sumSq: u?.rating_sum_sq ?? 0,
-      sumCross: u?.rating_cross ?? 0,
-      countSq: u?.rating_count_sq ?? 0,
-    },
-    outcome: {
-      units: u?.outcome_units ?? 0,
-      n: u?.outcome_n ?? 0,
-      sum: u?.outcome_sum ?? 0,
-      sumSq: u?.outcome_sum_sq ?? 0,
-      sumCross: u?.outcome_cross ?? 0,
-      countSq: u?.outcome_count_sq ?? 0,
-    },
-  };
+  const sample = (p: "rating" | "outcome"): ClusteredSample => ({
+    units: u?.[`${p}_units`] ?? 0,
+    n: u?.[`${p}_n`] ?? 0,
+    sum: u?.[`${p}_sum`] ?? 0,
+    sumSq: u?.[`${p}_sum_sq`] ?? 0,
+    sumCross: u?.[`${p}_cross`] ?? 0,
+    countSq: u?.[`${p}_count_sq`] ?? 0,
+  });
+  return { rating: sample("rating"), outcome: sample("outcome") };
 }
 
 function comparison(
