@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CustomerLimitsCache } from "./customer-limits.ts";
 import { RateLimitService } from "./rate-limit.service.ts";
 import type { UsageRepo } from "./usage.repo.ts";
@@ -45,11 +45,30 @@ function service(redis: Redis, redisTimeoutMs: number) {
 }
 
 describe("RateLimitService: the shared Redis deadline", () => {
+  // Fake clocks: on a loaded machine a real 40 ms sleep can outlast a 60 ms deadline.
+  beforeEach(() => {
+    vi.useFakeTimers({
+      toFake: [
+        "setTimeout",
+        "clearTimeout",
+        "setInterval",
+        "clearInterval",
+        "setImmediate",
+        "clearImmediate",
+        "Date",
+        "performance",
+      ],
+    });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it("answers from Redis when Redis answers in time", async () => {
     const redis = fakeRedis();
     const s = service(redis.client, 1_000);
     const p = s.consume("c1");
-    await new Promise((r) => setTimeout(r, 5));
+    await vi.advanceTimersByTimeAsync(5);
     redis.answer(0);
     const r = await p;
     expect(r.source).toBe("redis");
@@ -61,16 +80,19 @@ describe("RateLimitService: the shared Redis deadline", () => {
     const redis = fakeRedis();
     const s = service(redis.client, 30);
     const first = s.consume("c1");
-    await new Promise((r) => setTimeout(r, 10));
+    await vi.advanceTimersByTimeAsync(10);
     const second = s.consume("c2");
-    const [a, b] = await Promise.all([first, second]);
+    const both = Promise.all([first, second]);
+    // Past both deadlines (the second call's ends at 40 ms).
+    await vi.advanceTimersByTimeAsync(50);
+    const [a, b] = await both;
     expect(a.source).toBe("fallback");
     expect(b.source).toBe("fallback");
     expect(s.status().mode).toBe("fallback");
     // A late answer changes nothing.
     redis.answer(0);
     redis.answer(1);
-    await new Promise((r) => setTimeout(r, 5));
+    await vi.advanceTimersByTimeAsync(5);
     expect(s.status().mode).toBe("fallback");
   });
 
@@ -78,12 +100,12 @@ describe("RateLimitService: the shared Redis deadline", () => {
     const redis = fakeRedis();
     const s = service(redis.client, 60);
     const first = s.consume("c1");
-    await new Promise((r) => setTimeout(r, 40));
+    await vi.advanceTimersByTimeAsync(40);
     const second = s.consume("c2");
     redis.answer(0);
     expect((await first).source).toBe("redis");
     // The watchdog fires at the first call's deadline (~60 ms): the second, 20 ms old, must survive it.
-    await new Promise((r) => setTimeout(r, 30));
+    await vi.advanceTimersByTimeAsync(30);
     redis.answer(1);
     expect((await second).source).toBe("redis");
   });
