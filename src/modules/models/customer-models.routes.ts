@@ -4,9 +4,9 @@ import type { Principal } from "../../platform/auth.ts";
 import { errors } from "../../platform/errors.ts";
 import type { ModuleOptions } from "../../platform/module.ts";
 import type { CustomerModelsService } from "./customer-models.service.ts";
-import { DELETE_PROBLEMS, REGISTER_PROBLEMS, REPLACE_PROBLEMS } from "./models.problems.ts";
+import { DELETE_PROBLEMS, PROBE_PROBLEMS, REGISTER_PROBLEMS, REPLACE_PROBLEMS } from "./models.problems.ts";
 import { forCaller } from "./models.routes.ts";
-import { CustomerModelBody, ModelParams, ModelSchema } from "./models.schemas.ts";
+import { CustomerModelBody, ModelParams, ModelSchema, ProbeBody, ProbeReportSchema } from "./models.schemas.ts";
 
 /** JWT or API key (same as SECURITY_ANY in platform/auth.ts, typed for the schema). */
 const SECURITY: Record<string, string[]>[] = [{ bearerAuth: [] }, { apiKeyHeader: [] }];
@@ -24,6 +24,7 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
   ModuleOptions & { service: CustomerModelsService }
 > = async (app, { platform, service }) => {
   const admin = platform.auth.require({ scopes: ["admin"] });
+  const meter = platform.limits.meter();
 
   app.post(
     "/v1/models",
@@ -119,6 +120,42 @@ export const customerModelsRoutes: FastifyPluginAsyncTypebox<
         customerId: principal.customerId,
       });
       return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    "/v1/models/:model_id/probe",
+    {
+      // A probe is an inference on your endpoint: it counts against the rate limit and quota.
+      onRequest: [admin, meter],
+      preValidation: async (request) => {
+        // No body at all reads as {} (curl -X POST without -d).
+        request.body ??= {};
+      },
+      schema: {
+        tags: ["models"],
+        summary: "Probe your own model endpoint",
+        description:
+          "Sends one synthetic camera frame (mid-grey, the model's input size) and an instruction to one of your " +
+          "registered models, through the same path a request naming it takes (its queue, endpoints in turn, " +
+          "retries, timeouts, answer checks), and reports what came back: the way to check an endpoint right after " +
+          "registering it, or while a robot reports errors. 200 either way: `ok: true` with the un-normalized action " +
+          "and timing, or `ok: false` with the `error` a request would have got (`model_unavailable`, " +
+          "`inference_timeout`, `invalid_model_output`, ...). Not a robot's inference: no safety gate, no history " +
+          "row; it counts against your rate limit and quota like one and shows in the model's `stats`. Only your " +
+          "own models: any other id (the service's models included) is 404 `unknown_model`. The body is optional.",
+        security: SECURITY,
+        params: ModelParams,
+        body: ProbeBody,
+        response: { 200: ProbeReportSchema, ...PROBE_PROBLEMS },
+      },
+    },
+    async (request) => {
+      const principal = caller(request.principal);
+      return service.probe(principal, request.params.model_id, {
+        instruction: request.body.instruction,
+        unnormKey: request.body.unnorm_key,
+      });
     },
   );
 };

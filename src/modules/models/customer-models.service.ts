@@ -1,11 +1,30 @@
 import { hash } from "node:crypto";
 import type { CustomerModelRow } from "../../platform/db/schema/index.ts";
 import { type EgressGuard, refusedUrl } from "../../platform/egress.ts";
-import { errors, type FieldError } from "../../platform/errors.ts";
+import { AppError, errors, type FieldError } from "../../platform/errors.ts";
 import type { InferenceEngine, ModelInfo, ModelViewer } from "../inference/inference.service.ts";
 import { parseCustomerModel } from "./customer-model-definition.ts";
 import type { CustomerModelsRepo } from "./customer-models.repo.ts";
 import type { ModelDefinition } from "./registry.ts";
+
+/** What a probe of one of a customer's own models found (POST /v1/models/{id}/probe). */
+export type ProbeReport =
+  | {
+      readonly ok: true;
+      readonly latency_ms: number;
+      readonly unnorm_key: string;
+      readonly action: number[];
+      readonly action_chunk: number[][] | null;
+      readonly timing: { readonly preprocess_ms: number; readonly queue_ms: number; readonly model_ms: number };
+    }
+  | {
+      readonly ok: false;
+      readonly latency_ms: number;
+      readonly error: { readonly code: string; readonly status: number; readonly detail: string };
+    };
+
+/** The probe's frame: mid-grey, so no pixel of any customer is ever sent by the service itself. */
+const PROBE_GREY = 128;
 
 /** Who registers: a principal (its customer's tier decides). */
 export interface ModelOwner extends ModelViewer {
@@ -20,7 +39,7 @@ export interface CustomerModelsDeps {
   readonly repo: CustomerModelsRepo;
   readonly engine: Pick<
     InferenceEngine,
-    "putCustomerModel" | "removeCustomerModel" | "customerModelIds" | "modelIds" | "describe"
+    "putCustomerModel" | "removeCustomerModel" | "customerModelIds" | "modelIds" | "describe" | "infer"
   >;
   readonly egress: EgressGuard;
   readonly maxModelsPerCustomer: number;
@@ -120,6 +139,54 @@ export class CustomerModelsService {
     return errors.unknownModel(id, [
       ...new Set([...this.d.engine.modelIds(viewer), ...this.d.engine.customerModelIds(viewer.customerId)]),
     ]);
+  }
+
+  /**
+   * Sends one synthetic frame (mid-grey, the model's input size) and an instruction to one of the
+   * caller's own models through the engine, as a request naming it would go (its queue, endpoints,
+   * retries, timeouts, answer checks and statistics), and reports what came back. Not an
+   * inference of a robot: no safety gate, no log row. A failure of the endpoint (5xx problems:
+   * unreachable, timeout, a 3xx, an invalid answer) is the report's `error`; a mistake in the
+   * probe request itself (an unknown unnorm_key) is thrown. Any other id is 404 unknown_model.
+   */
+  async probe(
+    viewer: ModelViewer,
+    id: string,
+    input: { readonly instruction?: string | undefined; readonly unnormKey?: string | undefined },
+  ): Promise<ProbeReport> {
+    if (!this.d.engine.customerModelIds(viewer.customerId).includes(id)) throw this.unknown(viewer, id);
+    const { width, height } = this.d.engine.describe(id, viewer).input.image;
+    const started = performance.now();
+    const elapsed = () => Math.round((performance.now() - started) * 1000) / 1000;
+    try {
+      const r = await this.d.engine.infer({
+        model: id,
+        imageArray: {
+          dtype: "|u1",
+          shape: [height, width, 3],
+          data: new Uint8Array(width * height * 3).fill(PROBE_GREY),
+        },
+        instruction: input.instruction ?? "pick up the block",
+        unnormKey: input.unnormKey,
+        customerId: viewer.customerId,
+        viewer,
+      });
+      return {
+        ok: true,
+        latency_ms: elapsed(),
+        unnorm_key: r.unnormKey,
+        action: r.action,
+        action_chunk: r.actionChunk ?? null,
+        timing: r.timing,
+      };
+    } catch (e) {
+      if (!(e instanceof AppError) || e.status < 500 || e.code === "shutting_down") throw e;
+      return {
+        ok: false,
+        latency_ms: elapsed(),
+        error: { code: e.code, status: e.status, detail: e.detail ?? e.message },
+      };
+    }
   }
 
   /** Deletes the caller's own model: 404 unknown_model for any other id (a registry one included). */

@@ -137,3 +137,23 @@ export const DELETE_PROBLEMS = {
   403: forbidden(ONE, "admin"),
   404: unknownModel(ONE, ID),
 };
+
+/** POST /v1/models/{model_id}/probe. */
+export const PROBE_PROBLEMS = {
+  401: unauthorized(`${ONE}/probe`),
+  403: forbidden(`${ONE}/probe`, "admin"),
+  404: unknownModel(`${ONE}/probe`, ID),
+  400: problem(
+    "invalid_unnorm_key: the model has no statistics of that name (`valid_unnorm_keys` lists them); invalid_json.",
+    example("invalid_unnorm_key", `${ONE}/probe`, 'Unknown unnorm_key "fractal"; valid: bridge_orig.', {
+      valid_unnorm_keys: ["bridge_orig"],
+    }),
+  ),
+  422: problem(
+    "validation_failed: the body breaks its schema.",
+    example("validation_failed", `${ONE}/probe`, "The request body failed validation.", {
+      errors: [{ in: "body", path: "/instruction", message: "must NOT have fewer than 1 characters" }],
+    }),
+  ),
+  "4XX": other,
+};

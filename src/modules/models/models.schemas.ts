@@ -309,3 +309,91 @@ export const CustomerModelBody = Type.Object(
 );
 
 export type CustomerModelBodyDto = Static<typeof CustomerModelBody>;
+
+/** POST /v1/models/{model_id}/probe: what to send with the synthetic frame. */
+export const ProbeBody = Type.Object(
+  {
+    instruction: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 1000,
+        description: "The instruction sent with the frame. Default: `pick up the block`.",
+      }),
+    ),
+    unnorm_key: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 128,
+        description: "Which statistics un-normalize the action; default: the model's default (docs/models.md).",
+      }),
+    ),
+  },
+  { additionalProperties: false, examples: [{ instruction: "pick up the red block", unnorm_key: "bridge_orig" }] },
+);
+
+const Timing = Type.Object({
+  preprocess_ms: Type.Number({ description: "Preparing the frame for the model." }),
+  queue_ms: Type.Number({ description: "Waiting in the model's queue." }),
+  model_ms: Type.Number({ description: "The call to your endpoint(s), retries included." }),
+});
+
+export const ProbeReportSchema = Type.Union(
+  [
+    Type.Object(
+      {
+        ok: Type.Literal(true),
+        latency_ms: Type.Number({ description: "From the probe's start to the decoded action, in the service." }),
+        unnorm_key: Type.String(),
+        action: Type.Array(Type.Number(), { description: "The first action, un-normalized (robot units)." }),
+        action_chunk: Type.Union([Type.Array(Type.Array(Type.Number())), Type.Null()], {
+          description: "The whole chunk when the model returns more than one step.",
+        }),
+        timing: Timing,
+      },
+      { description: "Your endpoint answered a valid action." },
+    ),
+    Type.Object(
+      {
+        ok: Type.Literal(false),
+        latency_ms: Type.Number(),
+        error: Type.Object(
+          {
+            code: Type.String({
+              description:
+                "What a request naming the model would have got: model_unavailable, inference_timeout, " +
+                "invalid_model_output, ... (docs/errors.md).",
+            }),
+            status: Type.Integer({ description: "That request's HTTP status." }),
+            detail: Type.String(),
+          },
+          { description: "Why the endpoint's answer was not an action." },
+        ),
+      },
+      { description: "Your endpoint did not give a usable answer." },
+    ),
+  ],
+  {
+    description:
+      "What one synthetic frame (mid-grey, the model's input size) through the model found. 200 either way: the " +
+      "probe worked; `ok` says whether your endpoint did.",
+    examples: [
+      {
+        ok: true,
+        latency_ms: 38.412,
+        unnorm_key: "bridge_orig",
+        action: [0.0012, -0.0031, 0.0008, 0.0102, -0.0054, 0.0007, 1],
+        action_chunk: null,
+        timing: { preprocess_ms: 0.41, queue_ms: 0.05, model_ms: 37.6 },
+      },
+      {
+        ok: false,
+        latency_ms: 2003.1,
+        error: {
+          code: "inference_timeout",
+          status: 504,
+          detail: 'Model "my-openvla-finetune" did not answer within 2000 ms.',
+        },
+      },
+    ],
+  },
+);
