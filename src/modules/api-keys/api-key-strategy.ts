@@ -18,8 +18,9 @@ const FAILURES: Readonly<Record<VerifyFailure, () => AppError>> = {
  * Turns an API-key credential into a principal. Failed attempts are counted per client IP;
  * past `attemptsPerMinute` the IP's failing attempts get 429, so guessing keys is slow, while
  * valid keys from the same IP are still served (`KeyFailureThrottle` says how that stays a
- * throttle); a key this instance holds as valid is served before the throttle is asked. The key itself is never logged (the logger redacts the headers that carry it).
- * The throttle is shared by every instance through Redis when configured (`createKeyThrottle`).
+ * throttle); a key this instance holds as valid is served before the throttle is asked. The
+ * key itself is never logged (the logger redacts the headers that carry it). The throttle is
+ * shared by every instance through Redis when configured (`createKeyThrottle`).
  */
 export class ApiKeyStrategy implements AuthStrategy {
   private readonly service: ApiKeysService;
