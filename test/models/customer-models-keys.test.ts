@@ -1,16 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { customerModelExample } from "../../src/modules/models/models.schemas.ts";
 import { PROJECT_ROOT } from "../../src/modules/models/registry.ts";
 import { safetyServices } from "../../src/modules/safety/safety.module.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
 import { jpeg, pattern } from "../inference/helpers.ts";
+import { type OpenvlaFake, startOpenvlaFake } from "./openvla-fake.ts";
 
 /**
  * A customer's own model (docs/models.md, "Bring your own endpoint") as an API key's default model
@@ -54,7 +52,7 @@ function modelsConfig(): string {
   return file;
 }
 
-let fake: Server;
+let fake: OpenvlaFake;
 let fakeUrl: string;
 let t: LimitsContext;
 let img: string;
@@ -63,16 +61,8 @@ const A = { id: "", admin: "" };
 const B = { id: "", admin: "" };
 
 beforeAll(async () => {
-  fake = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      const body = JSON.stringify(encodeJsonNumpy(new Float64Array([0.01, -0.02, 0.03, 0, 0, 0, 1]), [7]));
-      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
-  fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+  fake = await startOpenvlaFake();
+  fakeUrl = fake.url;
   t = await buildLimitsApp({
     env: {
       MODELS_CONFIG: modelsConfig(),
@@ -94,7 +84,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await t?.close();
-  await new Promise<void>((r) => fake.close(() => r()));
+  await fake?.close();
 });
 
 type Json = Record<string, unknown>;

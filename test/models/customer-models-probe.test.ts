@@ -1,13 +1,12 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeJsonNumpy, encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
+import { decodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { customerModelExample } from "../../src/modules/models/models.schemas.ts";
 import { inferenceLogs } from "../../src/platform/db/schema/index.ts";
 import type { Resolver } from "../../src/platform/egress.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
 import { flushLogs, jpeg } from "../inference/helpers.ts";
+import { type OpenvlaFake, startOpenvlaFake } from "./openvla-fake.ts";
 
 /**
  * POST /v1/models/{id}/probe: one synthetic frame through a customer's own endpoint. The only
@@ -17,9 +16,18 @@ import { flushLogs, jpeg } from "../inference/helpers.ts";
 
 type Mode = "ok" | "fail" | "nan";
 let mode: Mode = "ok";
-const seen: { instruction: string; unnorm_key?: string; shape: number[]; pixel: number }[] = [];
-let fake: Server;
-let fakeUrl: string;
+let fake: OpenvlaFake;
+/** What the fake received: instruction, unnorm_key, and the frame's shape and first pixel. */
+const seen = () =>
+  fake.calls.map((c) => {
+    const image = decodeJsonNumpy(c.doc.image);
+    return {
+      instruction: c.doc.instruction,
+      ...(c.doc.unnorm_key === undefined ? {} : { unnorm_key: c.doc.unnorm_key }),
+      shape: [...image.shape],
+      pixel: Number(image.data[0]),
+    };
+  });
 
 const noDns: Resolver = async (host) => {
   throw Object.assign(new Error(`unexpected lookup of ${host}`), { code: "ENOTFOUND" });
@@ -30,35 +38,13 @@ const A = { id: "", admin: "", robot: "" };
 const B = { id: "", admin: "" };
 
 beforeAll(async () => {
-  fake = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const doc = JSON.parse(Buffer.concat(chunks).toString()) as {
-        instruction: string;
-        unnorm_key?: string;
-        image: unknown;
-      };
-      const image = decodeJsonNumpy(doc.image);
-      seen.push({
-        instruction: doc.instruction,
-        ...(doc.unnorm_key === undefined ? {} : { unnorm_key: doc.unnorm_key }),
-        shape: [...image.shape],
-        pixel: Number(image.data[0]),
-      });
-      if (mode === "fail") {
-        res.writeHead(500, { "content-type": "text/plain" });
-        res.end("GPU fell over");
-        return;
-      }
-      const action = mode === "nan" ? [0, 0, 0, 0, 0, Number.NaN, 1] : [0.01, -0.02, 0.03, 0, 0, 0, 1];
-      const body = JSON.stringify(encodeJsonNumpy(new Float64Array(action), [7])).replace("null", "NaN");
-      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
-  fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+  fake = await startOpenvlaFake(undefined, () =>
+    mode === "fail"
+      ? { status: 500, body: "GPU fell over" }
+      : mode === "nan"
+        ? [0, 0, 0, 0, 0, Number.NaN, 1]
+        : [0.01, -0.02, 0.03, 0, 0, 0, 1],
+  );
   t = await buildLimitsApp({
     env: { MODELS_WARM_UP: "false", BYOM_ALLOW_HTTP: "true", BYOM_ALLOWED_NETWORKS: "127.0.0.0/8" },
     egressResolver: noDns,
@@ -75,14 +61,14 @@ beforeAll(async () => {
     payload: {
       ...customerModelExample,
       id: "kitting",
-      backend: { kind: "openvla-http", endpoints: [fakeUrl], retries: 0 },
+      backend: { kind: "openvla-http", endpoints: [fake.url], retries: 0 },
     },
   });
   if (res.statusCode !== 201) throw new Error(`registration failed: ${res.statusCode} ${res.body}`);
 });
 afterAll(async () => {
   await t?.close();
-  await new Promise<void>((r) => fake?.close(() => r()));
+  await fake?.close();
 });
 
 const probe = (key: string, id: string, payload?: object) =>
@@ -96,7 +82,7 @@ const probe = (key: string, id: string, payload?: object) =>
 describe("POST /v1/models/{id}/probe", () => {
   it("sends a mid-grey frame of the model's input size and reports the action; no body needed", async () => {
     mode = "ok";
-    const before = seen.length;
+    const before = fake.calls.length;
     const res = await probe(A.admin, "kitting");
     expect(res.statusCode, res.body).toBe(200);
     const r = res.json();
@@ -109,7 +95,7 @@ describe("POST /v1/models/{id}/probe", () => {
       await t.app.inject({ method: "GET", url: "/v1/models/kitting", headers: { "x-api-key": A.admin } })
     ).json();
     const { width, height } = info.input.image;
-    expect(seen.slice(before)).toEqual([
+    expect(seen().slice(before)).toEqual([
       { instruction: "pick up the block", unnorm_key: "kitting_v2", shape: [height, width, 3], pixel: 128 },
     ]);
     // Not a robot's inference: no history row.
@@ -120,17 +106,21 @@ describe("POST /v1/models/{id}/probe", () => {
 
   it("takes the instruction and unnorm_key; an unknown unnorm_key is 400 before anything is sent", async () => {
     mode = "ok";
-    const before = seen.length;
+    const before = fake.calls.length;
     const res = await probe(A.admin, "kitting", { instruction: "put the bolt in the tray", unnorm_key: "kitting_v2" });
     expect(res.statusCode, res.body).toBe(200);
-    expect(seen.slice(before).map((s) => s.instruction)).toEqual(["put the bolt in the tray"]);
+    expect(
+      seen()
+        .slice(before)
+        .map((s) => s.instruction),
+    ).toEqual(["put the bolt in the tray"]);
     const bad = await probe(A.admin, "kitting", { unnorm_key: "fractal" });
     expect(bad.statusCode, bad.body).toBe(400);
     expect(bad.json()).toMatchObject({ code: "invalid_unnorm_key", valid_unnorm_keys: ["kitting_v2"] });
     const invalid = await probe(A.admin, "kitting", { instruction: "", extra: 1 });
     expect(invalid.statusCode).toBe(422);
     expect(invalid.json().code).toBe("validation_failed");
-    expect(seen.length).toBe(before + 1);
+    expect(fake.calls.length).toBe(before + 1);
   });
 
   it("an endpoint failure or an invalid answer is ok: false with the code a request would get", async () => {
@@ -160,7 +150,7 @@ describe("POST /v1/models/{id}/probe", () => {
   });
 
   it("only the caller's own models: another account's id, a service model and an unknown id are 404", async () => {
-    const before = seen.length;
+    const before = fake.calls.length;
     for (const [key, id] of [
       [B.admin, "kitting"],
       [A.admin, "mock-openvla-7b"],
@@ -170,7 +160,7 @@ describe("POST /v1/models/{id}/probe", () => {
       expect(res.statusCode, `${id}: ${res.body}`).toBe(404);
       expect(res.json().code).toBe("unknown_model");
     }
-    expect(seen.length).toBe(before);
+    expect(fake.calls.length).toBe(before);
   });
 
   it("needs the admin scope (403 before the body is read) and counts against the rate limit", async () => {

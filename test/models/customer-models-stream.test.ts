@@ -1,8 +1,5 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { customerModelExample } from "../../src/modules/models/models.schemas.ts";
 import { inferenceLogs } from "../../src/platform/db/schema/index.ts";
 import { seedKey } from "../helpers/limits.ts";
@@ -15,6 +12,7 @@ import {
   newKey,
   type StreamTestContext,
 } from "../streaming/helpers.ts";
+import { type OpenvlaFake, startOpenvlaFake } from "./openvla-fake.ts";
 
 /**
  * A customer's own model on the streaming paths (/v1/stream, /v1/openpi): served to its customer,
@@ -22,22 +20,14 @@ import {
  * allowed); its URL is a literal IP, so nothing is resolved.
  */
 
-let fake: Server;
+let fake: OpenvlaFake;
 let t: StreamTestContext;
 let admin: string;
 let otherKey: string;
 let img: Buffer;
 
 beforeAll(async () => {
-  fake = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      const body = JSON.stringify(encodeJsonNumpy(new Float64Array([0.02, 0, 0, 0, 0, 0, 1]), [7]));
-      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
+  fake = await startOpenvlaFake([0.02, 0, 0, 0, 0, 0, 1]);
   t = await buildStreamApp({ BYOM_ALLOW_HTTP: "true", BYOM_ALLOWED_NETWORKS: "127.0.0.0/8" });
   admin = (await seedKey(t.database, t.customerId, { scopes: ["inference", "admin"] })).key;
   otherKey = (await newKey(t)).key;
@@ -49,14 +39,14 @@ beforeAll(async () => {
     payload: {
       ...customerModelExample,
       id: "cell-policy",
-      backend: { kind: "openvla-http", endpoints: [`http://127.0.0.1:${(fake.address() as AddressInfo).port}`] },
+      backend: { kind: "openvla-http", endpoints: [fake.url] },
     },
   });
   if (res.statusCode !== 201) throw new Error(res.body);
 });
 afterAll(async () => {
   await t?.close();
-  await new Promise<void>((r) => fake.close(() => r()));
+  await fake?.close();
 });
 
 describe("a customer's own model on the streaming paths", () => {

@@ -1,9 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { encodeJsonNumpy } from "../../src/modules/inference/json-numpy.ts";
 import { customerModelServices } from "../../src/modules/models/customer-models.module.ts";
 import { customerModelExample } from "../../src/modules/models/models.schemas.ts";
 import type { Db } from "../../src/platform/db/client.ts";
@@ -11,6 +8,7 @@ import { auditLog, customerModels, inferenceLogs } from "../../src/platform/db/s
 import type { Resolver } from "../../src/platform/egress.ts";
 import { buildLimitsApp, type LimitsContext, seedCustomer, seedKey } from "../helpers/limits.ts";
 import { flushLogs, jpeg } from "../inference/helpers.ts";
+import { type OpenvlaFake, startOpenvlaFake } from "./openvla-fake.ts";
 
 /**
  * Bring-your-own model endpoints over HTTP (issue 23). The only sockets opened go to the loopback
@@ -31,9 +29,8 @@ const resolver: Resolver = async (host) => {
   return list.map((address) => ({ address, family: address.includes(":") ? 6 : 4 }) as const);
 };
 
-let fake: Server;
+let fake: OpenvlaFake;
 let fakeUrl: string;
-const received: { url: string | undefined; instruction: string }[] = [];
 
 let t: LimitsContext;
 let img: string;
@@ -43,19 +40,8 @@ const B = { id: "", admin: "" };
 const C = { id: "", admin: "" };
 
 beforeAll(async () => {
-  fake = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const doc = JSON.parse(Buffer.concat(chunks).toString()) as { instruction: string };
-      received.push({ url: req.url, instruction: doc.instruction });
-      const body = JSON.stringify(encodeJsonNumpy(new Float64Array([0.01, -0.02, 0.03, 0, 0, 0, 1]), [7]));
-      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
-  fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+  fake = await startOpenvlaFake();
+  fakeUrl = fake.url;
 
   t = await buildLimitsApp({
     env: {
@@ -79,7 +65,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await t?.close();
-  await new Promise<void>((r) => fake.close(() => r()));
+  await fake?.close();
 });
 
 const model = (id: string, endpoints: string[] = [fakeUrl], extra: Record<string, unknown> = {}) => ({
@@ -120,7 +106,7 @@ describe("registering a model (POST /v1/models)", () => {
       .where(and(eq(customerModels.customerId, A.id), eq(customerModels.id, "kitting")));
     expect(row).toHaveLength(1);
 
-    const before = received.length;
+    const before = fake.calls.length;
     const out = await infer(A.robot, "kitting");
     expect(out.statusCode, out.body).toBe(200);
     expect(out.json()).toMatchObject({
@@ -128,7 +114,9 @@ describe("registering a model (POST /v1/models)", () => {
       unnorm_key: "kitting_v2",
       action: [0.01, -0.02, 0.03, 0, 0, 0, 1],
     });
-    expect(received.slice(before)).toEqual([{ url: "/act", instruction: "put the bolt in the tray" }]);
+    expect(fake.calls.slice(before).map((c) => ({ url: c.url, instruction: c.doc.instruction }))).toEqual([
+      { url: "/act", instruction: "put the bolt in the tray" },
+    ]);
 
     await flushLogs(t.app);
     const logs = await t.database.db
@@ -159,11 +147,11 @@ describe("registering a model (POST /v1/models)", () => {
   });
 
   it("another customer naming the id gets 404 unknown_model on inference, and its own model of that id is separate", async () => {
-    const before = received.length;
+    const before = fake.calls.length;
     const res = await infer(B.admin, "kitting");
     expect(res.statusCode, res.body).toBe(404);
     expect(res.json()).toMatchObject({ code: "unknown_model" });
-    expect(received.length).toBe(before);
+    expect(fake.calls.length).toBe(before);
     // B may use the same id for its own model.
     expect((await register(B.admin, model("kitting"))).statusCode).toBe(201);
     expect((await del(B.admin, "kitting")).statusCode).toBe(204);
